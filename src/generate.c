@@ -1,0 +1,275 @@
+/*
+ * generate.c - the generation loop and perplexity, on top of sessions.
+ *
+ * gptc_generate follows transformers' generate(): prefill the prompt, then per
+ * step run the logits processors in generate()'s order, pick the next token
+ * (argmax, or a seeded categorical draw), and stop at eos, at a stop string,
+ * or after max_new_tokens. The eos / stop-string token is part of the output,
+ * as in transformers.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "model.h"
+#include "sampling.h"
+
+gptc_generate_params gptc_generate_default_params(const gptc_model *m) {
+    const gptc_gen_defaults *g = &m->gen;
+    gptc_generate_params p = {
+        .max_new_tokens = g->max_new_tokens >= 0 ? g->max_new_tokens : -1,
+        .max_length = g->max_length >= 0 ? g->max_length : 20,
+        .min_new_tokens = g->min_new_tokens >= 0 ? g->min_new_tokens : 0,
+        .do_sample = g->do_sample,
+        .temperature = isnan(g->temperature) ? 1.0f : g->temperature,
+        .top_k = g->top_k >= 0 ? g->top_k : 50,
+        .top_p = isnan(g->top_p) ? 1.0f : g->top_p,
+        .repetition_penalty = isnan(g->repetition_penalty) ? 1.0f : g->repetition_penalty,
+        .no_repeat_ngram_size = g->no_repeat_ngram_size >= 0 ? g->no_repeat_ngram_size : 0,
+        .seed = 0,
+        .eos_token_id = g->has_eos ? g->eos_token_id : m->cfg.eos_token_id,
+    };
+    return p;
+}
+
+static gptc_status check_params(const gptc_generate_params *p, const gptc_config *c,
+                                const gptc_tokenizer *tok) {
+    if (p->max_new_tokens < -1)
+        return gptc_fail(GPTC_ERR_ARG, "max_new_tokens: %d is negative", p->max_new_tokens);
+    if (p->max_new_tokens == -1 && p->max_length < 0)
+        return gptc_fail(GPTC_ERR_ARG, "max_length: %d is negative", p->max_length);
+    if (p->min_new_tokens < 0)
+        return gptc_fail(GPTC_ERR_ARG, "min_new_tokens: %d is negative", p->min_new_tokens);
+    if (!(p->temperature >= 0) || isinf(p->temperature))
+        return gptc_fail(GPTC_ERR_ARG, "temperature: %g must be a finite number >= 0",
+                         (double)p->temperature);
+    if (p->top_k < 0) return gptc_fail(GPTC_ERR_ARG, "top_k: %d is negative", p->top_k);
+    if (!(p->top_p > 0 && p->top_p <= 1))
+        return gptc_fail(GPTC_ERR_ARG, "top_p: %g is outside (0, 1]", (double)p->top_p);
+    if (!(p->repetition_penalty > 0) || isinf(p->repetition_penalty))
+        return gptc_fail(GPTC_ERR_ARG, "repetition_penalty: %g must be a finite number > 0",
+                         (double)p->repetition_penalty);
+    if (p->no_repeat_ngram_size < 0)
+        return gptc_fail(GPTC_ERR_ARG, "no_repeat_ngram_size: %d is negative", p->no_repeat_ngram_size);
+    if (p->eos_token_id >= c->n_vocab)
+        return gptc_fail(GPTC_ERR_ARG, "eos_token_id: %d is not below the vocabulary size %d",
+                         p->eos_token_id, c->n_vocab);
+    if (p->n_stop_strings && !p->stop_strings)
+        return gptc_fail(GPTC_ERR_ARG, "stop_strings: NULL with n_stop_strings %zu", p->n_stop_strings);
+    for (size_t i = 0; i < p->n_stop_strings; i++)
+        if (!p->stop_strings[i] || !p->stop_strings[i][0])
+            return gptc_fail(GPTC_ERR_ARG, "stop string %zu is empty", i + 1);
+    if (p->n_stop_strings && !tok)
+        return gptc_fail(GPTC_ERR_ARG, "stop strings need a tokenizer");
+    return GPTC_OK;
+}
+
+/* Text of the sequence so far, for stop strings: token bytes appended. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} text_buf;
+
+static int text_append(text_buf *t, const char *p, size_t n) {
+    if (t->len + n > t->cap) {
+        size_t cap = t->cap ? t->cap : 256;
+        while (cap < t->len + n) cap *= 2;
+        char *b = realloc(t->buf, cap);
+        if (!b) return 0;
+        t->buf = b;
+        t->cap = cap;
+    }
+    memcpy(t->buf + t->len, p, n);
+    t->len += n;
+    return 1;
+}
+
+/* Whether a stop string occurs in the text with its end inside the newest
+ * `added` bytes (like transformers' StopStringCriteria, a token may run past
+ * the end of the stop string). */
+static int hits_stop(const text_buf *t, size_t added, const gptc_generate_params *p) {
+    for (size_t s = 0; s < p->n_stop_strings; s++) {
+        const char *stop = p->stop_strings[s];
+        size_t L = strlen(stop);
+        if (L > t->len) continue;
+        size_t first_end = t->len - added + 1; /* smallest end that includes a new byte */
+        size_t start = first_end >= L ? first_end - L : 0;
+        for (size_t i = start; i + L <= t->len; i++)
+            if (memcmp(t->buf + i, stop, L) == 0) return 1;
+    }
+    return 0;
+}
+
+gptc_status gptc_generate(gptc_model *m, const gptc_tokenizer *tok, const int32_t *prompt,
+                          size_t n_prompt, const gptc_generate_params *p, gptc_token_fn fn,
+                          void *user, int32_t **out_ids, size_t *n_out) {
+    if (out_ids) *out_ids = NULL;
+    if (n_out) *n_out = 0;
+    const gptc_config *c = &m->cfg;
+    if (!p) return gptc_fail(GPTC_ERR_ARG, "generate: params is NULL");
+    gptc_status st = check_params(p, c, tok);
+    if (st != GPTC_OK) return st;
+    if (n_prompt == 0 || !prompt) return gptc_fail(GPTC_ERR_ARG, "prompt: empty");
+    for (size_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= c->n_vocab)
+            return gptc_fail(GPTC_ERR_RANGE, "prompt: token id %d is out of range [0, %d)", prompt[i],
+                             c->n_vocab);
+    int64_t max_new = p->max_new_tokens;
+    if (max_new < 0) {
+        max_new = (int64_t)p->max_length - (int64_t)n_prompt;
+        if (max_new <= 0)
+            return gptc_fail(GPTC_ERR_RANGE,
+                             "prompt: %zu tokens already reach max_length %d; set max_new_tokens",
+                             n_prompt, p->max_length);
+    }
+    if (max_new == 0) return GPTC_OK;
+    if (max_new >= c->n_ctx)
+        return gptc_fail(GPTC_ERR_RANGE, "max_new_tokens: %lld leaves no room for the prompt in n_positions = %d",
+                         (long long)max_new, c->n_ctx);
+    if ((int64_t)n_prompt + max_new > c->n_ctx) {
+        if (!p->truncate_prompt)
+            return gptc_fail(GPTC_ERR_RANGE,
+                             "prompt: %zu tokens + max_new_tokens %lld exceed n_positions = %d (truncation is opt-in)",
+                             n_prompt, (long long)max_new, c->n_ctx);
+        size_t keep = (size_t)(c->n_ctx - max_new);
+        prompt += n_prompt - keep;
+        n_prompt = keep;
+    }
+    int V = c->n_vocab;
+    size_t total = n_prompt + (size_t)max_new;
+    gptc_session *s = NULL;
+    int32_t *seq = malloc(total * sizeof *seq);
+    float *logits = malloc((size_t)V * sizeof *logits);
+    unsigned char *seen = calloc((size_t)V, 1);
+    scored_id *scratch = malloc((size_t)V * sizeof *scratch);
+    text_buf text = {0};
+    if (!seq || !logits || !seen || !scratch) {
+        st = gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    memcpy(seq, prompt, n_prompt * sizeof *seq);
+    if (p->n_stop_strings)
+        for (size_t i = 0; i < n_prompt; i++) {
+            size_t len;
+            const char *b = gptc_tokenizer_token_bytes(tok, prompt[i], &len);
+            if (b && !text_append(&text, b, len)) {
+                st = gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+                goto done;
+            }
+        }
+    if ((st = gptc_session_new(m, (int32_t)total, &s)) != GPTC_OK) goto done;
+    if ((st = gptc_session_eval(s, prompt, n_prompt, 1, logits)) != GPTC_OK) goto done;
+    int greedy = !p->do_sample || p->temperature == 0.0f;
+    size_t n = n_prompt;
+    for (int64_t step = 0; step < max_new; step++) {
+        if (p->repetition_penalty != 1.0f)
+            proc_repetition_penalty(logits, seq, n, p->repetition_penalty, seen);
+        if (p->no_repeat_ngram_size > 0) proc_no_repeat_ngram(logits, seq, n, p->no_repeat_ngram_size);
+        if (step < p->min_new_tokens && p->eos_token_id >= 0) logits[p->eos_token_id] = -INFINITY;
+        int32_t next;
+        if (greedy) next = sample_argmax(logits, V);
+        else {
+            if (p->temperature != 1.0f) warp_temperature(logits, V, p->temperature);
+            if (p->top_k > 0) warp_top_k(logits, V, p->top_k, scratch);
+            if (p->top_p < 1.0f) warp_top_p(logits, V, p->top_p, scratch);
+            next = sample_categorical(logits, V, sample_uniform(p->seed, (uint64_t)step));
+        }
+        seq[n++] = next;
+        int stop = next == p->eos_token_id;
+        if (fn && fn(next, user)) stop = 1;
+        if (p->n_stop_strings) {
+            size_t len;
+            const char *b = gptc_tokenizer_token_bytes(tok, next, &len);
+            if (b && !text_append(&text, b, len)) {
+                st = gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+                goto done;
+            }
+            if (b && len && hits_stop(&text, len, p)) stop = 1;
+        }
+        if (stop || step + 1 == max_new) break;
+        if ((st = gptc_session_eval(s, &next, 1, 1, logits)) != GPTC_OK) goto done;
+    }
+    if (out_ids) {
+        size_t k = n - n_prompt;
+        *out_ids = malloc((k ? k : 1) * sizeof **out_ids);
+        if (!*out_ids) {
+            st = gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        memcpy(*out_ids, seq + n_prompt, k * sizeof **out_ids);
+        if (n_out) *n_out = k;
+    } else if (n_out) *n_out = n - n_prompt;
+done:
+    gptc_session_free(s);
+    free(seq);
+    free(logits);
+    free(seen);
+    free(scratch);
+    free(text.buf);
+    return st;
+}
+
+/* Mean negative log-likelihood of targets[i] under logits row i, i < n. */
+static double mean_nll(const float *logits, const int32_t *targets, size_t n, int V) {
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        const float *row = logits + i * (size_t)V;
+        double mx = row[0];
+        for (int v = 1; v < V; v++)
+            if (row[v] > mx) mx = row[v];
+        double z = 0;
+        for (int v = 0; v < V; v++) z += exp((double)row[v] - mx);
+        sum += mx + log(z) - (double)row[targets[i]];
+    }
+    return sum / (double)n;
+}
+
+gptc_status gptc_perplexity(gptc_model *m, const int32_t *ids, size_t n, int32_t stride, double *ppl) {
+    const gptc_config *c = &m->cfg;
+    *ppl = NAN;
+    if (n < 2) return gptc_fail(GPTC_ERR_ARG, "perplexity: the text has %zu tokens, at least 2 needed", n);
+    if (stride <= 0 || stride > c->n_ctx)
+        return gptc_fail(GPTC_ERR_ARG, "stride: %d is outside [1, n_positions = %d]", stride, c->n_ctx);
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->n_vocab)
+            return gptc_fail(GPTC_ERR_RANGE, "token id %d is out of range [0, %d)", ids[i], c->n_vocab);
+    size_t max_len = (size_t)c->n_ctx, V = (size_t)c->n_vocab;
+    gptc_session *s = NULL;
+    gptc_status st = gptc_session_new(m, (int32_t)(n < max_len ? n : max_len), &s);
+    if (st != GPTC_OK) return st;
+    float *logits = NULL;
+    double nll_sum = 0;
+    size_t n_tokens = 0, prev_end = 0;
+    /* The recipe of the transformers documentation ("Perplexity of
+     * fixed-length models"): windows of n_positions tokens, `stride` apart;
+     * each scores only the tokens not scored by the window before. Its
+     * weighting (valid labels - 1 per window) is kept as written so the
+     * numbers agree with it exactly. */
+    for (size_t begin = 0; begin < n; begin += (size_t)stride) {
+        size_t end = begin + max_len < n ? begin + max_len : n;
+        size_t len = end - begin, trg = end - prev_end;
+        size_t first = len - trg > 1 ? len - trg : 1; /* first target index in the window */
+        size_t n_logits = len - first + 1;            /* rows for positions first-1 .. len-1 */
+        if (!logits) logits = malloc(max_len * V * sizeof *logits);
+        if (!logits) {
+            st = gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+            break;
+        }
+        gptc_session_reset(s);
+        if ((st = gptc_session_eval(s, ids + begin, len, n_logits, logits)) != GPTC_OK) break;
+        double nll = mean_nll(logits, ids + begin + first, len - first, (int)V);
+        size_t w = trg - 1;
+        nll_sum += nll * (double)w;
+        n_tokens += w;
+        prev_end = end;
+        if (end == n) break;
+    }
+    if (st == GPTC_OK) {
+        if (n_tokens == 0) st = gptc_fail(GPTC_ERR_ARG, "perplexity: no token was scored");
+        else *ppl = exp(nll_sum / (double)n_tokens);
+    }
+    free(logits);
+    gptc_session_free(s);
+    return st;
+}

@@ -1,0 +1,116 @@
+/*
+ * sampling.c - logits processors and samplers (see sampling.h).
+ *
+ * Filtered tokens are set to -INFINITY, as transformers' filter_value, so a
+ * later processor or the sampler never sees them. The random stream is
+ * counter-based (one splitmix64 value per step), so a seed reproduces the same
+ * tokens whatever the thread count or backend.
+ */
+#include "sampling.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+void proc_repetition_penalty(float *scores, const int32_t *seq, size_t n, float penalty,
+                             unsigned char *seen) {
+    for (size_t i = 0; i < n; i++) {
+        int32_t id = seq[i];
+        if (seen[id]) continue;
+        seen[id] = 1;
+        float s = scores[id];
+        scores[id] = s < 0 ? s * penalty : s / penalty;
+    }
+    for (size_t i = 0; i < n; i++) seen[seq[i]] = 0;
+}
+
+void proc_no_repeat_ngram(float *scores, const int32_t *seq, size_t n, int ngram) {
+    if (ngram <= 0 || n + 1 < (size_t)ngram) return;
+    size_t k = (size_t)ngram - 1; /* the prefix that the next token would extend */
+    const int32_t *tail = seq + n - k;
+    for (size_t i = 0; i + k < n; i++) {
+        size_t j = 0;
+        while (j < k && seq[i + j] == tail[j]) j++;
+        if (j == k) scores[seq[i + k]] = -INFINITY;
+    }
+}
+
+void warp_temperature(float *scores, int V, float temperature) {
+    for (int i = 0; i < V; i++) scores[i] /= temperature;
+}
+
+/* Descending by score; ties by index, so the order is total and reproducible. */
+static int cmp_desc(const void *a, const void *b) {
+    const scored_id *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* The finite scores, sorted by descending score; returns the count. */
+static int sorted_finite(const float *scores, int V, scored_id *out) {
+    int n = 0;
+    for (int i = 0; i < V; i++)
+        if (scores[i] > -INFINITY) out[n++] = (scored_id){scores[i], i};
+    qsort(out, (size_t)n, sizeof *out, cmp_desc);
+    return n;
+}
+
+void warp_top_k(float *scores, int V, int top_k, scored_id *scratch) {
+    if (top_k <= 0 || top_k >= V) return;
+    int n = sorted_finite(scores, V, scratch);
+    if (n <= top_k) return;
+    /* transformers removes scores strictly below the k-th largest, so ties
+     * with the k-th survive. */
+    float kth = scratch[top_k - 1].score;
+    for (int i = 0; i < V; i++)
+        if (scores[i] < kth) scores[i] = -INFINITY;
+}
+
+void warp_top_p(float *scores, int V, float top_p, scored_id *scratch) {
+    if (!(top_p < 1.0f)) return;
+    int n = sorted_finite(scores, V, scratch);
+    if (n <= 1) return;
+    double mx = scratch[0].score, total = 0;
+    for (int i = 0; i < n; i++) total += exp((double)scratch[i].score - mx);
+    /* transformers sorts ascending and drops tokens whose cumulative
+     * probability is <= 1 - top_p; from the top that keeps the smallest prefix
+     * whose mass reaches top_p, i.e. everything whose ascending cumulative sum
+     * exceeds 1 - top_p. Walk ascending to apply the same test. */
+    double cum = 0, cut = 1.0 - (double)top_p;
+    for (int i = n - 1; i >= 1; i--) { /* the top token is always kept */
+        cum += exp((double)scratch[i].score - mx) / total;
+        if (cum <= cut) scores[scratch[i].id] = -INFINITY;
+        else break;
+    }
+}
+
+int32_t sample_argmax(const float *scores, int V) {
+    int32_t best = 0;
+    for (int i = 1; i < V; i++)
+        if (scores[i] > scores[best]) best = i;
+    return best;
+}
+
+int32_t sample_categorical(const float *scores, int V, double u) {
+    float mx = -INFINITY;
+    for (int i = 0; i < V; i++)
+        if (scores[i] > mx) mx = scores[i];
+    double total = 0;
+    for (int i = 0; i < V; i++)
+        if (scores[i] > -INFINITY) total += exp((double)(scores[i] - mx));
+    double target = u * total, cum = 0;
+    int32_t last = -1;
+    for (int i = 0; i < V; i++) {
+        if (!(scores[i] > -INFINITY)) continue;
+        cum += exp((double)(scores[i] - mx));
+        last = i;
+        if (cum > target) return i;
+    }
+    return last >= 0 ? last : sample_argmax(scores, V);
+}
+
+double sample_uniform(uint64_t seed, uint64_t step) {
+    uint64_t r = gptc_splitmix64(gptc_splitmix64(seed) ^ (step * 0xd1b54a32d192ed03ull));
+    return (double)(r >> 11) * (1.0 / 9007199254740992.0);
+}

@@ -1,0 +1,692 @@
+/*
+ * gptc.c - the command-line tool. Uses only the public API (gptc.h).
+ *
+ *   gptc generate   -m DIR [--prompt TEXT | --prompt-ids 1,2,3] [options]
+ *   gptc tokenize   -m DIR [--decode]
+ *   gptc perplexity -m DIR --file F [--stride S]
+ *   gptc bench      [-m DIR | --shape NAME] [--prompt-len P] [--new-tokens N] [--json]
+ *   gptc logits     -m DIR --prompt-ids 1,2,3   (last-position logits, for tests)
+ *
+ * Every argument is validated; a bad one gets a one-line message naming it and
+ * exit status 2. Library failures exit with status 1.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gptc.h"
+
+#define MAX_STOPS 16
+
+static int usage_error(const char *fmt, const char *a, const char *b) {
+    fprintf(stderr, "gptc: ");
+    fprintf(stderr, fmt, a, b);
+    fprintf(stderr, " (see --help)\n");
+    return 2;
+}
+
+static int lib_error(void) {
+    fprintf(stderr, "gptc: %s\n", gptc_last_error());
+    return 1;
+}
+
+static int parse_long(const char *flag, const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno) {
+        fprintf(stderr, "gptc: %s: '%s' is not an integer\n", flag, s);
+        return 0;
+    }
+    if (v < lo || v > hi) {
+        fprintf(stderr, "gptc: %s: %ld is outside [%ld, %ld]\n", flag, v, lo, hi);
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+static int parse_double(const char *flag, const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!*s || *end || errno || !isfinite(v)) {
+        fprintf(stderr, "gptc: %s: '%s' is not a finite number\n", flag, s);
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* Parses "1,2,3" (commas and/or whitespace) into a malloc'ed array. */
+static int parse_ids(const char *flag, const char *s, int32_t **ids, size_t *n) {
+    size_t cap = 16, k = 0;
+    int32_t *v = malloc(cap * sizeof *v);
+    if (!v) return 0;
+    const char *p = s;
+    for (;;) {
+        while (*p == ',' || *p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+        if (!*p) break;
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || errno || x < 0 || x > INT32_MAX ||
+            (*end && *end != ',' && *end != ' ' && *end != '\t' && *end != '\n' && *end != '\r')) {
+            const char *e = p;
+            while (*e && *e != ',' && *e != ' ' && *e != '\n') e++;
+            fprintf(stderr, "gptc: %s: '%.*s' is not a token id (a non-negative integer)\n", flag,
+                    (int)(e - p > 40 ? 40 : e - p), p);
+            free(v);
+            return 0;
+        }
+        if (k == cap) {
+            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) {
+                free(v);
+                return 0;
+            }
+            v = nv;
+        }
+        v[k++] = (int32_t)x;
+        p = end;
+    }
+    *ids = v;
+    *n = k;
+    return 1;
+}
+
+static char *read_stream(FILE *f, size_t *len) {
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) return NULL;
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += r;
+        if (n == cap) {
+            char *nb = realloc(buf, (cap *= 2) + 1);
+            if (!nb) {
+                free(buf);
+                return NULL;
+            }
+            buf = nb;
+        }
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- shared options ---- */
+
+typedef struct {
+    const char *model_dir;
+    long threads;
+} common_opts;
+
+/* Handles -m/--model and --threads; returns 1 if argv[*i] was one of them,
+ * 0 if not, -1 on error. */
+static int common_flag(int argc, char **argv, int *i, common_opts *o) {
+    const char *a = argv[*i];
+    if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) {
+        if (*i + 1 >= argc) return usage_error("%s needs a value%s", a, ""), -1;
+        o->model_dir = argv[++*i];
+        return 1;
+    }
+    if (strcmp(a, "--threads") == 0) {
+        if (*i + 1 >= argc) return usage_error("%s needs a value%s", a, ""), -1;
+        return parse_long(a, argv[++*i], 1, 4096, &o->threads) ? 1 : -1;
+    }
+    return 0;
+}
+
+static int load_model(const common_opts *o, gptc_model **m) {
+    if (!o->model_dir) return usage_error("-m DIR: no model folder given%s%s", "", "");
+    gptc_model_params mp = gptc_model_default_params();
+    mp.n_threads = (int)o->threads;
+    if (gptc_model_load(o->model_dir, &mp, m) != GPTC_OK) return lib_error();
+    return 0;
+}
+
+/* ---- generate ---- */
+
+static const char *k_generate_help =
+    "usage: gptc generate -m DIR [--prompt TEXT | --prompt-ids 1,2,3] [options]\n"
+    "\n"
+    "Generates a continuation of the prompt and streams it to stdout (the prompt\n"
+    "itself is not repeated).\n"
+    "\n"
+    "  -m, --model DIR             Hugging Face checkpoint folder\n"
+    "  --prompt TEXT               prompt text\n"
+    "  --prompt-ids IDS            prompt as token ids, comma-separated\n"
+    "  --max-new-tokens N          tokens to generate (default: generation_config, else up to\n"
+    "                              max_length 20 in all, as transformers)\n"
+    "  --min-new-tokens N          forbid eos before N new tokens\n"
+    "  --greedy | --do-sample      decoding mode; without either, sampling when --temperature > 0,\n"
+    "                              --top-k or --top-p is given, else the model's default\n"
+    "  --temperature T             >= 0; 0 means greedy\n"
+    "  --top-k K                   keep the K most likely tokens (0: off)\n"
+    "  --top-p P                   nucleus sampling, P in (0, 1]\n"
+    "  --repetition-penalty R      > 0 (1: off), transformers' semantics\n"
+    "  --no-repeat-ngram-size N    never repeat an N-gram (0: off)\n"
+    "  --seed S                    seed for sampling (same seed, same output)\n"
+    "  --stop STR                  stop once the text reaches STR (repeatable)\n"
+    "  --truncate                  keep the end of a prompt too long for the context\n"
+    "                              (otherwise it is an error)\n"
+    "  --threads N                 CPU threads (default: all cores)\n"
+    "  --ids                       print only the generated token ids, on one line\n";
+
+typedef struct {
+    gptc_detok *detok;
+    int32_t eos;
+    int failed;
+} stream_state;
+
+static int stream_token(int32_t id, void *user) {
+    stream_state *s = user;
+    if (id == s->eos) return 0;
+    const char *text;
+    size_t len;
+    if (gptc_detok_push(s->detok, id, &text, &len) != GPTC_OK) {
+        s->failed = 1;
+        return 1;
+    }
+    if (len) {
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+static int cmd_generate(int argc, char **argv) {
+    common_opts co = {0};
+    const char *prompt = NULL, *prompt_ids = NULL;
+    const char *stops[MAX_STOPS];
+    int n_stops = 0, want_ids = 0, mode = 0; /* mode: 1 greedy, 2 sample */
+    int has_temp = 0, has_topk = 0, has_topp = 0, truncate = 0;
+    long max_new = -2, min_new = -1, top_k = 0, ngram = -1, seed = -1;
+    double temp = 1, top_p = 1, rep = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int r = common_flag(argc, argv, &i, &co);
+        if (r < 0) return 2;
+        if (r) continue;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(k_generate_help, stdout);
+            return 0;
+        }
+        if (strcmp(a, "--greedy") == 0) { mode = 1; continue; }
+        if (strcmp(a, "--do-sample") == 0) { mode = 2; continue; }
+        if (strcmp(a, "--ids") == 0) { want_ids = 1; continue; }
+        if (strcmp(a, "--truncate") == 0) { truncate = 1; continue; }
+        if (i + 1 >= argc) return usage_error("%s: unknown flag or missing value%s", a, "");
+        const char *v = argv[++i];
+        if (strcmp(a, "--prompt") == 0) prompt = v;
+        else if (strcmp(a, "--prompt-ids") == 0) prompt_ids = v;
+        else if (strcmp(a, "--max-new-tokens") == 0) { if (!parse_long(a, v, 0, INT32_MAX, &max_new)) return 2; }
+        else if (strcmp(a, "--min-new-tokens") == 0) { if (!parse_long(a, v, 0, INT32_MAX, &min_new)) return 2; }
+        else if (strcmp(a, "--top-k") == 0) { if (!parse_long(a, v, 0, INT32_MAX, &top_k)) return 2; has_topk = 1; }
+        else if (strcmp(a, "--no-repeat-ngram-size") == 0) { if (!parse_long(a, v, 0, INT32_MAX, &ngram)) return 2; }
+        else if (strcmp(a, "--seed") == 0) { if (!parse_long(a, v, 0, LONG_MAX, &seed)) return 2; }
+        else if (strcmp(a, "--temperature") == 0) {
+            if (!parse_double(a, v, &temp)) return 2;
+            if (temp < 0) return usage_error("--temperature: %s is negative%s", v, "");
+            has_temp = 1;
+        } else if (strcmp(a, "--top-p") == 0) {
+            if (!parse_double(a, v, &top_p)) return 2;
+            if (!(top_p > 0 && top_p <= 1)) return usage_error("--top-p: %s is outside (0, 1]%s", v, "");
+            has_topp = 1;
+        } else if (strcmp(a, "--repetition-penalty") == 0) {
+            if (!parse_double(a, v, &rep)) return 2;
+            if (!(rep > 0)) return usage_error("--repetition-penalty: %s must be > 0%s", v, "");
+        } else if (strcmp(a, "--stop") == 0) {
+            if (!*v) return usage_error("--stop: empty string%s%s", "", "");
+            if (n_stops == MAX_STOPS) return usage_error("--stop: more than %s stop strings%s", "16", "");
+            stops[n_stops++] = v;
+        } else return usage_error("%s: unknown flag%s", a, "");
+    }
+    if (prompt && prompt_ids) return usage_error("--prompt and --prompt-ids: give one, not both%s%s", "", "");
+    if (!prompt && !prompt_ids) return usage_error("no prompt: give --prompt TEXT or --prompt-ids IDS%s%s", "", "");
+    if (prompt && !*prompt) return usage_error("--prompt: empty prompt%s%s", "", "");
+
+    int32_t *ids = NULL, *out = NULL;
+    size_t n_ids = 0, n_out = 0;
+    if (prompt_ids) {
+        if (!parse_ids("--prompt-ids", prompt_ids, &ids, &n_ids)) return 2;
+        if (n_ids == 0) {
+            free(ids);
+            return usage_error("--prompt-ids: empty prompt%s%s", "", "");
+        }
+    }
+    gptc_model *m = NULL;
+    gptc_tokenizer *tok = NULL;
+    gptc_detok *detok = NULL;
+    int rc = load_model(&co, &m);
+    if (rc) goto done;
+    const gptc_config *cfg = gptc_model_config(m);
+    int need_tok = prompt || !want_ids || n_stops;
+    if (need_tok && gptc_tokenizer_load(co.model_dir, &tok) != GPTC_OK) { rc = lib_error(); goto done; }
+    if (prompt && gptc_tokenizer_encode(tok, prompt, strlen(prompt), &ids, &n_ids) != GPTC_OK) {
+        rc = lib_error();
+        goto done;
+    }
+    if (n_ids == 0) { rc = usage_error("--prompt: encodes to no tokens%s%s", "", ""); goto done; }
+    for (size_t i = 0; i < n_ids; i++)
+        if (ids[i] >= cfg->n_vocab) {
+            fprintf(stderr, "gptc: --prompt-ids: token id %d is out of range [0, %d)\n", ids[i], cfg->n_vocab);
+            rc = 2;
+            goto done;
+        }
+    gptc_generate_params p = gptc_generate_default_params(m);
+    if (max_new >= 0) p.max_new_tokens = (int32_t)max_new;
+    if (min_new >= 0) p.min_new_tokens = (int32_t)min_new;
+    if (ngram >= 0) p.no_repeat_ngram_size = (int32_t)ngram;
+    if (rep > 0) p.repetition_penalty = (float)rep;
+    if (seed >= 0) p.seed = (uint64_t)seed;
+    if (has_temp) p.temperature = (float)temp;
+    if (has_topk) p.top_k = (int32_t)top_k;
+    if (has_topp) p.top_p = (float)top_p;
+    if (mode == 1) p.do_sample = 0;
+    else if (mode == 2) p.do_sample = 1;
+    else if ((has_temp && temp > 0) || has_topk || has_topp) p.do_sample = 1;
+    if (has_temp && temp == 0) p.do_sample = 0;
+    p.stop_strings = stops;
+    p.n_stop_strings = (size_t)n_stops;
+    p.truncate_prompt = truncate;
+
+    stream_state ss = {0};
+    ss.eos = p.eos_token_id;
+    if (!want_ids) {
+        if (gptc_detok_new(tok, &detok) != GPTC_OK) { rc = lib_error(); goto done; }
+        ss.detok = detok;
+    }
+    if (gptc_generate(m, tok, ids, n_ids, &p, want_ids ? NULL : stream_token, &ss,
+                      want_ids ? &out : NULL, want_ids ? &n_out : NULL) != GPTC_OK) {
+        rc = lib_error();
+        if (!want_ids) fputc('\n', stdout);
+        goto done;
+    }
+    if (ss.failed) { rc = lib_error(); goto done; }
+    if (want_ids) {
+        for (size_t i = 0; i < n_out; i++) printf(i ? " %d" : "%d", out[i]);
+        putchar('\n');
+    } else {
+        const char *text;
+        size_t len;
+        if (gptc_detok_flush(detok, &text, &len) == GPTC_OK && len) fwrite(text, 1, len, stdout);
+        if (isatty(STDOUT_FILENO)) putchar('\n');
+    }
+done:
+    free(ids);
+    free(out);
+    gptc_detok_free(detok);
+    gptc_tokenizer_free(tok);
+    gptc_model_free(m);
+    return rc;
+}
+
+/* ---- tokenize ---- */
+
+static const char *k_tokenize_help =
+    "usage: gptc tokenize -m DIR [--decode]\n"
+    "\n"
+    "Reads text on stdin and prints its token ids, space-separated, on one line.\n"
+    "With --decode, reads token ids (space- or comma-separated) and prints the text.\n";
+
+static int cmd_tokenize(int argc, char **argv) {
+    common_opts co = {0};
+    int decode = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = common_flag(argc, argv, &i, &co);
+        if (r < 0) return 2;
+        if (r) continue;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(k_tokenize_help, stdout);
+            return 0;
+        }
+        if (strcmp(argv[i], "--decode") == 0) decode = 1;
+        else return usage_error("%s: unknown flag%s", argv[i], "");
+    }
+    if (!co.model_dir) return usage_error("-m DIR: no model folder given%s%s", "", "");
+    gptc_tokenizer *tok = NULL;
+    if (gptc_tokenizer_load(co.model_dir, &tok) != GPTC_OK) return lib_error();
+    size_t len = 0;
+    char *in = read_stream(stdin, &len);
+    int rc = 0;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    char *text = NULL;
+    if (!in) { rc = usage_error("stdin: cannot read%s%s", "", ""); goto done; }
+    if (decode) {
+        if (strlen(in) != len) { rc = usage_error("stdin: NUL byte in the token ids%s%s", "", ""); goto done; }
+        if (!parse_ids("stdin", in, &ids, &n)) { rc = 2; goto done; }
+        size_t tl;
+        if (gptc_tokenizer_decode(tok, ids, n, &text, &tl) != GPTC_OK) { rc = lib_error(); goto done; }
+        fwrite(text, 1, tl, stdout);
+    } else {
+        if (gptc_tokenizer_encode(tok, in, len, &ids, &n) != GPTC_OK) { rc = lib_error(); goto done; }
+        for (size_t i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+        putchar('\n');
+    }
+done:
+    free(in);
+    free(ids);
+    free(text);
+    gptc_tokenizer_free(tok);
+    return rc;
+}
+
+/* ---- perplexity ---- */
+
+static const char *k_perplexity_help =
+    "usage: gptc perplexity -m DIR --file F [--stride S] [--threads N]\n"
+    "\n"
+    "Perplexity of the text in F with the sliding-window recipe of the transformers\n"
+    "documentation: windows of n_positions tokens, S apart (default n_positions / 2).\n"
+    "The last line is 'perplexity: X'.\n";
+
+static int cmd_perplexity(int argc, char **argv) {
+    common_opts co = {0};
+    const char *file = NULL;
+    long stride = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = common_flag(argc, argv, &i, &co);
+        if (r < 0) return 2;
+        if (r) continue;
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(k_perplexity_help, stdout);
+            return 0;
+        }
+        if (i + 1 >= argc) return usage_error("%s: unknown flag or missing value%s", a, "");
+        if (strcmp(a, "--file") == 0) file = argv[++i];
+        else if (strcmp(a, "--stride") == 0) { if (!parse_long(a, argv[++i], 1, INT32_MAX, &stride)) return 2; }
+        else return usage_error("%s: unknown flag%s", a, "");
+    }
+    if (!file) return usage_error("--file F: no text file given%s%s", "", "");
+    FILE *f = fopen(file, "rb");
+    if (!f) {
+        fprintf(stderr, "gptc: --file: %s: %s\n", file, strerror(errno));
+        return 2;
+    }
+    size_t len = 0;
+    char *text = read_stream(f, &len);
+    fclose(f);
+    if (!text) return usage_error("--file: %s: cannot read%s", file, "");
+    gptc_model *m = NULL;
+    gptc_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = load_model(&co, &m);
+    if (rc) goto done;
+    if (gptc_tokenizer_load(co.model_dir, &tok) != GPTC_OK) { rc = lib_error(); goto done; }
+    if (gptc_tokenizer_encode(tok, text, len, &ids, &n) != GPTC_OK) { rc = lib_error(); goto done; }
+    int32_t n_ctx = gptc_model_config(m)->n_ctx;
+    if (stride == 0) stride = n_ctx / 2 > 0 ? n_ctx / 2 : 1;
+    if (stride > n_ctx) {
+        fprintf(stderr, "gptc: --stride: %ld is larger than n_positions = %d\n", stride, n_ctx);
+        rc = 2;
+        goto done;
+    }
+    double ppl;
+    double t0 = now_s();
+    if (gptc_perplexity(m, ids, n, (int32_t)stride, &ppl) != GPTC_OK) { rc = lib_error(); goto done; }
+    printf("tokens: %zu\nstride: %ld\nseconds: %.3f\nperplexity: %.10g\n", n, stride, now_s() - t0, ppl);
+done:
+    free(text);
+    free(ids);
+    gptc_tokenizer_free(tok);
+    gptc_model_free(m);
+    return rc;
+}
+
+/* ---- logits (for tests) ---- */
+
+static int cmd_logits(int argc, char **argv) {
+    common_opts co = {0};
+    const char *ids_arg = NULL;
+    for (int i = 1; i < argc; i++) {
+        int r = common_flag(argc, argv, &i, &co);
+        if (r < 0) return 2;
+        if (r) continue;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            puts("usage: gptc logits -m DIR --prompt-ids 1,2,3\n\nPrints the logits of the last "
+                 "position, space-separated, on one line.");
+            return 0;
+        }
+        if (strcmp(argv[i], "--prompt-ids") == 0 && i + 1 < argc) ids_arg = argv[++i];
+        else return usage_error("%s: unknown flag or missing value%s", argv[i], "");
+    }
+    if (!ids_arg) return usage_error("--prompt-ids: required%s%s", "", "");
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (!parse_ids("--prompt-ids", ids_arg, &ids, &n)) return 2;
+    if (!n) {
+        free(ids);
+        return usage_error("--prompt-ids: empty prompt%s%s", "", "");
+    }
+    gptc_model *m = NULL;
+    gptc_session *s = NULL;
+    float *logits = NULL;
+    int rc = load_model(&co, &m);
+    if (rc) goto done;
+    const gptc_config *c = gptc_model_config(m);
+    if (n > (size_t)c->n_ctx) {
+        fprintf(stderr, "gptc: --prompt-ids: %zu tokens exceed n_positions = %d\n", n, c->n_ctx);
+        rc = 2;
+        goto done;
+    }
+    logits = malloc((size_t)c->n_vocab * sizeof *logits);
+    if (!logits || gptc_session_new(m, (int32_t)n, &s) != GPTC_OK ||
+        gptc_session_eval(s, ids, n, 1, logits) != GPTC_OK) {
+        rc = lib_error();
+        goto done;
+    }
+    for (int v = 0; v < c->n_vocab; v++) printf(v ? " %.9g" : "%.9g", (double)logits[v]);
+    putchar('\n');
+done:
+    free(ids);
+    free(logits);
+    gptc_session_free(s);
+    gptc_model_free(m);
+    return rc;
+}
+
+/* ---- bench ---- */
+
+static const char *k_bench_help =
+    "usage: gptc bench [-m DIR | --shape gpt2|gpt2-medium|gpt2-large|gpt2-xl] [options]\n"
+    "\n"
+    "Times prefill and batch-1 greedy decode, and the machine's memory copy\n"
+    "bandwidth in the same run. --shape builds random weights in memory.\n"
+    "\n"
+    "  --prompt-len P     prompt tokens (default 16)\n"
+    "  --new-tokens N     decode steps (default 64)\n"
+    "  --threads N        CPU threads (default: all cores)\n"
+    "  --tokenizer DIR    tokenizer for the tokenize timing (default: the model folder)\n"
+    "  --text FILE        text for the tokenize timing (default: none, reported as null)\n"
+    "  --json             one JSON object per line\n";
+
+/* Copy bandwidth (bytes read + bytes written per second), best of a few runs
+ * over a buffer far larger than the caches. */
+static double copy_bandwidth(void) {
+    size_t n = (size_t)256 << 20;
+    char *a = malloc(n), *b = malloc(n);
+    if (!a || !b) {
+        free(a);
+        free(b);
+        return NAN;
+    }
+    memset(a, 1, n);
+    memset(b, 2, n);
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        double t = now_s();
+        memcpy(r & 1 ? a : b, r & 1 ? b : a, n);
+        t = now_s() - t;
+        if (2.0 * (double)n / t > best) best = 2.0 * (double)n / t;
+    }
+    free(a);
+    free(b);
+    return best / 1e9;
+}
+
+static int cmd_bench(int argc, char **argv) {
+    common_opts co = {0};
+    const char *shape = NULL, *tok_dir = NULL, *text_file = NULL;
+    long prompt_len = 16, new_tokens = 64;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = common_flag(argc, argv, &i, &co);
+        if (r < 0) return 2;
+        if (r) continue;
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(k_bench_help, stdout);
+            return 0;
+        }
+        if (strcmp(a, "--json") == 0) { json = 1; continue; }
+        if (i + 1 >= argc) return usage_error("%s: unknown flag or missing value%s", a, "");
+        const char *v = argv[++i];
+        if (strcmp(a, "--shape") == 0) shape = v;
+        else if (strcmp(a, "--tokenizer") == 0) tok_dir = v;
+        else if (strcmp(a, "--text") == 0) text_file = v;
+        else if (strcmp(a, "--prompt-len") == 0) { if (!parse_long(a, v, 1, 1 << 20, &prompt_len)) return 2; }
+        else if (strcmp(a, "--new-tokens") == 0) { if (!parse_long(a, v, 1, 1 << 20, &new_tokens)) return 2; }
+        else return usage_error("%s: unknown flag%s", a, "");
+    }
+    if (shape && co.model_dir) return usage_error("-m and --shape: give one, not both%s%s", "", "");
+    if (!shape && !co.model_dir) shape = "gpt2";
+    gptc_model *m = NULL;
+    gptc_session *s = NULL;
+    gptc_tokenizer *tok = NULL;
+    float *logits = NULL;
+    int32_t *ids = NULL;
+    char *text = NULL;
+    int rc = 0;
+    double t0 = now_s();
+    if (shape) {
+        gptc_model_params mp = gptc_model_default_params();
+        mp.n_threads = (int)co.threads;
+        if (gptc_model_from_shape(shape, 1, &mp, &m) != GPTC_OK) { rc = lib_error(); goto done; }
+    } else if ((rc = load_model(&co, &m))) goto done;
+    double load_s = now_s() - t0;
+    const gptc_config *c = gptc_model_config(m);
+    if (prompt_len + new_tokens > c->n_ctx) {
+        fprintf(stderr, "gptc: --prompt-len + --new-tokens = %ld exceed n_positions = %d\n",
+                prompt_len + new_tokens, c->n_ctx);
+        rc = 2;
+        goto done;
+    }
+    double tok_mb_s = NAN;
+    if (text_file) {
+        if (gptc_tokenizer_load(tok_dir ? tok_dir : co.model_dir ? co.model_dir : ".", &tok) != GPTC_OK) {
+            rc = lib_error();
+            goto done;
+        }
+        FILE *f = fopen(text_file, "rb");
+        size_t len = 0;
+        if (!f || !(text = read_stream(f, &len))) {
+            if (f) fclose(f);
+            fprintf(stderr, "gptc: --text: %s: cannot read\n", text_file);
+            rc = 2;
+            goto done;
+        }
+        fclose(f);
+        int32_t *tids;
+        size_t tn;
+        double t = now_s();
+        if (gptc_tokenizer_encode(tok, text, len, &tids, &tn) != GPTC_OK) { rc = lib_error(); goto done; }
+        tok_mb_s = (double)len / 1e6 / (now_s() - t);
+        free(tids);
+    }
+    logits = malloc((size_t)c->n_vocab * sizeof *logits);
+    ids = malloc((size_t)(prompt_len + new_tokens) * sizeof *ids);
+    if (!logits || !ids) { rc = usage_error("out of memory%s%s", "", ""); goto done; }
+    for (long i = 0; i < prompt_len; i++) ids[i] = (int32_t)((i * 7919 + 13) % c->n_vocab);
+    if (gptc_session_new(m, (int32_t)(prompt_len + new_tokens), &s) != GPTC_OK) { rc = lib_error(); goto done; }
+    double copy_gbs = copy_bandwidth();
+    /* Warm-up pass, then the timed prefill. */
+    if (gptc_session_eval(s, ids, (size_t)prompt_len, 1, logits) != GPTC_OK) { rc = lib_error(); goto done; }
+    gptc_session_reset(s);
+    double t = now_s();
+    gptc_session_eval(s, ids, (size_t)prompt_len, 1, logits);
+    double prefill_s = now_s() - t;
+    t = now_s();
+    for (long i = 0; i < new_tokens; i++) {
+        int32_t next = 0;
+        for (int v = 1; v < c->n_vocab; v++)
+            if (logits[v] > logits[next]) next = v;
+        if (gptc_session_eval(s, &next, 1, 1, logits) != GPTC_OK) { rc = lib_error(); goto done; }
+    }
+    double decode_s = (now_s() - t) / (double)new_tokens;
+    double gb = (double)gptc_model_weight_bytes(m) / 1e9;
+    double gbs = gb / decode_s;
+    if (json) {
+        printf("{\"model\":\"%s\",\"threads\":%d,\"n_params_weights_gb\":%.4f,\"prompt_len\":%ld,"
+               "\"new_tokens\":%ld,\"load_s\":%.3f,\"prefill_tokens_per_s\":%.2f,\"decode_ms_per_token\":%.4f,"
+               "\"decode_gb_per_s\":%.3f,\"copy_gb_per_s\":%.3f,\"decode_fraction_of_copy\":%.4f,",
+               shape ? shape : co.model_dir, gptc_model_n_threads(m), gb, prompt_len, new_tokens, load_s,
+               (double)prompt_len / prefill_s, decode_s * 1e3, gbs, copy_gbs, gbs / copy_gbs);
+        if (isnan(tok_mb_s)) printf("\"tokenize_mb_per_s\":null}\n");
+        else printf("\"tokenize_mb_per_s\":%.3f}\n", tok_mb_s);
+    } else {
+        printf("model            %s (%d threads)\n", shape ? shape : co.model_dir, gptc_model_n_threads(m));
+        printf("prefill          %ld tokens: %.1f tokens/s\n", prompt_len, (double)prompt_len / prefill_s);
+        printf("decode           %.3f ms/token, weights read at %.2f GB/s\n", decode_s * 1e3, gbs);
+        printf("memory copy      %.2f GB/s (read + write)\n", copy_gbs);
+        printf("decode/copy      %.1f%%\n", 100 * gbs / copy_gbs);
+        if (!isnan(tok_mb_s)) printf("tokenize         %.2f MB/s\n", tok_mb_s);
+    }
+done:
+    free(logits);
+    free(ids);
+    free(text);
+    gptc_session_free(s);
+    gptc_tokenizer_free(tok);
+    gptc_model_free(m);
+    return rc;
+}
+
+static const char *k_help =
+    "usage: gptc COMMAND [options]   (gptc COMMAND --help for each)\n"
+    "\n"
+    "  generate     generate text from a prompt\n"
+    "  tokenize     text to token ids, or back with --decode\n"
+    "  perplexity   perplexity of a text file\n"
+    "  bench        time prefill and decode\n"
+    "  logits       last-position logits of a prompt (for tests)\n"
+    "  --version    print the version\n";
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(k_help, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(k_help, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("gptc %s\n", GPTC_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 1, argv + 1);
+    if (strcmp(cmd, "tokenize") == 0) return cmd_tokenize(argc - 1, argv + 1);
+    if (strcmp(cmd, "perplexity") == 0) return cmd_perplexity(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "logits") == 0) return cmd_logits(argc - 1, argv + 1);
+    fprintf(stderr, "gptc: unknown command '%s' (see gptc --help)\n", cmd);
+    return 2;
+}
