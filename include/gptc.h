@@ -28,6 +28,9 @@ extern "C" {
 
 #define GPTC_VERSION "0.1.0"
 
+/* At most this many eos ids (generation_config.json may list several). */
+#define GPTC_MAX_EOS 8
+
 typedef enum {
     GPTC_OK = 0,
     GPTC_ERR_ARG = 1,         /* a caller-supplied argument is invalid */
@@ -118,7 +121,7 @@ typedef struct {
     int scale_attn_by_inverse_layer_idx;
     int reorder_and_upcast_attn;
     int32_t bos_token_id; /* -1 when absent */
-    int32_t eos_token_id; /* -1 when absent */
+    int32_t eos_token_id; /* config.json's (the first if a list); -1 when absent */
     gptc_dtype dtype;     /* dtype of the checkpoint's weights (first tensor) */
 } gptc_config;
 
@@ -176,7 +179,7 @@ gptc_status gptc_session_eval(gptc_session *s, const int32_t *ids, size_t n, siz
 typedef struct {
     int32_t max_new_tokens;     /* >= 0; -1: up to max_length tokens in all */
     int32_t max_length;         /* prompt + new tokens, used when max_new_tokens is -1 */
-    int32_t min_new_tokens;     /* eos is banned before this many new tokens */
+    int32_t min_new_tokens;     /* every eos id is banned before this many new tokens */
     int do_sample;              /* 0: greedy */
     float temperature;          /* > 0 when sampling */
     int32_t top_k;              /* 0: off */
@@ -184,7 +187,8 @@ typedef struct {
     float repetition_penalty;   /* > 0; 1: off */
     int32_t no_repeat_ngram_size; /* 0: off */
     uint64_t seed;
-    int32_t eos_token_id;       /* -1: never stop on eos */
+    int32_t eos_token_ids[GPTC_MAX_EOS]; /* stop on any of these ... */
+    int32_t n_eos_token_ids;    /* ... the first n of them (0: never stop on eos) */
     const char *const *stop_strings; /* stop once the generated text reaches one */
     size_t n_stop_strings;
     int truncate_prompt; /* 1: keep the last tokens of a prompt that is too long */

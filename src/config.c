@@ -26,7 +26,10 @@ static const struct {
     {"relu2", ACT_RELU2},          {"relu6", ACT_RELU6},         {"leaky_relu", ACT_LEAKY_RELU},
     {"silu", ACT_SILU},            {"swish", ACT_SILU},          {"tanh", ACT_TANH},
     {"sigmoid", ACT_SIGMOID},      {"mish", ACT_MISH},           {"linear", ACT_LINEAR},
-    {"laplace", ACT_LAPLACE},
+    {"laplace", ACT_LAPLACE},      {"gelu_python_tanh", ACT_GELU_TANH},
+    {"hardswish", ACT_HARDSWISH},  {"sqrtsoftplus", ACT_SQRT_SOFTPLUS},
+    /* Not here: prelu and xielu, whose learned parameters GPT-2 checkpoints
+     * do not describe in config.json. */
 };
 
 int gptc_act_from_name(const char *name) {
@@ -80,17 +83,27 @@ static gptc_status get_bool(const cJSON *o, const char *key, const char *path, i
     return GPTC_OK;
 }
 
-/* eos_token_id may be an integer or a list of them (transformers accepts
- * both); gptc stops on the first one listed. */
-static gptc_status get_token_id(const cJSON *o, const char *key, const char *path, int32_t *out,
-                                int *present) {
+/* A token id, or for eos_token_id a list of them (transformers accepts both).
+ * Ids at or past the vocabulary size are dropped: transformers accepts them
+ * (GPT2Config's default 50256 in a small model), but such a token can never be
+ * generated. Null or absent: *n = 0. */
+static gptc_status get_token_ids(const cJSON *o, const char *key, const char *path, int32_t n_vocab,
+                                 int32_t *ids, int32_t *n) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!cJSON_IsArray(v)) return get_int(o, key, path, 0, INT32_MAX, out, present);
-    if (present) *present = 0;
-    if (cJSON_GetArraySize(v) == 0) return GPTC_OK;
-    gptc_status st = int_value(cJSON_GetArrayItem(v, 0), key, path, 0, INT32_MAX, out);
-    if (st == GPTC_OK && present) *present = 1;
-    return st;
+    *n = 0;
+    if (!v || cJSON_IsNull(v)) return GPTC_OK;
+    int count = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : 1;
+    if (count > GPTC_MAX_EOS)
+        return gptc_fail(GPTC_ERR_UNSUPPORTED, "%s: field '%s' lists %d ids (gptc takes at most %d)",
+                         path, key, count, GPTC_MAX_EOS);
+    for (int i = 0; i < count; i++) {
+        int32_t id = 0;
+        gptc_status st =
+            int_value(cJSON_IsArray(v) ? cJSON_GetArrayItem(v, i) : v, key, path, 0, INT32_MAX, &id);
+        if (st != GPTC_OK) return st;
+        if (id < n_vocab) ids[(*n)++] = id;
+    }
+    return GPTC_OK;
 }
 
 #define TRY(x)                                                                                     \
@@ -103,16 +116,11 @@ gptc_status gptc_config_check(gptc_config *c, const char *path) {
         return gptc_fail(GPTC_ERR_FORMAT, "%s: n_embd (%d) is not a multiple of n_head (%d)", path,
                          c->n_embd, c->n_head);
     if (c->n_inner <= 0) c->n_inner = 4 * c->n_embd;
-    if (c->bos_token_id >= c->n_vocab) c->bos_token_id = -1;
-    /* transformers accepts special ids past the vocabulary (GPT2Config's
-     * default 50256 in a small model): such a token can never be generated,
-     * so it can never stop generation either. */
-    if (c->eos_token_id >= c->n_vocab) c->eos_token_id = -1;
     return GPTC_OK;
 }
 
 static gptc_status parse_config(const cJSON *j, const char *path, gptc_config *c, gptc_act *act,
-                                int *tied) {
+                                int *tied, gptc_gen_defaults *g) {
     gptc_status st = GPTC_OK;
     if (!cJSON_IsObject(j)) return gptc_fail(GPTC_ERR_FORMAT, "%s: not a JSON object", path);
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
@@ -155,15 +163,24 @@ static gptc_status parse_config(const cJSON *j, const char *path, gptc_config *c
     TRY(get_bool(j, "reorder_and_upcast_attn", path, &c->reorder_and_upcast_attn));
     *tied = 1;
     TRY(get_bool(j, "tie_word_embeddings", path, tied));
-    c->bos_token_id = 50256;
-    c->eos_token_id = 50256;
-    const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "bos_token_id");
-    if (b && cJSON_IsNull(b)) c->bos_token_id = -1;
-    else TRY(get_token_id(j, "bos_token_id", path, &c->bos_token_id, NULL));
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "eos_token_id");
-    if (e && cJSON_IsNull(e)) c->eos_token_id = -1;
-    else TRY(get_token_id(j, "eos_token_id", path, &c->eos_token_id, NULL));
     TRY(gptc_config_check(c, path));
+    /* GPT2Config's defaults for both are 50256. */
+    int32_t ids[GPTC_MAX_EOS], n = 1;
+    ids[0] = 50256;
+    if (cJSON_GetObjectItemCaseSensitive(j, "bos_token_id"))
+        TRY(get_token_ids(j, "bos_token_id", path, INT32_MAX, ids, &n));
+    c->bos_token_id = n && ids[0] < c->n_vocab ? ids[0] : -1;
+    g->eos_ids[0] = 50256;
+    g->n_eos = 1;
+    if (cJSON_GetObjectItemCaseSensitive(j, "eos_token_id"))
+        TRY(get_token_ids(j, "eos_token_id", path, INT32_MAX, g->eos_ids, &g->n_eos));
+    c->eos_token_id = g->n_eos ? g->eos_ids[0] : -1;
+    /* Without generation_config.json these are the eos ids generate() uses. */
+    int32_t k = 0;
+    for (int32_t i = 0; i < g->n_eos; i++)
+        if (g->eos_ids[i] < c->n_vocab) g->eos_ids[k++] = g->eos_ids[i];
+    g->n_eos = k;
+    if (c->eos_token_id >= c->n_vocab) c->eos_token_id = -1;
 done:
     return st;
 }
@@ -181,13 +198,11 @@ static gptc_status parse_generation(const cJSON *j, const char *path, gptc_gen_d
     TRY(get_float(j, "temperature", path, 0.0, 1e30, &g->temperature));
     TRY(get_float(j, "top_p", path, 0.0, 1.0, &g->top_p));
     TRY(get_float(j, "repetition_penalty", path, 1e-30, 1e30, &g->repetition_penalty));
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "eos_token_id");
-    if (e && cJSON_IsNull(e)) {
+    /* generation_config.json's eos ids, when given (null included), replace
+     * config.json's. */
+    if (cJSON_GetObjectItemCaseSensitive(j, "eos_token_id")) {
         g->has_eos = 1;
-        g->eos_token_id = -1;
-    } else if (e) {
-        TRY(get_token_id(j, "eos_token_id", path, &g->eos_token_id, &g->has_eos));
-        if (g->eos_token_id >= n_vocab) g->eos_token_id = -1; /* as in gptc_config_check */
+        TRY(get_token_ids(j, "eos_token_id", path, n_vocab, g->eos_ids, &g->n_eos));
     }
 done:
     return st;
@@ -227,7 +242,7 @@ gptc_status gptc_config_load(const char *dir, gptc_config *cfg, gptc_act *act, i
         goto done;
     }
     TRY(load_json(path, &j));
-    TRY(parse_config(j, path, cfg, act, tied));
+    TRY(parse_config(j, path, cfg, act, tied, gen));
     cJSON_Delete(j);
     j = NULL;
     if (gptc_file_exists(gpath)) {

@@ -28,8 +28,9 @@ gptc_generate_params gptc_generate_default_params(const gptc_model *m) {
         .repetition_penalty = isnan(g->repetition_penalty) ? 1.0f : g->repetition_penalty,
         .no_repeat_ngram_size = g->no_repeat_ngram_size >= 0 ? g->no_repeat_ngram_size : 0,
         .seed = 0,
-        .eos_token_id = g->has_eos ? g->eos_token_id : m->cfg.eos_token_id,
+        .n_eos_token_ids = g->n_eos,
     };
+    memcpy(p.eos_token_ids, g->eos_ids, sizeof p.eos_token_ids);
     return p;
 }
 
@@ -52,9 +53,13 @@ static gptc_status check_params(const gptc_generate_params *p, const gptc_config
                          (double)p->repetition_penalty);
     if (p->no_repeat_ngram_size < 0)
         return gptc_fail(GPTC_ERR_ARG, "no_repeat_ngram_size: %d is negative", p->no_repeat_ngram_size);
-    if (p->eos_token_id >= c->n_vocab)
-        return gptc_fail(GPTC_ERR_ARG, "eos_token_id: %d is not below the vocabulary size %d",
-                         p->eos_token_id, c->n_vocab);
+    if (p->n_eos_token_ids < 0 || p->n_eos_token_ids > GPTC_MAX_EOS)
+        return gptc_fail(GPTC_ERR_ARG, "n_eos_token_ids: %d is outside [0, %d]", p->n_eos_token_ids,
+                         GPTC_MAX_EOS);
+    for (int32_t i = 0; i < p->n_eos_token_ids; i++)
+        if (p->eos_token_ids[i] < 0 || p->eos_token_ids[i] >= c->n_vocab)
+            return gptc_fail(GPTC_ERR_ARG, "eos_token_ids: %d is outside [0, %d)", p->eos_token_ids[i],
+                             c->n_vocab);
     if (p->n_stop_strings && !p->stop_strings)
         return gptc_fail(GPTC_ERR_ARG, "stop_strings: NULL with n_stop_strings %zu", p->n_stop_strings);
     for (size_t i = 0; i < p->n_stop_strings; i++)
@@ -166,7 +171,8 @@ gptc_status gptc_generate(gptc_model *m, const gptc_tokenizer *tok, const int32_
         if (p->repetition_penalty != 1.0f)
             proc_repetition_penalty(logits, seq, n, p->repetition_penalty, seen);
         if (p->no_repeat_ngram_size > 0) proc_no_repeat_ngram(logits, seq, n, p->no_repeat_ngram_size);
-        if (step < p->min_new_tokens && p->eos_token_id >= 0) logits[p->eos_token_id] = -INFINITY;
+        if (step < p->min_new_tokens)
+            for (int32_t e = 0; e < p->n_eos_token_ids; e++) logits[p->eos_token_ids[e]] = -INFINITY;
         int32_t next;
         if (greedy) next = sample_argmax(logits, V);
         else {
@@ -176,7 +182,8 @@ gptc_status gptc_generate(gptc_model *m, const gptc_tokenizer *tok, const int32_
             next = sample_categorical(logits, V, sample_uniform(p->seed, (uint64_t)step));
         }
         seq[n++] = next;
-        int stop = next == p->eos_token_id;
+        int stop = 0;
+        for (int32_t e = 0; e < p->n_eos_token_ids; e++) stop |= next == p->eos_token_ids[e];
         if (fn && fn(next, user)) stop = 1;
         if (p->n_stop_strings) {
             size_t len;

@@ -13,15 +13,6 @@
 #define GPTC_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
 #define GPTC_PRINTF(a, b)
-/* splitmix64: a counter-based generator, so any element of a random stream
- * can be computed independently (by any thread, or on a GPU) and reproduced. */
-static inline uint64_t gptc_splitmix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 #endif
 
 /* Records the thread's last error message and returns `status`. */

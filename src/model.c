@@ -154,6 +154,7 @@ static gptc_status read_tensor(const checkpoint *ck, const char *name, int ndim,
         return gptc_fail(GPTC_ERR_FORMAT, "%s: tensor '%s' has shape [%s], config.json implies [%lld, %lld]",
                          file, full, got, (long long)d0, (long long)d1);
     }
+    if (!dst) return GPTC_OK; /* checking pass, before the arena exists */
     size_t n = t->numel;
     if (!transpose) {
         if (t->dtype == ST_F32) memcpy(dst, t->data, n * sizeof(float));
@@ -185,8 +186,9 @@ static gptc_status read_weights(gptc_model *m, const checkpoint *ck) {
     READ("ln_f.weight", 1, C, 0, 0, m->lnf_w);
     READ("ln_f.bias", 1, C, 0, 0, m->lnf_b);
     char name[128];
+    gptc_layer none = {0}; /* all NULL: the checking pass (no arena yet) */
     for (int l = 0; l < c->n_layer; l++) {
-        gptc_layer *y = &m->layers[l];
+        gptc_layer *y = m->layers ? &m->layers[l] : &none;
 #define LREAD(suffix, nd, a, b, tr, dst)                                                           \
     snprintf(name, sizeof name, "h.%d.%s", l, suffix);                                             \
     READ(name, nd, a, b, tr, dst)
@@ -291,7 +293,9 @@ gptc_status gptc_model_load(const char *dir, const gptc_model_params *params, gp
     }
     int has_dir = gptc_dir_exists(dir);
     if (!has_dir) {
-        st = gptc_fail(GPTC_ERR_IO, "%s: model folder does not exist", dir);
+        st = gptc_fail(GPTC_ERR_IO, gptc_file_exists(dir) ? "%s: is a file, not a model folder"
+                                                          : "%s: model folder does not exist",
+                       dir);
         goto fail;
     }
     if ((st = gptc_config_load(dir, &m->cfg, &m->act, &m->tied, &m->gen)) != GPTC_OK) goto fail;
@@ -321,6 +325,9 @@ gptc_status gptc_model_load(const char *dir, const gptc_model_params *params, gp
     const st_tensor *wte = find_tensor(&ck, ck.prefix[0] ? "transformer.wte.weight" : "wte.weight", &file);
     if (wte->dtype == ST_F16) m->cfg.dtype = GPTC_DTYPE_F16;
     if (wte->dtype == ST_BF16) m->cfg.dtype = GPTC_DTYPE_BF16;
+    /* Check every tensor against config.json before allocating: a config
+     * claiming a huge model must fail on the shapes, not on the allocation. */
+    if ((st = read_weights(m, &ck)) != GPTC_OK) goto fail;
     if ((st = gptc_model_alloc(m)) != GPTC_OK) goto fail;
     if ((st = read_weights(m, &ck)) != GPTC_OK) goto fail;
     close_checkpoint(&ck);
@@ -373,6 +380,8 @@ gptc_status gptc_model_from_shape(const char *shape, uint64_t seed, const gptc_m
     m->act = ACT_GELU_TANH;
     m->tied = 1;
     m->gen = gptc_gen_defaults_none();
+    m->gen.eos_ids[0] = 50256;
+    m->gen.n_eos = 1;
     gptc_status st = gptc_config_check(c, shape);
     if (st == GPTC_OK) st = gptc_model_alloc(m);
     if (st != GPTC_OK) {

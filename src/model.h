@@ -19,7 +19,7 @@
 #include "gptc.h"
 
 typedef enum {
-    ACT_GELU_TANH, /* gelu_new, gelu_fast, gelu_pytorch_tanh, gelu_accurate */
+    ACT_GELU_TANH, /* gelu_new, gelu_fast, gelu_pytorch_tanh, gelu_python_tanh, gelu_accurate */
     ACT_GELU_ERF,  /* gelu, gelu_python */
     ACT_GELU_10,   /* exact gelu clipped to [-10, 10] */
     ACT_QUICK_GELU,
@@ -33,6 +33,8 @@ typedef enum {
     ACT_MISH,
     ACT_LINEAR,
     ACT_LAPLACE,
+    ACT_HARDSWISH,
+    ACT_SQRT_SOFTPLUS,
 } gptc_act;
 
 typedef struct {
@@ -51,16 +53,17 @@ typedef struct {
 /* generation_config.json, as far as gptc uses it; -1/NaN mean "not given". */
 typedef struct {
     int32_t max_new_tokens, max_length, min_new_tokens, top_k, no_repeat_ngram_size;
-    int32_t eos_token_id;
+    int32_t eos_ids[GPTC_MAX_EOS]; /* the eos ids generation stops on */
+    int32_t n_eos;
     int do_sample;
-    int has_eos;
+    int has_eos; /* generation_config.json gave eos_token_id */
     float temperature, top_p, repetition_penalty;
 } gptc_gen_defaults;
 
 /* Nothing given: every field at its "not given" value. */
 static inline gptc_gen_defaults gptc_gen_defaults_none(void) {
     return (gptc_gen_defaults){.max_new_tokens = -1, .max_length = -1, .min_new_tokens = -1,
-                               .top_k = -1, .no_repeat_ngram_size = -1, .eos_token_id = -1,
+                               .top_k = -1, .no_repeat_ngram_size = -1, .n_eos = 0,
                                .do_sample = 0, .has_eos = 0, .temperature = NAN,
                                .top_p = NAN, .repetition_penalty = NAN};
 }

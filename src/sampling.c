@@ -56,13 +56,40 @@ static int sorted_finite(const float *scores, int V, scored_id *out) {
     return n;
 }
 
+/* Sift-down for a min-heap of scores (the root is the smallest kept). */
+static void heap_down(float *h, int n, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && h[l] < h[m]) m = l;
+        if (r < n && h[r] < h[m]) m = r;
+        if (m == i) return;
+        float t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
 void warp_top_k(float *scores, int V, int top_k, scored_id *scratch) {
     if (top_k <= 0 || top_k >= V) return;
-    int n = sorted_finite(scores, V, scratch);
-    if (n <= top_k) return;
+    /* The k-th largest score through a min-heap of the k largest seen:
+     * O(V log k) rather than a sort of the whole vocabulary. */
+    float *heap = (float *)scratch; /* V scored_id hold at least V floats */
+    int n = 0;
+    for (int i = 0; i < V; i++) {
+        float s = scores[i];
+        if (n < top_k) {
+            heap[n++] = s;
+            if (n == top_k)
+                for (int j = n / 2 - 1; j >= 0; j--) heap_down(heap, n, j);
+        } else if (s > heap[0]) {
+            heap[0] = s;
+            heap_down(heap, n, 0);
+        }
+    }
     /* transformers removes scores strictly below the k-th largest, so ties
      * with the k-th survive. */
-    float kth = scratch[top_k - 1].score;
+    float kth = heap[0];
     for (int i = 0; i < V; i++)
         if (scores[i] < kth) scores[i] = -INFINITY;
 }

@@ -11,6 +11,7 @@
  * exit status 2. Library failures exit with status 1.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -23,15 +24,31 @@
 
 #define MAX_STOPS 16
 
+/* Prints "gptc: MESSAGE" as exactly one line: newlines that came in through
+ * interpolated arguments (a flag value, a path) become spaces. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+static void err_line(const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    for (char *p = buf; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    fprintf(stderr, "gptc: %s\n", buf);
+}
+
 static int usage_error(const char *fmt, const char *a, const char *b) {
-    fprintf(stderr, "gptc: ");
-    fprintf(stderr, fmt, a, b);
-    fprintf(stderr, " (see --help)\n");
+    char buf[1024];
+    snprintf(buf, sizeof buf, fmt, a, b);
+    err_line("%s (see --help)", buf);
     return 2;
 }
 
 static int lib_error(void) {
-    fprintf(stderr, "gptc: %s\n", gptc_last_error());
+    err_line("%s", gptc_last_error());
     return 1;
 }
 
@@ -40,11 +57,11 @@ static int parse_long(const char *flag, const char *s, long lo, long hi, long *o
     errno = 0;
     long v = strtol(s, &end, 10);
     if (!*s || *end || errno) {
-        fprintf(stderr, "gptc: %s: '%s' is not an integer\n", flag, s);
+        err_line("%s: '%s' is not an integer", flag, s);
         return 0;
     }
     if (v < lo || v > hi) {
-        fprintf(stderr, "gptc: %s: %ld is outside [%ld, %ld]\n", flag, v, lo, hi);
+        err_line("%s: %ld is outside [%ld, %ld]", flag, v, lo, hi);
         return 0;
     }
     *out = v;
@@ -56,7 +73,7 @@ static int parse_double(const char *flag, const char *s, double *out) {
     errno = 0;
     double v = strtod(s, &end);
     if (!*s || *end || errno || !isfinite(v)) {
-        fprintf(stderr, "gptc: %s: '%s' is not a finite number\n", flag, s);
+        err_line("%s: '%s' is not a finite number", flag, s);
         return 0;
     }
     *out = v;
@@ -79,7 +96,7 @@ static int parse_ids(const char *flag, const char *s, int32_t **ids, size_t *n) 
             (*end && *end != ',' && *end != ' ' && *end != '\t' && *end != '\n' && *end != '\r')) {
             const char *e = p;
             while (*e && *e != ',' && *e != ' ' && *e != '\n') e++;
-            fprintf(stderr, "gptc: %s: '%.*s' is not a token id (a non-negative integer)\n", flag,
+            err_line("%s: '%.*s' is not a token id (a non-negative integer)", flag,
                     (int)(e - p > 40 ? 40 : e - p), p);
             free(v);
             return 0;
@@ -188,13 +205,14 @@ static const char *k_generate_help =
 
 typedef struct {
     gptc_detok *detok;
-    int32_t eos;
+    const gptc_generate_params *params; /* eos ids are not printed as text */
     int failed;
 } stream_state;
 
 static int stream_token(int32_t id, void *user) {
     stream_state *s = user;
-    if (id == s->eos) return 0;
+    for (int32_t e = 0; e < s->params->n_eos_token_ids; e++)
+        if (id == s->params->eos_token_ids[e]) return 0;
     const char *text;
     size_t len;
     if (gptc_detok_push(s->detok, id, &text, &len) != GPTC_OK) {
@@ -283,7 +301,8 @@ static int cmd_generate(int argc, char **argv) {
     if (n_ids == 0) { rc = usage_error("--prompt: encodes to no tokens%s%s", "", ""); goto done; }
     for (size_t i = 0; i < n_ids; i++)
         if (ids[i] >= cfg->n_vocab) {
-            fprintf(stderr, "gptc: --prompt-ids: token id %d is out of range [0, %d)\n", ids[i], cfg->n_vocab);
+            err_line("%s: token id %d is out of range [0, %d)",
+                    prompt ? "--prompt" : "--prompt-ids", ids[i], cfg->n_vocab);
             rc = 2;
             goto done;
         }
@@ -305,7 +324,7 @@ static int cmd_generate(int argc, char **argv) {
     p.truncate_prompt = truncate;
 
     stream_state ss = {0};
-    ss.eos = p.eos_token_id;
+    ss.params = &p;
     if (!want_ids) {
         if (gptc_detok_new(tok, &detok) != GPTC_OK) { rc = lib_error(); goto done; }
         ss.detok = detok;
@@ -416,7 +435,7 @@ static int cmd_perplexity(int argc, char **argv) {
     if (!file) return usage_error("--file F: no text file given%s%s", "", "");
     FILE *f = fopen(file, "rb");
     if (!f) {
-        fprintf(stderr, "gptc: --file: %s: %s\n", file, strerror(errno));
+        err_line("--file: %s: %s", file, strerror(errno));
         return 2;
     }
     size_t len = 0;
@@ -434,7 +453,7 @@ static int cmd_perplexity(int argc, char **argv) {
     int32_t n_ctx = gptc_model_config(m)->n_ctx;
     if (stride == 0) stride = n_ctx / 2 > 0 ? n_ctx / 2 : 1;
     if (stride > n_ctx) {
-        fprintf(stderr, "gptc: --stride: %ld is larger than n_positions = %d\n", stride, n_ctx);
+        err_line("--stride: %ld is larger than n_positions = %d", stride, n_ctx);
         rc = 2;
         goto done;
     }
@@ -482,7 +501,7 @@ static int cmd_logits(int argc, char **argv) {
     if (rc) goto done;
     const gptc_config *c = gptc_model_config(m);
     if (n > (size_t)c->n_ctx) {
-        fprintf(stderr, "gptc: --prompt-ids: %zu tokens exceed n_positions = %d\n", n, c->n_ctx);
+        err_line("--prompt-ids: %zu tokens exceed n_positions = %d", n, c->n_ctx);
         rc = 2;
         goto done;
     }
@@ -583,7 +602,7 @@ static int cmd_bench(int argc, char **argv) {
     double load_s = now_s() - t0;
     const gptc_config *c = gptc_model_config(m);
     if (prompt_len + new_tokens > c->n_ctx) {
-        fprintf(stderr, "gptc: --prompt-len + --new-tokens = %ld exceed n_positions = %d\n",
+        err_line("--prompt-len + --new-tokens = %ld exceed n_positions = %d",
                 prompt_len + new_tokens, c->n_ctx);
         rc = 2;
         goto done;
@@ -598,7 +617,7 @@ static int cmd_bench(int argc, char **argv) {
         size_t len = 0;
         if (!f || !(text = read_stream(f, &len))) {
             if (f) fclose(f);
-            fprintf(stderr, "gptc: --text: %s: cannot read\n", text_file);
+            err_line("--text: %s: cannot read", text_file);
             rc = 2;
             goto done;
         }
@@ -687,6 +706,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "perplexity") == 0) return cmd_perplexity(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "logits") == 0) return cmd_logits(argc - 1, argv + 1);
-    fprintf(stderr, "gptc: unknown command '%s' (see gptc --help)\n", cmd);
+    err_line("unknown command '%s' (see gptc --help)", cmd);
     return 2;
 }

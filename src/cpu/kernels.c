@@ -89,8 +89,13 @@ static void dot_4x4(float *out, size_t ostride, const float *x, const float *w, 
         }
 }
 
+/* Below this many multiply-adds a kernel runs on one thread: waking a team
+ * costs more than the work (and much more when the cores are oversubscribed). */
+#define PAR_MIN_WORK (1u << 17)
+
 void cpu_matmul(float *out, const float *inp, const float *w, const float *bias, int T, int I, int O,
                 int n_threads) {
+    if ((size_t)T * I * O < PAR_MIN_WORK) n_threads = 1;
     if (T < 4) {
         int nb = (O + 7) / 8;
 #pragma omp parallel for num_threads(n_threads) schedule(static)
@@ -117,9 +122,11 @@ void cpu_matmul(float *out, const float *inp, const float *w, const float *bias,
 
 static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* torch's softplus: linear above its threshold of 20. */
+static inline float softplusf(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
 void cpu_activation(float *x, size_t n, gptc_act act, int n_threads) {
-#pragma omp parallel for num_threads(n_threads) schedule(static) if (n > 4096)
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n >= 65536)
     for (size_t i = 0; i < n; i++) {
         float v = x[i], r;
         switch (act) {
@@ -136,7 +143,9 @@ void cpu_activation(float *x, size_t n, gptc_act act, int n_threads) {
         case ACT_SILU: r = v * sigmoidf(v); break;
         case ACT_TANH: r = tanhf(v); break;
         case ACT_SIGMOID: r = sigmoidf(v); break;
-        case ACT_MISH: r = v * tanhf(v > 20.0f ? v : log1pf(expf(v))); break;
+        case ACT_MISH: r = v * tanhf(softplusf(v)); break;
+        case ACT_HARDSWISH: r = v <= -3.0f ? 0.0f : v >= 3.0f ? v : v * (v + 3.0f) / 6.0f; break;
+        case ACT_SQRT_SOFTPLUS: r = sqrtf(softplusf(v)); break;
         case ACT_LAPLACE:
             r = 0.5f * (1.0f + erff((v - 0.707107f) / (0.282095f * 1.4142135623730951f)));
             break;
@@ -150,6 +159,7 @@ void cpu_attention(float *out, const float *q, size_t q_stride, const float *k_c
                    const float *v_cache, int pos0, int T, int C, int NH, float scale,
                    float *scores, int n_threads) {
     int D = C / NH, L = pos0 + T;
+    if ((size_t)T * L * C < PAR_MIN_WORK) n_threads = 1;
 #pragma omp parallel for num_threads(n_threads) collapse(2) schedule(static)
     for (int h = 0; h < NH; h++)
         for (int t = 0; t < T; t++) {

@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""The command-line tool: help and version, tokenize round trip, streamed text
+generation, --stop, and the decoding-mode rules, on a small model with the
+full GPT-2 vocabulary (n_embd 8, F16, ~800 KB) written by hand at test time.
+
+Env: GPTC_BIN (the CLI), GPTC_SHARED (for data/gpt2-tokenizer), GPTC_ROOT.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_bad_input import base_config, model_tensors, tokenizer_dir, write_model  # noqa: E402
+
+BIN = os.environ.get("GPTC_BIN", "gptc")
+ROOT = os.environ.get("GPTC_ROOT", os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+VOCAB, EMBD, POS = 50257, 8, 128
+passed, failed = 0, 0
+
+
+def run(args, stdin=None):
+    return subprocess.run([BIN] + args, input=stdin, capture_output=True, timeout=120)
+
+
+def check(name, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print("ok   " + name)
+    else:
+        failed += 1
+        print("FAIL %s %s" % (name, detail))
+
+
+def clean(r):
+    err = r.stderr.decode(errors="replace")
+    return not any(s in err for s in ("AddressSanitizer", "runtime error", "LeakSanitizer"))
+
+
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
+        list(range(ord("\xae"), ord("\xff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def load_token_bytes():
+    dec = {v: k for k, v in bytes_to_unicode().items()}
+    vocab = json.load(open(os.path.join(tokenizer_dir(), "vocab.json"), encoding="utf-8"))
+    out = {}
+    for tok, i in vocab.items():
+        out[i] = bytes(dec[c] for c in tok) if all(c in dec for c in tok) else tok.encode()
+    out.setdefault(50256, b"<|endoftext|>")
+    return out
+
+
+def main():
+    if not os.path.isfile(os.path.join(tokenizer_dir(), "vocab.json")):
+        print("GPT-2 tokenizer not found under %s" % tokenizer_dir())
+        return 1
+    tmp = tempfile.mkdtemp(prefix="gptc_cli_")
+    try:
+        return cases(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cases(tmp):
+    tb = load_token_bytes()
+    # eos null: a random model must never stop early on <|endoftext|>.
+    cfg = base_config(vocab_size=VOCAB, n_embd=EMBD, n_positions=POS, n_head=2, eos_token_id=None,
+                      bos_token_id=50256)
+    model = write_model(os.path.join(tmp, "model"), config=cfg,
+                        tensors=model_tensors(vocab=VOCAB, n_embd=EMBD, n_pos=POS, dtype="F16", seed=5))
+    T = ["--threads", "1"]
+
+    # ---- help and version ----
+    for args in (["--help"], ["-h"], ["help"]):
+        r = run(args)
+        out = r.stdout.decode()
+        check("gptc %s" % args[0], r.returncode == 0 and out.startswith("usage:") and
+              all(c in out for c in ("generate", "tokenize", "perplexity", "bench", "logits")), out[:200])
+    r = run([])
+    check("gptc with no command: usage on stderr, status 2",
+          r.returncode == 2 and b"usage:" in r.stderr and not r.stdout)
+    for cmd in ("generate", "tokenize", "perplexity", "bench", "logits"):
+        for h in ("--help", "-h"):
+            r = run([cmd, h])
+            out = r.stdout.decode()
+            check("gptc %s %s" % (cmd, h), r.returncode == 0 and out.startswith("usage: gptc " + cmd) and
+                  not r.stderr, repr(out[:100]))
+    r = run(["generate", "--help"])
+    for flag in ("--prompt", "--prompt-ids", "--max-new-tokens", "--temperature", "--top-k", "--top-p",
+                 "--repetition-penalty", "--no-repeat-ngram-size", "--seed", "--stop", "--truncate",
+                 "--threads", "--ids", "--greedy", "--do-sample", "--min-new-tokens"):
+        check("generate --help documents %s" % flag, flag.encode() in r.stdout)
+    version = re.search(r'#define GPTC_VERSION "([^"]+)"', open(os.path.join(ROOT, "include", "gptc.h")).read())
+    r = run(["--version"])
+    check("--version", r.returncode == 0 and version and r.stdout.decode().strip() == "gptc " + version.group(1),
+          r.stdout)
+
+    # ---- tokenize ----
+    text = "Hello world! The quick brown fox, 1234 times.\n  Ünïcödé: 🙂 日本語 <|endoftext|> end\n"
+    r = run(["tokenize", "-m", model], text.encode())
+    ids = r.stdout.decode().split()
+    check("tokenize exits 0", r.returncode == 0 and clean(r) and ids and all(i.isdigit() for i in ids), r.stderr)
+    check("tokenize knows 'Hello world'", ids[:2] == ["15496", "995"], ids[:4])
+    check("tokenize maps <|endoftext|> to 50256", "50256" in ids, ids)
+    r2 = run(["tokenize", "-m", model, "--decode"], " ".join(ids).encode())
+    check("tokenize --decode round trip", r2.returncode == 0 and r2.stdout.decode() == text,
+          repr(r2.stdout[:200]))
+    r3 = run(["tokenize", "-m", model, "--decode"], ",".join(ids).encode())
+    check("tokenize --decode accepts commas", r3.stdout == r2.stdout)
+    r = run(["tokenize", "-m", model], b"")
+    check("tokenize empty input", r.returncode == 0 and r.stdout.strip() == b"", r.stdout)
+    r = run(["tokenize", "-m", model, "--decode"], b"\xe2 \x80")  # noqa: the ids "\xe2", "\x80" are not ids
+    check("tokenize --decode rejects garbage", r.returncode != 0 and len(r.stderr.splitlines()) == 1)
+    inv = {v: k for k, v in tb.items()}
+    halves = "%d %d" % (inv[b"\xe2\x80"], inv[b"\x99"])  # the two halves of U+2019
+    r = run(["tokenize", "-m", model, "--decode"], halves.encode())
+    check("tokenize --decode joins split UTF-8", r.stdout.decode() == "\u2019", (halves, r.stdout))
+    r = run(["tokenize", "-m", model, "--decode"], str(inv[b"\xe2\x80"]).encode())
+    check("tokenize --decode: a lone partial character is U+FFFD", r.stdout.decode() == "\ufffd", r.stdout)
+
+    # ---- generate: streamed text equals the decoded ids ----
+    prompt = "The quick brown fox"
+    N = 40
+
+    def gen(*extra, prompt=prompt, ids_out=False):
+        args = ["generate", "-m", model, "--prompt", prompt, "--max-new-tokens", str(N)] + T + list(extra)
+        if ids_out:
+            args.append("--ids")
+        return run(args)
+
+    def ids_of(r):
+        return [int(x) for x in r.stdout.split()]
+
+    def decode(ids):
+        return b"".join(tb[i] for i in ids).decode("utf-8", errors="replace")
+
+    rg = gen("--greedy", ids_out=True)
+    greedy_ids = ids_of(rg)
+    check("generate --ids gives max_new_tokens ids", rg.returncode == 0 and len(greedy_ids) == N and clean(rg),
+          rg.stderr)
+    rt = gen("--greedy")
+    check("generate text mode streams the decoded ids",
+          rt.returncode == 0 and rt.stdout.decode("utf-8", errors="replace") == decode(greedy_ids),
+          "%r vs %r" % (rt.stdout[:80], decode(greedy_ids)[:80]))
+    check("generate text mode writes nothing to stderr", rt.stderr == b"", rt.stderr)
+    rp = run(["generate", "-m", model, "--prompt-ids", "464,2068,7586,21831", "--max-new-tokens", str(N),
+              "--greedy", "--ids"] + T)
+    check("--prompt-ids equals the same prompt as text", ids_of(rp) == greedy_ids)
+    r = run(["generate", "-m", model, "--prompt-ids", "464,2068,7586,21831", "--max-new-tokens", "0", "--ids"] + T)
+    check("--max-new-tokens 0 generates nothing", r.returncode == 0 and r.stdout.strip() == b"", r.stdout)
+
+    # ---- decoding-mode rules ----
+    check("--temperature 0 equals --greedy", ids_of(gen("--temperature", "0", ids_out=True)) == greedy_ids)
+    check("--do-sample --temperature 0 is greedy",
+          ids_of(gen("--do-sample", "--temperature", "0", "--seed", "3", ids_out=True)) == greedy_ids)
+    check("no flags and no generation_config: greedy", ids_of(gen(ids_out=True)) == greedy_ids)
+    check("--greedy wins over --top-k", ids_of(gen("--greedy", "--top-k", "5", ids_out=True)) == greedy_ids)
+    s1 = ids_of(gen("--top-k", "5", "--seed", "1", ids_out=True))
+    s1b = ids_of(gen("--top-k", "5", "--seed", "1", ids_out=True))
+    s2 = ids_of(gen("--top-k", "5", "--seed", "2", ids_out=True))
+    check("--top-k implies sampling", len(s1) == N and s1 != greedy_ids)
+    check("--seed reproduces the stream", s1 == s1b)
+    check("different --seed, different stream", s1 != s2)
+    check("--top-k 1 sampling equals greedy", ids_of(gen("--top-k", "1", "--seed", "4", ids_out=True)) == greedy_ids)
+    check("--top-p implies sampling", ids_of(gen("--top-p", "0.95", "--seed", "1", ids_out=True)) != greedy_ids)
+    check("--temperature 0.9 implies sampling",
+          ids_of(gen("--temperature", "0.9", "--seed", "1", ids_out=True)) != greedy_ids)
+    ts = ids_of(gen("--temperature", "0.9", "--seed", "1", "--threads", "2", ids_out=True))
+    check("thread count does not change a seeded stream",
+          ts == ids_of(gen("--temperature", "0.9", "--seed", "1", ids_out=True)))
+    r1 = gen("--do-sample", "--seed", "7")
+    check("sampled text equals the decoded sampled ids",
+          r1.stdout.decode("utf-8", errors="replace") == decode(ids_of(gen("--do-sample", "--seed", "7",
+                                                                           ids_out=True))))
+    # generation_config.json: do_sample true makes sampling the default.
+    gdir = os.path.join(tmp, "gencfg")
+    shutil.copytree(model, gdir, symlinks=True)
+    with open(os.path.join(gdir, "generation_config.json"), "w") as f:
+        json.dump({"do_sample": True, "top_k": 0, "max_new_tokens": 12}, f)
+    ra = run(["generate", "-m", gdir, "--prompt", prompt, "--seed", "1", "--ids"] + T)
+    rb = run(["generate", "-m", gdir, "--prompt", prompt, "--seed", "2", "--ids"] + T)
+    rc = run(["generate", "-m", gdir, "--prompt", prompt, "--greedy", "--ids"] + T)
+    check("generation_config.json max_new_tokens is the default", len(ids_of(ra)) == 12, ra.stdout)
+    check("generation_config.json do_sample is the default", ids_of(ra) != ids_of(rb))
+    check("--greedy overrides generation_config.json", ids_of(rc) == greedy_ids[:12])
+    # no_repeat_ngram_size 1: no token repeats (prompt included).
+    nr = ids_of(gen("--greedy", "--no-repeat-ngram-size", "1", ids_out=True))
+    check("--no-repeat-ngram-size 1 never repeats a token",
+          len(nr) == N and len(set(nr)) == N and not set(nr) & {464, 2068, 7586, 21831})
+    nr2 = ids_of(gen("--greedy", "--no-repeat-ngram-size", "2", ids_out=True))
+    seq = [464, 2068, 7586, 21831] + nr2
+    bigrams = list(zip(seq, seq[1:]))
+    check("--no-repeat-ngram-size 2 never repeats a bigram", len(bigrams) == len(set(bigrams)))
+    rep = ids_of(gen("--greedy", "--repetition-penalty", "1e6", ids_out=True))
+    check("--repetition-penalty 1e6 avoids repeats while it can", len(set(rep)) == N or rep != greedy_ids)
+
+    # ---- --stop ----
+    # Sampling (seeded) gives a varied text; with --stop the same stream is cut
+    # right after the token that completes the first occurrence of the stop
+    # string, as transformers' StopStringCriteria does.
+    base_args = ("--do-sample", "--top-k", "0", "--seed", "11")
+    full_ids = ids_of(gen(*base_args, ids_out=True))
+    full = gen(*base_args)
+    full_text = full.stdout.decode("utf-8", errors="replace")
+    check("sampled stream for --stop", len(full_ids) == N and full_text == decode(full_ids))
+    prompt_b = prompt.encode()
+
+    def expected_cut(stop):
+        text = prompt_b
+        sb = stop.encode()
+        for j, t in enumerate(full_ids):
+            start = len(text)
+            text += tb[t]
+            if len(tb[t]) and text.find(sb, max(0, start + 1 - len(sb))) >= 0:
+                return j
+        return None
+
+    cands = {"one token": [], "two tokens": []}
+    for k in range(4, N - 4):
+        piece, prev = tb[full_ids[k]], tb[full_ids[k - 1]]
+        try:
+            s = piece.decode("ascii").strip()
+            if len(s) >= 2 and s.isalpha():
+                cands["one token"].append(s)
+            p = prev.decode("ascii")
+            q = piece.decode("ascii")
+            if len(p) >= 2 and p[-2:].isalpha() and q[:1].isalpha():
+                cands["two tokens"].append(p[-2:] + q[:1])  # ends inside token k
+        except UnicodeDecodeError:
+            pass
+    tried = {}
+    for kind, stops in cands.items():
+        for stop in stops:
+            j = expected_cut(stop)
+            if j is None or j >= N - 1 or tried.get(kind, 0) >= 2:
+                continue
+            tried[kind] = tried.get(kind, 0) + 1
+            r = gen(*base_args, "--stop", stop)
+            out = r.stdout.decode("utf-8", errors="replace")
+            want = decode(full_ids[: j + 1])
+            check("--stop %r (%s) cuts after token %d" % (stop, kind, j),
+                  r.returncode == 0 and out == want and stop in out and len(out) < len(full_text),
+                  "%r vs %r" % (out[-60:], want[-60:]))
+            ri = gen(*base_args, "--stop", stop, ids_out=True)
+            check("--stop %r with --ids" % stop, ids_of(ri) == full_ids[: j + 1], ri.stdout)
+    check("found stop strings of both kinds to try", len(tried) == 2, tried)
+    first = tb[full_ids[0]].decode("utf-8", errors="replace")
+    span = "fox" + first[:2]
+    j = expected_cut(span)
+    r = gen(*base_args, "--stop", span)
+    check("--stop %r spanning prompt and output cuts after token %s" % (span, j),
+          j is not None and r.stdout.decode("utf-8", errors="replace") == decode(full_ids[: j + 1]),
+          r.stdout[:80])
+    if expected_cut("quick") is None:
+        r = gen(*base_args, "--stop", "quick")
+        check("--stop found only in the prompt changes nothing",
+              r.stdout.decode("utf-8", errors="replace") == full_text)
+    r = gen(*base_args, "--stop", "\x01never\x02")
+    check("--stop that never occurs changes nothing", r.stdout.decode("utf-8", errors="replace") == full_text)
+    r = gen(*base_args, "--stop", "\x01never", "--stop", full_text[5:9] if len(full_text) > 9 else "e")
+    check("several --stop strings", r.returncode == 0 and len(r.stdout) < len(full.stdout))
+
+    # ---- other commands ----
+    r = run(["logits", "-m", model, "--prompt-ids", "464,2068"] + T)
+    vals = r.stdout.split()
+    check("logits prints n_vocab numbers", r.returncode == 0 and len(vals) == VOCAB, len(vals))
+    txtf = os.path.join(tmp, "text.txt")
+    with open(txtf, "w") as f:
+        f.write("The quick brown fox jumps over the lazy dog. " * 10)
+    r = run(["perplexity", "-m", model, "--file", txtf, "--stride", "64"] + T)
+    m = re.search(rb"perplexity: ([0-9.eE+-]+)\s*$", r.stdout)
+    check("perplexity prints 'perplexity: X'", r.returncode == 0 and m and float(m.group(1)) > 1, r.stdout)
+    r = run(["bench", "--shape", "tiny", "--prompt-len", "4", "--new-tokens", "2", "--json"] + T)
+    try:
+        j = json.loads(r.stdout.decode().strip().splitlines()[-1])
+        ok = r.returncode == 0 and j["prompt_len"] == 4 and j["new_tokens"] == 2 and j["threads"] == 1
+    except Exception as e:  # noqa: BLE001
+        ok = False
+        print(e, r.stdout, r.stderr)
+    check("bench --json", ok)
+
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
