@@ -5,8 +5,8 @@
  * streams every weight once per token (memory bound), in prefill it reuses each
  * weight tile across many tokens (compute bound). Weights are [out][in], so
  * both cases are dot products along contiguous rows: decode splits the output
- * rows across threads and streams them front to back; prefill computes 4x4
- * tiles of (token, output) so each loaded vector feeds four FMAs.
+ * rows across threads and streams them front to back; prefill computes 3x4
+ * tiles of (token, output) so each loaded vector feeds three or four FMAs.
  * GCC/Clang vector extensions give 8-wide SIMD without intrinsics, so the same
  * code builds for AVX2, AVX-512 or NEON (as two 4-wide halves).
  */
@@ -65,23 +65,26 @@ static void dot_1x8(float *out, const float *x, const float *w, const float *bia
     }
 }
 
-/* Four tokens against four output rows; out rows are `ostride` apart and rows
- * at or past O are clamped and not stored. */
-static void dot_4x4(float *out, size_t ostride, const float *x, const float *w, const float *bias,
+/* Three tokens against four output rows: 12 accumulators plus 3 token
+ * vectors and 1 weight vector fill the 16 registers of AVX2 exactly (a 4x4
+ * tile spills). Out rows are `ostride` apart; rows at or past O are clamped
+ * and not stored. */
+static void dot_3x4(float *out, size_t ostride, const float *x, const float *w, const float *bias,
                     int I, int O, int o0) {
     const float *r[4];
     for (int k = 0; k < 4; k++) r[k] = w + (size_t)(o0 + k < O ? o0 + k : O - 1) * I;
-    v8 acc[4][4];
+    v8 acc[3][4];
     memset(acc, 0, sizeof acc);
     int i = 0;
     for (; i + 8 <= I; i += 8) {
-        v8 wv[4], xv[4];
-        for (int k = 0; k < 4; k++) wv[k] = load8(r[k] + i);
-        for (int t = 0; t < 4; t++) xv[t] = load8(x + (size_t)t * I + i);
-        for (int t = 0; t < 4; t++)
-            for (int k = 0; k < 4; k++) acc[t][k] += xv[t] * wv[k];
+        v8 xv[3];
+        for (int t = 0; t < 3; t++) xv[t] = load8(x + (size_t)t * I + i);
+        for (int k = 0; k < 4; k++) {
+            v8 wv = load8(r[k] + i);
+            for (int t = 0; t < 3; t++) acc[t][k] += xv[t] * wv;
+        }
     }
-    for (int t = 0; t < 4; t++)
+    for (int t = 0; t < 3; t++)
         for (int k = 0; k < 4 && o0 + k < O; k++) {
             float s = hsum8(acc[t][k]);
             for (int j = i; j < I; j++) s += x[(size_t)t * I + j] * r[k][j];
@@ -96,7 +99,7 @@ static void dot_4x4(float *out, size_t ostride, const float *x, const float *w, 
 void cpu_matmul(float *out, const float *inp, const float *w, const float *bias, int T, int I, int O,
                 int n_threads) {
     if ((size_t)T * I * O < PAR_MIN_WORK) n_threads = 1;
-    if (T < 4) {
+    if (T < 3) {
         int nb = (O + 7) / 8;
 #pragma omp parallel for num_threads(n_threads) schedule(static)
         for (int b = 0; b < nb; b++)
@@ -107,14 +110,14 @@ void cpu_matmul(float *out, const float *inp, const float *w, const float *bias,
     /* Blocks of 64 output rows (a weight block stays in L2 while every token
      * passes over it). */
     const int OB = 64;
-    int nb = (O + OB - 1) / OB, T4 = T / 4 * 4;
+    int nb = (O + OB - 1) / OB, T3 = T / 3 * 3;
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
     for (int b = 0; b < nb; b++) {
         int o_end = (b + 1) * OB < O ? (b + 1) * OB : O;
-        for (int t = 0; t < T4; t += 4)
+        for (int t = 0; t < T3; t += 3)
             for (int o = b * OB; o < o_end; o += 4)
-                dot_4x4(out + (size_t)t * O, (size_t)O, inp + (size_t)t * I, w, bias, I, o_end, o);
-        for (int t = T4; t < T; t++)
+                dot_3x4(out + (size_t)t * O, (size_t)O, inp + (size_t)t * I, w, bias, I, o_end, o);
+        for (int t = T3; t < T; t++)
             for (int o = b * OB; o < o_end; o += 8)
                 dot_1x8(out + (size_t)t * O, inp + (size_t)t * I, w, bias, I, o, o_end);
     }
@@ -155,6 +158,25 @@ void cpu_activation(float *x, size_t n, gptc_act act, int n_threads) {
     }
 }
 
+static inline float dot(const float *a, const float *b, int n) {
+    v8 acc = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) acc += load8(a + i) * load8(b + i);
+    float s = hsum8(acc);
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* y (n) += a * x (n) */
+static inline void axpy(float *y, float a, const float *x, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8 v = load8(y + i) + a * load8(x + i);
+        memcpy(y + i, &v, sizeof v);
+    }
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
 void cpu_attention(float *out, const float *q, size_t q_stride, const float *k_cache,
                    const float *v_cache, int pos0, int T, int C, int NH, float scale,
                    float *scores, int n_threads) {
@@ -168,10 +190,7 @@ void cpu_attention(float *out, const float *q, size_t q_stride, const float *k_c
             int n = pos0 + t + 1; /* causal: this position and all before it */
             float mx = -INFINITY;
             for (int j = 0; j < n; j++) {
-                const float *kh = k_cache + (size_t)j * C + (size_t)h * D;
-                float d = 0;
-                for (int i = 0; i < D; i++) d += qh[i] * kh[i];
-                s[j] = d * scale;
+                s[j] = dot(qh, k_cache + (size_t)j * C + (size_t)h * D, D) * scale;
                 if (s[j] > mx) mx = s[j];
             }
             float sum = 0;
@@ -181,12 +200,8 @@ void cpu_attention(float *out, const float *q, size_t q_stride, const float *k_c
             }
             float inv = 1.0f / sum;
             float *oh = out + (size_t)t * C + (size_t)h * D;
-            for (int i = 0; i < D; i++) oh[i] = 0;
-            for (int j = 0; j < n; j++) {
-                const float *vh = v_cache + (size_t)j * C + (size_t)h * D;
-                float p = s[j] * inv;
-                for (int i = 0; i < D; i++) oh[i] += p * vh[i];
-            }
+            memset(oh, 0, (size_t)D * sizeof *oh);
+            for (int j = 0; j < n; j++) axpy(oh, s[j] * inv, v_cache + (size_t)j * C + (size_t)h * D, D);
         }
 }
 
