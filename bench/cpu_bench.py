@@ -99,14 +99,16 @@ def main():
              f"transformers {rows[0][2]['torch'] if rows else ''} (torch) in the same run.",
              "",
              "| shape | gptc decode ms/token | transformers decode ms/token | speed-up | gptc weights GB/s "
-             "| memory copy GB/s (read+write) | decode / copy | gptc prefill tok/s | transformers prefill tok/s "
+             "| memory copy GB/s (read+write) | decode / copy | memory read GB/s | decode / read "
+             "| gptc prefill tok/s | transformers prefill tok/s "
              "| tokenize MB/s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for shape, g, h in rows:
         tok = g["tokenize_mb_per_s"]
         lines.append(f"| {shape} | {g['decode_ms_per_token']:.2f} | {h['decode_ms_per_token']:.2f} "
                      f"| {h['decode_ms_per_token'] / g['decode_ms_per_token']:.2f}x | {g['decode_gb_per_s']:.2f} "
                      f"| {g['copy_gb_per_s']:.2f} | {100 * g['decode_fraction_of_copy']:.0f}% "
+                     f"| {g['read_gb_per_s']:.2f} | {100 * g['decode_fraction_of_read']:.0f}% "
                      f"| {g['prefill_tokens_per_s']:.0f} | {h['prefill_tokens_per_s']:.0f} "
                      f"| {tok if tok is None else round(tok, 2)} |")
     table = "\n".join(lines) + "\n"
