@@ -208,23 +208,6 @@ done:
     return st;
 }
 
-static gptc_status load_json(const char *path, cJSON **out) {
-    char *text = NULL;
-    size_t len = 0;
-    *out = NULL;
-    gptc_status st = gptc_read_file(path, &text, &len);
-    if (st != GPTC_OK) return st;
-    const char *end = NULL;
-    *out = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!*out) {
-        size_t at = end && end >= text ? (size_t)(end - text) : 0;
-        free(text);
-        return gptc_fail(GPTC_ERR_FORMAT, "%s: malformed JSON near byte %zu", path, at);
-    }
-    free(text);
-    return GPTC_OK;
-}
-
 gptc_status gptc_config_load(const char *dir, gptc_config *cfg, gptc_act *act, int *tied,
                              gptc_gen_defaults *gen) {
     memset(cfg, 0, sizeof *cfg);
@@ -241,12 +224,12 @@ gptc_status gptc_config_load(const char *dir, gptc_config *cfg, gptc_act *act, i
         st = gptc_fail(GPTC_ERR_IO, "%s: no config.json in the model folder", path);
         goto done;
     }
-    TRY(load_json(path, &j));
+    TRY(gptc_read_json(path, &j));
     TRY(parse_config(j, path, cfg, act, tied, gen));
     cJSON_Delete(j);
     j = NULL;
     if (gptc_file_exists(gpath)) {
-        TRY(load_json(gpath, &j));
+        TRY(gptc_read_json(gpath, &j));
         TRY(parse_generation(j, gpath, gen, cfg->n_vocab));
     }
 done:

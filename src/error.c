@@ -4,6 +4,7 @@
  * Library functions report failure by status code; the message explains it
  * in one line that names the file, field or argument at fault.
  */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -75,4 +76,29 @@ int gptc_file_exists(const char *path) {
 int gptc_dir_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The 1-based line of a byte offset, for messages about JSON files. */
+static size_t line_of(const char *text, size_t offset) {
+    size_t line = 1;
+    for (size_t i = 0; i < offset; i++)
+        line += text[i] == '\n';
+    return line;
+}
+
+gptc_status gptc_read_json(const char *path, cJSON **out) {
+    *out = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    gptc_status st = gptc_read_file(path, &text, &len);
+    if (st != GPTC_OK) return st;
+    const char *end = NULL;
+    *out = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!*out) {
+        size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+        st =
+            gptc_fail(GPTC_ERR_FORMAT, "%s: malformed JSON near line %zu", path, line_of(text, at));
+    }
+    free(text);
+    return st;
 }

@@ -24,6 +24,14 @@ gptc_status gptc_fail(gptc_status status, const char *fmt, ...) GPTC_PRINTF(2, 3
  */
 gptc_status gptc_read_file(const char *path, char **data, size_t *len);
 
+/*
+ * Reads and parses a JSON file. On failure records an error naming `path`
+ * (and the line, for malformed JSON) and returns GPTC_ERR_IO or
+ * GPTC_ERR_FORMAT. The caller frees *out with cJSON_Delete.
+ */
+struct cJSON;
+gptc_status gptc_read_json(const char *path, struct cJSON **out);
+
 /* "dir/name" in a malloc'ed string, or NULL when out of memory. */
 char *gptc_path_join(const char *dir, const char *name);
 

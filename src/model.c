@@ -219,12 +219,9 @@ static gptc_status read_weights(gptc_model *m, const checkpoint *ck) {
 
 /* Opens the shards named by model.safetensors.index.json's weight_map. */
 static gptc_status open_sharded(const char *dir, const char *index_path, checkpoint *ck) {
-    char *text = NULL;
-    size_t len = 0;
-    gptc_status st = gptc_read_file(index_path, &text, &len);
+    cJSON *j = NULL;
+    gptc_status st = gptc_read_json(index_path, &j);
     if (st != GPTC_OK) return st;
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(j, "weight_map");
     if (!cJSON_IsObject(map)) {
         cJSON_Delete(j);

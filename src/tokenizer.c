@@ -175,29 +175,6 @@ const char *gptc_tokenizer_token_bytes(const gptc_tokenizer *tok, int32_t id, si
 /* ------------------------------------------------------------------ */
 /* Loading. */
 
-/* The 1-based line of a byte offset, for messages about JSON files. */
-static size_t line_of(const char *text, size_t offset) {
-    size_t line = 1;
-    for (size_t i = 0; i < offset; i++)
-        line += text[i] == '\n';
-    return line;
-}
-
-static gptc_status parse_json(const char *path, cJSON **out) {
-    char *text = NULL;
-    size_t len = 0;
-    gptc_status st = gptc_read_file(path, &text, &len);
-    if (st != GPTC_OK) return st;
-    const char *end = NULL;
-    *out = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!*out) {
-        size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-        st =
-            gptc_fail(GPTC_ERR_FORMAT, "%s: malformed JSON near line %zu", path, line_of(text, at));
-    }
-    free(text);
-    return st;
-}
 
 /* A JSON number that is a whole id in [0, INT32_MAX). */
 static int json_id(const cJSON *item, int32_t *id) {
@@ -468,7 +445,7 @@ static gptc_status load_tokenizer_json(gptc_tokenizer *tok, const char *path) {
     cJSON *root = NULL;
     char *buf = NULL;
     size_t buf_cap = 0;
-    gptc_status st = parse_json(path, &root);
+    gptc_status st = gptc_read_json(path, &root);
     if (st != GPTC_OK) return st;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsObject(model)) {
@@ -541,7 +518,7 @@ cleanup:
 
 static gptc_status load_vocab_json(gptc_tokenizer *tok, const char *path) {
     cJSON *root = NULL;
-    gptc_status st = parse_json(path, &root);
+    gptc_status st = gptc_read_json(path, &root);
     if (st != GPTC_OK) return st;
     if ((st = load_vocab(tok, root, path, NULL)) != GPTC_OK) goto cleanup;
     /*
