@@ -126,7 +126,9 @@ typedef struct {
 } gptc_config;
 
 typedef struct {
-    int n_threads; /* 0: all cores */
+    int n_threads;       /* CPU threads; 0: all cores */
+    const char *backend; /* "cpu", "cuda", or NULL / "auto": cuda when a GPU is usable */
+    gptc_dtype dtype;    /* weights on the device (cuda); the CPU always computes in fp32 */
 } gptc_model_params;
 
 gptc_model_params gptc_model_default_params(void);
@@ -150,6 +152,8 @@ const gptc_config *gptc_model_config(const gptc_model *model);
 /* Bytes of weights one decode step reads (each matrix once, LM head once). */
 size_t gptc_model_weight_bytes(const gptc_model *model);
 int gptc_model_n_threads(const gptc_model *model);
+/* "cpu" or "cuda": the backend the model runs on. */
+const char *gptc_model_backend(const gptc_model *model);
 
 /* ------------------------------------------------------------------ */
 /* Sessions: one sequence with its own K/V cache, allocated once. */
@@ -172,6 +176,14 @@ int32_t gptc_session_len(const gptc_session *s);
  */
 gptc_status gptc_session_eval(gptc_session *s, const int32_t *ids, size_t n, size_t n_logits,
                               float *logits);
+
+/*
+ * Appends one token and returns the greedy next token in *next; on a GPU
+ * backend the logits never leave the device. GPTC_ERR_UNSUPPORTED when the
+ * backend has no such path (gptc_session_has_greedy says which).
+ */
+int gptc_session_has_greedy(const gptc_session *s);
+gptc_status gptc_session_eval_greedy(gptc_session *s, int32_t id, int32_t *next);
 
 /* ------------------------------------------------------------------ */
 /* Generation, with transformers generate() semantics and processor order. */

@@ -166,6 +166,12 @@ gptc_status gptc_generate(gptc_model *m, const gptc_tokenizer *tok, const int32_
     if ((st = gptc_session_new(m, (int32_t)total, &s)) != GPTC_OK) goto done;
     if ((st = gptc_session_eval(s, prompt, n_prompt, 1, logits)) != GPTC_OK) goto done;
     int greedy = !p->do_sample || p->temperature == 0.0f;
+    /* Plain greedy decoding can stay on the device: the backend returns only
+     * the next id. Any processor needs the logits here (until backends run
+     * the processors themselves). */
+    int on_device = greedy && gptc_session_has_greedy(s) && p->repetition_penalty == 1.0f &&
+                    p->no_repeat_ngram_size == 0 && p->min_new_tokens == 0;
+    int32_t device_next = sample_argmax(logits, V);
     size_t n = n_prompt;
     for (int64_t step = 0; step < max_new; step++) {
         if (p->repetition_penalty != 1.0f)
@@ -174,7 +180,8 @@ gptc_status gptc_generate(gptc_model *m, const gptc_tokenizer *tok, const int32_
         if (step < p->min_new_tokens)
             for (int32_t e = 0; e < p->n_eos_token_ids; e++) logits[p->eos_token_ids[e]] = -INFINITY;
         int32_t next;
-        if (greedy) next = sample_argmax(logits, V);
+        if (on_device) next = device_next;
+        else if (greedy) next = sample_argmax(logits, V);
         else {
             if (p->temperature != 1.0f) warp_temperature(logits, V, p->temperature);
             if (p->top_k > 0) warp_top_k(logits, V, p->top_k, scratch);
@@ -195,7 +202,9 @@ gptc_status gptc_generate(gptc_model *m, const gptc_tokenizer *tok, const int32_
             if (b && len && hits_stop(&text, len, p)) stop = 1;
         }
         if (stop || step + 1 == max_new) break;
-        if ((st = gptc_session_eval(s, &next, 1, 1, logits)) != GPTC_OK) goto done;
+        if (on_device) st = gptc_session_eval_greedy(s, next, &device_next);
+        else st = gptc_session_eval(s, &next, 1, 1, logits);
+        if (st != GPTC_OK) goto done;
     }
     if (out_ids) {
         size_t k = n - n_prompt;

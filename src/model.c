@@ -17,10 +17,37 @@
 #include <string.h>
 
 #include "internal.h"
+#include "backend.h"
 #include "model.h"
 #include "safetensors.h"
 
-gptc_model_params gptc_model_default_params(void) { return (gptc_model_params){.n_threads = 0}; }
+gptc_model_params gptc_model_default_params(void) {
+    return (gptc_model_params){.n_threads = 0, .backend = NULL, .dtype = GPTC_DTYPE_F16};
+}
+
+/* Picks the backend named in params and prepares the weights for it. */
+static gptc_status attach_backend(gptc_model *m, const gptc_model_params *p) {
+    const char *name = p && p->backend ? p->backend : "auto";
+    gptc_dtype dtype = p ? p->dtype : GPTC_DTYPE_F16;
+    if (dtype != GPTC_DTYPE_F32 && dtype != GPTC_DTYPE_F16 && dtype != GPTC_DTYPE_BF16)
+        return gptc_fail(GPTC_ERR_ARG, "dtype: unknown value %d", (int)dtype);
+    if (strcmp(name, "cpu") == 0) m->backend = &gptc_cpu_backend;
+    else if (strcmp(name, "cuda") == 0 || strcmp(name, "auto") == 0) {
+#ifdef GPTC_HAVE_CUDA
+        if (strcmp(name, "cuda") == 0 || gptc_cuda_available()) m->backend = &gptc_cuda_backend;
+        else m->backend = &gptc_cpu_backend;
+#else
+        if (strcmp(name, "cuda") == 0)
+            return gptc_fail(GPTC_ERR_UNSUPPORTED,
+                             "backend: this gptc was built without CUDA (nvcc not found); use --backend cpu");
+        m->backend = &gptc_cpu_backend;
+#endif
+    } else
+        return gptc_fail(GPTC_ERR_ARG, "backend: unknown backend '%.32s' (cpu, cuda, auto)", name);
+    gptc_status st = m->backend->model_init(m, dtype);
+    if (st != GPTC_OK) m->backend = NULL;
+    return st;
+}
 
 static size_t layer_floats(const gptc_config *c) {
     size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner;
@@ -328,6 +355,8 @@ gptc_status gptc_model_load(const char *dir, const gptc_model_params *params, gp
     if ((st = gptc_model_alloc(m)) != GPTC_OK) goto fail;
     if ((st = read_weights(m, &ck)) != GPTC_OK) goto fail;
     close_checkpoint(&ck);
+    ck = (checkpoint){0};
+    if ((st = attach_backend(m, params)) != GPTC_OK) goto fail;
     free(single);
     free(index);
     *out = m;
@@ -395,12 +424,17 @@ gptc_status gptc_model_from_shape(const char *shape, uint64_t seed, const gptc_m
             y->ln1_w[i] = y->ln2_w[i] = 1;
             y->ln1_b[i] = y->ln2_b[i] = 0;
         }
+    if ((st = attach_backend(m, params)) != GPTC_OK) {
+        gptc_model_free(m);
+        return st;
+    }
     *out = m;
     return GPTC_OK;
 }
 
 void gptc_model_free(gptc_model *m) {
     if (!m) return;
+    if (m->backend) m->backend->model_free(m);
     free(m->arena);
     free(m->layers);
     free(m);
@@ -408,6 +442,7 @@ void gptc_model_free(gptc_model *m) {
 
 const gptc_config *gptc_model_config(const gptc_model *m) { return &m->cfg; }
 int gptc_model_n_threads(const gptc_model *m) { return m->n_threads; }
+const char *gptc_model_backend(const gptc_model *m) { return m->backend->name; }
 
 size_t gptc_model_weight_bytes(const gptc_model *m) {
     /* Each decode step reads every layer and the LM head once; of wpe and wte

@@ -68,8 +68,12 @@ static inline gptc_gen_defaults gptc_gen_defaults_none(void) {
                                .top_p = NAN, .repetition_penalty = NAN};
 }
 
+struct gptc_backend_ops;
+
 struct gptc_model {
     gptc_config cfg;
+    const struct gptc_backend_ops *backend;
+    void *backend_state; /* the backend's own copy of the weights, if any */
     gptc_act act;
     gptc_gen_defaults gen;
     int tied;         /* lm_head shares wte */
@@ -82,6 +86,15 @@ struct gptc_model {
     float *lm_head;   /* (V, C); == wte when tied */
     gptc_layer *layers;
 };
+
+/* The factor attention scores are multiplied by in layer l (0-based), as in
+ * transformers' GPT2Attention. */
+static inline float gptc_attn_scale(const gptc_config *c, int l) {
+    float scale = 1.0f;
+    if (c->scale_attn_weights) scale /= sqrtf((float)(c->n_embd / c->n_head));
+    if (c->scale_attn_by_inverse_layer_idx) scale /= (float)(l + 1);
+    return scale;
+}
 
 /* Reads config.json (and generation_config.json if present) from `dir`. */
 gptc_status gptc_config_load(const char *dir, gptc_config *cfg, gptc_act *act, int *tied,

@@ -151,7 +151,17 @@ static double now_s(void) {
 typedef struct {
     const char *model_dir;
     long threads;
+    const char *backend;
+    int dtype; /* a gptc_dtype, or -1 for the default */
 } common_opts;
+
+static gptc_model_params model_params(const common_opts *o) {
+    gptc_model_params mp = gptc_model_default_params();
+    mp.n_threads = (int)o->threads;
+    mp.backend = o->backend;
+    if (o->dtype >= 0) mp.dtype = (gptc_dtype)o->dtype;
+    return mp;
+}
 
 /* Handles -m/--model and --threads; returns 1 if argv[*i] was one of them,
  * 0 if not, -1 on error. */
@@ -166,13 +176,28 @@ static int common_flag(int argc, char **argv, int *i, common_opts *o) {
         if (*i + 1 >= argc) return usage_error("%s needs a value%s", a, ""), -1;
         return parse_long(a, argv[++*i], 1, 4096, &o->threads) ? 1 : -1;
     }
+    if (strcmp(a, "--backend") == 0) {
+        if (*i + 1 >= argc) return usage_error("%s needs a value%s", a, ""), -1;
+        o->backend = argv[++*i];
+        if (strcmp(o->backend, "cpu") && strcmp(o->backend, "cuda") && strcmp(o->backend, "auto"))
+            return usage_error("--backend: '%s' is not cpu, cuda or auto%s", o->backend, ""), -1;
+        return 1;
+    }
+    if (strcmp(a, "--dtype") == 0) {
+        if (*i + 1 >= argc) return usage_error("%s needs a value%s", a, ""), -1;
+        const char *v = argv[++*i];
+        if (strcmp(v, "f16") == 0 || strcmp(v, "fp16") == 0) o->dtype = GPTC_DTYPE_F16;
+        else if (strcmp(v, "bf16") == 0) o->dtype = GPTC_DTYPE_BF16;
+        else if (strcmp(v, "f32") == 0 || strcmp(v, "fp32") == 0) o->dtype = GPTC_DTYPE_F32;
+        else return usage_error("--dtype: '%s' is not f16, bf16 or f32%s", v, ""), -1;
+        return 1;
+    }
     return 0;
 }
 
 static int load_model(const common_opts *o, gptc_model **m) {
     if (!o->model_dir) return usage_error("-m DIR: no model folder given%s%s", "", "");
-    gptc_model_params mp = gptc_model_default_params();
-    mp.n_threads = (int)o->threads;
+    gptc_model_params mp = model_params(o);
     if (gptc_model_load(o->model_dir, &mp, m) != GPTC_OK) return lib_error();
     return 0;
 }
@@ -203,6 +228,8 @@ static const char *k_generate_help =
     "  --truncate                  keep the end of a prompt too long for the context\n"
     "                              (otherwise it is an error)\n"
     "  --threads N                 CPU threads (default: all cores)\n"
+    "  --backend cpu|cuda|auto     where to run (default auto: cuda when a GPU is usable)\n"
+    "  --dtype f16|bf16|f32        weights on the GPU (default f16); the CPU computes in fp32\n"
     "  --ids                       print only the generated token ids, on one line\n";
 
 typedef struct {
@@ -229,7 +256,7 @@ static int stream_token(int32_t id, void *user) {
 }
 
 static int cmd_generate(int argc, char **argv) {
-    common_opts co = {0};
+    common_opts co = {.dtype = -1};
     const char *prompt = NULL, *prompt_ids = NULL;
     const char *stops[MAX_STOPS];
     int n_stops = 0, want_ids = 0, mode = 0; /* mode: 1 greedy, 2 sample */
@@ -365,7 +392,7 @@ static const char *k_tokenize_help =
     "With --decode, reads token ids (space- or comma-separated) and prints the text.\n";
 
 static int cmd_tokenize(int argc, char **argv) {
-    common_opts co = {0};
+    common_opts co = {.dtype = -1};
     int decode = 0;
     for (int i = 1; i < argc; i++) {
         int r = common_flag(argc, argv, &i, &co);
@@ -417,7 +444,7 @@ static const char *k_perplexity_help =
     "The last line is 'perplexity: X'.\n";
 
 static int cmd_perplexity(int argc, char **argv) {
-    common_opts co = {0};
+    common_opts co = {.dtype = -1};
     const char *file = NULL;
     long stride = 0;
     for (int i = 1; i < argc; i++) {
@@ -474,7 +501,7 @@ done:
 /* ---- logits (for tests) ---- */
 
 static int cmd_logits(int argc, char **argv) {
-    common_opts co = {0};
+    common_opts co = {.dtype = -1};
     const char *ids_arg = NULL;
     for (int i = 1; i < argc; i++) {
         int r = common_flag(argc, argv, &i, &co);
@@ -535,6 +562,8 @@ static const char *k_bench_help =
     "  --prompt-len P     prompt tokens (default 16)\n"
     "  --new-tokens N     decode steps (default 64)\n"
     "  --threads N        CPU threads (default: all cores)\n"
+    "  --backend B        cpu, cuda or auto (default)\n"
+    "  --dtype D          f16 (default), bf16 or f32 weights on the GPU\n"
     "  --tokenizer DIR    tokenizer for the tokenize timing (default: the model folder)\n"
     "  --text FILE        text for the tokenize timing (default: none, reported as null)\n"
     "  --json             one JSON object per line\n";
@@ -617,7 +646,7 @@ static double read_bandwidth(int n_threads) {
 }
 
 static int cmd_bench(int argc, char **argv) {
-    common_opts co = {0};
+    common_opts co = {.dtype = -1};
     const char *shape = NULL, *tok_dir = NULL, *text_file = NULL;
     long prompt_len = 16, new_tokens = 64;
     int json = 0;
@@ -652,8 +681,7 @@ static int cmd_bench(int argc, char **argv) {
     int rc = 0;
     double t0 = now_s();
     if (shape) {
-        gptc_model_params mp = gptc_model_default_params();
-        mp.n_threads = (int)co.threads;
+        gptc_model_params mp = model_params(&co);
         if (gptc_model_from_shape(shape, 1, &mp, &m) != GPTC_OK) { rc = lib_error(); goto done; }
     } else if ((rc = load_model(&co, &m))) goto done;
     double load_s = now_s() - t0;
@@ -702,12 +730,21 @@ static int cmd_bench(int argc, char **argv) {
     steps = malloc((size_t)new_tokens * sizeof *steps);
     if (!steps) { rc = usage_error("out of memory%s%s", "", ""); goto done; }
     double decode_total = 0;
+    /* Greedy steps; where the backend picks the token itself (GPU), only the
+     * token id crosses to the host. */
+    int32_t next = 0;
+    for (int v = 1; v < c->n_vocab; v++)
+        if (logits[v] > logits[next]) next = v;
     for (long i = 0; i < new_tokens; i++) {
         t = now_s();
-        int32_t next = 0;
-        for (int v = 1; v < c->n_vocab; v++)
-            if (logits[v] > logits[next]) next = v;
-        if (gptc_session_eval(s, &next, 1, 1, logits) != GPTC_OK) { rc = lib_error(); goto done; }
+        if (gptc_session_has_greedy(s)) {
+            if (gptc_session_eval_greedy(s, next, &next) != GPTC_OK) { rc = lib_error(); goto done; }
+        } else {
+            if (gptc_session_eval(s, &next, 1, 1, logits) != GPTC_OK) { rc = lib_error(); goto done; }
+            next = 0;
+            for (int v = 1; v < c->n_vocab; v++)
+                if (logits[v] > logits[next]) next = v;
+        }
         steps[i] = now_s() - t;
         decode_total += steps[i];
     }
@@ -718,17 +755,18 @@ static int cmd_bench(int argc, char **argv) {
     double gb = (double)gptc_model_weight_bytes(m) / 1e9;
     double gbs = gb / decode_s;
     if (json) {
-        printf("{\"model\":\"%s\",\"threads\":%d,\"n_params_weights_gb\":%.4f,\"prompt_len\":%ld,"
+        printf("{\"model\":\"%s\",\"backend\":\"%s\",\"threads\":%d,\"n_params_weights_gb\":%.4f,\"prompt_len\":%ld,"
                "\"new_tokens\":%ld,\"load_s\":%.3f,\"prefill_tokens_per_s\":%.2f,\"decode_ms_per_token\":%.4f,\"decode_mean_ms_per_token\":%.4f,"
                "\"decode_gb_per_s\":%.3f,\"copy_gb_per_s\":%.3f,\"decode_fraction_of_copy\":%.4f,"
                "\"read_gb_per_s\":%.3f,\"decode_fraction_of_read\":%.4f,",
-               shape ? shape : co.model_dir, gptc_model_n_threads(m), gb, prompt_len, new_tokens, load_s,
+               shape ? shape : co.model_dir, gptc_model_backend(m), gptc_model_n_threads(m), gb, prompt_len, new_tokens, load_s,
                (double)prompt_len / prefill_s, decode_s * 1e3, decode_mean_s * 1e3, gbs, copy_gbs, gbs / copy_gbs, read_gbs,
                gbs / read_gbs);
         if (isnan(tok_mb_s)) printf("\"tokenize_mb_per_s\":null}\n");
         else printf("\"tokenize_mb_per_s\":%.3f}\n", tok_mb_s);
     } else {
-        printf("model            %s (%d threads)\n", shape ? shape : co.model_dir, gptc_model_n_threads(m));
+        printf("model            %s (%s backend, %d threads)\n", shape ? shape : co.model_dir,
+               gptc_model_backend(m), gptc_model_n_threads(m));
         printf("prefill          %ld tokens: %.1f tokens/s\n", prompt_len, (double)prompt_len / prefill_s);
         printf("decode           %.3f ms/token (median; mean %.3f), weights read at %.2f GB/s\n",
                decode_s * 1e3, decode_mean_s * 1e3, gbs);

@@ -1,0 +1,48 @@
+/*
+ * backend.h - the private interface every compute backend implements.
+ *
+ * A backend owns the model's weights in its own form (the CPU backend uses the
+ * fp32 arena as loaded; CUDA uploads fp16/bf16/fp32 copies) and each
+ * session's K/V cache and scratch. session.c checks arguments and dispatches;
+ * backends may assume ids are in range and the cache has room.
+ */
+#ifndef GPTC_BACKEND_H
+#define GPTC_BACKEND_H
+
+#include "gptc.h"
+#include "model.h"
+
+struct gptc_session {
+    gptc_model *model;
+    int32_t max_len, len;
+    void *impl; /* the backend's per-session state */
+};
+
+typedef struct gptc_backend_ops {
+    const char *name;
+    /* Prepares the model's weights (m->backend_state); may fail for lack of a
+     * device or of memory, with a message that says so. */
+    gptc_status (*model_init)(gptc_model *m, gptc_dtype dtype);
+    void (*model_free)(gptc_model *m);
+    gptc_status (*session_init)(gptc_session *s);
+    void (*session_free)(gptc_session *s);
+    /*
+     * Appends n tokens at position s->len (the caller advances s->len) and
+     * writes the logits of the last n_logits positions to host memory.
+     */
+    gptc_status (*eval)(gptc_session *s, const int32_t *ids, int n, int n_logits, float *logits);
+    /*
+     * Optional: appends one token and returns the greedy next token without
+     * the logits leaving the backend. NULL when not implemented.
+     */
+    gptc_status (*eval_greedy)(gptc_session *s, int32_t id, int32_t *next);
+} gptc_backend_ops;
+
+extern const gptc_backend_ops gptc_cpu_backend;
+#ifdef GPTC_HAVE_CUDA
+extern const gptc_backend_ops gptc_cuda_backend;
+/* 1 if a usable CUDA device is present (no message recorded either way). */
+int gptc_cuda_available(void);
+#endif
+
+#endif
