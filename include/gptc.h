@@ -149,7 +149,8 @@ gptc_status gptc_model_from_shape(const char *shape, uint64_t seed,
 void gptc_model_free(gptc_model *model);
 
 const gptc_config *gptc_model_config(const gptc_model *model);
-/* Bytes of weights one decode step reads (each matrix once, LM head once). */
+/* Bytes of weights one decode step reads (each matrix once, LM head once), in
+ * the precision the backend holds them. */
 size_t gptc_model_weight_bytes(const gptc_model *model);
 int gptc_model_n_threads(const gptc_model *model);
 /* "cpu" or "cuda": the backend the model runs on. */

@@ -46,6 +46,7 @@ static gptc_status attach_backend(gptc_model *m, const gptc_model_params *p) {
         return gptc_fail(GPTC_ERR_ARG, "backend: unknown backend '%.32s' (cpu, cuda, auto)", name);
     gptc_status st = m->backend->model_init(m, dtype);
     if (st != GPTC_OK) m->backend = NULL;
+    m->weight_bytes = m->backend != &gptc_cpu_backend && dtype != GPTC_DTYPE_F32 ? 2 : 4;
     return st;
 }
 
@@ -449,5 +450,6 @@ size_t gptc_model_weight_bytes(const gptc_model *m) {
      * (when untied) only one row, which is negligible. */
     const gptc_config *c = &m->cfg;
     size_t per_layer = layer_floats(c);
-    return sizeof(float) * ((size_t)c->n_layer * per_layer + (size_t)c->n_vocab * c->n_embd + 2 * (size_t)c->n_embd);
+    return (size_t)m->weight_bytes *
+           ((size_t)c->n_layer * per_layer + (size_t)c->n_vocab * c->n_embd + 2 * (size_t)c->n_embd);
 }

@@ -77,6 +77,7 @@ struct gptc_model {
     gptc_act act;
     gptc_gen_defaults gen;
     int tied;         /* lm_head shares wte */
+    int weight_bytes; /* bytes per weight element as the backend holds them */
     int n_threads;
     float *arena;
     size_t arena_len; /* floats */

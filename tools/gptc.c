@@ -552,6 +552,17 @@ done:
 
 /* ---- bench ---- */
 
+/* A JSON string: quotes, backslashes and control characters escaped. */
+static void json_str(const char *v) {
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p == '"' || *p == '\\') printf("\\%c", *p);
+        else if (*p < 0x20) printf("\\u%04x", *p);
+        else putchar(*p);
+    }
+    putchar('"');
+}
+
 static const char *k_bench_help =
     "usage: gptc bench [-m DIR | --shape gpt2|gpt2-medium|gpt2-large|gpt2-xl] [options]\n"
     "\n"
@@ -560,7 +571,7 @@ static const char *k_bench_help =
     "run. --shape builds random weights in memory.\n"
     "\n"
     "  --prompt-len P     prompt tokens (default 16)\n"
-    "  --new-tokens N     decode steps (default 64)\n"
+    "  --new-tokens N     decode steps (default 64; 0 times prefill alone)\n"
     "  --threads N        CPU threads (default: all cores)\n"
     "  --backend B        cpu, cuda or auto (default)\n"
     "  --dtype D          f16 (default), bf16 or f32 weights on the GPU\n"
@@ -666,7 +677,7 @@ static int cmd_bench(int argc, char **argv) {
         else if (strcmp(a, "--tokenizer") == 0) tok_dir = v;
         else if (strcmp(a, "--text") == 0) text_file = v;
         else if (strcmp(a, "--prompt-len") == 0) { if (!parse_long(a, v, 1, 1 << 20, &prompt_len)) return 2; }
-        else if (strcmp(a, "--new-tokens") == 0) { if (!parse_long(a, v, 1, 1 << 20, &new_tokens)) return 2; }
+        else if (strcmp(a, "--new-tokens") == 0) { if (!parse_long(a, v, 0, 1 << 20, &new_tokens)) return 2; }
         else return usage_error("%s: unknown flag%s", a, "");
     }
     if (shape && co.model_dir) return usage_error("-m and --shape: give one, not both%s%s", "", "");
@@ -719,15 +730,18 @@ static int cmd_bench(int argc, char **argv) {
     if (!logits || !ids) { rc = usage_error("out of memory%s%s", "", ""); goto done; }
     for (long i = 0; i < prompt_len; i++) ids[i] = (int32_t)((i * 7919 + 13) % c->n_vocab);
     if (gptc_session_new(m, (int32_t)(prompt_len + new_tokens), &s) != GPTC_OK) { rc = lib_error(); goto done; }
-    double copy_gbs = copy_bandwidth(gptc_model_n_threads(m));
-    double read_gbs = read_bandwidth(gptc_model_n_threads(m));
+    /* Host memory bandwidth is the ceiling only for the CPU backend; a GPU's
+     * is measured by bench/gpu_bench.py on the same card. */
+    int on_cpu = strcmp(gptc_model_backend(m), "cpu") == 0;
+    double copy_gbs = on_cpu ? copy_bandwidth(gptc_model_n_threads(m)) : NAN;
+    double read_gbs = on_cpu ? read_bandwidth(gptc_model_n_threads(m)) : NAN;
     /* Warm-up pass, then the timed prefill. */
     if (gptc_session_eval(s, ids, (size_t)prompt_len, 1, logits) != GPTC_OK) { rc = lib_error(); goto done; }
     gptc_session_reset(s);
     double t = now_s();
     gptc_session_eval(s, ids, (size_t)prompt_len, 1, logits);
     double prefill_s = now_s() - t;
-    steps = malloc((size_t)new_tokens * sizeof *steps);
+    steps = malloc((size_t)(new_tokens ? new_tokens : 1) * sizeof *steps);
     if (!steps) { rc = usage_error("out of memory%s%s", "", ""); goto done; }
     double decode_total = 0;
     /* Greedy steps; where the backend picks the token itself (GPU), only the
@@ -750,29 +764,50 @@ static int cmd_bench(int argc, char **argv) {
     }
     /* The median step, like the bandwidths it is compared with; the mean is
      * reported beside it. */
-    double decode_mean_s = decode_total / (double)new_tokens;
-    double decode_s = median(steps, (int)new_tokens);
+    double decode_mean_s = new_tokens ? decode_total / (double)new_tokens : NAN;
+    double decode_s = new_tokens ? median(steps, (int)new_tokens) : NAN;
     double gb = (double)gptc_model_weight_bytes(m) / 1e9;
     double gbs = gb / decode_s;
+    const char *name = shape ? shape : co.model_dir;
     if (json) {
-        printf("{\"model\":\"%s\",\"backend\":\"%s\",\"threads\":%d,\"n_params_weights_gb\":%.4f,\"prompt_len\":%ld,"
-               "\"new_tokens\":%ld,\"load_s\":%.3f,\"prefill_tokens_per_s\":%.2f,\"decode_ms_per_token\":%.4f,\"decode_mean_ms_per_token\":%.4f,"
-               "\"decode_gb_per_s\":%.3f,\"copy_gb_per_s\":%.3f,\"decode_fraction_of_copy\":%.4f,"
-               "\"read_gb_per_s\":%.3f,\"decode_fraction_of_read\":%.4f,",
-               shape ? shape : co.model_dir, gptc_model_backend(m), gptc_model_n_threads(m), gb, prompt_len, new_tokens, load_s,
-               (double)prompt_len / prefill_s, decode_s * 1e3, decode_mean_s * 1e3, gbs, copy_gbs, gbs / copy_gbs, read_gbs,
-               gbs / read_gbs);
-        if (isnan(tok_mb_s)) printf("\"tokenize_mb_per_s\":null}\n");
-        else printf("\"tokenize_mb_per_s\":%.3f}\n", tok_mb_s);
+        printf("{\"model\":");
+        json_str(name);
+        printf(",\"backend\":\"%s\",\"threads\":%d,\"prompt_len\":%ld,\"new_tokens\":%ld",
+               gptc_model_backend(m), gptc_model_n_threads(m), prompt_len, new_tokens);
+        const struct {
+            const char *key;
+            double v;
+        } f[] = {{"weights_gb", gb},
+                 {"load_s", load_s},
+                 {"prefill_ms", prefill_s * 1e3},
+                 {"prefill_tokens_per_s", (double)prompt_len / prefill_s},
+                 {"decode_ms_per_token", decode_s * 1e3},
+                 {"decode_mean_ms_per_token", decode_mean_s * 1e3},
+                 {"decode_gb_per_s", gbs},
+                 {"copy_gb_per_s", copy_gbs},
+                 {"decode_fraction_of_copy", gbs / copy_gbs},
+                 {"read_gb_per_s", read_gbs},
+                 {"decode_fraction_of_read", gbs / read_gbs},
+                 {"tokenize_mb_per_s", tok_mb_s}};
+        for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+            if (isfinite(f[i].v)) printf(",\"%s\":%.6g", f[i].key, f[i].v);
+            else printf(",\"%s\":null", f[i].key);
+        }
+        printf("}\n");
     } else {
-        printf("model            %s (%s backend, %d threads)\n", shape ? shape : co.model_dir,
-               gptc_model_backend(m), gptc_model_n_threads(m));
-        printf("prefill          %ld tokens: %.1f tokens/s\n", prompt_len, (double)prompt_len / prefill_s);
-        printf("decode           %.3f ms/token (median; mean %.3f), weights read at %.2f GB/s\n",
-               decode_s * 1e3, decode_mean_s * 1e3, gbs);
-        printf("memory copy      %.2f GB/s (read + write)\n", copy_gbs);
-        printf("decode/copy      %.1f%%\n", 100 * gbs / copy_gbs);
-        printf("memory read      %.2f GB/s (decode reaches %.1f%% of it)\n", read_gbs, 100 * gbs / read_gbs);
+        printf("model            %s (%s backend, %d threads)\n", name, gptc_model_backend(m),
+               gptc_model_n_threads(m));
+        printf("prefill          %ld tokens: %.3f ms, %.1f tokens/s\n", prompt_len, prefill_s * 1e3,
+               (double)prompt_len / prefill_s);
+        if (new_tokens)
+            printf("decode           %.3f ms/token (median; mean %.3f), weights read at %.2f GB/s\n",
+                   decode_s * 1e3, decode_mean_s * 1e3, gbs);
+        if (isfinite(copy_gbs)) {
+            printf("memory copy      %.2f GB/s (read + write)\n", copy_gbs);
+            printf("decode/copy      %.1f%%\n", 100 * gbs / copy_gbs);
+            printf("memory read      %.2f GB/s (decode reaches %.1f%% of it)\n", read_gbs,
+                   100 * gbs / read_gbs);
+        }
         if (!isnan(tok_mb_s)) printf("tokenize         %.2f MB/s\n", tok_mb_s);
     }
 done:

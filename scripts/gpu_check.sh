@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# On the GPU machine (carrying gpu-pkg/ from scripts/gpu_package.sh): the GPU
+# tests, a compute-sanitizer memcheck on a small model, and the benchmark
+# against transformers on the same card. Results go to $OUT (if set).
+set -u
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/gptc-out}
+mkdir -p "$out"
+cublas=$(ls -d /usr/local/cuda/lib64 2>/dev/null)
+torchlibs=$(python3 -c "import os, nvidia.cublas as c; print(os.path.join(os.path.dirname(c.__file__), 'lib'))" 2>/dev/null || true)
+export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib:${cublas}:${torchlibs}:${LD_LIBRARY_PATH:-}"
+export GPTC_ROOT=$PWD GPTC_BIN=$PWD/gpu-pkg/gptc
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/card.txt"
+status=0
+for t in gpu-pkg/test_*; do
+  case "$t" in *test_cuda*|*test_kernels*) ;; *) continue ;; esac
+  echo "== $t"
+  "$t" 2>&1 | tee "$out/$(basename "$t").log" | tail -40 || true
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+done
+echo "== compute-sanitizer memcheck"
+compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 gpu-pkg/gptc generate \
+  -m tests/fixtures/base-gelu_new --backend cuda --prompt-ids 1,2,3,4,5 --max-new-tokens 8 --ids \
+  2>&1 | tail -8 || status=1
+compute-sanitizer --tool memcheck --error-exitcode 3 gpu-pkg/gptc generate \
+  -m tests/fixtures/gpt2vocab-f16 --backend cuda --prompt "Hello world" --max-new-tokens 8 --ids \
+  2>&1 | tail -4 || status=1
+echo "== CLI on the GPU"
+gpu-pkg/gptc bench --backend cuda --shape gpt2 --prompt-len 16 --new-tokens 256
+echo "== benchmark (gptc vs transformers, same card)"
+python3 bench/gpu_bench.py --gptc gpu-pkg/gptc --out "$out" ${GPU_BENCH_ARGS:-} 2>&1 | grep -v -i warn | tail -20
+exit $status

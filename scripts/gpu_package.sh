@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds the CUDA-enabled binaries here (no GPU needed) and gathers them, with
+# the shared libraries the GPU machine lacks, into gpu-pkg/ for the device
+# tool to carry. Then, on the GPU machine: scripts/gpu_check.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DGPTC_NATIVE=OFF -DGPTC_GPU_TESTS=ON >/dev/null
+cmake --build build-gpu -j"$(nproc)"
+rm -rf gpu-pkg && mkdir -p gpu-pkg/lib
+cp build-gpu/gptc gpu-pkg/
+find build-gpu/tests -maxdepth 2 -type f -perm -u+x -name 'test_*' -exec cp {} gpu-pkg/ \;
+# Libraries from Debian packages that the GPU image may not have; the CUDA
+# libraries (cuBLASLt) come from the GPU machine's own toolkit.
+for lib in $(ldd build-gpu/gptc | awk '/=> \// {print $3}'); do
+  case "$(basename "$lib")" in
+    libpcre2-8.so*|libcjson.so*|libgomp.so*) cp -L "$lib" gpu-pkg/lib/ ;;
+  esac
+done
+du -sh gpu-pkg

@@ -1,0 +1,69 @@
+/*
+ * argmax.cu - the greedy pick at the end of a decode step, on the device.
+ *
+ * Two stages: CUDA_ARGMAX_PARTS blocks each reduce a strided share of the
+ * logits to a (value, index) pair, then one block reduces the pairs. Ties go
+ * to the lowest index, as torch.argmax; NaN logits are never picked. The
+ * second stage writes the token where the next step's embedding reads it and
+ * advances the device position: a replayed decode graph needs no host input
+ * when the caller feeds back the token it was given.
+ */
+#include <limits.h>
+
+#include "common.cuh"
+#include "kernels.cuh"
+
+#define ARGMAX_THREADS 256
+
+__device__ __forceinline__ void better(float &v, int &i, float v2, int i2) {
+    if (v2 > v || (v2 == v && i2 < i)) v = v2, i = i2;
+}
+
+/* Reduces each thread's (v, i) over the block; thread 0 gets the result. */
+__device__ __forceinline__ void block_argmax(float &v, int &i) {
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+    if (lane == 0) sv[warp] = v, si[warp] = i;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < nw ? sv[lane] : -INFINITY;
+        i = lane < nw ? si[lane] : INT_MAX;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+    }
+}
+
+__global__ void argmax_partial(const float *x, int n, float *pv, int32_t *pi) {
+    float v = -INFINITY;
+    int i = INT_MAX;
+    for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < n; k += gridDim.x * blockDim.x)
+        better(v, i, x[k], k);
+    block_argmax(v, i);
+    if (threadIdx.x == 0) pv[blockIdx.x] = v, pi[blockIdx.x] = i;
+}
+
+__global__ void argmax_final(const float *pv, const int32_t *pi, int n, int32_t *token,
+                             int32_t *pos) {
+    float v = -INFINITY;
+    int i = INT_MAX;
+    for (int k = threadIdx.x; k < n; k += blockDim.x) better(v, i, pv[k], pi[k]);
+    block_argmax(v, i);
+    if (threadIdx.x == 0) {
+        *token = i == INT_MAX ? 0 : i; /* all NaN: token 0 rather than garbage */
+        *pos += 1;
+    }
+}
+
+cudaError_t cuda_argmax(const float *logits, int V, float *part_v, int32_t *part_i, int32_t *token,
+                        int32_t *pos, cudaStream_t st) {
+    argmax_partial<<<CUDA_ARGMAX_PARTS, ARGMAX_THREADS, 0, st>>>(logits, V, part_v, part_i);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    argmax_final<<<1, ARGMAX_THREADS, 0, st>>>(part_v, part_i, CUDA_ARGMAX_PARTS, token, pos);
+    return cudaGetLastError();
+}

@@ -1,0 +1,592 @@
+/*
+ * backend.cu - the CUDA backend: weights on the device, sessions, the
+ * forward pass and the decode step replayed from a CUDA graph.
+ *
+ * Weights are uploaded once in the requested dtype (fp16 by default, bf16 or
+ * fp32), keeping the [out][in] layout with each row padded to 8 elements so
+ * that every row starts 16-byte aligned for 128-bit loads (the padding is
+ * zero). Layer norm parameters, biases and wpe stay fp32. Every product
+ * accumulates in fp32 and the residual stream is fp32; the activations that
+ * feed a product, and the K/V cache, are stored in the weight dtype.
+ *
+ * A pass over T tokens (eval) runs each linear layer through cuBLASLt when T
+ * is large enough to be compute bound, else through the fused GEMV kernels.
+ * The decode step (eval_greedy) is T = 1 end to end on the device - embed,
+ * 7 kernels per layer, final norm, LM head, argmax - and is captured once as
+ * a CUDA graph. Its kernels read the token and position from device memory
+ * (d_tok, d_pos) and the argmax writes the next token into d_tok and
+ * advances d_pos, so the graph is replayed unchanged every step; the host
+ * writes d_tok / d_pos only when they differ from what the device holds
+ * (a different token fed back, eval or a reset in between). Per step only
+ * the 4-byte token id crosses to the host.
+ *
+ * Errors: every CUDA, cuBLASLt call and launch is checked; failures become a
+ * gptc status with a one-line message, never an exit.
+ */
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.cuh"
+
+extern "C" {
+#include "backend.h"
+#include "internal.h"
+}
+
+/* Below this many tokens a product runs as GEMV kernels (bandwidth bound,
+ * epilogue fused); from it on through cuBLASLt (compute bound). */
+#define LT_MIN_TOKENS 8
+#define LT_WORKSPACE_BYTES ((size_t)32 << 20)
+/* Logits of a prefill are computed and copied in chunks of at most this. */
+#define LOGITS_CHUNK_BYTES ((size_t)64 << 20)
+
+typedef struct {
+    void *attn_w, *proj_w, *fc_w, *mproj_w; /* dtype, rows padded to Cp / Fp */
+    float *ln1_w, *ln1_b, *attn_b, *proj_b, *ln2_w, *ln2_b, *fc_b, *mproj_b;
+} cuda_layer;
+
+typedef struct {
+    gptc_dtype dt;
+    size_t es;  /* bytes per element of dt */
+    int Cp, Fp; /* padded row lengths of matrices with C / F inputs */
+    char *arena;
+    void *wte, *lm_head; /* (V, Cp); lm_head == wte when tied */
+    float *wpe;          /* (P, C) */
+    float *lnf_w, *lnf_b;
+    cuda_layer *layers;
+    cublasLtHandle_t lt;
+} cuda_model;
+
+typedef struct {
+    cudaStream_t stream;
+    void *k_cache, *v_cache; /* (L, max_len, C) dtype */
+    float *x;                /* (max_len, C) residual stream */
+    float *qkv;              /* (max_len, 3C) */
+    float *tmp;              /* (max_len, max(3C, F)) cuBLASLt output before its epilogue */
+    void *xn;                /* (max_len, C) dtype: layer norm output */
+    void *att;               /* (max_len, C) dtype: attention output */
+    void *fc;                /* (max_len, F) dtype: activation output */
+    float *logits;           /* (logit_rows, V) */
+    int logit_rows;
+    int32_t *d_ids;  /* (max_len) */
+    int32_t *d_pos;  /* the position of the next token */
+    int32_t *d_tok;  /* decode input token; the argmax writes the next one here */
+    float *am_v;     /* argmax partials */
+    int32_t *am_i;
+    int32_t *h_next; /* pinned */
+    void *lt_ws;
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    int32_t dev_pos, dev_tok; /* what d_pos / d_tok hold once the stream is idle; -1 unknown */
+} cuda_session;
+
+static gptc_status cuda_error(cudaError_t e, const char *what) {
+    (void)cudaGetLastError(); /* clear it, so the next call does not see it */
+    if (e == cudaErrorMemoryAllocation)
+        return gptc_fail(GPTC_ERR_NOMEM,
+                         "cuda: out of GPU memory (%s); use a smaller model or --backend cpu", what);
+    return gptc_fail(GPTC_ERR_UNSUPPORTED, "cuda: %s failed: %s (%s)", what, cudaGetErrorName(e),
+                     cudaGetErrorString(e));
+}
+
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) return cuda_error(e_, #call);                                       \
+    } while (0)
+
+#define CKLT(call)                                                                                 \
+    do {                                                                                           \
+        cublasStatus_t s_ = (call);                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                           \
+            return gptc_fail(GPTC_ERR_UNSUPPORTED, "cuda: %s failed: %s", #call,                   \
+                             cublasLtGetStatusString(s_));                                         \
+    } while (0)
+
+#define CKST(call)                                                                                 \
+    do {                                                                                           \
+        gptc_status st_ = (call);                                                                  \
+        if (st_ != GPTC_OK) return st_;                                                            \
+    } while (0)
+
+static size_t dtype_size(gptc_dtype dt) { return dt == GPTC_DTYPE_F32 ? 4 : 2; }
+
+extern "C" int gptc_cuda_available(void) {
+    int n = 0, dev = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n < 1 || cudaGetDevice(&dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return p.major >= 8;
+}
+
+/* ---- weights ---- */
+
+static void cuda_model_free(gptc_model *m) {
+    cuda_model *cm = (cuda_model *)m->backend_state;
+    if (!cm) return;
+    if (cm->lt) cublasLtDestroy(cm->lt);
+    cudaFree(cm->arena);
+    free(cm->layers);
+    free(cm);
+    m->backend_state = NULL;
+}
+
+/* Copies rows x I fp32 host values to a (rows, ld) device matrix of dtype dt
+ * whose padding is already zero; staging is a zeroed device buffer of
+ * staging_n floats (>= ld) for the conversion. */
+static gptc_status upload_matrix(const cuda_model *cm, void *dst, const float *src, size_t rows,
+                                 int I, int ld, float *staging, size_t staging_n) {
+    if (cm->dt == GPTC_DTYPE_F32) {
+        CK(cudaMemcpy2D(dst, (size_t)ld * 4, src, (size_t)I * 4, (size_t)I * 4, rows,
+                        cudaMemcpyHostToDevice));
+        return GPTC_OK;
+    }
+    size_t per = staging_n / (size_t)ld;
+    for (size_t r = 0; r < rows; r += per) {
+        size_t n = rows - r < per ? rows - r : per;
+        /* Only the first I columns of each staging row are written: the
+         * padding stays zero. */
+        CK(cudaMemcpy2D(staging, (size_t)ld * 4, src + r * I, (size_t)I * 4, (size_t)I * 4, n,
+                        cudaMemcpyHostToDevice));
+        CK(cuda_convert(cm->dt, (char *)dst + r * ld * cm->es, staging, n * ld, 0));
+        CK(cudaStreamSynchronize(0));
+    }
+    return GPTC_OK;
+}
+
+static gptc_status upload_vec(float *dst, const float *src, size_t n) {
+    CK(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice));
+    return GPTC_OK;
+}
+
+/* Lays the device arena out (offsets 256-byte aligned) when base is NULL,
+ * returning its size; sets the pointers when base is given. */
+static size_t layout(cuda_model *cm, const gptc_model *m, char *base) {
+    const gptc_config *c = &m->cfg;
+    size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, V = (size_t)c->n_vocab;
+    size_t P = (size_t)c->n_ctx, es = cm->es, Cp = (size_t)cm->Cp, Fp = (size_t)cm->Fp;
+    size_t off = 0;
+#define PLACE(ptr, type, bytes)                                                                    \
+    do {                                                                                           \
+        if (base) ptr = (type)(base + off);                                                        \
+        off += ((bytes) + 255) & ~(size_t)255;                                                     \
+    } while (0)
+    PLACE(cm->wte, void *, V * Cp * es);
+    if (m->tied) {
+        if (base) cm->lm_head = cm->wte;
+    } else
+        PLACE(cm->lm_head, void *, V * Cp * es);
+    PLACE(cm->wpe, float *, P * C * 4);
+    PLACE(cm->lnf_w, float *, C * 4);
+    PLACE(cm->lnf_b, float *, C * 4);
+    for (int l = 0; l < c->n_layer; l++) {
+        cuda_layer *y = &cm->layers[l];
+        PLACE(y->attn_w, void *, 3 * C * Cp * es);
+        PLACE(y->proj_w, void *, C * Cp * es);
+        PLACE(y->fc_w, void *, F * Cp * es);
+        PLACE(y->mproj_w, void *, C * Fp * es);
+        PLACE(y->ln1_w, float *, C * 4);
+        PLACE(y->ln1_b, float *, C * 4);
+        PLACE(y->attn_b, float *, 3 * C * 4);
+        PLACE(y->proj_b, float *, C * 4);
+        PLACE(y->ln2_w, float *, C * 4);
+        PLACE(y->ln2_b, float *, C * 4);
+        PLACE(y->fc_b, float *, F * 4);
+        PLACE(y->mproj_b, float *, C * 4);
+    }
+#undef PLACE
+    return off;
+}
+
+static gptc_status model_init(gptc_model *m, gptc_dtype dt, float **staging) {
+    const gptc_config *c = &m->cfg;
+    int n = 0, dev = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e == cudaErrorInsufficientDriver) {
+        (void)cudaGetLastError();
+        return gptc_fail(GPTC_ERR_UNSUPPORTED,
+                         "cuda: no NVIDIA driver, or one older than this build's CUDA %d.%d runtime (%s); use --backend cpu",
+                         CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10, cudaGetErrorName(e));
+    }
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return gptc_fail(GPTC_ERR_UNSUPPORTED, "cuda: no usable CUDA device (%s: %s); use --backend cpu",
+                         cudaGetErrorName(e), cudaGetErrorString(e));
+    }
+    if (n < 1) return gptc_fail(GPTC_ERR_UNSUPPORTED, "cuda: no CUDA device found; use --backend cpu");
+    CK(cudaGetDevice(&dev));
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, dev));
+    if (prop.major < 8)
+        return gptc_fail(GPTC_ERR_UNSUPPORTED,
+                         "cuda: %s has compute capability %d.%d; gptc needs 8.0 or newer; use --backend cpu",
+                         prop.name, prop.major, prop.minor);
+
+    cuda_model *cm = (cuda_model *)calloc(1, sizeof *cm);
+    if (!cm) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+    m->backend_state = cm;
+    cm->layers = (cuda_layer *)calloc((size_t)c->n_layer, sizeof *cm->layers);
+    if (!cm->layers) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+    cm->dt = dt;
+    cm->es = dtype_size(dt);
+    cm->Cp = cuda_pad_row(c->n_embd);
+    cm->Fp = cuda_pad_row(c->n_inner);
+    int max_ld = cm->Cp > cm->Fp ? cm->Cp : cm->Fp;
+    if ((size_t)max_ld * sizeof(float) > prop.sharedMemPerBlockOptin)
+        return gptc_fail(GPTC_ERR_UNSUPPORTED,
+                         "cuda: n_inner %d / n_embd %d too large for the GEMV kernel's shared memory (%zu bytes); use --backend cpu",
+                         c->n_inner, c->n_embd, (size_t)prop.sharedMemPerBlockOptin);
+    CK(cuda_gemv_prepare(max_ld));
+
+    size_t bytes = layout(cm, m, NULL);
+    e = cudaMalloc((void **)&cm->arena, bytes);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        (void)cudaGetLastError();
+        return gptc_fail(e == cudaErrorMemoryAllocation ? GPTC_ERR_NOMEM : GPTC_ERR_UNSUPPORTED,
+                         "cuda: cannot allocate %zu MB of weights on %s (%zu MB free): %s; use --backend cpu",
+                         bytes >> 20, prop.name, free_b >> 20, cudaGetErrorString(e));
+    }
+    layout(cm, m, cm->arena);
+    CK(cudaMemset(cm->arena, 0, bytes));
+
+    size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, V = (size_t)c->n_vocab;
+    size_t staging_n = (size_t)8 << 20;
+    if (staging_n < (size_t)max_ld) staging_n = (size_t)max_ld;
+    if (dt != GPTC_DTYPE_F32) {
+        CK(cudaMalloc((void **)staging, staging_n * sizeof(float)));
+        CK(cudaMemset(*staging, 0, staging_n * sizeof(float)));
+    }
+    int Cp = cm->Cp, Fp = cm->Fp;
+    CKST(upload_matrix(cm, cm->wte, m->wte, V, (int)C, Cp, *staging, staging_n));
+    if (!m->tied) CKST(upload_matrix(cm, cm->lm_head, m->lm_head, V, (int)C, Cp, *staging, staging_n));
+    CKST(upload_vec(cm->wpe, m->wpe, (size_t)c->n_ctx * C));
+    CKST(upload_vec(cm->lnf_w, m->lnf_w, C));
+    CKST(upload_vec(cm->lnf_b, m->lnf_b, C));
+    for (int l = 0; l < c->n_layer; l++) {
+        const gptc_layer *h = &m->layers[l];
+        cuda_layer *y = &cm->layers[l];
+        CKST(upload_matrix(cm, y->attn_w, h->attn_w, 3 * C, (int)C, Cp, *staging, staging_n));
+        CKST(upload_matrix(cm, y->proj_w, h->proj_w, C, (int)C, Cp, *staging, staging_n));
+        CKST(upload_matrix(cm, y->fc_w, h->fc_w, F, (int)C, Cp, *staging, staging_n));
+        CKST(upload_matrix(cm, y->mproj_w, h->mproj_w, C, (int)F, Fp, *staging, staging_n));
+        CKST(upload_vec(y->ln1_w, h->ln1_w, C));
+        CKST(upload_vec(y->ln1_b, h->ln1_b, C));
+        CKST(upload_vec(y->attn_b, h->attn_b, 3 * C));
+        CKST(upload_vec(y->proj_b, h->proj_b, C));
+        CKST(upload_vec(y->ln2_w, h->ln2_w, C));
+        CKST(upload_vec(y->ln2_b, h->ln2_b, C));
+        CKST(upload_vec(y->fc_b, h->fc_b, F));
+        CKST(upload_vec(y->mproj_b, h->mproj_b, C));
+    }
+    CKLT(cublasLtCreate(&cm->lt));
+    CK(cudaDeviceSynchronize());
+    return GPTC_OK;
+}
+
+static gptc_status cuda_model_init(gptc_model *m, gptc_dtype dtype) {
+    float *staging = NULL;
+    gptc_status st = model_init(m, dtype, &staging);
+    cudaFree(staging);
+    if (st != GPTC_OK) cuda_model_free(m);
+    return st;
+}
+
+/* ---- sessions ---- */
+
+static void cuda_session_free(gptc_session *s) {
+    cuda_session *cs = (cuda_session *)s->impl;
+    if (!cs) return;
+    if (cs->stream) cudaStreamSynchronize(cs->stream);
+    if (cs->exec) cudaGraphExecDestroy(cs->exec);
+    if (cs->graph) cudaGraphDestroy(cs->graph);
+    void *bufs[] = {cs->k_cache, cs->v_cache, cs->x,    cs->qkv,  cs->tmp,  cs->xn,   cs->att,
+                    cs->fc,      cs->logits,  cs->d_ids, cs->d_pos, cs->am_v, cs->am_i, cs->lt_ws};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cudaFree(bufs[i]);
+    cudaFreeHost(cs->h_next);
+    if (cs->stream) cudaStreamDestroy(cs->stream);
+    (void)cudaGetLastError();
+    free(cs);
+    s->impl = NULL;
+}
+
+static gptc_status session_init(gptc_session *s, cuda_session *cs) {
+    const gptc_model *m = s->model;
+    const gptc_config *c = &m->cfg;
+    const cuda_model *cm = (const cuda_model *)m->backend_state;
+    size_t N = (size_t)s->max_len, C = (size_t)c->n_embd, F = (size_t)c->n_inner;
+    size_t V = (size_t)c->n_vocab, es = cm->es, wide = 3 * C > F ? 3 * C : F;
+    int D = c->n_embd / c->n_head;
+
+    cudaDeviceProp prop;
+    int dev = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaGetDeviceProperties(&prop, dev));
+    if (cuda_attention_smem(D, s->max_len) > prop.sharedMemPerBlockOptin)
+        return gptc_fail(GPTC_ERR_UNSUPPORTED,
+                         "cuda: session length %d needs more shared memory for attention than the device has; use --backend cpu",
+                         s->max_len);
+    CK(cuda_attention_prepare(D, s->max_len));
+
+    CK(cudaStreamCreateWithFlags(&cs->stream, cudaStreamNonBlocking));
+    size_t kv = (size_t)c->n_layer * N * C * es;
+    CK(cudaMalloc(&cs->k_cache, kv));
+    CK(cudaMalloc(&cs->v_cache, kv));
+    CK(cudaMalloc((void **)&cs->x, N * C * sizeof(float)));
+    CK(cudaMalloc((void **)&cs->qkv, N * 3 * C * sizeof(float)));
+    CK(cudaMalloc((void **)&cs->tmp, N * wide * sizeof(float)));
+    CK(cudaMalloc(&cs->xn, N * C * es));
+    CK(cudaMalloc(&cs->att, N * C * es));
+    CK(cudaMalloc(&cs->fc, N * F * es));
+    size_t rows = LOGITS_CHUNK_BYTES / (V * sizeof(float));
+    cs->logit_rows = (int)(rows < 1 ? 1 : rows > N ? N : rows);
+    CK(cudaMalloc((void **)&cs->logits, (size_t)cs->logit_rows * V * sizeof(float)));
+    CK(cudaMalloc((void **)&cs->d_ids, N * sizeof(int32_t)));
+    CK(cudaMalloc((void **)&cs->d_pos, 2 * sizeof(int32_t)));
+    cs->d_tok = cs->d_pos + 1;
+    CK(cudaMalloc((void **)&cs->am_v, CUDA_ARGMAX_PARTS * sizeof(float)));
+    CK(cudaMalloc((void **)&cs->am_i, CUDA_ARGMAX_PARTS * sizeof(int32_t)));
+    CK(cudaMallocHost((void **)&cs->h_next, sizeof(int32_t)));
+    CK(cudaMalloc(&cs->lt_ws, LT_WORKSPACE_BYTES));
+    /* Unwritten cache rows are never read (attention stops at the query's
+     * position), but zeros make a stray read harmless rather than NaN. */
+    CK(cudaMemsetAsync(cs->k_cache, 0, kv, cs->stream));
+    CK(cudaMemsetAsync(cs->v_cache, 0, kv, cs->stream));
+    CK(cudaMemsetAsync(cs->d_pos, 0, 2 * sizeof(int32_t), cs->stream));
+    CK(cudaStreamSynchronize(cs->stream));
+    cs->dev_pos = 0;
+    cs->dev_tok = -1;
+    return GPTC_OK;
+}
+
+static gptc_status cuda_session_init(gptc_session *s) {
+    cuda_session *cs = (cuda_session *)calloc(1, sizeof *cs);
+    if (!cs) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+    s->impl = cs;
+    gptc_status st = session_init(s, cs);
+    if (st != GPTC_OK) cuda_session_free(s);
+    return st;
+}
+
+/* ---- the forward pass ---- */
+
+static cudaDataType_t lt_type(gptc_dtype dt) {
+    return dt == GPTC_DTYPE_F16 ? CUDA_R_16F : dt == GPTC_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+/*
+ * out (T, O) fp32 = in (T, I) @ w (O, ldw)^T through cuBLASLt. cuBLASLt is
+ * column-major: the row-major out (T, O) is the column-major O x T matrix
+ * out^T = w^T(col-major I x O, ld ldw, transposed) . in^T (col-major I x T).
+ * *done = 0 (and GPTC_OK) when no algorithm fits, so the caller falls back.
+ */
+static gptc_status lt_matmul(const cuda_model *cm, cuda_session *cs, float *out, const void *in,
+                             const void *w, int ldw, int T, int I, int O, int *done) {
+    *done = 0;
+    cudaDataType_t ab = lt_type(cm->dt);
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    size_t ws = LT_WORKSPACE_BYTES;
+    float alpha = 1.0f, beta = 0.0f;
+    cublasStatus_t s = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&la, ab, (uint64_t)I, (uint64_t)O, ldw);
+    if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&lb, ab, (uint64_t)I, (uint64_t)T, I);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, (uint64_t)O, (uint64_t)T, O);
+    if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatmulPreferenceCreate(&pref);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                 sizeof ws);
+    if (s == CUBLAS_STATUS_SUCCESS) {
+        /* No algorithm (e.g. odd sizes for this dtype) is not an error: the
+         * GEMV path computes the same product. */
+        cublasStatus_t h =
+            cublasLtMatmulAlgoGetHeuristic(cm->lt, op, la, lb, lc, lc, pref, 1, &res, &found);
+        if (h != CUBLAS_STATUS_SUCCESS || found < 1 || res.state != CUBLAS_STATUS_SUCCESS) found = 0;
+    }
+    if (s == CUBLAS_STATUS_SUCCESS && found)
+        s = cublasLtMatmul(cm->lt, op, &alpha, w, la, in, lb, &beta, out, lc, out, lc, &res.algo,
+                           cs->lt_ws, ws, cs->stream);
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (lc) cublasLtMatrixLayoutDestroy(lc);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (op) cublasLtMatmulDescDestroy(op);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return gptc_fail(GPTC_ERR_UNSUPPORTED, "cuda: cuBLASLt matmul (%d x %d x %d) failed: %s", T,
+                         O, I, cublasLtGetStatusString(s));
+    *done = found;
+    return GPTC_OK;
+}
+
+/* A linear layer on T tokens: in (T, I) dtype, w (O, ldw), epilogue `e`. */
+static gptc_status linear(const cuda_model *cm, cuda_session *cs, const void *in, const void *w,
+                          int ldw, int T, int I, int O, cuda_epi e) {
+    if (T >= LT_MIN_TOKENS) {
+        /* A plain store needs no epilogue pass: cuBLASLt writes the result. */
+        int direct = e.mode == EPI_STORE && !e.bias && e.ldo == O;
+        int done = 0;
+        CKST(lt_matmul(cm, cs, direct ? (float *)e.out : cs->tmp, in, w, ldw, T, I, O, &done));
+        if (done) {
+            if (!direct) CK(cuda_epilogue(cm->dt, cs->tmp, T, O, e, cs->stream));
+            return GPTC_OK;
+        }
+    }
+    CK(cuda_gemv(cm->dt, in, w, ldw, T, I, O, e, cs->stream));
+    return GPTC_OK;
+}
+
+static cuda_epi epi(int mode, const float *bias, void *out, int ldo) {
+    cuda_epi e;
+    memset(&e, 0, sizeof e);
+    e.mode = mode;
+    e.bias = bias;
+    e.out = out;
+    e.ldo = ldo;
+    return e;
+}
+
+/* Enqueues the embedding and every block for T tokens whose ids are in
+ * device memory, at the position *cs->d_pos; leaves the residual in cs->x. */
+static gptc_status enqueue_blocks(const gptc_session *s, cuda_session *cs, const int32_t *d_ids,
+                                  int T) {
+    const gptc_model *m = s->model;
+    const gptc_config *c = &m->cfg;
+    const cuda_model *cm = (const cuda_model *)m->backend_state;
+    int C = c->n_embd, F = c->n_inner, Cp = cm->Cp, Fp = cm->Fp;
+    float eps = c->layer_norm_epsilon;
+    cudaStream_t st = cs->stream;
+    size_t layer_kv = (size_t)s->max_len * C * cm->es;
+
+    CK(cuda_embed(cm->dt, cs->x, cm->wte, Cp, cm->wpe, d_ids, cs->d_pos, T, C, st));
+    for (int l = 0; l < c->n_layer; l++) {
+        const cuda_layer *y = &cm->layers[l];
+        char *kc = (char *)cs->k_cache + l * layer_kv, *vc = (char *)cs->v_cache + l * layer_kv;
+
+        CK(cuda_layernorm(cm->dt, cs->xn, cs->x, y->ln1_w, y->ln1_b, T, C, eps, st));
+        cuda_epi e = epi(EPI_QKV, y->attn_b, cs->qkv, 3 * C);
+        e.k_cache = kc;
+        e.v_cache = vc;
+        e.C = C;
+        e.pos = cs->d_pos;
+        CKST(linear(cm, cs, cs->xn, y->attn_w, Cp, T, C, 3 * C, e));
+        CK(cuda_attention(cm->dt, cs->att, cs->qkv, kc, vc, cs->d_pos, T, C, c->n_head,
+                          s->max_len, gptc_attn_scale(c, l), st));
+        CKST(linear(cm, cs, cs->att, y->proj_w, Cp, T, C, C, epi(EPI_RESID, y->proj_b, cs->x, C)));
+
+        CK(cuda_layernorm(cm->dt, cs->xn, cs->x, y->ln2_w, y->ln2_b, T, C, eps, st));
+        e = epi(EPI_ACT, y->fc_b, cs->fc, F);
+        e.act = m->act;
+        CKST(linear(cm, cs, cs->xn, y->fc_w, Cp, T, C, F, e));
+        CKST(linear(cm, cs, cs->fc, y->mproj_w, Fp, T, F, C, epi(EPI_RESID, y->mproj_b, cs->x, C)));
+    }
+    return GPTC_OK;
+}
+
+static gptc_status cuda_eval(gptc_session *s, const int32_t *ids, int T, int n_logits,
+                             float *logits) {
+    const gptc_model *m = s->model;
+    const gptc_config *c = &m->cfg;
+    const cuda_model *cm = (const cuda_model *)m->backend_state;
+    cuda_session *cs = (cuda_session *)s->impl;
+    cudaStream_t st = cs->stream;
+    int C = c->n_embd, V = c->n_vocab;
+
+    /* From pageable memory the copy returns once `ids` has been read. */
+    CK(cudaMemcpyAsync(cs->d_ids, ids, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+    cs->dev_pos = -1;
+    CK(cuda_set_int(cs->d_pos, s->len, st));
+    CKST(enqueue_blocks(s, cs, cs->d_ids, T));
+    if (n_logits) {
+        int first = T - n_logits;
+        CK(cuda_layernorm(cm->dt, cs->xn, cs->x + (size_t)first * C, cm->lnf_w, cm->lnf_b, n_logits,
+                          C, c->layer_norm_epsilon, st));
+        for (int r = 0; r < n_logits; r += cs->logit_rows) {
+            int nr = n_logits - r < cs->logit_rows ? n_logits - r : cs->logit_rows;
+            const char *in = (const char *)cs->xn + (size_t)r * C * cm->es;
+            CKST(linear(cm, cs, in, cm->lm_head, cm->Cp, nr, C, V,
+                        epi(EPI_STORE, NULL, cs->logits, V)));
+            /* To pageable memory the copy returns when it is complete. */
+            CK(cudaMemcpyAsync(logits + (size_t)r * V, cs->logits, (size_t)nr * V * sizeof(float),
+                               cudaMemcpyDeviceToHost, st));
+        }
+    }
+    /* Leave d_pos where the next token goes, for eval_greedy's graph. */
+    CK(cuda_set_int(cs->d_pos, s->len + T, st));
+    CK(cudaStreamSynchronize(st));
+    cs->dev_pos = s->len + T;
+    return GPTC_OK;
+}
+
+/* The decode step, T = 1 from d_tok at d_pos, through the argmax that writes
+ * the next token to d_tok and advances d_pos. */
+static gptc_status enqueue_decode(const gptc_session *s, cuda_session *cs) {
+    const gptc_model *m = s->model;
+    const gptc_config *c = &m->cfg;
+    const cuda_model *cm = (const cuda_model *)m->backend_state;
+    int C = c->n_embd, V = c->n_vocab;
+    CKST(enqueue_blocks(s, cs, cs->d_tok, 1));
+    CK(cuda_layernorm(cm->dt, cs->xn, cs->x, cm->lnf_w, cm->lnf_b, 1, C, c->layer_norm_epsilon,
+                      cs->stream));
+    CK(cuda_gemv(cm->dt, cs->xn, cm->lm_head, cm->Cp, 1, C, V, epi(EPI_STORE, NULL, cs->logits, V),
+                 cs->stream));
+    CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->d_tok, cs->d_pos, cs->stream));
+    return GPTC_OK;
+}
+
+static gptc_status capture_decode(const gptc_session *s, cuda_session *cs) {
+    CK(cudaStreamBeginCapture(cs->stream, cudaStreamCaptureModeThreadLocal));
+    gptc_status st = enqueue_decode(s, cs);
+    cudaGraph_t g = NULL;
+    /* Capture must end whatever happened inside it. */
+    cudaError_t e = cudaStreamEndCapture(cs->stream, &g);
+    if (st != GPTC_OK) {
+        if (g) cudaGraphDestroy(g);
+        (void)cudaGetLastError();
+        return st;
+    }
+    if (e != cudaSuccess) return cuda_error(e, "cudaStreamEndCapture");
+    cs->graph = g;
+    CK(cudaGraphInstantiate(&cs->exec, g, 0));
+    return GPTC_OK;
+}
+
+static gptc_status cuda_eval_greedy(gptc_session *s, int32_t id, int32_t *next) {
+    cuda_session *cs = (cuda_session *)s->impl;
+    cudaStream_t st = cs->stream;
+    if (cs->dev_pos != s->len) CK(cuda_set_int(cs->d_pos, s->len, st));
+    if (cs->dev_tok != id) CK(cuda_set_int(cs->d_tok, id, st));
+    cs->dev_pos = cs->dev_tok = -1; /* unknown until the step completes */
+    if (!cs->exec) CKST(capture_decode(s, cs));
+    CK(cudaGraphLaunch(cs->exec, st));
+    CK(cudaMemcpyAsync(cs->h_next, cs->d_tok, sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+    CK(cudaStreamSynchronize(st));
+    *next = *cs->h_next;
+    cs->dev_tok = *next;
+    cs->dev_pos = s->len + 1;
+    return GPTC_OK;
+}
+
+extern "C" const gptc_backend_ops gptc_cuda_backend = {
+    "cuda", cuda_model_init, cuda_model_free, cuda_session_init, cuda_session_free, cuda_eval,
+    cuda_eval_greedy,
+};

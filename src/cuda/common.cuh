@@ -1,0 +1,101 @@
+/*
+ * common.cuh - device helpers shared by the CUDA kernels: conversions between
+ * the weight dtypes (fp32, fp16, bf16) and fp32, 8-element vector loads, and
+ * warp / block reductions.
+ *
+ * Every kernel computes in fp32; weights, the K/V cache and the activations
+ * that feed a matrix product are stored in the weight dtype T.
+ */
+#ifndef GPTC_CUDA_COMMON_CUH
+#define GPTC_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
+    return __float2bfloat16_rn(x);
+}
+
+/* 8 consecutive weights as fp32: one 128-bit load for 16-bit types, two for
+ * fp32. p must be 16-byte aligned (rows are padded to 8 elements on upload). */
+__device__ __forceinline__ void load8(const float *p, float v[8]) {
+    float4 a = __ldg(reinterpret_cast<const float4 *>(p));
+    float4 b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+    v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void load8(const __half *p, float v[8]) {
+    uint4 u = __ldg(reinterpret_cast<const uint4 *>(p));
+    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float2 f = __half22float2(h[k]);
+        v[2 * k] = f.x, v[2 * k + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void load8(const __nv_bfloat16 *p, float v[8]) {
+    uint4 u = __ldg(reinterpret_cast<const uint4 *>(p));
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float2 f = __bfloat1622float2(h[k]);
+        v[2 * k] = f.x, v[2 * k + 1] = f.y;
+    }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum / max over the block, returned to every thread. `red` is 32 floats of
+ * shared memory; the leading barrier lets consecutive calls share it. */
+__device__ __forceinline__ float block_sum(float v, float *red) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    return warp_sum(lane < nw ? red[lane] : 0.0f);
+}
+__device__ __forceinline__ float block_max(float v, float *red) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    return warp_max(lane < nw ? red[lane] : -INFINITY);
+}
+
+/* Calls F<T>(args...) for the runtime dtype: the launchers' one dispatch. */
+#define GPTC_DISPATCH_DTYPE(dt, T, ...)                                                        \
+    do {                                                                                       \
+        if ((dt) == GPTC_DTYPE_F16) {                                                          \
+            typedef __half T;                                                                  \
+            __VA_ARGS__;                                                                       \
+        } else if ((dt) == GPTC_DTYPE_BF16) {                                                  \
+            typedef __nv_bfloat16 T;                                                           \
+            __VA_ARGS__;                                                                       \
+        } else {                                                                               \
+            typedef float T;                                                                   \
+            __VA_ARGS__;                                                                       \
+        }                                                                                      \
+    } while (0)
+
+#endif

@@ -1,0 +1,77 @@
+/*
+ * norm.cu - the embedding, layer norm and small utility kernels.
+ *
+ * Memory-bound one-pass kernels over (T, C) rows, one block per row. The
+ * layer norm takes the mean and then the biased variance in two passes over
+ * the row, like the CPU reference, rather than E[x^2] - E[x]^2, which loses
+ * precision when the mean is large.
+ */
+#include "common.cuh"
+#include "kernels.cuh"
+
+#define ROW_THREADS 256
+
+template <typename T>
+__global__ void embed_kernel(float *x, const T *wte, int ldw, const float *wpe, const int32_t *ids,
+                             const int32_t *pos, int C) {
+    int t = blockIdx.x;
+    const T *te = wte + (size_t)ids[t] * ldw;
+    const float *pe = wpe + (size_t)(*pos + t) * C;
+    float *xr = x + (size_t)t * C;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) xr[i] = to_f(te[i]) + pe[i];
+}
+
+cudaError_t cuda_embed(gptc_dtype dt, float *x, const void *wte, int ldw, const float *wpe,
+                       const int32_t *ids, const int32_t *pos, int T, int C, cudaStream_t st) {
+    GPTC_DISPATCH_DTYPE(dt, W,
+                        embed_kernel<W><<<T, ROW_THREADS, 0, st>>>(x, (const W *)wte, ldw, wpe,
+                                                                    ids, pos, C));
+    return cudaGetLastError();
+}
+
+template <typename T>
+__global__ void layernorm_kernel(T *out, const float *x, const float *w, const float *b, int C,
+                                 float eps) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * C;
+    T *o = out + (size_t)blockIdx.x * C;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) s += xr[i];
+    float mean = block_sum(s, red) / (float)C;
+    float v = 0.0f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        float d = xr[i] - mean;
+        v += d * d;
+    }
+    float var = block_sum(v, red) / (float)C;
+    float rstd = 1.0f / sqrtf(var + eps);
+    for (int i = threadIdx.x; i < C; i += blockDim.x)
+        o[i] = from_f<T>((xr[i] - mean) * rstd * w[i] + b[i]);
+}
+
+cudaError_t cuda_layernorm(gptc_dtype dt, void *out, const float *x, const float *w,
+                           const float *b, int T, int C, float eps, cudaStream_t st) {
+    GPTC_DISPATCH_DTYPE(dt, W,
+                        layernorm_kernel<W><<<T, ROW_THREADS, 0, st>>>((W *)out, x, w, b, C, eps));
+    return cudaGetLastError();
+}
+
+__global__ void set_int_kernel(int32_t *p, int32_t v) { *p = v; }
+
+cudaError_t cuda_set_int(int32_t *p, int32_t v, cudaStream_t st) {
+    set_int_kernel<<<1, 1, 0, st>>>(p, v);
+    return cudaGetLastError();
+}
+
+template <typename T> __global__ void convert_kernel(T *dst, const float *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = from_f<T>(src[i]);
+}
+
+cudaError_t cuda_convert(gptc_dtype dt, void *dst, const float *src, size_t n, cudaStream_t st) {
+    size_t blocks = (n + 255) / 256;
+    unsigned grid = (unsigned)(blocks < 65535 ? (blocks ? blocks : 1) : 65535);
+    GPTC_DISPATCH_DTYPE(dt, W, convert_kernel<W><<<grid, 256, 0, st>>>((W *)dst, src, n));
+    return cudaGetLastError();
+}
