@@ -294,7 +294,8 @@ static gptc_status assign_ids(gptc_tokenizer *tok, const char *vocab_file, const
         int32_t id;
         if (s < v->cap) {
             if (v->key_off[s] == SIZE_MAX) continue;
-            text = v->pool + v->key_off[s];
+            /* A vocabulary of empty strings never allocates its pool. */
+            text = v->pool ? v->pool + v->key_off[s] : "";
             len = v->key_len[s];
             id = v->values[s];
             file = vocab_file;

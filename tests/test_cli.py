@@ -158,6 +158,23 @@ def cases(tmp):
           rt.returncode == 0 and rt.stdout.decode("utf-8", errors="replace") == decode(greedy_ids),
           "%r vs %r" % (rt.stdout[:80], decode(greedy_ids)[:80]))
     check("generate text mode writes nothing to stderr", rt.stderr == b"", rt.stderr)
+
+    # ---- backends: --backend cpu is the default here; --backend cuda either
+    # runs (a GPU is present) or fails with one line that points to the CPU ----
+    check("--backend cpu equals the default", ids_of(gen("--greedy", "--backend", "cpu", ids_out=True)) == greedy_ids)
+    rc = gen("--greedy", "--backend", "cuda", ids_out=True)
+    if rc.returncode == 0:
+        check("--backend cuda gives max_new_tokens ids", len(ids_of(rc)) == N, rc.stdout)
+    else:
+        check("--backend cuda without a usable GPU: one line naming --backend cpu",
+              rc.returncode == 1 and clean(rc) and len(rc.stderr.splitlines()) == 1
+              and b"--backend cpu" in rc.stderr, rc.stderr)
+    r = gen("--backend", "tpu")
+    check("--backend: unknown name is a usage error", r.returncode == 2 and clean(r) and b"--backend" in r.stderr,
+          r.stderr)
+    r = gen("--dtype", "f8")
+    check("--dtype: unknown name is a usage error", r.returncode == 2 and clean(r) and b"--dtype" in r.stderr,
+          r.stderr)
     rp = run(["generate", "-m", model, "--prompt-ids", "464,2068,7586,21831", "--max-new-tokens", str(N),
               "--greedy", "--ids"] + T)
     check("--prompt-ids equals the same prompt as text", ids_of(rp) == greedy_ids)
