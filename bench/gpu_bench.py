@@ -21,9 +21,9 @@ SIZES = {"gpt2": (12, 768, 12), "gpt2-medium": (24, 1024, 16),
          "gpt2-large": (36, 1280, 20), "gpt2-xl": (48, 1600, 25)}
 
 
-def gptc_bench(gptc, shape, prompt, new, dtype):
+def gptc_bench(gptc, shape, prompt, new, dtype, extra=()):
     cmd = [gptc, "bench", "--backend", "cuda", "--dtype", dtype, "--shape", shape,
-           "--prompt-len", str(prompt), "--new-tokens", str(new), "--json"]
+           "--prompt-len", str(prompt), "--new-tokens", str(new), "--json", *extra]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         return {"error": (r.stderr or r.stdout).strip()[-300:]}
@@ -100,6 +100,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--dtype", default="f16")
     ap.add_argument("--no-hf", action="store_true")
+    ap.add_argument("--lessons", default="gpt2", help="shapes for the two-lessons table ('' for none)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = ap.parse_args()
     import torch
@@ -139,6 +140,25 @@ def main():
             f"| {f(h.get('prefill1024_ms'))} |")
         if "error" in g:
             lines.append(f"\ngptc error for {r['shape']}: {g['error']}\n")
+    # The two lessons of the ONNX Runtime / TensorRT teams, measured: what a
+    # missing K/V cache and logits copied to the host each step cost. Mean
+    # ms/token over the whole generation (the cost of --kv-cache off grows
+    # with the length).
+    lessons = [s for s in args.lessons.split(",") if s]
+    if lessons:
+        lines += ["", "The two lessons (mean ms/token over the whole generation, 16-token prompt):", "",
+                  "| shape | new tokens | default | --host-logits | cost | --kv-cache off | cost |",
+                  "|---|---|---|---|---|---|---|"]
+    for shape in lessons:
+        for new in (256, 1008):
+            res = {}
+            for mode, extra in (("default", ()), ("host", ("--host-logits",)), ("nokv", ("--kv-cache", "off"))):
+                r = gptc_bench(args.gptc, shape, args.prompt_len, new, args.dtype, extra)
+                print(json.dumps({"lesson": mode, "shape": shape, "new": new, **r}), flush=True)
+                res[mode] = r.get("decode_mean_ms_per_token")
+            d, hl, nk = res["default"], res["host"], res["nokv"]
+            lines.append(f"| {shape} | {new} | {f(d)} | {f(hl)} | {f(hl / d if d and hl else None, '{:.1f}x')} "
+                         f"| {f(nk)} | {f(nk / d if d and nk else None, '{:.1f}x')} |")
     table = "\n".join(lines) + "\n"
     print(table)
     os.makedirs(args.out, exist_ok=True)

@@ -577,6 +577,10 @@ static const char *k_bench_help =
     "  --dtype D          f16 (default), bf16 or f32 weights on the GPU\n"
     "  --tokenizer DIR    tokenizer for the tokenize timing (default: the model folder)\n"
     "  --text FILE        text for the tokenize timing (default: none, reported as null)\n"
+    "  --kv-cache off     recompute the whole sequence every step (what a missing\n"
+    "                     K/V cache costs)\n"
+    "  --host-logits      copy the logits to the host and pick the token there every\n"
+    "                     step (what keeping them on the GPU saves)\n"
     "  --json             one JSON object per line\n";
 
 static int cmp_double(const void *a, const void *b) {
@@ -660,7 +664,7 @@ static int cmd_bench(int argc, char **argv) {
     common_opts co = {.dtype = -1};
     const char *shape = NULL, *tok_dir = NULL, *text_file = NULL;
     long prompt_len = 16, new_tokens = 64;
-    int json = 0;
+    int json = 0, kv_cache = 1, host_logits = 0;
     for (int i = 1; i < argc; i++) {
         int r = common_flag(argc, argv, &i, &co);
         if (r < 0) return 2;
@@ -671,9 +675,15 @@ static int cmd_bench(int argc, char **argv) {
             return 0;
         }
         if (strcmp(a, "--json") == 0) { json = 1; continue; }
+        if (strcmp(a, "--host-logits") == 0) { host_logits = 1; continue; }
         if (i + 1 >= argc) return usage_error("%s: unknown flag or missing value%s", a, "");
         const char *v = argv[++i];
         if (strcmp(a, "--shape") == 0) shape = v;
+        else if (strcmp(a, "--kv-cache") == 0) {
+            if (strcmp(v, "on") == 0) kv_cache = 1;
+            else if (strcmp(v, "off") == 0) kv_cache = 0;
+            else return usage_error("--kv-cache: '%s' is not on or off%s", v, "");
+        }
         else if (strcmp(a, "--tokenizer") == 0) tok_dir = v;
         else if (strcmp(a, "--text") == 0) text_file = v;
         else if (strcmp(a, "--prompt-len") == 0) { if (!parse_long(a, v, 1, 1 << 20, &prompt_len)) return 2; }
@@ -745,13 +755,30 @@ static int cmd_bench(int argc, char **argv) {
     if (!steps) { rc = usage_error("out of memory%s%s", "", ""); goto done; }
     double decode_total = 0;
     /* Greedy steps; where the backend picks the token itself (GPU), only the
-     * token id crosses to the host. */
+     * token id crosses to the host. The two "lessons" modes undo one design
+     * choice each: --kv-cache off recomputes the whole sequence every step,
+     * --host-logits copies the logits to the host and picks the token there. */
     int32_t next = 0;
     for (int v = 1; v < c->n_vocab; v++)
         if (logits[v] > logits[next]) next = v;
+    int on_device = gptc_session_has_greedy(s) && !host_logits;
     for (long i = 0; i < new_tokens; i++) {
         t = now_s();
-        if (gptc_session_has_greedy(s)) {
+        ids[prompt_len + i] = next;
+        if (!kv_cache) {
+            size_t len = (size_t)(prompt_len + i + 1);
+            gptc_session_reset(s);
+            gptc_status st = on_device
+                                 ? (len > 1 ? gptc_session_eval(s, ids, len - 1, 0, NULL) : GPTC_OK)
+                                 : gptc_session_eval(s, ids, len, 1, logits);
+            if (st == GPTC_OK && on_device) st = gptc_session_eval_greedy(s, next, &next);
+            if (st != GPTC_OK) { rc = lib_error(); goto done; }
+            if (!on_device) {
+                next = 0;
+                for (int v = 1; v < c->n_vocab; v++)
+                    if (logits[v] > logits[next]) next = v;
+            }
+        } else if (on_device) {
             if (gptc_session_eval_greedy(s, next, &next) != GPTC_OK) { rc = lib_error(); goto done; }
         } else {
             if (gptc_session_eval(s, &next, 1, 1, logits) != GPTC_OK) { rc = lib_error(); goto done; }
@@ -772,8 +799,10 @@ static int cmd_bench(int argc, char **argv) {
     if (json) {
         printf("{\"model\":");
         json_str(name);
-        printf(",\"backend\":\"%s\",\"threads\":%d,\"prompt_len\":%ld,\"new_tokens\":%ld",
-               gptc_model_backend(m), gptc_model_n_threads(m), prompt_len, new_tokens);
+        printf(",\"backend\":\"%s\",\"threads\":%d,\"prompt_len\":%ld,\"new_tokens\":%ld,"
+               "\"kv_cache\":%s,\"host_logits\":%s",
+               gptc_model_backend(m), gptc_model_n_threads(m), prompt_len, new_tokens,
+               kv_cache ? "true" : "false", host_logits ? "true" : "false");
         const struct {
             const char *key;
             double v;
