@@ -11,9 +11,24 @@
  *   3. output: thread groups of D threads each take every G-th key row and
  *      accumulate p_j * v_j, then the G partial rows are summed.
  * The position comes from device memory, so the decode step (T = 1) can be
- * replayed from a CUDA graph. Splitting long sequences across blocks
- * (flash-decoding) is the next step when decode at long context matters.
+ * replayed from a CUDA graph. That kernel is the fallback; two faster ones
+ * take the usual shapes:
+ *   - split (T < ATT_SPLIT_MAXT, D a multiple of 8): flash-decoding. A block
+ *     per (head, query, chunk of ATT_CHUNK keys); the grid covers max_len and
+ *     blocks past the query's position exit, so the graph stays valid. Each
+ *     block writes its chunk's max, sum and unnormalised output to scratch;
+ *     the last block of a (head, query) to finish (an atomic ticket) merges
+ *     them and resets the ticket.
+ *   - tiled (larger T, D <= 128): a block per (head, 64 queries) walks the
+ *     keys in tiles of 64 through shared memory with an online softmax, so
+ *     each K/V row is read once per 64 queries instead of once per query.
+ *     For fp16 and D = 64 the products run on tensor cores (wmma,
+ *     attn_mma_kernel); bf16 and fp32 use CUDA cores (attn_tile_kernel):
+ *     bf16's P rounding would eat most of the test's bf16 tolerance.
  */
+#include <mma.h>
+#include <stdlib.h>
+
 #include "common.cuh"
 #include "kernels.cuh"
 
@@ -83,10 +98,449 @@ __global__ void __launch_bounds__(ATT_THREADS)
     }
 }
 
+/* ---- split (flash-decoding) kernel ---- */
+
+#define SPLIT_THREADS 128
+
+size_t cuda_attention_scratch_floats(int NH, int D, int max_len) {
+    size_t S = (size_t)(max_len + ATT_CHUNK - 1) / ATT_CHUNK;
+    return (size_t)NH * ATT_SPLIT_MAXT * S * (size_t)(D + 2);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(SPLIT_THREADS)
+    attn_split_kernel(T *out, const float *qkv, const T *__restrict__ kc, const T *__restrict__ vc,
+                      const int32_t *pos, int C, int D, float scale, float *part, int *tickets,
+                      int S) {
+    __shared__ float q[256], p[ATT_CHUNK], red[32], accs[SPLIT_THREADS * 8];
+    __shared__ int last;
+    int h = blockIdx.x, t = blockIdx.y, s = blockIdx.z, tid = threadIdx.x;
+    pdl_wait();
+    pdl_trigger();
+    int L = *pos + t + 1;
+    int ns = (L + ATT_CHUNK - 1) / ATT_CHUNK;
+    if (s >= ns) return;
+    int start = s * ATT_CHUNK, nk = min(ATT_CHUNK, L - start);
+    size_t hoff = (size_t)h * D;
+    const float *qr = qkv + (size_t)t * 3 * C + hoff;
+    for (int d = tid; d < D; d += blockDim.x) q[d] = qr[d] * scale;
+    __syncthreads();
+
+    int nc = D / 8;
+    /* Output layout: groups of nc threads, each thread 8 dims of every
+     * groups-th key. The V rows of up to 4 keys per thread are fetched now,
+     * with the K rows, rather than after the softmax. */
+    int groups = SPLIT_THREADS / nc, g = tid / nc, c = tid % nc;
+    float vpre[4][8];
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        int k = g + u * groups;
+        if (g < groups && k < nk) load8(vc + (size_t)(start + k) * C + hoff + c * 8, vpre[u]);
+    }
+    /* Scores: two threads per key, each half of the row's 16-byte chunks. */
+    int key = tid >> 1, half = tid & 1;
+    float sc = 0.0f;
+    if (key < nk) {
+        const T *kr = kc + (size_t)(start + key) * C + hoff;
+#pragma unroll 4
+        for (int c = half; c < nc; c += 2) {
+            float kv[8];
+            load8(kr + c * 8, kv);
+#pragma unroll
+            for (int i = 0; i < 8; i++) sc += q[c * 8 + i] * kv[i];
+        }
+    }
+    sc += __shfl_xor_sync(0xffffffffu, sc, 1);
+    float sv = key < nk ? sc : -INFINITY;
+    float m = block_max(sv, red);
+    float pv = key < nk ? expf(sv - m) : 0.0f;
+    if (half == 0) p[key] = pv;
+    float l = block_sum(half == 0 ? pv : 0.0f, red); /* its barriers publish p */
+
+    if (g < groups) {
+        float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int k = g + u * groups;
+            if (k < nk) {
+                float pk = p[k];
+#pragma unroll
+                for (int i = 0; i < 8; i++) a[i] += pk * vpre[u][i];
+            }
+        }
+#pragma unroll 4
+        for (int k = g + 4 * groups; k < nk; k += groups) {
+            float vv[8];
+            load8(vc + (size_t)(start + k) * C + hoff + c * 8, vv);
+            float pk = p[k];
+#pragma unroll
+            for (int i = 0; i < 8; i++) a[i] += pk * vv[i];
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++) accs[g * D + c * 8 + i] = a[i];
+    }
+    __syncthreads();
+    size_t row = (size_t)h * gridDim.y + t;
+    float *po = part + (row * S + s) * (size_t)(D + 2);
+    for (int d = tid; d < D; d += blockDim.x) {
+        float o = 0.0f;
+        for (int k = 0; k < groups; k++) o += accs[k * D + d];
+        po[d] = o;
+    }
+    if (tid == 0) po[D] = m, po[D + 1] = l;
+
+    /* The last block of this (head, query) merges the chunks. */
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) last = atomicAdd(&tickets[row], 1) == ns - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (tid == 0) tickets[row] = 0;
+    /* One pass per output dim, merging chunk by chunk (online softmax),
+     * so the loads of all chunks can be in flight together. */
+    const float *pb = part + row * S * (size_t)(D + 2);
+    T *orow = out + (size_t)t * C + hoff;
+    for (int d = tid; d < D; d += blockDim.x) {
+        float M = -INFINITY, Ls = 0.0f, o = 0.0f;
+#pragma unroll 4
+        for (int k = 0; k < ns; k++) {
+            const float *pk = pb + (size_t)k * (D + 2);
+            float mk = __ldcg(pk + D), lk = __ldcg(pk + D + 1), ok = __ldcg(pk + d);
+            float Mn = fmaxf(M, mk), a = expf(M - Mn), b = expf(mk - Mn);
+            Ls = Ls * a + lk * b;
+            o = o * a + ok * b;
+            M = Mn;
+        }
+        orow[d] = from_f<T>(o / Ls);
+    }
+}
+
+/* ---- tiled kernel ---- */
+
+#define TILE_Q 64 /* queries per block: 8 warps x TILE_QPW */
+#define TILE_QPW 8
+#define TILE_K 64 /* keys per shared-memory tile */
+#define TILE_THREADS 256
+
+static int tile_dq(int D) { return (D + 3) & ~3; }
+static size_t tile_smem(int D) {
+    size_t Dq = (size_t)tile_dq(D);
+    return (TILE_Q * Dq + TILE_K * (Dq + 1) + TILE_K * (size_t)D +
+            (size_t)(TILE_THREADS / 32) * TILE_QPW * TILE_K) *
+           sizeof(float);
+}
+
+/*
+ * Each warp owns TILE_QPW queries; per key tile a lane scores keys lane and
+ * lane + 32 against all of them (q read as float4 over 4 dims, broadcast),
+ * then accumulates the output dims lane + 32k (k < KD) over the tile's keys
+ * with the probabilities read as float4 over 4 keys. K rows are padded to
+ * Dq + 1 floats so the lanes' rows fall in different banks.
+ */
+template <typename T, int KD>
+__global__ void __launch_bounds__(TILE_THREADS)
+    attn_tile_kernel(T *out, const float *qkv, const T *__restrict__ kc, const T *__restrict__ vc,
+                     const int32_t *pos, int T_, int C, int D, float scale) {
+    extern __shared__ float4 sm4[];
+    int Dq = (D + 3) & ~3, Dk = Dq + 1;
+    float *qs = reinterpret_cast<float *>(sm4), *ks = qs + TILE_Q * Dq, *vs = ks + TILE_K * Dk;
+    float *ps = vs + TILE_K * D;
+    /* The longest (last) query tiles first. */
+    int h = blockIdx.x, t0 = (gridDim.y - 1 - blockIdx.y) * TILE_Q, tid = threadIdx.x;
+    int lane = tid & 31, warp = tid >> 5;
+    pdl_wait();
+    int P0 = *pos;
+    size_t hoff = (size_t)h * D;
+    for (int i = tid; i < TILE_Q * Dq; i += TILE_THREADS) {
+        int r = i / Dq, d = i % Dq, t = t0 + r;
+        qs[i] = t < T_ && d < D ? qkv[(size_t)t * 3 * C + hoff + d] * scale : 0.0f;
+    }
+    float *pw = ps + warp * TILE_QPW * TILE_K;
+    int qp0 = P0 + t0 + warp * TILE_QPW; /* position of the warp's first query */
+    float mr[TILE_QPW], lr[TILE_QPW], acc[TILE_QPW][KD];
+#pragma unroll
+    for (int r = 0; r < TILE_QPW; r++) {
+        mr[r] = -INFINITY;
+        lr[r] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KD; k++) acc[r][k] = 0.0f;
+    }
+    int lastkey = P0 + min(t0 + TILE_Q, T_) - 1;
+    int nc = D / 8;
+    for (int j0 = 0; j0 <= lastkey; j0 += TILE_K) {
+        __syncthreads(); /* the previous tile is consumed (and q is staged) */
+        if ((D & 7) == 0) {
+            for (int i = tid; i < TILE_K * nc; i += TILE_THREADS) {
+                int j = i / nc, c = i % nc;
+                float kv[8], vv[8];
+                if (j0 + j <= lastkey) {
+                    size_t g = (size_t)(j0 + j) * C + hoff + c * 8;
+                    load8(kc + g, kv);
+                    load8(vc + g, vv);
+                } else {
+#pragma unroll
+                    for (int e = 0; e < 8; e++) kv[e] = vv[e] = 0.0f;
+                }
+#pragma unroll
+                for (int e = 0; e < 8; e++) ks[j * Dk + c * 8 + e] = kv[e];
+                float4 *v4 = reinterpret_cast<float4 *>(vs + j * D + c * 8);
+                v4[0] = make_float4(vv[0], vv[1], vv[2], vv[3]);
+                v4[1] = make_float4(vv[4], vv[5], vv[6], vv[7]);
+            }
+        } else {
+            for (int i = tid; i < TILE_K * Dq; i += TILE_THREADS) {
+                int j = i / Dq, d = i % Dq;
+                bool ok = j0 + j <= lastkey && d < D;
+                size_t g = (size_t)(j0 + j) * C + hoff + d;
+                ks[j * Dk + d] = ok ? to_f(kc[g]) : 0.0f;
+                if (d < D) vs[j * D + d] = ok ? to_f(vc[g]) : 0.0f;
+            }
+        }
+        __syncthreads();
+        float s[TILE_QPW][2];
+#pragma unroll
+        for (int r = 0; r < TILE_QPW; r++) s[r][0] = s[r][1] = 0.0f;
+        const float *k0 = ks + lane * Dk, *k1 = ks + (lane + 32) * Dk;
+        const float4 *qw = reinterpret_cast<const float4 *>(qs + warp * TILE_QPW * Dq);
+        int nq4 = Dq / 4;
+#pragma unroll 2
+        for (int d4 = 0; d4 < nq4; d4++) {
+            float a0 = k0[4 * d4], a1 = k0[4 * d4 + 1], a2 = k0[4 * d4 + 2], a3 = k0[4 * d4 + 3];
+            float b0 = k1[4 * d4], b1 = k1[4 * d4 + 1], b2 = k1[4 * d4 + 2], b3 = k1[4 * d4 + 3];
+#pragma unroll
+            for (int r = 0; r < TILE_QPW; r++) {
+                float4 q = qw[r * nq4 + d4];
+                s[r][0] += q.x * a0 + q.y * a1 + q.z * a2 + q.w * a3;
+                s[r][1] += q.x * b0 + q.y * b1 + q.z * b2 + q.w * b3;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < TILE_QPW; r++) {
+            int qp = qp0 + r;
+            float sa = j0 + lane <= qp ? s[r][0] : -INFINITY;
+            float sb = j0 + lane + 32 <= qp ? s[r][1] : -INFINITY;
+            /* Key 0 is in the first tile and visible to every query, so mr
+             * is finite from then on. */
+            float mn = fmaxf(mr[r], warp_max(fmaxf(sa, sb)));
+            float alpha = expf(mr[r] - mn);
+            float pa = expf(sa - mn), pb = expf(sb - mn);
+            lr[r] = lr[r] * alpha + warp_sum(pa + pb);
+            mr[r] = mn;
+            pw[r * TILE_K + lane] = pa;
+            pw[r * TILE_K + lane + 32] = pb;
+#pragma unroll
+            for (int k = 0; k < KD; k++) acc[r][k] *= alpha;
+        }
+        __syncwarp();
+        /* Keys past lastkey have p = 0 and zero V rows. */
+        int nj4 = (min(TILE_K, lastkey + 1 - j0) + 3) / 4;
+        for (int j4 = 0; j4 < nj4; j4++) {
+            float v[4][KD];
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++)
+#pragma unroll
+                for (int k = 0; k < KD; k++)
+                    v[jj][k] = lane + 32 * k < D ? vs[(4 * j4 + jj) * D + lane + 32 * k] : 0.0f;
+#pragma unroll
+            for (int r = 0; r < TILE_QPW; r++) {
+                float4 p = reinterpret_cast<const float4 *>(pw + r * TILE_K)[j4];
+#pragma unroll
+                for (int k = 0; k < KD; k++)
+                    acc[r][k] += p.x * v[0][k] + p.y * v[1][k] + p.z * v[2][k] + p.w * v[3][k];
+            }
+        }
+        __syncwarp();
+    }
+#pragma unroll
+    for (int r = 0; r < TILE_QPW; r++) {
+        int t = t0 + warp * TILE_QPW + r;
+        if (t >= T_) continue;
+        float inv = 1.0f / lr[r];
+        T *orow = out + (size_t)t * C + hoff;
+#pragma unroll
+        for (int k = 0; k < KD; k++)
+            if (lane + 32 * k < D) orow[lane + 32 * k] = from_f<T>(acc[r][k] * inv);
+    }
+}
+
+/* ---- tensor-core tiled kernel (fp16, D = 64) ---- */
+
+#define MMA_Q 64 /* queries per block: 4 warps x 16 */
+#define MMA_K 64
+#define MMA_D 64
+#define MMA_LD 72  /* half row stride in shared memory (16-byte multiple, skewed) */
+#define MMA_LDF 68 /* float row stride */
+#define MMA_THREADS 128
+
+static size_t mma_smem(void) {
+    return (size_t)3 * 64 * MMA_LD * sizeof(__half)                 /* Q, K, V */
+           + (size_t)4 * 16 * MMA_LD * sizeof(__half)               /* P per warp */
+           + (size_t)2 * 4 * 16 * MMA_LDF * sizeof(float);          /* S/PV, O per warp */
+}
+
+/*
+ * The tiled kernel on tensor cores: per key tile each warp computes its
+ * 16 x 64 scores S = Q K^T with wmma (fp16 in, fp32 out), applies the
+ * causal mask and the online softmax in fp32 (two lanes per query row),
+ * rounds P to fp16 and computes P V with wmma into a fresh accumulator,
+ * which the lanes add to the fp32 output rows (kept in shared memory, so
+ * that they can be rescaled row by row).
+ */
+__global__ void __launch_bounds__(MMA_THREADS)
+    attn_mma_kernel(__half *out, const float *qkv, const __half *__restrict__ kc,
+                    const __half *__restrict__ vc, const int32_t *pos, int T_, int C, float scale) {
+    using namespace nvcuda;
+    extern __shared__ float4 smm4[];
+    __half *qs = reinterpret_cast<__half *>(smm4), *ks = qs + 64 * MMA_LD, *vs = ks + 64 * MMA_LD;
+    __half *ps_all = vs + 64 * MMA_LD;
+    float *sf_all = reinterpret_cast<float *>(ps_all + 4 * 16 * MMA_LD);
+    float *of_all = sf_all + 4 * 16 * MMA_LDF;
+    int h = blockIdx.x, t0 = (gridDim.y - 1 - blockIdx.y) * MMA_Q, tid = threadIdx.x;
+    int lane = tid & 31, warp = tid >> 5;
+    __half *ps = ps_all + warp * 16 * MMA_LD;
+    float *sf = sf_all + warp * 16 * MMA_LDF, *of = of_all + warp * 16 * MMA_LDF;
+    pdl_wait();
+    int P0 = *pos;
+    size_t hoff = (size_t)h * MMA_D;
+    for (int i = tid; i < 64 * MMA_D; i += MMA_THREADS) {
+        int r = i >> 6, d = i & 63, t = t0 + r;
+        qs[r * MMA_LD + d] = __float2half_rn(t < T_ ? qkv[(size_t)t * 3 * C + hoff + d] * scale : 0.0f);
+    }
+    int row = lane >> 1, hf = lane & 1; /* this lane's query row and half of the columns */
+    for (int c = 0; c < 32; c++) of[row * MMA_LDF + hf * 32 + c] = 0.0f;
+    float m_old = -INFINITY, l = 0.0f;
+    int qp = P0 + t0 + warp * 16 + row;
+    int lastkey = P0 + min(t0 + MMA_Q, T_) - 1;
+    for (int j0 = 0; j0 <= lastkey; j0 += MMA_K) {
+        __syncthreads();
+        for (int i = tid; i < 64 * 8; i += MMA_THREADS) {
+            int j = i >> 3, c = i & 7;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
+            if (j0 + j <= lastkey) {
+                size_t g = (size_t)(j0 + j) * C + hoff + c * 8;
+                kv = __ldg(reinterpret_cast<const uint4 *>(kc + g));
+                vv = __ldg(reinterpret_cast<const uint4 *>(vc + g));
+            }
+            *reinterpret_cast<uint4 *>(ks + j * MMA_LD + c * 8) = kv;
+            *reinterpret_cast<uint4 *>(vs + j * MMA_LD + c * 8) = vv;
+        }
+        __syncthreads();
+        /* S (16 x 64) = Q_w (16 x 64) K^T */
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> sacc[4];
+#pragma unroll
+        for (int n = 0; n < 4; n++) wmma::fill_fragment(sacc[n], 0.0f);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+            wmma::load_matrix_sync(a, qs + warp * 16 * MMA_LD + k * 16, MMA_LD);
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
+                wmma::load_matrix_sync(b, ks + n * 16 * MMA_LD + k * 16, MMA_LD);
+                wmma::mma_sync(sacc[n], a, b, sacc[n]);
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+            wmma::store_matrix_sync(sf + n * 16, sacc[n], MMA_LDF, wmma::mem_row_major);
+        __syncwarp();
+        float sv[32], mloc = -INFINITY;
+#pragma unroll
+        for (int c = 0; c < 32; c++) {
+            int j = j0 + hf * 32 + c;
+            sv[c] = j <= qp ? sf[row * MMA_LDF + hf * 32 + c] : -INFINITY;
+            mloc = fmaxf(mloc, sv[c]);
+        }
+        mloc = fmaxf(mloc, __shfl_xor_sync(0xffffffffu, mloc, 1));
+        float mn = fmaxf(m_old, mloc); /* finite: key 0 is visible to every query */
+        float alpha = expf(m_old - mn), lsum = 0.0f;
+#pragma unroll
+        for (int c = 0; c < 32; c++) {
+            float p = expf(sv[c] - mn);
+            lsum += p;
+            ps[row * MMA_LD + hf * 32 + c] = __float2half_rn(p);
+        }
+        lsum += __shfl_xor_sync(0xffffffffu, lsum, 1);
+        l = l * alpha + lsum;
+        m_old = mn;
+        __syncwarp();
+        /* PV (16 x 64) = P (16 x 64 keys) V (64 keys x 64) */
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> oacc[4];
+#pragma unroll
+        for (int n = 0; n < 4; n++) wmma::fill_fragment(oacc[n], 0.0f);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+            wmma::load_matrix_sync(a, ps + k * 16, MMA_LD);
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b;
+                wmma::load_matrix_sync(b, vs + k * 16 * MMA_LD + n * 16, MMA_LD);
+                wmma::mma_sync(oacc[n], a, b, oacc[n]);
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+            wmma::store_matrix_sync(sf + n * 16, oacc[n], MMA_LDF, wmma::mem_row_major);
+        __syncwarp();
+#pragma unroll
+        for (int c = 0; c < 32; c++) {
+            int idx = row * MMA_LDF + hf * 32 + c;
+            of[idx] = of[idx] * alpha + sf[idx];
+        }
+        __syncwarp();
+    }
+    int t = t0 + warp * 16 + row;
+    if (t < T_) {
+        float inv = 1.0f / l;
+        __half *orow = out + (size_t)t * C + hoff + hf * 32;
+#pragma unroll
+        for (int c = 0; c < 32; c++) orow[c] = __float2half_rn(of[row * MMA_LDF + hf * 32 + c] * inv);
+    }
+}
+
 cudaError_t cuda_attention(gptc_dtype dt, void *out, const float *qkv, const void *k_cache,
                            const void *v_cache, const int32_t *pos, int T, int C, int NH,
-                           int max_len, float scale, cudaStream_t st) {
+                           int max_len, float scale, float *scratch, int *tickets,
+                           cudaStream_t st) {
     int D = C / NH;
+    if (T < ATT_SPLIT_MAXT && D % 8 == 0 && D <= 256) {
+        int S = (max_len + ATT_CHUNK - 1) / ATT_CHUNK;
+        dim3 grid((unsigned)NH, (unsigned)T, (unsigned)S);
+        cudaError_t err;
+        GPTC_DISPATCH_DTYPE(dt, W,
+                            err = launch_pdl(attn_split_kernel<W>, grid, dim3(SPLIT_THREADS), 0, st,
+                                             (W *)out, qkv, (const W *)k_cache, (const W *)v_cache,
+                                             pos, C, D, scale, scratch, tickets, S));
+        return err != cudaSuccess ? err : cudaGetLastError();
+    }
+    static int no_mma = -1; /* GPTC_CUDA_NO_MMA=1: the CUDA-core kernel, for comparisons */
+    if (no_mma < 0) no_mma = getenv("GPTC_CUDA_NO_MMA") != NULL;
+    if (dt == GPTC_DTYPE_F16 && D == MMA_D && C % 8 == 0 && !no_mma) {
+        dim3 grid((unsigned)NH, (unsigned)((T + MMA_Q - 1) / MMA_Q));
+        cudaError_t err = launch_pdl(attn_mma_kernel, grid, dim3(MMA_THREADS), mma_smem(), st,
+                                     (__half *)out, qkv, (const __half *)k_cache,
+                                     (const __half *)v_cache, pos, T, C, scale);
+        return err != cudaSuccess ? err : cudaGetLastError();
+    }
+    if (D <= 128) {
+        dim3 grid((unsigned)NH, (unsigned)((T + TILE_Q - 1) / TILE_Q));
+        cudaError_t err;
+        if (D <= 64)
+            GPTC_DISPATCH_DTYPE(dt, W,
+                                err = launch_pdl(attn_tile_kernel<W, 2>, grid, dim3(TILE_THREADS),
+                                                 tile_smem(D), st, (W *)out, qkv,
+                                                 (const W *)k_cache, (const W *)v_cache, pos, T, C,
+                                                 D, scale));
+        else
+            GPTC_DISPATCH_DTYPE(dt, W,
+                                err = launch_pdl(attn_tile_kernel<W, 4>, grid, dim3(TILE_THREADS),
+                                                 tile_smem(D), st, (W *)out, qkv,
+                                                 (const W *)k_cache, (const W *)v_cache, pos, T, C,
+                                                 D, scale));
+        return err != cudaSuccess ? err : cudaGetLastError();
+    }
     size_t smem = cuda_attention_smem(D, max_len);
     dim3 grid((unsigned)NH, (unsigned)T);
     GPTC_DISPATCH_DTYPE(dt, W,
@@ -97,9 +551,32 @@ cudaError_t cuda_attention(gptc_dtype dt, void *out, const float *qkv, const voi
 }
 
 cudaError_t cuda_attention_prepare(int D, int max_len) {
+    cudaError_t e;
+    if (D == MMA_D && (e = cudaFuncSetAttribute(attn_mma_kernel,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                (int)mma_smem())) != cudaSuccess)
+        return e;
+    if (D <= 128 && tile_smem(D) > 48 * 1024) {
+        int b = (int)tile_smem(D);
+        void (*fs[])(float *, const float *, const float *, const float *, const int32_t *, int, int,
+                     int, float) = {attn_tile_kernel<float, 2>, attn_tile_kernel<float, 4>};
+        void (*hs[])(__half *, const float *, const __half *, const __half *, const int32_t *, int,
+                     int, int, float) = {attn_tile_kernel<__half, 2>, attn_tile_kernel<__half, 4>};
+        void (*bs[])(__nv_bfloat16 *, const float *, const __nv_bfloat16 *, const __nv_bfloat16 *,
+                     const int32_t *, int, int, int, float) = {attn_tile_kernel<__nv_bfloat16, 2>,
+                                                                attn_tile_kernel<__nv_bfloat16, 4>};
+        for (int k = 0; k < 2; k++) {
+            if ((e = cudaFuncSetAttribute(fs[k], cudaFuncAttributeMaxDynamicSharedMemorySize, b)) !=
+                    cudaSuccess ||
+                (e = cudaFuncSetAttribute(hs[k], cudaFuncAttributeMaxDynamicSharedMemorySize, b)) !=
+                    cudaSuccess ||
+                (e = cudaFuncSetAttribute(bs[k], cudaFuncAttributeMaxDynamicSharedMemorySize, b)) !=
+                    cudaSuccess)
+                return e;
+        }
+    }
     size_t bytes = cuda_attention_smem(D, max_len);
     if (bytes <= 48 * 1024) return cudaSuccess;
-    cudaError_t e;
     if ((e = cudaFuncSetAttribute(attention_kernel<float>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes)) !=
         cudaSuccess)

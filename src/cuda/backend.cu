@@ -12,7 +12,8 @@
  * A pass over T tokens (eval) runs each linear layer through cuBLASLt when T
  * is large enough to be compute bound, else through the fused GEMV kernels.
  * The decode step (eval_greedy) is T = 1 end to end on the device - embed,
- * 7 kernels per layer, final norm, LM head, argmax - and is captured once as
+ * 5 kernels per layer (layer norms fused into the GEMVs), final norm, LM head,
+ * argmax - and is captured once as
  * a CUDA graph. Its kernels read the token and position from device memory
  * (d_tok, d_pos) and the argmax writes the next token into d_tok and
  * advances d_pos, so the graph is replayed unchanged every step; the host
@@ -78,6 +79,13 @@ typedef struct {
     int32_t *am_i;
     int32_t *h_next; /* pinned */
     void *lt_ws;
+    float *att_scratch; /* split attention partials */
+    int *att_tickets;   /* (n_head * ATT_SPLIT_MAXT), zero between passes */
+    /* GPTC_CUDA_PROF=pos: one decode step at that position is run outside
+     * the graph with an event after each kernel; per-kernel times to stderr. */
+    int prof_on, prof_n;
+    cudaEvent_t prof_ev[1024];
+    const char *prof_name[1024];
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     int32_t dev_pos, dev_tok; /* what d_pos / d_tok hold once the stream is idle; -1 unknown */
@@ -241,11 +249,12 @@ static gptc_status model_init(gptc_model *m, gptc_dtype dt, float **staging) {
     cm->Cp = cuda_pad_row(c->n_embd);
     cm->Fp = cuda_pad_row(c->n_inner);
     int max_ld = cm->Cp > cm->Fp ? cm->Cp : cm->Fp;
-    if ((size_t)max_ld * sizeof(float) > prop.sharedMemPerBlockOptin)
+    if ((size_t)max_ld * sizeof(float) > prop.sharedMemPerBlockOptin ||
+        (size_t)cm->Cp * 3 * sizeof(float) > prop.sharedMemPerBlockOptin)
         return gptc_fail(GPTC_ERR_UNSUPPORTED,
                          "cuda: n_inner %d / n_embd %d too large for the GEMV kernel's shared memory (%zu bytes); use --backend cpu",
                          c->n_inner, c->n_embd, (size_t)prop.sharedMemPerBlockOptin);
-    CK(cuda_gemv_prepare(max_ld));
+    CK(cuda_gemv_prepare(max_ld, cm->Cp));
 
     size_t bytes = layout(cm, m, NULL);
     e = cudaMalloc((void **)&cm->arena, bytes);
@@ -311,8 +320,10 @@ static void cuda_session_free(gptc_session *s) {
     if (cs->stream) cudaStreamSynchronize(cs->stream);
     if (cs->exec) cudaGraphExecDestroy(cs->exec);
     if (cs->graph) cudaGraphDestroy(cs->graph);
-    void *bufs[] = {cs->k_cache, cs->v_cache, cs->x,    cs->qkv,  cs->tmp,  cs->xn,   cs->att,
-                    cs->fc,      cs->logits,  cs->d_ids, cs->d_pos, cs->am_v, cs->am_i, cs->lt_ws};
+    void *bufs[] = {cs->k_cache, cs->v_cache, cs->x,     cs->qkv,   cs->tmp,
+                    cs->xn,      cs->att,     cs->fc,    cs->logits, cs->d_ids,
+                    cs->d_pos,   cs->am_v,    cs->am_i,  cs->lt_ws, cs->att_scratch,
+                    cs->att_tickets};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cudaFree(bufs[i]);
     cudaFreeHost(cs->h_next);
     if (cs->stream) cudaStreamDestroy(cs->stream);
@@ -359,6 +370,11 @@ static gptc_status session_init(gptc_session *s, cuda_session *cs) {
     CK(cudaMalloc((void **)&cs->am_i, CUDA_ARGMAX_PARTS * sizeof(int32_t)));
     CK(cudaMallocHost((void **)&cs->h_next, sizeof(int32_t)));
     CK(cudaMalloc(&cs->lt_ws, LT_WORKSPACE_BYTES));
+    CK(cudaMalloc((void **)&cs->att_scratch,
+                  cuda_attention_scratch_floats(c->n_head, D, s->max_len) * sizeof(float)));
+    CK(cudaMalloc((void **)&cs->att_tickets, (size_t)c->n_head * ATT_SPLIT_MAXT * sizeof(int)));
+    CK(cudaMemsetAsync(cs->att_tickets, 0, (size_t)c->n_head * ATT_SPLIT_MAXT * sizeof(int),
+                       cs->stream));
     /* Unwritten cache rows are never read (attention stops at the query's
      * position), but zeros make a stray read harmless rather than NaN. */
     CK(cudaMemsetAsync(cs->k_cache, 0, kv, cs->stream));
@@ -381,6 +397,34 @@ static gptc_status cuda_session_init(gptc_session *s) {
 
 /* ---- the forward pass ---- */
 
+static void prof_mark(cuda_session *cs, const char *name) {
+    if (!cs->prof_on || cs->prof_n >= 1024) return;
+    if (cudaEventCreate(&cs->prof_ev[cs->prof_n]) != cudaSuccess) return;
+    cudaEventRecord(cs->prof_ev[cs->prof_n], cs->stream);
+    cs->prof_name[cs->prof_n++] = name;
+}
+
+/* Adds the intervals between cs's events to tot[] by the name of the event
+ * that ends each (names[] / *nn the kinds seen); returns the whole span. */
+static float prof_collect(cuda_session *cs, double *tot, const char **names, int *nn, int add) {
+    float all = 0;
+    cudaStreamSynchronize(cs->stream);
+    for (int i = 1; i < cs->prof_n; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, cs->prof_ev[i - 1], cs->prof_ev[i]) != cudaSuccess) continue;
+        const char *nm = cs->prof_name[i];
+        if (!strcmp(nm, "start") || !add) continue;
+        int k = 0;
+        while (k < *nn && strcmp(names[k], nm)) k++;
+        if (k == *nn && *nn < 32) names[(*nn)++] = nm;
+        if (k < 32) tot[k] += ms;
+    }
+    if (cs->prof_n > 1) cudaEventElapsedTime(&all, cs->prof_ev[0], cs->prof_ev[cs->prof_n - 1]);
+    for (int i = 0; i < cs->prof_n; i++) cudaEventDestroy(cs->prof_ev[i]);
+    (void)cudaGetLastError();
+    return all;
+}
+
 static cudaDataType_t lt_type(gptc_dtype dt) {
     return dt == GPTC_DTYPE_F16 ? CUDA_R_16F : dt == GPTC_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
 }
@@ -392,7 +436,8 @@ static cudaDataType_t lt_type(gptc_dtype dt) {
  * *done = 0 (and GPTC_OK) when no algorithm fits, so the caller falls back.
  */
 static gptc_status lt_matmul(const cuda_model *cm, cuda_session *cs, float *out, const void *in,
-                             const void *w, int ldw, int T, int I, int O, int *done) {
+                             const void *w, int ldw, int T, int I, int O, const float *bias,
+                             float beta, int *done) {
     *done = 0;
     cudaDataType_t ab = lt_type(cm->dt);
     cublasLtMatmulDesc_t op = NULL;
@@ -402,12 +447,25 @@ static gptc_status lt_matmul(const cuda_model *cm, cuda_session *cs, float *out,
     int found = 0;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     size_t ws = LT_WORKSPACE_BYTES;
-    float alpha = 1.0f, beta = 0.0f;
+    float alpha = 1.0f;
     cublasStatus_t s = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    if (s == CUBLAS_STATUS_SUCCESS && bias) {
+        /* out (+)= product + bias[o]: bias per row of the column-major O x T
+         * result, fp32 like the output. */
+        cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+        cudaDataType_t bt = CUDA_R_32F;
+        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep);
+        if (s == CUBLAS_STATUS_SUCCESS)
+            s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                               sizeof bias);
+        if (s == CUBLAS_STATUS_SUCCESS)
+            s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
+                                               sizeof bt);
+    }
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&la, ab, (uint64_t)I, (uint64_t)O, ldw);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&lb, ab, (uint64_t)I, (uint64_t)T, I);
     if (s == CUBLAS_STATUS_SUCCESS)
@@ -442,17 +500,45 @@ static gptc_status lt_matmul(const cuda_model *cm, cuda_session *cs, float *out,
 static gptc_status linear(const cuda_model *cm, cuda_session *cs, const void *in, const void *w,
                           int ldw, int T, int I, int O, cuda_epi e) {
     if (T >= LT_MIN_TOKENS) {
-        /* A plain store needs no epilogue pass: cuBLASLt writes the result. */
-        int direct = e.mode == EPI_STORE && !e.bias && e.ldo == O;
         int done = 0;
-        CKST(lt_matmul(cm, cs, direct ? (float *)e.out : cs->tmp, in, w, ldw, T, I, O, &done));
+        /* The residual add and a plain store need no epilogue pass:
+         * cuBLASLt adds the bias and accumulates into (or writes) the fp32
+         * output itself. If it has no algorithm for that, the product goes
+         * through tmp and the epilogue kernel as for the other modes. */
+        static int no_lt_epi = -1; /* GPTC_CUDA_NO_LT_EPI=1: always the epilogue kernel */
+        if (no_lt_epi < 0) no_lt_epi = getenv("GPTC_CUDA_NO_LT_EPI") != NULL;
+        if ((e.mode == EPI_RESID || e.mode == EPI_STORE) && e.ldo == O && !no_lt_epi) {
+            CKST(lt_matmul(cm, cs, (float *)e.out, in, w, ldw, T, I, O, e.bias,
+                           e.mode == EPI_RESID ? 1.0f : 0.0f, &done));
+            prof_mark(cs, "gemm");
+            if (done) return GPTC_OK;
+        }
+        int direct = e.mode == EPI_STORE && !e.bias && e.ldo == O;
+        CKST(lt_matmul(cm, cs, direct ? (float *)e.out : cs->tmp, in, w, ldw, T, I, O, NULL, 0.0f,
+                       &done));
+        prof_mark(cs, "gemm");
         if (done) {
             if (!direct) CK(cuda_epilogue(cm->dt, cs->tmp, T, O, e, cs->stream));
+            prof_mark(cs, "epilogue");
             return GPTC_OK;
         }
     }
     CK(cuda_gemv(cm->dt, in, w, ldw, T, I, O, e, cs->stream));
     return GPTC_OK;
+}
+
+/* linear() of layernorm(cs->x) (T, I): the norm fused into the GEMV when the
+ * product runs there, else a layer norm kernel into cs->xn first. */
+static gptc_status ln_linear(const cuda_model *cm, cuda_session *cs, const float *ln_w,
+                             const float *ln_b, float eps, const void *w, int ldw, int T, int I,
+                             int O, cuda_epi e) {
+    if (T < LT_MIN_TOKENS) {
+        CK(cuda_gemv_ln(cm->dt, cs->x, ln_w, ln_b, eps, w, ldw, T, I, O, e, cs->stream));
+        return GPTC_OK;
+    }
+    CK(cuda_layernorm(cm->dt, cs->xn, cs->x, ln_w, ln_b, T, I, eps, cs->stream));
+    prof_mark(cs, "layernorm");
+    return linear(cm, cs, cs->xn, w, ldw, T, I, O, e);
 }
 
 static cuda_epi epi(int mode, const float *bias, void *out, int ldo) {
@@ -482,22 +568,26 @@ static gptc_status enqueue_blocks(const gptc_session *s, cuda_session *cs, const
         const cuda_layer *y = &cm->layers[l];
         char *kc = (char *)cs->k_cache + l * layer_kv, *vc = (char *)cs->v_cache + l * layer_kv;
 
-        CK(cuda_layernorm(cm->dt, cs->xn, cs->x, y->ln1_w, y->ln1_b, T, C, eps, st));
+        prof_mark(cs, "start");
         cuda_epi e = epi(EPI_QKV, y->attn_b, cs->qkv, 3 * C);
         e.k_cache = kc;
         e.v_cache = vc;
         e.C = C;
         e.pos = cs->d_pos;
-        CKST(linear(cm, cs, cs->xn, y->attn_w, Cp, T, C, 3 * C, e));
+        CKST(ln_linear(cm, cs, y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, T, C, 3 * C, e));
+        prof_mark(cs, "qkv");
         CK(cuda_attention(cm->dt, cs->att, cs->qkv, kc, vc, cs->d_pos, T, C, c->n_head,
-                          s->max_len, gptc_attn_scale(c, l), st));
+                          s->max_len, gptc_attn_scale(c, l), cs->att_scratch, cs->att_tickets, st));
+        prof_mark(cs, "attention");
         CKST(linear(cm, cs, cs->att, y->proj_w, Cp, T, C, C, epi(EPI_RESID, y->proj_b, cs->x, C)));
+        prof_mark(cs, "proj");
 
-        CK(cuda_layernorm(cm->dt, cs->xn, cs->x, y->ln2_w, y->ln2_b, T, C, eps, st));
         e = epi(EPI_ACT, y->fc_b, cs->fc, F);
         e.act = m->act;
-        CKST(linear(cm, cs, cs->xn, y->fc_w, Cp, T, C, F, e));
+        CKST(ln_linear(cm, cs, y->ln2_w, y->ln2_b, eps, y->fc_w, Cp, T, C, F, e));
+        prof_mark(cs, "fc");
         CKST(linear(cm, cs, cs->fc, y->mproj_w, Fp, T, F, C, epi(EPI_RESID, y->mproj_b, cs->x, C)));
+        prof_mark(cs, "mproj");
     }
     return GPTC_OK;
 }
@@ -515,7 +605,24 @@ static gptc_status cuda_eval(gptc_session *s, const int32_t *ids, int T, int n_l
     CK(cudaMemcpyAsync(cs->d_ids, ids, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, st));
     cs->dev_pos = -1;
     CK(cuda_set_int(cs->d_pos, s->len, st));
-    CKST(enqueue_blocks(s, cs, cs->d_ids, T));
+    const char *pp = getenv("GPTC_CUDA_PROF_PREFILL");
+    if (pp && T >= atoi(pp)) {
+        cs->prof_on = 1;
+        cs->prof_n = 0;
+        prof_mark(cs, "start");
+    }
+    gptc_status bst = enqueue_blocks(s, cs, cs->d_ids, T);
+    if (cs->prof_on) {
+        cs->prof_on = 0;
+        double tot[32] = {0};
+        const char *names[32];
+        int nn = 0;
+        float all = prof_collect(cs, tot, names, &nn, 1);
+        fprintf(stderr, "gptc cuda prefill profile, %d tokens at %d:\n", T, s->len);
+        for (int k = 0; k < nn; k++) fprintf(stderr, "  %-10s %8.4f ms\n", names[k], tot[k]);
+        fprintf(stderr, "  %-10s %8.4f ms\n", "blocks", all);
+    }
+    CKST(bst);
     if (n_logits) {
         int first = T - n_logits;
         CK(cuda_layernorm(cm->dt, cs->xn, cs->x + (size_t)first * C, cm->lnf_w, cm->lnf_b, n_logits,
@@ -545,11 +652,15 @@ static gptc_status enqueue_decode(const gptc_session *s, cuda_session *cs) {
     const cuda_model *cm = (const cuda_model *)m->backend_state;
     int C = c->n_embd, V = c->n_vocab;
     CKST(enqueue_blocks(s, cs, cs->d_tok, 1));
+    prof_mark(cs, "start");
     CK(cuda_layernorm(cm->dt, cs->xn, cs->x, cm->lnf_w, cm->lnf_b, 1, C, c->layer_norm_epsilon,
                       cs->stream));
+    prof_mark(cs, "lnf");
     CK(cuda_gemv(cm->dt, cs->xn, cm->lm_head, cm->Cp, 1, C, V, epi(EPI_STORE, NULL, cs->logits, V),
                  cs->stream));
+    prof_mark(cs, "lm_head");
     CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->d_tok, cs->d_pos, cs->stream));
+    prof_mark(cs, "argmax");
     return GPTC_OK;
 }
 
@@ -570,9 +681,44 @@ static gptc_status capture_decode(const gptc_session *s, cuda_session *cs) {
     return GPTC_OK;
 }
 
+/* Runs the decode step uncaptured with events between kernels, 20 times,
+ * and prints the mean time of each kernel kind; leaves d_pos / d_tok as
+ * they were (the step rewrites the same cache row when it runs for real). */
+static gptc_status profile_decode(gptc_session *s, cuda_session *cs, int32_t id) {
+    const int reps = 20;
+    double tot[32] = {0};
+    const char *names[32];
+    int nn = 0;
+    float step_ms = 0;
+    for (int r = 0; r < reps + 2; r++) {
+        CK(cuda_set_int(cs->d_pos, s->len, cs->stream));
+        CK(cuda_set_int(cs->d_tok, id, cs->stream));
+        cs->prof_on = 1;
+        cs->prof_n = 0;
+        prof_mark(cs, "start");
+        gptc_status st = enqueue_decode(s, cs);
+        cs->prof_on = 0;
+        CKST(st);
+        float all = prof_collect(cs, tot, names, &nn, r >= 2);
+        if (r >= 2) step_ms += all;
+    }
+    fprintf(stderr, "gptc cuda profile at position %d (uncaptured, events between kernels):\n", s->len);
+    for (int k = 0; k < nn; k++)
+        fprintf(stderr, "  %-10s %8.4f ms per step\n", names[k], tot[k] / reps);
+    fprintf(stderr, "  %-10s %8.4f ms per step\n", "total", step_ms / reps);
+    CK(cuda_set_int(cs->d_pos, s->len, cs->stream));
+    CK(cuda_set_int(cs->d_tok, id, cs->stream));
+    CK(cudaStreamSynchronize(cs->stream));
+    cs->dev_pos = s->len;
+    cs->dev_tok = id;
+    return GPTC_OK;
+}
+
 static gptc_status cuda_eval_greedy(gptc_session *s, int32_t id, int32_t *next) {
     cuda_session *cs = (cuda_session *)s->impl;
     cudaStream_t st = cs->stream;
+    const char *pe = getenv("GPTC_CUDA_PROF");
+    if (pe && atoi(pe) == s->len) CKST(profile_decode(s, cs, id));
     if (cs->dev_pos != s->len) CK(cuda_set_int(cs->d_pos, s->len, st));
     if (cs->dev_tok != id) CK(cuda_set_int(cs->d_tok, id, st));
     cs->dev_pos = cs->dev_tok = -1; /* unknown until the step completes */

@@ -53,6 +53,46 @@ __device__ __forceinline__ void load8(const __nv_bfloat16 *p, float v[8]) {
     }
 }
 
+/* 8 consecutive elements kept raw in registers (one 128-bit load for 16-bit
+ * types, two for fp32), so that a kernel can issue all its loads before it
+ * converts and multiplies any of them. */
+template <typename T> struct Vec8;
+template <> struct Vec8<float> {
+    float4 a, b;
+    __device__ __forceinline__ void load(const float *p) {
+        a = __ldg(reinterpret_cast<const float4 *>(p));
+        b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
+    }
+    __device__ __forceinline__ float dot(float4 x0, float4 x1) const {
+        return x0.x * a.x + x0.y * a.y + x0.z * a.z + x0.w * a.w + x1.x * b.x + x1.y * b.y +
+               x1.z * b.z + x1.w * b.w;
+    }
+};
+template <> struct Vec8<__half> {
+    uint4 u;
+    __device__ __forceinline__ void load(const __half *p) { u = __ldg(reinterpret_cast<const uint4 *>(p)); }
+    __device__ __forceinline__ float dot(float4 x0, float4 x1) const {
+        const __half2 *h = reinterpret_cast<const __half2 *>(&u);
+        float2 f0 = __half22float2(h[0]), f1 = __half22float2(h[1]);
+        float2 f2 = __half22float2(h[2]), f3 = __half22float2(h[3]);
+        return x0.x * f0.x + x0.y * f0.y + x0.z * f1.x + x0.w * f1.y + x1.x * f2.x + x1.y * f2.y +
+               x1.z * f3.x + x1.w * f3.y;
+    }
+};
+template <> struct Vec8<__nv_bfloat16> {
+    uint4 u;
+    __device__ __forceinline__ void load(const __nv_bfloat16 *p) {
+        u = __ldg(reinterpret_cast<const uint4 *>(p));
+    }
+    __device__ __forceinline__ float dot(float4 x0, float4 x1) const {
+        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+        float2 f0 = __bfloat1622float2(h[0]), f1 = __bfloat1622float2(h[1]);
+        float2 f2 = __bfloat1622float2(h[2]), f3 = __bfloat1622float2(h[3]);
+        return x0.x * f0.x + x0.y * f0.y + x0.z * f1.x + x0.w * f1.y + x1.x * f2.x + x1.y * f2.y +
+               x1.z * f3.x + x1.w * f3.y;
+    }
+};
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -81,6 +121,42 @@ __device__ __forceinline__ float block_max(float v, float *red) {
     if (lane == 0) red[warp] = v;
     __syncthreads();
     return warp_max(lane < nw ? red[lane] : -INFINITY);
+}
+
+/*
+ * Programmatic dependent launch (Hopper): a kernel launched with
+ * launch_pdl may start while the previous kernel in the stream finishes; it
+ * must call pdl_wait() before it touches anything an earlier kernel writes
+ * or reads (weights, which never change, may be loaded before). pdl_wait
+ * returns once the previous grid has completed and its writes are visible;
+ * as every kernel waits before it completes, that covers all earlier ones.
+ * GPTC_CUDA_NO_PDL=1 launches normally (for comparisons).
+ */
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+int cuda_pdl_enabled(void);
+template <typename... KArgs, typename... Args>
+static inline cudaError_t launch_pdl(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                                     cudaStream_t st, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = cuda_pdl_enabled() ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, k, ((KArgs)args)...);
 }
 
 /* Calls F<T>(args...) for the runtime dtype: the launchers' one dispatch. */

@@ -58,11 +58,16 @@ cudaError_t cuda_layernorm(gptc_dtype dt, void *out, const float *x, const float
                            const float *b, int T, int C, float eps, cudaStream_t st);
 
 /* The matrix product in (T, I) dtype @ w (O, ldw)^T, one warp per output row
- * (two rows per warp), with the epilogue fused. For decode and small T. */
+ * with the epilogue fused. For decode and small T. */
 cudaError_t cuda_gemv(gptc_dtype dt, const void *in, const void *w, int ldw, int T, int I, int O,
                       cuda_epi epi, cudaStream_t st);
-/* Lets cuda_gemv take rows up to max_ldw elements (dynamic shared memory). */
-cudaError_t cuda_gemv_prepare(int max_ldw);
+/* cuda_gemv of layernorm(x (T, I) fp32) * ln_w + ln_b (rounded to the dtype,
+ * as cuda_layernorm's output) without the separate kernel. */
+cudaError_t cuda_gemv_ln(gptc_dtype dt, const float *x, const float *ln_w, const float *ln_b,
+                         float eps, const void *w, int ldw, int T, int I, int O, cuda_epi epi,
+                         cudaStream_t st);
+/* Lets cuda_gemv / cuda_gemv_ln take rows up to max_ldw elements (dynamic shared memory). */
+cudaError_t cuda_gemv_prepare(int max_ldw, int max_ln_ldw);
 
 /* Applies `epi` to v = tmp (T, O) fp32 (the output of a cuBLASLt product). */
 cudaError_t cuda_epilogue(gptc_dtype dt, const float *tmp, int T, int O, cuda_epi epi,
@@ -71,11 +76,19 @@ cudaError_t cuda_epilogue(gptc_dtype dt, const float *tmp, int T, int O, cuda_ep
 /*
  * Causal attention of T queries at positions *pos + t over the cache rows
  * [0, *pos + t] of one layer. q is read from qkv (T, 3C) fp32; out (T, C)
- * dtype. One block per (head, query); scores live in shared memory.
+ * dtype. See attention.cu for the three kernels and when each runs.
  */
 cudaError_t cuda_attention(gptc_dtype dt, void *out, const float *qkv, const void *k_cache,
                            const void *v_cache, const int32_t *pos, int T, int C, int NH,
-                           int max_len, float scale, cudaStream_t st);
+                           int max_len, float scale, float *scratch, int *tickets,
+                           cudaStream_t st);
+/* Passes of fewer tokens than this use the split (flash-decoding) kernel,
+ * chunks of ATT_CHUNK keys. Its scratch: cuda_attention_scratch_floats
+ * floats, and NH * ATT_SPLIT_MAXT ints of tickets that must start at zero
+ * (the kernel leaves them zero). One pair per session (passes are serial). */
+#define ATT_SPLIT_MAXT 16
+#define ATT_CHUNK 64
+size_t cuda_attention_scratch_floats(int NH, int D, int max_len);
 /* Dynamic shared memory one attention block needs for sessions of max_len. */
 size_t cuda_attention_smem(int D, int max_len);
 /* Raises the kernels' shared memory limit to that need. */

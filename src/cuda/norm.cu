@@ -6,6 +6,8 @@
  * the row, like the CPU reference, rather than E[x^2] - E[x]^2, which loses
  * precision when the mean is large.
  */
+#include <stdlib.h>
+
 #include "common.cuh"
 #include "kernels.cuh"
 
@@ -54,6 +56,15 @@ cudaError_t cuda_layernorm(gptc_dtype dt, void *out, const float *x, const float
     GPTC_DISPATCH_DTYPE(dt, W,
                         layernorm_kernel<W><<<T, ROW_THREADS, 0, st>>>((W *)out, x, w, b, C, eps));
     return cudaGetLastError();
+}
+
+int cuda_pdl_enabled(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("GPTC_CUDA_NO_PDL");
+        on = !(e && *e && *e != '0');
+    }
+    return on;
 }
 
 __global__ void set_int_kernel(int32_t *p, int32_t v) { *p = v; }
