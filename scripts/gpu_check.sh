@@ -2,7 +2,7 @@
 # On the GPU machine (carrying gpu-pkg/ from scripts/gpu_package.sh): the GPU
 # tests, a compute-sanitizer memcheck on a small model, and the benchmark
 # against transformers on the same card. Results go to $OUT (if set).
-set -u
+set -u -o pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gptc-out}
 mkdir -p "$out"
@@ -13,11 +13,14 @@ export GPTC_ROOT=$PWD GPTC_BIN=$PWD/gpu-pkg/gptc
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/card.txt"
 status=0
 for t in gpu-pkg/test_*; do
-  case "$t" in *test_cuda*|*test_kernels*) ;; *) continue ;; esac
+  case "$t" in *test_cuda*|*test_kernels*|*test_sample*) ;; *) continue ;; esac
   echo "== $t"
   "$t" 2>&1 | tee "$out/$(basename "$t").log" | tail -40 || true
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
+echo "== the persistent decode kernel (GPTC_CUDA_MEGA=1, an experiment): same tests"
+GPTC_CUDA_MEGA=1 GPTC_CUDA_MEGA_STRICT=1 gpu-pkg/test_cuda > "$out/test_cuda-mega.log" 2>&1 || status=1
+tail -1 "$out/test_cuda-mega.log"
 echo "== compute-sanitizer memcheck"
 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 gpu-pkg/gptc generate \
   -m tests/fixtures/base-gelu_new --backend cuda --prompt-ids 1,2,3,4,5 --max-new-tokens 8 --ids \
@@ -25,6 +28,13 @@ compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 gpu-pkg/g
 compute-sanitizer --tool memcheck --error-exitcode 3 gpu-pkg/gptc generate \
   -m tests/fixtures/gpt2vocab-f16 --backend cuda --prompt "Hello world" --max-new-tokens 8 --ids \
   2>&1 | tail -4 || status=1
+compute-sanitizer --tool memcheck --error-exitcode 3 gpu-pkg/gptc generate \
+  -m tests/fixtures/gpt2vocab-f16 --backend cuda --prompt "Hello world" --max-new-tokens 8 --ids \
+  --do-sample --top-k 40 --top-p 0.9 --temperature 0.8 --repetition-penalty 1.2 \
+  --no-repeat-ngram-size 2 --seed 7 2>&1 | tail -4 || status=1
+GPTC_CUDA_MEGA=1 GPTC_CUDA_MEGA_STRICT=1 compute-sanitizer --tool memcheck --error-exitcode 3 \
+  gpu-pkg/gptc generate -m tests/fixtures/act-relu2 --backend cuda --prompt-ids 1,2,3,4,5 \
+  --max-new-tokens 8 --ids 2>&1 | tail -3 || status=1
 echo "== CLI on the GPU"
 gpu-pkg/gptc bench --backend cuda --shape gpt2 --prompt-len 16 --new-tokens 256
 echo "== benchmark (gptc vs transformers, same card)"

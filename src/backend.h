@@ -36,7 +36,26 @@ typedef struct gptc_backend_ops {
      * the logits leaving the backend. NULL when not implemented.
      */
     gptc_status (*eval_greedy)(gptc_session *s, int32_t id, int32_t *next);
+    /*
+     * Optional (both or neither): generate()'s logits processors and sampler
+     * on the backend, so that only token ids leave it. sample_init takes the
+     * parameters (already checked) and the tokens the session holds, which
+     * start the history the processors see; eval_sample appends n tokens
+     * (to the session and the history) and returns the next token drawn
+     * from the last one's logits, step by step as generate() would on the
+     * host. A plain eval() in between ends the history: eval_sample then
+     * fails until sample_init runs again.
+     */
+    gptc_status (*sample_init)(gptc_session *s, const gptc_generate_params *p, const int32_t *hist,
+                               int n);
+    gptc_status (*eval_sample)(gptc_session *s, const int32_t *ids, int n, int32_t *next);
 } gptc_backend_ops;
+
+/* session.c's checked entry points to the optional sampler ops. */
+int gptc_session_can_sample(const gptc_session *s);
+gptc_status gptc_session_sample_init(gptc_session *s, const gptc_generate_params *p,
+                                     const int32_t *hist, size_t n);
+gptc_status gptc_session_eval_sample(gptc_session *s, const int32_t *ids, size_t n, int32_t *next);
 
 extern const gptc_backend_ops gptc_cpu_backend;
 #ifdef GPTC_HAVE_CUDA

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "internal.h"
 #include "model.h"
 #include "sampling.h"
@@ -164,29 +165,31 @@ gptc_status gptc_generate(gptc_model *m, const gptc_tokenizer *tok, const int32_
             }
         }
     if ((st = gptc_session_new(m, (int32_t)total, &s)) != GPTC_OK) goto done;
-    if ((st = gptc_session_eval(s, prompt, n_prompt, 1, logits)) != GPTC_OK) goto done;
     int greedy = !p->do_sample || p->temperature == 0.0f;
-    /* Plain greedy decoding can stay on the device: the backend returns only
-     * the next id. Any processor needs the logits here (until backends run
-     * the processors themselves). */
-    int on_device = greedy && gptc_session_has_greedy(s) && p->repetition_penalty == 1.0f &&
-                    p->no_repeat_ngram_size == 0 && p->min_new_tokens == 0;
-    int32_t device_next = sample_argmax(logits, V);
+    /* A backend with its own sampler runs the processors and the draw where
+     * the logits are (on a GPU only the ids cross); else they run here.
+     * GPTC_HOST_SAMPLING=1 forces the host path, to compare the two. */
+    int on_device = gptc_session_can_sample(s) && !getenv("GPTC_HOST_SAMPLING");
+    int32_t next = 0;
+    if (on_device) {
+        if ((st = gptc_session_sample_init(s, p, NULL, 0)) != GPTC_OK) goto done;
+        if ((st = gptc_session_eval_sample(s, prompt, n_prompt, &next)) != GPTC_OK) goto done;
+    } else if ((st = gptc_session_eval(s, prompt, n_prompt, 1, logits)) != GPTC_OK) goto done;
     size_t n = n_prompt;
     for (int64_t step = 0; step < max_new; step++) {
-        if (p->repetition_penalty != 1.0f)
-            proc_repetition_penalty(logits, seq, n, p->repetition_penalty, seen);
-        if (p->no_repeat_ngram_size > 0) proc_no_repeat_ngram(logits, seq, n, p->no_repeat_ngram_size);
-        if (step < p->min_new_tokens)
-            for (int32_t e = 0; e < p->n_eos_token_ids; e++) logits[p->eos_token_ids[e]] = -INFINITY;
-        int32_t next;
-        if (on_device) next = device_next;
-        else if (greedy) next = sample_argmax(logits, V);
-        else {
-            if (p->temperature != 1.0f) warp_temperature(logits, V, p->temperature);
-            if (p->top_k > 0) warp_top_k(logits, V, p->top_k, scratch);
-            if (p->top_p < 1.0f) warp_top_p(logits, V, p->top_p, scratch);
-            next = sample_categorical(logits, V, sample_uniform(p->seed, (uint64_t)step));
+        if (!on_device) {
+            if (p->repetition_penalty != 1.0f)
+                proc_repetition_penalty(logits, seq, n, p->repetition_penalty, seen);
+            if (p->no_repeat_ngram_size > 0) proc_no_repeat_ngram(logits, seq, n, p->no_repeat_ngram_size);
+            if (step < p->min_new_tokens)
+                for (int32_t e = 0; e < p->n_eos_token_ids; e++) logits[p->eos_token_ids[e]] = -INFINITY;
+            if (greedy) next = sample_argmax(logits, V);
+            else {
+                if (p->temperature != 1.0f) warp_temperature(logits, V, p->temperature);
+                if (p->top_k > 0) warp_top_k(logits, V, p->top_k, scratch);
+                if (p->top_p < 1.0f) warp_top_p(logits, V, p->top_p, scratch);
+                next = sample_categorical(logits, V, sample_uniform(p->seed, (uint64_t)step));
+            }
         }
         seq[n++] = next;
         int stop = 0;
@@ -202,7 +205,7 @@ gptc_status gptc_generate(gptc_model *m, const gptc_tokenizer *tok, const int32_
             if (b && len && hits_stop(&text, len, p)) stop = 1;
         }
         if (stop || step + 1 == max_new) break;
-        if (on_device) st = gptc_session_eval_greedy(s, next, &device_next);
+        if (on_device) st = gptc_session_eval_sample(s, &next, 1, &next);
         else st = gptc_session_eval(s, &next, 1, 1, logits);
         if (st != GPTC_OK) goto done;
     }

@@ -75,3 +75,36 @@ gptc_status gptc_session_eval_greedy(gptc_session *s, int32_t id, int32_t *next)
     if (st == GPTC_OK) s->len += 1;
     return st;
 }
+
+int gptc_session_can_sample(const gptc_session *s) {
+    return s->model->backend->sample_init != NULL && s->model->backend->eval_sample != NULL;
+}
+
+gptc_status gptc_session_sample_init(gptc_session *s, const gptc_generate_params *p,
+                                     const int32_t *hist, size_t n) {
+    if (!gptc_session_can_sample(s))
+        return gptc_fail(GPTC_ERR_UNSUPPORTED, "sampling: the %s backend has no sampler",
+                         s->model->backend->name);
+    if (n > (size_t)s->len)
+        return gptc_fail(GPTC_ERR_ARG, "sampling: history of %zu tokens, the session holds %d", n,
+                         s->len);
+    if (n && !hist) return gptc_fail(GPTC_ERR_ARG, "sampling: history is NULL");
+    gptc_status st = GPTC_OK;
+    for (size_t i = 0; st == GPTC_OK && i < n; i++)
+        if (hist[i] < 0 || hist[i] >= s->model->cfg.n_vocab)
+            st = gptc_fail(GPTC_ERR_RANGE, "token id %d is out of range [0, %d)", hist[i],
+                           s->model->cfg.n_vocab);
+    if (st != GPTC_OK) return st;
+    return s->model->backend->sample_init(s, p, hist, (int)n);
+}
+
+gptc_status gptc_session_eval_sample(gptc_session *s, const int32_t *ids, size_t n, int32_t *next) {
+    gptc_status st = check_tokens(s, ids, n);
+    if (st != GPTC_OK) return st;
+    if (!gptc_session_can_sample(s))
+        return gptc_fail(GPTC_ERR_UNSUPPORTED, "sampling: the %s backend has no sampler",
+                         s->model->backend->name);
+    st = s->model->backend->eval_sample(s, ids, (int)n, next);
+    if (st == GPTC_OK) s->len += (int32_t)n;
+    return st;
+}

@@ -556,8 +556,11 @@ cudaError_t cuda_attention_prepare(int D, int max_len) {
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 (int)mma_smem())) != cudaSuccess)
         return e;
-    if (D <= 128 && tile_smem(D) > 48 * 1024) {
-        int b = (int)tile_smem(D);
+    /* The limits only grow: a process may hold models of several shapes,
+     * and lowering a limit would break the launches of an earlier one. */
+    static int tile_max = 0, full_max = 0;
+    if (D <= 128 && tile_smem(D) > 48 * 1024 && (int)tile_smem(D) > tile_max) {
+        int b = tile_max = (int)tile_smem(D);
         void (*fs[])(float *, const float *, const float *, const float *, const int32_t *, int, int,
                      int, float) = {attn_tile_kernel<float, 2>, attn_tile_kernel<float, 4>};
         void (*hs[])(__half *, const float *, const __half *, const __half *, const int32_t *, int,
@@ -576,7 +579,8 @@ cudaError_t cuda_attention_prepare(int D, int max_len) {
         }
     }
     size_t bytes = cuda_attention_smem(D, max_len);
-    if (bytes <= 48 * 1024) return cudaSuccess;
+    if (bytes <= 48 * 1024 || (int)bytes <= full_max) return cudaSuccess;
+    full_max = (int)bytes;
     if ((e = cudaFuncSetAttribute(attention_kernel<float>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes)) !=
         cudaSuccess)

@@ -86,8 +86,25 @@ typedef struct {
     int prof_on, prof_n;
     cudaEvent_t prof_ev[1024];
     const char *prof_name[1024];
-    cudaGraph_t graph;
-    cudaGraphExec_t exec;
+    /* The sampler (sample_init / eval_sample): parameters, state and the
+     * token history on the device; hist_n mirrors the device's count. */
+    cuda_sampler *d_samp;
+    cuda_sample_state *d_sstate;
+    int32_t *d_hist;    /* (max_len) */
+    uint8_t *d_present; /* (V) */
+    int hist_n, hist_ok, plain_greedy;
+    /* The decode step as one persistent kernel (decode.cu), when the shape
+     * allows it and GPTC_CUDA_MEGA=1 (an experiment: measured slower than
+     * the kernel-per-op graph so far, bench/NOTES-cuda.md): its arguments,
+     * per-layer table and barrier words. */
+    int mega;
+    cuda_decode_args dargs;
+    cuda_decode_layer *d_layers;
+    float *dec_part;
+    unsigned *dec_sync;
+    /* The decode step ending in the argmax (graph) or the sampler (graph_s). */
+    cudaGraph_t graph, graph_s;
+    cudaGraphExec_t exec, exec_s;
     int32_t dev_pos, dev_tok; /* what d_pos / d_tok hold once the stream is idle; -1 unknown */
 } cuda_session;
 
@@ -320,16 +337,64 @@ static void cuda_session_free(gptc_session *s) {
     if (cs->stream) cudaStreamSynchronize(cs->stream);
     if (cs->exec) cudaGraphExecDestroy(cs->exec);
     if (cs->graph) cudaGraphDestroy(cs->graph);
+    if (cs->exec_s) cudaGraphExecDestroy(cs->exec_s);
+    if (cs->graph_s) cudaGraphDestroy(cs->graph_s);
     void *bufs[] = {cs->k_cache, cs->v_cache, cs->x,     cs->qkv,   cs->tmp,
                     cs->xn,      cs->att,     cs->fc,    cs->logits, cs->d_ids,
                     cs->d_pos,   cs->am_v,    cs->am_i,  cs->lt_ws, cs->att_scratch,
-                    cs->att_tickets};
+                    cs->att_tickets, cs->d_samp, cs->d_sstate, cs->d_hist, cs->d_present,
+                    cs->d_layers, cs->dec_part, cs->dec_sync};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cudaFree(bufs[i]);
     cudaFreeHost(cs->h_next);
     if (cs->stream) cudaStreamDestroy(cs->stream);
     (void)cudaGetLastError();
     free(cs);
     s->impl = NULL;
+}
+
+/* The persistent decode kernel's arguments for this session. */
+static gptc_status mega_init(const gptc_session *s, cuda_session *cs, int blocks) {
+    const gptc_model *m = s->model;
+    const gptc_config *c = &m->cfg;
+    const cuda_model *cm = (const cuda_model *)m->backend_state;
+    int L = c->n_layer, C = c->n_embd, D = C / c->n_head;
+    size_t layer_kv = (size_t)s->max_len * C * cm->es;
+    cuda_decode_layer *h = (cuda_decode_layer *)calloc((size_t)L, sizeof *h);
+    if (!h) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+    for (int l = 0; l < L; l++) {
+        const cuda_layer *y = &cm->layers[l];
+        h[l].attn_w = y->attn_w, h[l].proj_w = y->proj_w, h[l].fc_w = y->fc_w, h[l].mproj_w = y->mproj_w;
+        h[l].ln1_w = y->ln1_w, h[l].ln1_b = y->ln1_b, h[l].attn_b = y->attn_b, h[l].proj_b = y->proj_b;
+        h[l].ln2_w = y->ln2_w, h[l].ln2_b = y->ln2_b, h[l].fc_b = y->fc_b, h[l].mproj_b = y->mproj_b;
+        h[l].k_cache = (char *)cs->k_cache + l * layer_kv;
+        h[l].v_cache = (char *)cs->v_cache + l * layer_kv;
+        h[l].scale = gptc_attn_scale(c, l);
+    }
+    cudaError_t e = cudaMalloc((void **)&cs->d_layers, (size_t)L * sizeof *h);
+    if (e == cudaSuccess)
+        e = cudaMemcpy(cs->d_layers, h, (size_t)L * sizeof *h, cudaMemcpyHostToDevice);
+    free(h);
+    if (e != cudaSuccess) return cuda_error(e, "cudaMalloc/cudaMemcpy (decode layers)");
+    CK(cudaMalloc((void **)&cs->dec_part,
+                  cuda_decode_part_floats(c->n_head, D, s->max_len) * sizeof(float)));
+    CK(cudaMalloc((void **)&cs->dec_sync, CUDA_DECODE_SYNC_WORDS * sizeof(unsigned)));
+    CK(cudaMemsetAsync(cs->dec_sync, 0, CUDA_DECODE_SYNC_WORDS * sizeof(unsigned), cs->stream));
+    cuda_decode_args *a = &cs->dargs;
+    memset(a, 0, sizeof *a);
+    a->n_layer = L, a->C = C, a->NH = c->n_head, a->F = c->n_inner, a->V = c->n_vocab;
+    a->Cp = cm->Cp, a->Fp = cm->Fp, a->blocks = blocks;
+    a->eps = c->layer_norm_epsilon;
+    a->act = m->act;
+    a->wte = cm->wte, a->lm_head = cm->lm_head, a->wpe = cm->wpe;
+    a->lnf_w = cm->lnf_w, a->lnf_b = cm->lnf_b;
+    a->layers = cs->d_layers;
+    a->x = cs->x, a->qkv = cs->qkv, a->part = cs->dec_part, a->h = cs->fc, a->logits = cs->logits;
+    a->tok = cs->d_tok, a->pos = cs->d_pos;
+    a->sync = cs->dec_sync;
+    a->am_v = cs->am_v, a->am_i = cs->am_i;
+    const char *pf = getenv("GPTC_CUDA_DEC_PREFETCH");
+    a->prefetch = pf && *pf ? atoi(pf) : 1;
+    return GPTC_OK;
 }
 
 static gptc_status session_init(gptc_session *s, cuda_session *cs) {
@@ -366,10 +431,16 @@ static gptc_status session_init(gptc_session *s, cuda_session *cs) {
     CK(cudaMalloc((void **)&cs->d_ids, N * sizeof(int32_t)));
     CK(cudaMalloc((void **)&cs->d_pos, 2 * sizeof(int32_t)));
     cs->d_tok = cs->d_pos + 1;
-    CK(cudaMalloc((void **)&cs->am_v, CUDA_ARGMAX_PARTS * sizeof(float)));
-    CK(cudaMalloc((void **)&cs->am_i, CUDA_ARGMAX_PARTS * sizeof(int32_t)));
+    int blocks = cuda_decode_blocks();
+    size_t parts = blocks > CUDA_ARGMAX_PARTS ? (size_t)blocks : CUDA_ARGMAX_PARTS;
+    CK(cudaMalloc((void **)&cs->am_v, parts * sizeof(float)));
+    CK(cudaMalloc((void **)&cs->am_i, parts * sizeof(int32_t)));
     CK(cudaMallocHost((void **)&cs->h_next, sizeof(int32_t)));
     CK(cudaMalloc(&cs->lt_ws, LT_WORKSPACE_BYTES));
+    CK(cudaMalloc((void **)&cs->d_samp, sizeof(cuda_sampler)));
+    CK(cudaMalloc((void **)&cs->d_sstate, sizeof(cuda_sample_state)));
+    CK(cudaMalloc((void **)&cs->d_hist, N * sizeof(int32_t)));
+    CK(cudaMalloc((void **)&cs->d_present, V));
     CK(cudaMalloc((void **)&cs->att_scratch,
                   cuda_attention_scratch_floats(c->n_head, D, s->max_len) * sizeof(float)));
     CK(cudaMalloc((void **)&cs->att_tickets, (size_t)c->n_head * ATT_SPLIT_MAXT * sizeof(int)));
@@ -380,6 +451,9 @@ static gptc_status session_init(gptc_session *s, cuda_session *cs) {
     CK(cudaMemsetAsync(cs->k_cache, 0, kv, cs->stream));
     CK(cudaMemsetAsync(cs->v_cache, 0, kv, cs->stream));
     CK(cudaMemsetAsync(cs->d_pos, 0, 2 * sizeof(int32_t), cs->stream));
+    cs->mega = blocks > 0 && blocks <= 1024 && cuda_decode_supported(c->n_embd, c->n_head, c->n_inner, s->max_len) &&
+               getenv("GPTC_CUDA_MEGA") && atoi(getenv("GPTC_CUDA_MEGA")) == 1;
+    if (cs->mega) CKST(mega_init(s, cs, blocks));
     CK(cudaStreamSynchronize(cs->stream));
     cs->dev_pos = 0;
     cs->dev_tok = -1;
@@ -592,12 +666,14 @@ static gptc_status enqueue_blocks(const gptc_session *s, cuda_session *cs, const
     return GPTC_OK;
 }
 
-static gptc_status cuda_eval(gptc_session *s, const int32_t *ids, int T, int n_logits,
-                             float *logits) {
+/* Appends T tokens at s->len and computes the logits of the last n_logits
+ * into host memory, or, with logits NULL and n_logits 1, into cs->logits.
+ * Leaves d_pos unspecified: the caller sets it. */
+static gptc_status forward(gptc_session *s, cuda_session *cs, const int32_t *ids, int T,
+                           int n_logits, float *logits) {
     const gptc_model *m = s->model;
     const gptc_config *c = &m->cfg;
     const cuda_model *cm = (const cuda_model *)m->backend_state;
-    cuda_session *cs = (cuda_session *)s->impl;
     cudaStream_t st = cs->stream;
     int C = c->n_embd, V = c->n_vocab;
 
@@ -605,6 +681,16 @@ static gptc_status cuda_eval(gptc_session *s, const int32_t *ids, int T, int n_l
     CK(cudaMemcpyAsync(cs->d_ids, ids, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, st));
     cs->dev_pos = -1;
     CK(cuda_set_int(cs->d_pos, s->len, st));
+    if (T == 1 && cs->mega) {
+        /* One token: the persistent decode kernel, without the argmax. */
+        cuda_decode_args a = cs->dargs;
+        a.tok = cs->d_ids;
+        a.argmax = 0;
+        CK(cuda_decode_step(cm->dt, &a, st));
+        if (n_logits && logits)
+            CK(cudaMemcpyAsync(logits, cs->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, st));
+        return GPTC_OK;
+    }
     const char *pp = getenv("GPTC_CUDA_PROF_PREFILL");
     if (pp && T >= atoi(pp)) {
         cs->prof_on = 1;
@@ -633,24 +719,46 @@ static gptc_status cuda_eval(gptc_session *s, const int32_t *ids, int T, int n_l
             CKST(linear(cm, cs, in, cm->lm_head, cm->Cp, nr, C, V,
                         epi(EPI_STORE, NULL, cs->logits, V)));
             /* To pageable memory the copy returns when it is complete. */
-            CK(cudaMemcpyAsync(logits + (size_t)r * V, cs->logits, (size_t)nr * V * sizeof(float),
-                               cudaMemcpyDeviceToHost, st));
+            if (logits)
+                CK(cudaMemcpyAsync(logits + (size_t)r * V, cs->logits,
+                                   (size_t)nr * V * sizeof(float), cudaMemcpyDeviceToHost, st));
         }
     }
-    /* Leave d_pos where the next token goes, for eval_greedy's graph. */
-    CK(cuda_set_int(cs->d_pos, s->len + T, st));
-    CK(cudaStreamSynchronize(st));
+    return GPTC_OK;
+}
+
+static gptc_status cuda_eval(gptc_session *s, const int32_t *ids, int T, int n_logits,
+                             float *logits) {
+    cuda_session *cs = (cuda_session *)s->impl;
+    cs->hist_ok = 0; /* these tokens are not in the sampler's history */
+    CKST(forward(s, cs, ids, T, n_logits, logits));
+    /* Leave d_pos where the next token goes, for the decode graphs. */
+    CK(cuda_set_int(cs->d_pos, s->len + T, cs->stream));
+    CK(cudaStreamSynchronize(cs->stream));
     cs->dev_pos = s->len + T;
     return GPTC_OK;
 }
 
-/* The decode step, T = 1 from d_tok at d_pos, through the argmax that writes
- * the next token to d_tok and advances d_pos. */
-static gptc_status enqueue_decode(const gptc_session *s, cuda_session *cs) {
+/* The decode step, T = 1 from d_tok at d_pos, through the argmax (or with
+ * `sampler` the processors and the draw) that writes the next token to d_tok
+ * and advances d_pos. */
+static gptc_status enqueue_decode(const gptc_session *s, cuda_session *cs, int sampler) {
     const gptc_model *m = s->model;
     const gptc_config *c = &m->cfg;
     const cuda_model *cm = (const cuda_model *)m->backend_state;
     int C = c->n_embd, V = c->n_vocab;
+    if (cs->mega) {
+        prof_mark(cs, "start");
+        cuda_decode_args a = cs->dargs;
+        a.argmax = !sampler;
+        CK(cuda_decode_step(cm->dt, &a, cs->stream));
+        prof_mark(cs, "decode");
+        if (sampler)
+            CK(cuda_sample(cs->d_samp, cs->d_sstate, cs->logits, V, cs->d_hist, cs->d_present,
+                           cs->d_tok, cs->d_pos, 1, cs->stream));
+        prof_mark(cs, sampler ? "sample" : "argmax");
+        return GPTC_OK;
+    }
     CKST(enqueue_blocks(s, cs, cs->d_tok, 1));
     prof_mark(cs, "start");
     CK(cuda_layernorm(cm->dt, cs->xn, cs->x, cm->lnf_w, cm->lnf_b, 1, C, c->layer_norm_epsilon,
@@ -659,32 +767,102 @@ static gptc_status enqueue_decode(const gptc_session *s, cuda_session *cs) {
     CK(cuda_gemv(cm->dt, cs->xn, cm->lm_head, cm->Cp, 1, C, V, epi(EPI_STORE, NULL, cs->logits, V),
                  cs->stream));
     prof_mark(cs, "lm_head");
-    CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->d_tok, cs->d_pos, cs->stream));
-    prof_mark(cs, "argmax");
+    if (sampler)
+        CK(cuda_sample(cs->d_samp, cs->d_sstate, cs->logits, V, cs->d_hist, cs->d_present,
+                       cs->d_tok, cs->d_pos, 1, cs->stream));
+    else
+        CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->d_tok, cs->d_pos, cs->stream));
+    prof_mark(cs, sampler ? "sample" : "argmax");
     return GPTC_OK;
 }
 
-static gptc_status capture_decode(const gptc_session *s, cuda_session *cs) {
+static gptc_status capture_decode(const gptc_session *s, cuda_session *cs, int sampler) {
     CK(cudaStreamBeginCapture(cs->stream, cudaStreamCaptureModeThreadLocal));
-    gptc_status st = enqueue_decode(s, cs);
+    gptc_status st = enqueue_decode(s, cs, sampler);
     cudaGraph_t g = NULL;
     /* Capture must end whatever happened inside it. */
     cudaError_t e = cudaStreamEndCapture(cs->stream, &g);
-    if (st != GPTC_OK) {
+    if (st != GPTC_OK || e != cudaSuccess) {
         if (g) cudaGraphDestroy(g);
         (void)cudaGetLastError();
-        return st;
+        if (cs->mega && !getenv("GPTC_CUDA_MEGA_STRICT")) { /* see below */
+            cs->mega = 0;
+            return capture_decode(s, cs, sampler);
+        }
+        if (st != GPTC_OK) return st;
     }
     if (e != cudaSuccess) return cuda_error(e, "cudaStreamEndCapture");
-    cs->graph = g;
-    CK(cudaGraphInstantiate(&cs->exec, g, 0));
+    *(sampler ? &cs->graph_s : &cs->graph) = g;
+    e = cudaGraphInstantiate(sampler ? &cs->exec_s : &cs->exec, g, 0);
+    if (e != cudaSuccess && cs->mega && !getenv("GPTC_CUDA_MEGA_STRICT")) {
+        /* A driver that cannot put the cooperative kernel in a graph: the
+         * multi-kernel step computes the same. */
+        (void)cudaGetLastError();
+        cudaGraphDestroy(g);
+        *(sampler ? &cs->graph_s : &cs->graph) = NULL;
+        cs->mega = 0;
+        return capture_decode(s, cs, sampler);
+    }
+    if (e != cudaSuccess) return cuda_error(e, "cudaGraphInstantiate");
     return GPTC_OK;
 }
 
 /* Runs the decode step uncaptured with events between kernels, 20 times,
  * and prints the mean time of each kernel kind; leaves d_pos / d_tok as
  * they were (the step rewrites the same cache row when it runs for real). */
+/* After a profile: the position and token as the real step expects them
+ * (the profiled runs rewrote the same cache row it will write). */
+static gptc_status restore_step(const gptc_session *s, cuda_session *cs, int32_t id) {
+    CK(cuda_set_int(cs->d_pos, s->len, cs->stream));
+    CK(cuda_set_int(cs->d_tok, id, cs->stream));
+    CK(cudaStreamSynchronize(cs->stream));
+    cs->dev_pos = s->len;
+    cs->dev_tok = id;
+    return GPTC_OK;
+}
+
+/* The persistent kernel's phases, from the timestamps block 0 takes after
+ * each grid barrier (so a phase includes the barrier that ends it). */
+static gptc_status profile_mega(gptc_session *s, cuda_session *cs, int32_t id) {
+    /* Block 0 stamps the clock at the start, 4 times per phase (after its
+     * prefetches, its staging, its share of the work and the barrier) and at
+     * the end: a phase's "sync" is the wait for the slowest block. */
+    const int reps = 20, L = s->model->cfg.n_layer, n = 20 * L + 2;
+    const char *phase[5] = {"qkv", "attention", "proj", "fc", "mproj"};
+    double tot[21] = {0}, all = 0;
+    unsigned long long *d_tr = NULL;
+    unsigned long long *h_tr = (unsigned long long *)malloc((size_t)n * sizeof *h_tr);
+    if (!h_tr) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+    cudaError_t e = cudaMalloc((void **)&d_tr, (size_t)n * sizeof *d_tr);
+    for (int r = 0; r < reps + 2 && e == cudaSuccess; r++) {
+        cuda_set_int(cs->d_pos, s->len, cs->stream);
+        cuda_set_int(cs->d_tok, id, cs->stream);
+        cuda_decode_args a = cs->dargs;
+        a.argmax = 1;
+        a.trace = d_tr;
+        e = cuda_decode_step(((const cuda_model *)s->model->backend_state)->dt, &a, cs->stream);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(h_tr, d_tr, (size_t)n * sizeof *h_tr, cudaMemcpyDeviceToHost, cs->stream);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(cs->stream);
+        if (e != cudaSuccess || r < 2) continue;
+        for (int k = 1; k < n; k++)
+            tot[k == n - 1 ? 20 : (k - 1) % 20] += (double)(h_tr[k] - h_tr[k - 1]) * 1e-6;
+        all += (double)(h_tr[n - 1] - h_tr[0]) * 1e-6;
+    }
+    free(h_tr);
+    cudaFree(d_tr);
+    if (e != cudaSuccess) return cuda_error(e, "profile of the decode kernel");
+    fprintf(stderr, "gptc cuda profile at position %d (persistent kernel, block 0's clock, ms per step):\n",
+            s->len);
+    for (int p = 0; p < 5; p++)
+        fprintf(stderr, "  %-10s prefetch %7.4f  stage %7.4f  work %7.4f  sync %7.4f\n", phase[p],
+                tot[4 * p] / reps, tot[4 * p + 1] / reps, tot[4 * p + 2] / reps, tot[4 * p + 3] / reps);
+    fprintf(stderr, "  %-10s %8.4f\n  %-10s %8.4f\n", "lm_head", tot[20] / reps, "total", all / reps);
+    return restore_step(s, cs, id);
+}
+
 static gptc_status profile_decode(gptc_session *s, cuda_session *cs, int32_t id) {
+    if (cs->mega) return profile_mega(s, cs, id);
     const int reps = 20;
     double tot[32] = {0};
     const char *names[32];
@@ -696,7 +874,7 @@ static gptc_status profile_decode(gptc_session *s, cuda_session *cs, int32_t id)
         cs->prof_on = 1;
         cs->prof_n = 0;
         prof_mark(cs, "start");
-        gptc_status st = enqueue_decode(s, cs);
+        gptc_status st = enqueue_decode(s, cs, 0);
         cs->prof_on = 0;
         CKST(st);
         float all = prof_collect(cs, tot, names, &nn, r >= 2);
@@ -706,15 +884,11 @@ static gptc_status profile_decode(gptc_session *s, cuda_session *cs, int32_t id)
     for (int k = 0; k < nn; k++)
         fprintf(stderr, "  %-10s %8.4f ms per step\n", names[k], tot[k] / reps);
     fprintf(stderr, "  %-10s %8.4f ms per step\n", "total", step_ms / reps);
-    CK(cuda_set_int(cs->d_pos, s->len, cs->stream));
-    CK(cuda_set_int(cs->d_tok, id, cs->stream));
-    CK(cudaStreamSynchronize(cs->stream));
-    cs->dev_pos = s->len;
-    cs->dev_tok = id;
-    return GPTC_OK;
+    return restore_step(s, cs, id);
 }
 
-static gptc_status cuda_eval_greedy(gptc_session *s, int32_t id, int32_t *next) {
+/* One decode step from the graph ending in the argmax or the sampler. */
+static gptc_status decode_step(gptc_session *s, int32_t id, int sampler, int32_t *next) {
     cuda_session *cs = (cuda_session *)s->impl;
     cudaStream_t st = cs->stream;
     const char *pe = getenv("GPTC_CUDA_PROF");
@@ -722,8 +896,9 @@ static gptc_status cuda_eval_greedy(gptc_session *s, int32_t id, int32_t *next) 
     if (cs->dev_pos != s->len) CK(cuda_set_int(cs->d_pos, s->len, st));
     if (cs->dev_tok != id) CK(cuda_set_int(cs->d_tok, id, st));
     cs->dev_pos = cs->dev_tok = -1; /* unknown until the step completes */
-    if (!cs->exec) CKST(capture_decode(s, cs));
-    CK(cudaGraphLaunch(cs->exec, st));
+    cudaGraphExec_t *ex = sampler ? &cs->exec_s : &cs->exec;
+    if (!*ex) CKST(capture_decode(s, cs, sampler));
+    CK(cudaGraphLaunch(*ex, st));
     CK(cudaMemcpyAsync(cs->h_next, cs->d_tok, sizeof(int32_t), cudaMemcpyDeviceToHost, st));
     CK(cudaStreamSynchronize(st));
     *next = *cs->h_next;
@@ -732,7 +907,81 @@ static gptc_status cuda_eval_greedy(gptc_session *s, int32_t id, int32_t *next) 
     return GPTC_OK;
 }
 
+static gptc_status cuda_eval_greedy(gptc_session *s, int32_t id, int32_t *next) {
+    ((cuda_session *)s->impl)->hist_ok = 0;
+    return decode_step(s, id, 0, next);
+}
+
+/* ---- the sampler ---- */
+
+static gptc_status cuda_sample_init(gptc_session *s, const gptc_generate_params *p,
+                                    const int32_t *hist, int n) {
+    cuda_session *cs = (cuda_session *)s->impl;
+    cudaStream_t st = cs->stream;
+    cuda_sampler h;
+    memset(&h, 0, sizeof h);
+    h.repetition_penalty = p->repetition_penalty;
+    h.no_repeat_ngram_size = p->no_repeat_ngram_size;
+    h.min_new_tokens = p->n_eos_token_ids ? p->min_new_tokens : 0;
+    h.n_eos = p->n_eos_token_ids;
+    memcpy(h.eos, p->eos_token_ids, sizeof h.eos);
+    h.do_sample = p->do_sample && p->temperature != 0.0f; /* generate.c's rule for greedy */
+    h.temperature = p->temperature;
+    h.top_k = p->top_k;
+    h.top_p = p->top_p;
+    h.seed = p->seed;
+    /* Plain greedy needs neither history nor the sampler: the argmax graph
+     * (a two-stage reduction over many blocks) is faster. */
+    cs->plain_greedy = !h.do_sample && h.repetition_penalty == 1.0f && h.no_repeat_ngram_size == 0 &&
+                       h.min_new_tokens == 0;
+    /* From pageable memory these copies return once the source is read. */
+    CK(cudaMemcpyAsync(cs->d_samp, &h, sizeof h, cudaMemcpyHostToDevice, st));
+    cuda_sample_state z = {n, 0};
+    CK(cudaMemcpyAsync(cs->d_sstate, &z, sizeof z, cudaMemcpyHostToDevice, st));
+    CK(cudaMemsetAsync(cs->d_present, 0, (size_t)s->model->cfg.n_vocab, st));
+    if (n) {
+        CK(cudaMemcpyAsync(cs->d_hist, hist, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+        CK(cuda_mark_present(cs->d_present, cs->d_hist, 0, n, st));
+    }
+    cs->hist_n = n;
+    cs->hist_ok = 1;
+    return GPTC_OK;
+}
+
+static gptc_status cuda_eval_sample(gptc_session *s, const int32_t *ids, int n, int32_t *next) {
+    cuda_session *cs = (cuda_session *)s->impl;
+    cudaStream_t st = cs->stream;
+    if (!cs->hist_ok)
+        return gptc_fail(GPTC_ERR_ARG, "sampling: eval() ran since sample_init; call it again");
+    if (n == 1) {
+        CKST(decode_step(s, ids[0], !cs->plain_greedy, next));
+        cs->hist_n++;
+        return GPTC_OK;
+    }
+    const gptc_model *m = s->model;
+    int V = m->cfg.n_vocab;
+    CKST(forward(s, cs, ids, n, 1, NULL));
+    if (cs->plain_greedy) {
+        CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->d_tok, cs->d_pos, st));
+    } else {
+        /* forward() left the ids in d_ids: they extend the history. */
+        CK(cudaMemcpyAsync(cs->d_hist + cs->hist_n, cs->d_ids, (size_t)n * sizeof(int32_t),
+                           cudaMemcpyDeviceToDevice, st));
+        CK(cuda_mark_present(cs->d_present, cs->d_hist, cs->hist_n, cs->hist_n + n, st));
+        CK(cuda_sample(cs->d_samp, cs->d_sstate, cs->logits, V, cs->d_hist, cs->d_present,
+                       cs->d_tok, NULL, 0, st));
+    }
+    CK(cuda_set_int(cs->d_pos, s->len + n, st));
+    CK(cudaMemcpyAsync(cs->h_next, cs->d_tok, sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+    CK(cudaStreamSynchronize(st));
+    *next = *cs->h_next;
+    cs->hist_n += n;
+    cs->dev_tok = *next;
+    cs->dev_pos = s->len + n;
+    return GPTC_OK;
+}
+
 extern "C" const gptc_backend_ops gptc_cuda_backend = {
-    "cuda", cuda_model_init, cuda_model_free, cuda_session_init, cuda_session_free, cuda_eval,
-    cuda_eval_greedy,
+    "cuda",           cuda_model_init,  cuda_model_free, cuda_session_init, cuda_session_free,
+    cuda_eval,        cuda_eval_greedy, cuda_sample_init, cuda_eval_sample,
 };

@@ -101,6 +101,90 @@ cudaError_t cuda_attention_prepare(int D, int max_len);
 cudaError_t cuda_argmax(const float *logits, int V, float *part_v, int32_t *part_i, int32_t *token,
                         int32_t *pos, cudaStream_t st);
 
+/*
+ * Logits processors and the sampler on the device (sample.cu), with the
+ * semantics of the CPU's sampling.c (transformers' generate() order):
+ * repetition penalty, no-repeat-ngram, min-new-tokens, then for sampling
+ * temperature, top-k, top-p and a categorical draw; else the argmax.
+ * The parameters and state live in device memory so that a CUDA graph that
+ * contains the sampler stays valid when they change.
+ */
+typedef struct {
+    float repetition_penalty; /* 1: off */
+    int no_repeat_ngram_size; /* 0: off */
+    int min_new_tokens;       /* eos ids are banned while step < this */
+    int n_eos;
+    int32_t eos[GPTC_MAX_EOS];
+    int do_sample;     /* 0: argmax of the processed scores */
+    float temperature; /* > 0 when do_sample */
+    int top_k;         /* 0: off */
+    float top_p;       /* 1: off */
+    uint64_t seed;
+} cuda_sampler;
+typedef struct {
+    int32_t hist_n; /* tokens in hist (prompt and generated) */
+    int32_t step;   /* tokens sampled so far: min_new_tokens and the RNG counter */
+} cuda_sample_state;
+/*
+ * One sampling step, one thread block. If `append`, first
+ * hist[state->hist_n++] = *token and present[*token] = 1 (the token the step
+ * just evaluated). Then logits (V) fp32 are processed in place (on return
+ * they hold the processed scores, filtered tokens -INFINITY), the next token
+ * is drawn with u = sample_uniform(seed, state->step) of sampling.c, written
+ * to *token, state->step += 1, and *pos += 1 when pos is not NULL.
+ * present: V bytes, 1 for each token in hist (may be NULL when the
+ * repetition penalty is off). hist has room for one more token when append.
+ */
+cudaError_t cuda_sample(const cuda_sampler *p, cuda_sample_state *state, float *logits, int V,
+                        int32_t *hist, uint8_t *present, int32_t *token, int32_t *pos, int append,
+                        cudaStream_t st);
+/* present[hist[i]] = 1 for i in [from, to): after the host wrote hist. */
+cudaError_t cuda_mark_present(uint8_t *present, const int32_t *hist, int from, int to,
+                              cudaStream_t st);
+
+/*
+ * The batch-1 decode step as one persistent kernel (decode.cu): embedding,
+ * every layer, final norm, LM head (logits written) and, with argmax set,
+ * the greedy token written to *tok and *pos advanced. One block per SM,
+ * launched cooperatively (grid barriers between the phases).
+ */
+typedef struct {
+    const void *attn_w, *proj_w, *fc_w, *mproj_w; /* dtype, rows padded */
+    const float *ln1_w, *ln1_b, *attn_b, *proj_b, *ln2_w, *ln2_b, *fc_b, *mproj_b;
+    void *k_cache, *v_cache; /* this layer's (max_len, C) */
+    float scale;             /* attention scale of this layer */
+} cuda_decode_layer;
+typedef struct {
+    int n_layer, C, NH, F, V, Cp, Fp, blocks;
+    float eps;
+    gptc_act act;
+    const void *wte, *lm_head; /* (V, Cp) */
+    const float *wpe, *lnf_w, *lnf_b;
+    const cuda_decode_layer *layers; /* device array of n_layer */
+    float *x;      /* (C) residual */
+    float *qkv;    /* (C) at least: q */
+    float *part;   /* cuda_decode_part_floats */
+    void *h;       /* (F) dtype */
+    float *logits; /* (V) */
+    int32_t *tok, *pos;
+    unsigned *sync; /* CUDA_DECODE_SYNC_WORDS, zero before the first launch */
+    float *am_v;    /* (blocks) */
+    int32_t *am_i;  /* (blocks) */
+    int argmax;
+    /* Prefetch of the next weights into L2: 0 off, 1 at the start of the
+     * phase before, 2 after that phase's work (GPTC_CUDA_DEC_PREFETCH). */
+    int prefetch;
+    unsigned long long *trace; /* NULL, or n_layer * 20 + 2 timestamps (profiling) */
+} cuda_decode_args;
+/* Words of cuda_decode_args.sync: flags for up to 1024 blocks. */
+#define CUDA_DECODE_SYNC_WORDS (32 + 1024)
+/* 1 if the kernel handles this shape (head size a multiple of 8, <= 128). */
+int cuda_decode_supported(int C, int NH, int F, int max_len);
+size_t cuda_decode_part_floats(int NH, int D, int max_len);
+/* The grid the kernel runs (one block per SM); 0 if unknown. */
+int cuda_decode_blocks(void);
+cudaError_t cuda_decode_step(gptc_dtype dt, const cuda_decode_args *a, cudaStream_t st);
+
 /* *p = v, as a kernel (no host buffer that could change before the copy runs). */
 cudaError_t cuda_set_int(int32_t *p, int32_t v, cudaStream_t st);
 

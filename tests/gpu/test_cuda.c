@@ -11,8 +11,13 @@
  *     eval() and a reset, so the device-side position and token are resynced.
  * Logit errors are measured against max|ref| of the rows compared; a greedy
  * id may differ only where the CPU's two candidates are within tolerance
- * (a near tie). Prints one line per case; exits 1 on any failure.
+ * (a near tie). Then, in fp32, gptc_generate with the logits processors and
+ * sampling on the device against the CPU backend with the same seeds, the
+ * device sampler against the host one on the same GPU model
+ * (GPTC_HOST_SAMPLING), and the device sampler against itself (determinism).
+ * Prints one line per case; exits 1 on any failure.
  */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +167,81 @@ done:
     free(p.got);
 }
 
+/* Generates for `n` prompts with params `gp` (seed = base + prompt index)
+ * on two models, or twice on one (b == a) with the host sampler the second
+ * time when `host_b`; returns how many sequences came out identical. */
+static int same_sequences(gptc_model *a, gptc_model *b, int host_b, gptc_generate_params gp,
+                          int n, int V) {
+    int same = 0;
+    uint64_t base = gp.seed;
+    for (int i = 0; i < n; i++) {
+        int32_t prompt[5];
+        for (int k = 0; k < 5; k++) prompt[k] = rand_id(V);
+        gp.seed = base + (uint64_t)i;
+        int32_t *ia = NULL, *ib = NULL;
+        size_t na = 0, nb = 0;
+        gptc_status sa = gptc_generate(a, NULL, prompt, 5, &gp, NULL, NULL, &ia, &na);
+        if (host_b) setenv("GPTC_HOST_SAMPLING", "1", 1);
+        gptc_status sb = gptc_generate(b, NULL, prompt, 5, &gp, NULL, NULL, &ib, &nb);
+        unsetenv("GPTC_HOST_SAMPLING");
+        if (sa != GPTC_OK || sb != GPTC_OK) {
+            printf("FAIL generate: %s\n", gptc_last_error());
+            g_failed = 1;
+        } else if (na == nb && (na == 0 || !memcmp(ia, ib, na * sizeof *ia))) {
+            same++;
+        }
+        free(ia);
+        free(ib);
+    }
+    return same;
+}
+
+/* The device sampler (fp32 weights, so the logits agree with the CPU's to
+ * ~1e-6 and the draws agree but at rare boundaries). */
+static void sample_case(const char *name, gptc_model *cpu, gptc_model *gpu) {
+    const gptc_config *c = gptc_model_config(cpu);
+    int V = c->n_vocab, n = 40;
+    g_rng = 0x2545f4914f6cdd1dull;
+    gptc_generate_params base = gptc_generate_default_params(cpu);
+    base.max_new_tokens = 10;
+    base.n_eos_token_ids = 1;
+    base.eos_token_ids[0] = V / 3;
+    static const struct {
+        const char *what;
+        int do_sample, top_k, ngram, min_new;
+        float temperature, top_p, rep;
+    } cases[] = {
+        {"greedy+rep+ngram+min_new", 0, 0, 2, 4, 1.0f, 1.0f, 1.3f},
+        {"sample top-k 20 top-p 0.9", 1, 20, 0, 0, 0.8f, 0.9f, 1.0f},
+        {"sample top-p 0.5 rep 1.2", 1, 0, 0, 2, 1.3f, 0.5f, 1.2f},
+        {"sample plain", 1, 0, 3, 0, 1.0f, 1.0f, 1.0f},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        gptc_generate_params gp = base;
+        gp.do_sample = cases[k].do_sample;
+        gp.top_k = cases[k].top_k;
+        gp.no_repeat_ngram_size = cases[k].ngram;
+        gp.min_new_tokens = cases[k].min_new;
+        gp.temperature = cases[k].temperature;
+        gp.top_p = cases[k].top_p;
+        gp.repetition_penalty = cases[k].rep;
+        gp.seed = 1000 * (k + 1);
+        uint64_t rng = g_rng;
+        int vs_cpu = same_sequences(gpu, cpu, 0, gp, n, V);
+        g_rng = rng;
+        int vs_host = same_sequences(gpu, gpu, 1, gp, n, V);
+        g_rng = rng;
+        int again = same_sequences(gpu, gpu, 0, gp, n, V);
+        /* A draw whose u falls within rounding of a boundary of the
+         * cumulative sum may differ, and changes the rest of its sequence:
+         * allow a few such sequences, none between two device runs. */
+        int ok = vs_cpu >= n * 9 / 10 && vs_host >= n * 9 / 10 && again == n;
+        printf("%-4s %-28s f32   %-26s identical: vs cpu %d/%d, vs host sampler %d/%d, rerun %d/%d\n",
+               ok ? "ok" : "FAIL", name, cases[k].what, vs_cpu, n, vs_host, n, again, n);
+        if (!ok) g_failed = 1;
+    }
+}
+
 int main(void) {
     const char *root = getenv("GPTC_ROOT");
     if (!root) root = ".";
@@ -208,6 +288,7 @@ int main(void) {
             float tol = dts[d].tol;
             if (dts[d].dt == GPTC_DTYPE_BF16 && !gptc_model_config(cpu)->scale_attn_weights) tol *= 8;
             run_case(name, cpu, gpu, dts[d].name, tol);
+            if (dts[d].dt == GPTC_DTYPE_F32) sample_case(name, cpu, gpu);
             gptc_model_free(gpu);
         }
         gptc_model_free(cpu);

@@ -1,0 +1,663 @@
+/*
+ * decode.cu - the whole batch-1 decode step as one persistent kernel.
+ *
+ * At batch 1 a decode step is ~5 small products per layer whose data is a
+ * few megabytes each; as separate kernels each costs a launch, a ramp-up and
+ * a drain (~4 us on an H100/H200, measured: 62 kernels took 0.255 ms for
+ * gpt2 against a 0.06-0.08 ms floor). Here one block per SM stays resident
+ * for the whole step and the phases are separated by grid barriers (~1 us):
+ *
+ *   per layer  A  layer norm 1 + QKV product; K/V written into the cache
+ *              B  attention over the cache, split in chunks of 32 keys
+ *              C  merge of the chunks + attention projection, residual add
+ *              D  layer norm 2 + FC + activation
+ *              E  MLP projection, residual add
+ *   then       final layer norm + LM head (logits) + argmax
+ *
+ * Every block stages the whole input vector of a phase in shared memory
+ * (applying the layer norm, or merging the attention chunks, itself: cheaper
+ * than another barrier), then its warps compute rows spread over the whole
+ * grid. At the start of each phase a warp asks L2 to prefetch the weight rows
+ * it will need in the next phase with weights, so the weight stream from
+ * HBM runs across the barriers instead of starting after each of them.
+ *
+ * Data written inside the kernel (the residual, q, the cache row, chunk
+ * partials, the MLP activation) is read back with __ldcg (L2, not the
+ * non-coherent L1 path); weights, which never change, with __ldg.
+ * Numerics follow the multi-kernel path: fp32 accumulation, activations
+ * that feed a product rounded to the weight dtype.
+ */
+#include "act.cuh"
+#include "common.cuh"
+#include "kernels.cuh"
+
+#define DEC_THREADS 256
+#define DEC_WARPS (DEC_THREADS / 32)
+#define DEC_KEYS 32   /* keys per attention work item: one per lane */
+#define DEC_MAX_D 128 /* head sizes the kernel handles (multiples of 8) */
+#define DEC_MAX_C 2048 /* n_embd the layer norm stage handles */
+#define DEC_MAX_CHUNKS 2048 /* heads x chunks of 32 keys */
+
+size_t cuda_decode_part_floats(int NH, int D, int max_len) {
+    return (size_t)NH * (size_t)((max_len + DEC_KEYS - 1) / DEC_KEYS) * (size_t)(D + 2);
+}
+
+int cuda_decode_supported(int C, int NH, int F, int max_len) {
+    int D = NH > 0 ? C / NH : 0;
+    (void)F;
+    return NH > 0 && D * NH == C && D % 8 == 0 && D <= DEC_MAX_D && C <= DEC_MAX_C &&
+           (size_t)NH * (size_t)((max_len + DEC_KEYS - 1) / DEC_KEYS) <= DEC_MAX_CHUNKS;
+}
+
+/* ---- grid barrier ---- */
+
+/*
+ * sync[0] is the barrier count at the start of a launch, sync[16] the
+ * argmax ticket, sync[32 + b] block b's arrival flag: the count of barriers
+ * it has reached. Arriving is a plain release store to the block's own flag
+ * (no atomics, so arrivals do not queue on one address); warp 0 of every
+ * block then polls all the flags until each has reached this barrier. A
+ * flag may already be past it (a fast block arriving at the next barrier),
+ * hence the signed difference. The fence before the store makes every write
+ * of the block visible to the blocks that pass the barrier after it.
+ */
+#define SYNC_TICKET 16
+#define SYNC_FLAGS 32
+
+__device__ __forceinline__ void st_release(unsigned *p, unsigned v) {
+    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+__device__ __forceinline__ void grid_barrier(unsigned *sync, unsigned &epoch) {
+    __syncthreads();
+    epoch++;
+    if (threadIdx.x < 32) {
+        unsigned *flags = sync + SYNC_FLAGS;
+        if (threadIdx.x == 0) {
+            __threadfence();
+            st_release(flags + blockIdx.x, epoch);
+        }
+        for (unsigned i = threadIdx.x; i < gridDim.x; i += 32)
+            while ((int)(ld_acquire(flags + i) - epoch) < 0) {
+            }
+        __syncwarp();
+    }
+    __syncthreads();
+}
+
+/* GPTC_CUDA_PROF: block 0 stamps the global timer at the start, after each
+ * barrier and at its end, into trace[k++]. */
+__device__ __forceinline__ void trace_mark(unsigned long long *trace, int &k) {
+    if (trace && blockIdx.x == 0 && threadIdx.x == 0) {
+        unsigned long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        trace[k] = t;
+    }
+    k++;
+}
+
+/* ---- loads ---- */
+
+/* 16 bytes written earlier in this kernel (by another block): through L2. */
+__device__ __forceinline__ uint4 ld_cg16(const void *p) { return __ldcg(reinterpret_cast<const uint4 *>(p)); }
+
+template <typename T> __device__ __forceinline__ void cvt8(uint4 u, float v[8]);
+template <> __device__ __forceinline__ void cvt8<__half>(uint4 u, float v[8]) {
+    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float2 f = __half22float2(h[k]);
+        v[2 * k] = f.x, v[2 * k + 1] = f.y;
+    }
+}
+template <> __device__ __forceinline__ void cvt8<__nv_bfloat16>(uint4 u, float v[8]) {
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float2 f = __bfloat1622float2(h[k]);
+        v[2 * k] = f.x, v[2 * k + 1] = f.y;
+    }
+}
+/* Two consecutive 16-bit elements from a raw 32-bit word. */
+template <typename T> __device__ __forceinline__ float2 to_f2(uint32_t u);
+template <> __device__ __forceinline__ float2 to_f2<__half>(uint32_t u) {
+    return __half22float2(*reinterpret_cast<__half2 *>(&u));
+}
+template <> __device__ __forceinline__ float2 to_f2<__nv_bfloat16>(uint32_t u) {
+    return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&u));
+}
+template <> __device__ __forceinline__ float2 to_f2<float>(uint32_t u) {
+    return make_float2(__uint_as_float(u), 0.0f); /* unused: fp32 takes the generic path */
+}
+
+/* 8 elements of T written in this kernel, as fp32 (fp32: two 16-byte loads). */
+template <typename T> __device__ __forceinline__ void ld_cg8(const T *p, float v[8]) {
+    cvt8<T>(ld_cg16(p), v);
+}
+template <> __device__ __forceinline__ void ld_cg8<float>(const float *p, float v[8]) {
+    float4 a = __ldcg(reinterpret_cast<const float4 *>(p)), b = __ldcg(reinterpret_cast<const float4 *>(p) + 1);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+
+/* Asks L2 to fetch `bytes` (a multiple of 16, 16-byte aligned) from HBM;
+ * returns at once. */
+__device__ __forceinline__ void prefetch_l2(const void *p, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#else
+    for (unsigned o = 0; o < bytes; o += 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)p + o));
+#endif
+}
+
+/* ---- the phases ---- */
+
+/* This warp's index in an order that puts consecutive rows on different SMs,
+ * so phases with fewer rows than warps still use every SM. */
+__device__ __forceinline__ int gwarp() { return (threadIdx.x >> 5) * gridDim.x + blockIdx.x; }
+__device__ __forceinline__ int nwarps() { return DEC_WARPS * gridDim.x; }
+
+/* Lane 0 of each warp prefetches the rows the warp computes in a product of
+ * O rows (the same mapping as rows_dot). */
+template <typename T>
+__device__ __forceinline__ void prefetch_rows(const T *w, int ldw, int O) {
+    if ((threadIdx.x & 31) != 0 || !w) return;
+    unsigned bytes = (unsigned)(ldw * sizeof(T));
+    for (int o = gwarp(); o < O; o += nwarps()) prefetch_l2(w + (size_t)o * ldw, bytes);
+}
+
+__device__ __forceinline__ void better(float &v, int &i, float v2, int i2) {
+    if (v2 > v || (v2 == v && i2 < i)) v = v2, i = i2;
+}
+
+/* What a product does with each row's sum v (on lane 0). */
+enum { ROW_QKV, ROW_RESID, ROW_ACT, ROW_LOGITS };
+struct RowEpi {
+    int mode;
+    const float *bias; /* all but ROW_LOGITS */
+    float *out;        /* QKV: q (C); RESID: x; LOGITS: logits */
+    void *hout;        /* ACT: (F) dtype */
+    void *k, *v;       /* QKV: this position's cache rows */
+    int C;
+    gptc_act act;
+};
+struct ArgBest {
+    float v;
+    int i;
+};
+
+/* One copy of the activation's code (16 formulas, many of them long), not
+ * one per product variant. */
+__device__ __noinline__ float act_call(float v, gptc_act act) { return act_apply(v, act); }
+
+template <typename T>
+__device__ __forceinline__ void row_store(const RowEpi &e, int o, float v, ArgBest &b) {
+    switch (e.mode) {
+    case ROW_QKV:
+        v += __ldg(e.bias + o);
+        if (o < e.C) e.out[o] = v;
+        else if (o < 2 * e.C) ((T *)e.k)[o - e.C] = from_f<T>(v);
+        else ((T *)e.v)[o - 2 * e.C] = from_f<T>(v);
+        break;
+    case ROW_RESID: e.out[o] = __ldcg(e.out + o) + (v + __ldg(e.bias + o)); break;
+    case ROW_ACT: ((T *)e.hout)[o] = from_f<T>(act_call(v + __ldg(e.bias + o), e.act)); break;
+    default:
+        e.out[o] = v;
+        better(b.v, b.i, v, o);
+    }
+}
+
+/*
+ * The warp's rows o of w (O, ldw) dotted with xs (ldw fp32, zero padded, in
+ * shared memory), R rows at a time, each lane issuing the loads of up to NCL
+ * 16-byte chunks per row before any multiply: R * NCL * 512 bytes in flight
+ * per warp. Not inlined: one copy of the code serves every phase, so the
+ * kernel's instructions stay in the SM's instruction cache (fully inlined,
+ * the kernel was 300 KB of code and every phase ran cold from L2/HBM).
+ */
+template <typename T, int NCL, int R>
+__device__ __noinline__ ArgBest rows_dot(const T *__restrict__ w, int ldw, int O, const float4 *xs4,
+                                         RowEpi e) {
+    int lane = threadIdx.x & 31, nch = ldw / 8, ws = nwarps();
+    ArgBest best = {-INFINITY, INT_MAX};
+    for (int o = gwarp(); o < O; o += ws * R) {
+        float acc[R];
+        const T *r[R];
+#pragma unroll
+        for (int q = 0; q < R; q++) {
+            acc[q] = 0.0f;
+            r[q] = w + (size_t)min(o + q * ws, O - 1) * ldw;
+        }
+        for (int base = 0; base < nch; base += 32 * NCL) {
+            Vec8<T> wv[R][NCL];
+#pragma unroll
+            for (int k = 0; k < NCL; k++) {
+                int c = base + lane + 32 * k;
+#pragma unroll
+                for (int q = 0; q < R; q++)
+                    if (c < nch) wv[q][k].load(r[q] + (size_t)c * 8);
+            }
+#pragma unroll
+            for (int k = 0; k < NCL; k++) {
+                int c = base + lane + 32 * k;
+                if (c < nch) {
+                    float4 xa = xs4[2 * c], xb = xs4[2 * c + 1];
+#pragma unroll
+                    for (int q = 0; q < R; q++) acc[q] += wv[q][k].dot(xa, xb);
+                }
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < R; q++) {
+            float v = warp_sum(acc[q]);
+            if (lane == 0 && o + q * ws < O) row_store<T>(e, o + q * ws, v, best);
+        }
+    }
+    return best;
+}
+
+/* rows_dot with the chunk batch chosen for the row length: 12 to 14 16-byte
+ * loads in flight per lane. */
+template <typename T>
+__device__ __forceinline__ ArgBest product(const T *w, int ldw, int O, const float4 *xs4,
+                                           const RowEpi &e) {
+    int per_lane = (ldw / 8 + 31) / 32;
+    if (sizeof(T) == 4) {
+        if (per_lane <= 3) return rows_dot<T, 3, 2>(w, ldw, O, xs4, e);
+        return rows_dot<T, 6, 1>(w, ldw, O, xs4, e);
+    }
+    if (per_lane <= 3) return rows_dot<T, 3, 4>(w, ldw, O, xs4, e);
+    if (per_lane <= 7) return rows_dot<T, 7, 2>(w, ldw, O, xs4, e);
+    return rows_dot<T, 13, 1>(w, ldw, O, xs4, e);
+}
+
+/* xs (ldw) = layernorm(x (I)) rounded to T, zero padded; x from the residual
+ * (written in this kernel) or, with tok >= 0, the embedding wte[tok] +
+ * wpe[pos], which block 0 also stores as the residual. */
+template <typename T>
+__device__ __noinline__ void stage_ln(float *xs, const float *x, const float *lw, const float *lb,
+                                     float eps, int I, int ldw, float *red, const T *wte, int ldwte,
+                                     const float *wpe, int tok, int pos, float *xout) {
+    /* Every load of the stage (input and parameters) is issued before any is
+     * used: one memory round trip, not one per element. I <= DEC_MAX_C. */
+    constexpr int K = DEC_MAX_C / DEC_THREADS;
+    float xv[K], wv[K], bv[K];
+    float sum = 0.0f;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        int i = threadIdx.x + k * DEC_THREADS;
+        xv[k] = 0.0f;
+        if (i < I) {
+            if (tok >= 0) xv[k] = to_f(wte[(size_t)tok * ldwte + i]) + __ldg(wpe + (size_t)pos * I + i);
+            else xv[k] = __ldcg(x + i);
+            wv[k] = __ldg(lw + i);
+            bv[k] = __ldg(lb + i);
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        int i = threadIdx.x + k * DEC_THREADS;
+        if (i < I && tok >= 0 && blockIdx.x == 0) xout[i] = xv[k];
+        sum += xv[k];
+    }
+    float mean = block_sum(sum, red) / (float)I;
+    float var = 0.0f;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        int i = threadIdx.x + k * DEC_THREADS;
+        float d = xv[k] - mean;
+        if (i < I) var += d * d;
+    }
+    var = block_sum(var, red) / (float)I;
+    float rstd = 1.0f / sqrtf(var + eps);
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        int i = threadIdx.x + k * DEC_THREADS;
+        if (i < I) xs[i] = to_f(from_f<T>((xv[k] - mean) * rstd * wv[k] + bv[k]));
+    }
+    for (int i = I + threadIdx.x; i < ldw; i += DEC_THREADS) xs[i] = 0.0f;
+    __syncthreads();
+}
+
+/* xs (ldw) = v (I) of dtype T written in this kernel, zero padded. */
+template <typename T> __device__ __noinline__ void stage_vec(float *xs, const T *v, int I, int ldw) {
+    if (I % 8 == 0) {
+        for (int c = threadIdx.x; c < I / 8; c += DEC_THREADS) {
+            float f[8];
+            ld_cg8<T>(v + c * 8, f);
+#pragma unroll
+            for (int k = 0; k < 8; k++) xs[c * 8 + k] = f[k];
+        }
+        for (int i = I + threadIdx.x; i < ldw; i += DEC_THREADS) xs[i] = 0.0f;
+    } else {
+        for (int i = threadIdx.x; i < ldw; i += DEC_THREADS) xs[i] = i < I ? to_f(__ldcg(v + i)) : 0.0f;
+    }
+    __syncthreads();
+}
+
+/*
+ * Attention of the query q (C fp32) over keys [0, L) of one layer's cache:
+ * work item (h, s) is head h against keys [32 s, 32 s + 32), one key per
+ * lane, and leaves (o (D) unnormalised, m, l) in part. NC = D / 8 when known
+ * at compile time (0: any D): then each lane issues all its K and V loads
+ * before it uses any, one L2/HBM round trip instead of one per key.
+ */
+template <typename T, int NC>
+__device__ __noinline__ void attention_items(const float *q, const T *kc, const T *vc, float *part, int C,
+                                int D, int NH, int L, float scale, float *qsh) {
+    int lane = threadIdx.x & 31;
+    int S = (L + DEC_KEYS - 1) / DEC_KEYS, items = NH * S;
+    float *qs = qsh + (threadIdx.x >> 5) * DEC_MAX_D;
+    for (int it = gwarp(); it < items; it += nwarps()) {
+        int h = it / S, s = it % S, t = s * DEC_KEYS + lane;
+        int nk = min(DEC_KEYS, L - s * DEC_KEYS);
+        __syncwarp();
+        for (int d = lane; d < D; d += 32) qs[d] = __ldcg(q + h * D + d) * scale;
+        __syncwarp();
+        const T *vb = vc + (size_t)(s * DEC_KEYS) * C + h * D;
+        const T *kr = kc + (size_t)min(t, L - 1) * C + h * D;
+        float *po = part + (size_t)it * (D + 2);
+        if constexpr (NC == 8) {
+            /* D = 64: lane owns dims 2 lane, 2 lane + 1 of the output. */
+            uint32_t vraw[DEC_KEYS];
+#pragma unroll
+            for (int j = 0; j < DEC_KEYS; j++)
+                if (j < nk) vraw[j] = __ldcg(reinterpret_cast<const unsigned *>(vb + (size_t)j * C + 2 * lane));
+            uint4 kraw[8];
+#pragma unroll
+            for (int c = 0; c < 8; c++) kraw[c] = ld_cg16(kr + c * 8);
+            float a = 0.0f;
+#pragma unroll
+            for (int c = 0; c < 8; c++) {
+                float kv[8];
+                cvt8<T>(kraw[c], kv);
+#pragma unroll
+                for (int i = 0; i < 8; i++) a += qs[c * 8 + i] * kv[i];
+            }
+            float sc = t < L ? a : -INFINITY;
+            float m = warp_max(sc);
+            float p = t < L ? expf(sc - m) : 0.0f;
+            float l = warp_sum(p);
+            float o0 = 0.0f, o1 = 0.0f;
+#pragma unroll
+            for (int j = 0; j < DEC_KEYS; j++) {
+                float pj = __shfl_sync(0xffffffffu, p, j);
+                if (j < nk) {
+                    float2 v = to_f2<T>(vraw[j]);
+                    o0 += pj * v.x;
+                    o1 += pj * v.y;
+                }
+            }
+            po[2 * lane] = o0;
+            po[2 * lane + 1] = o1;
+            if (lane == 0) po[D] = m, po[D + 1] = l;
+        } else {
+        float sc = -INFINITY;
+        if (t < L) {
+            float a = 0.0f;
+            for (int c = 0; c < D / 8; c++) {
+                float kv[8];
+                ld_cg8<T>(kr + c * 8, kv);
+#pragma unroll
+                for (int i = 0; i < 8; i++) a += qs[c * 8 + i] * kv[i];
+            }
+            sc = a;
+        }
+        float m = warp_max(sc);
+        float p = t < L ? expf(sc - m) : 0.0f;
+        float l = warp_sum(p);
+        for (int d0 = 0; d0 < D; d0 += 64) {
+            int d = d0 + 2 * lane;
+            float o0 = 0.0f, o1 = 0.0f;
+            for (int j = 0; j < nk; j++) {
+                float pj = __shfl_sync(0xffffffffu, p, j);
+                if (d < D) {
+                    const T *vr = vb + (size_t)j * C + d;
+                    o0 += pj * to_f(__ldcg(vr));
+                    o1 += pj * to_f(__ldcg(vr + 1));
+                }
+            }
+            if (d < D) po[d] = o0, po[d + 1] = o1;
+        }
+        if (lane == 0) po[D] = m, po[D + 1] = l;
+        }
+    }
+}
+
+/* xs (Cp) = the attention output merged from the chunks, rounded to T,
+ * zero padded. First every chunk's (m, l) into shared memory and, per head,
+ * each chunk's weight exp(m_k - M) / sum_k exp(m_k - M) l_k; then each
+ * element's weighted sum, its chunks' loads issued 8 at a time. */
+template <typename T>
+__device__ __noinline__ void stage_merge(float *xs, float *ml, const float *part, int C, int Cp,
+                                         int D, int NH, int L) {
+    int S = (L + DEC_KEYS - 1) / DEC_KEYS;
+    for (int j = threadIdx.x; j < NH * S; j += DEC_THREADS) {
+        const float *pk = part + (size_t)j * (D + 2);
+        ml[2 * j] = __ldcg(pk + D);
+        ml[2 * j + 1] = __ldcg(pk + D + 1);
+    }
+    __syncthreads();
+    for (int h = threadIdx.x; h < NH; h += DEC_THREADS) {
+        float M = -INFINITY, den = 0.0f;
+        for (int k = 0; k < S; k++) M = fmaxf(M, ml[2 * (h * S + k)]);
+        for (int k = 0; k < S; k++) {
+            float w = expf(ml[2 * (h * S + k)] - M);
+            ml[2 * (h * S + k)] = w;
+            den += w * ml[2 * (h * S + k) + 1];
+        }
+        for (int k = 0; k < S; k++) ml[2 * (h * S + k)] /= den;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < Cp; i += DEC_THREADS) {
+        float v = 0.0f;
+        if (i < C) {
+            int h = i / D, d = i % D;
+            const float *pb = part + (size_t)h * S * (D + 2) + d;
+            const float *wb = ml + 2 * h * S;
+            for (int k0 = 0; k0 < S; k0 += 8) {
+                float ok[8];
+#pragma unroll
+                for (int u = 0; u < 8; u++) ok[u] = k0 + u < S ? __ldcg(pb + (size_t)(k0 + u) * (D + 2)) : 0.0f;
+#pragma unroll
+                for (int u = 0; u < 8; u++)
+                    if (k0 + u < S) v += wb[2 * (k0 + u)] * ok[u];
+            }
+            v = to_f(from_f<T>(v));
+        }
+        xs[i] = v;
+    }
+    __syncthreads();
+}
+
+template <typename T>
+__global__ void __launch_bounds__(DEC_THREADS, 1) decode_kernel(cuda_decode_args a) {
+    extern __shared__ float4 sm4[];
+    float *xs = reinterpret_cast<float *>(sm4);        /* max(Cp, Fp) */
+    float *qsh = xs + (a.Cp > a.Fp ? a.Cp : a.Fp);     /* DEC_WARPS * DEC_MAX_D */
+    float *mlsh = qsh + DEC_WARPS * DEC_MAX_D;         /* 2 * DEC_MAX_CHUNKS */
+    __shared__ float red[32];
+    __shared__ float bv[DEC_WARPS];
+    __shared__ int bi[DEC_WARPS];
+    __shared__ int last;
+    const float4 *xs4 = sm4;
+    int C = a.C, D = a.C / a.NH, Cp = a.Cp, Fp = a.Fp;
+    int pos = *a.pos, tok = *a.tok, L = pos + 1;
+    const cuda_decode_layer *ly = a.layers;
+    int tk = 0;
+    unsigned epoch = __ldcg(a.sync);
+    trace_mark(a.trace, tk);
+
+    if (a.prefetch) prefetch_rows((const T *)ly[0].attn_w, Cp, 3 * C);
+    for (int l = 0; l < a.n_layer; l++) {
+        const void *nextw; /* the next phase with weights: prefetched into L2 */
+        const cuda_decode_layer &y = ly[l];
+        T *kc = (T *)y.k_cache, *vc = (T *)y.v_cache;
+        /* A: layer norm 1 + QKV. */
+        nextw = (const void *)y.proj_w;
+        if (a.prefetch == 1) prefetch_rows((const T *)nextw, Cp, C);
+        trace_mark(a.trace, tk);
+        stage_ln<T>(xs, a.x, y.ln1_w, y.ln1_b, a.eps, C, Cp, red, (const T *)a.wte, Cp, a.wpe,
+                    l == 0 ? tok : -1, pos, a.x);
+        trace_mark(a.trace, tk);
+        {
+            RowEpi e = {ROW_QKV, y.attn_b, a.qkv, nullptr, kc + (size_t)pos * C, vc + (size_t)pos * C, C,
+                        a.act};
+            product<T>((const T *)y.attn_w, Cp, 3 * C, xs4, e);
+        }
+        if (a.prefetch == 2) prefetch_rows((const T *)nextw, Cp, C);
+        trace_mark(a.trace, tk);
+        grid_barrier(a.sync, epoch);
+        trace_mark(a.trace, tk);
+        /* B: attention chunks. */
+        nextw = (const void *)y.fc_w;
+        if (a.prefetch == 1) prefetch_rows((const T *)nextw, Cp, a.F);
+        trace_mark(a.trace, tk);
+        trace_mark(a.trace, tk); /* no staging: keeps 4 marks per phase */
+        if constexpr (sizeof(T) == 2) {
+            if (D == 64) attention_items<T, 8>(a.qkv, kc, vc, a.part, C, D, a.NH, L, y.scale, qsh);
+            else attention_items<T, 0>(a.qkv, kc, vc, a.part, C, D, a.NH, L, y.scale, qsh);
+        } else {
+            attention_items<T, 0>(a.qkv, kc, vc, a.part, C, D, a.NH, L, y.scale, qsh);
+        }
+        if (a.prefetch == 2) prefetch_rows((const T *)nextw, Cp, a.F);
+        trace_mark(a.trace, tk);
+        grid_barrier(a.sync, epoch);
+        trace_mark(a.trace, tk);
+        /* C: merge + projection, residual add. */
+        nextw = (const void *)y.mproj_w;
+        if (a.prefetch == 1) prefetch_rows((const T *)nextw, Fp, C);
+        trace_mark(a.trace, tk);
+        stage_merge<T>(xs, mlsh, a.part, C, Cp, D, a.NH, L);
+        trace_mark(a.trace, tk);
+        {
+            RowEpi e = {ROW_RESID, y.proj_b, a.x, nullptr, nullptr, nullptr, C, a.act};
+            product<T>((const T *)y.proj_w, Cp, C, xs4, e);
+        }
+        if (a.prefetch == 2) prefetch_rows((const T *)nextw, Fp, C);
+        trace_mark(a.trace, tk);
+        grid_barrier(a.sync, epoch);
+        trace_mark(a.trace, tk);
+        /* D: layer norm 2 + FC + activation. */
+        nextw = l + 1 < a.n_layer ? (const void *)ly[l + 1].attn_w : nullptr;
+        if (a.prefetch == 1) prefetch_rows((const T *)nextw, Cp, 3 * C);
+        trace_mark(a.trace, tk);
+        stage_ln<T>(xs, a.x, y.ln2_w, y.ln2_b, a.eps, C, Cp, red, (const T *)nullptr, 0, nullptr,
+                    -1, 0, nullptr);
+        trace_mark(a.trace, tk);
+        {
+            RowEpi e = {ROW_ACT, y.fc_b, nullptr, a.h, nullptr, nullptr, C, a.act};
+            product<T>((const T *)y.fc_w, Cp, a.F, xs4, e);
+        }
+        if (a.prefetch == 2) prefetch_rows((const T *)nextw, Cp, 3 * C);
+        trace_mark(a.trace, tk);
+        grid_barrier(a.sync, epoch);
+        trace_mark(a.trace, tk);
+        /* E: MLP projection, residual add. */
+        nextw = l + 1 < a.n_layer ? (const void *)ly[l + 1].proj_w : nullptr;
+        if (a.prefetch == 1) prefetch_rows((const T *)nextw, Cp, C);
+        trace_mark(a.trace, tk);
+        stage_vec<T>(xs, (const T *)a.h, a.F, Fp);
+        trace_mark(a.trace, tk);
+        {
+            RowEpi e = {ROW_RESID, y.mproj_b, a.x, nullptr, nullptr, nullptr, C, a.act};
+            product<T>((const T *)y.mproj_w, Fp, C, xs4, e);
+        }
+        if (a.prefetch == 2) prefetch_rows((const T *)nextw, Cp, C);
+        trace_mark(a.trace, tk);
+        grid_barrier(a.sync, epoch);
+        trace_mark(a.trace, tk);
+    }
+
+    /* Final layer norm, LM head, the argmax of each warp's rows. */
+    stage_ln<T>(xs, a.x, a.lnf_w, a.lnf_b, a.eps, C, Cp, red, (const T *)nullptr, 0, nullptr, -1, 0,
+                nullptr);
+    RowEpi he = {ROW_LOGITS, nullptr, a.logits, nullptr, nullptr, nullptr, C, a.act};
+    ArgBest head = product<T>((const T *)a.lm_head, Cp, a.V, xs4, he);
+    float best = head.v;
+    int besti = head.i;
+    trace_mark(a.trace, tk);
+    /* Every block read sync[0] before the first barrier, which block 0 has
+     * passed: the next launch starts counting where this one ended. */
+    if (blockIdx.x == 0 && threadIdx.x == 0) a.sync[0] = epoch;
+    if (!a.argmax) return;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) bv[warp] = best, bi[warp] = besti;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float v = -INFINITY;
+        int i = INT_MAX;
+        for (int k = 0; k < DEC_WARPS; k++) better(v, i, bv[k], bi[k]);
+        a.am_v[blockIdx.x] = v;
+        a.am_i[blockIdx.x] = i;
+        __threadfence();
+        last = atomicAdd(a.sync + SYNC_TICKET, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    /* The last block to finish picks the token and advances the position. */
+    __threadfence();
+    float v = -INFINITY;
+    int i = INT_MAX;
+    for (int k = threadIdx.x; k < (int)gridDim.x; k += DEC_THREADS) better(v, i, __ldcg(a.am_v + k), __ldcg(a.am_i + k));
+    for (int o = 16; o > 0; o >>= 1)
+        better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+    if (lane == 0) bv[warp] = v, bi[warp] = i;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int k = 0; k < DEC_WARPS; k++) better(v, i, bv[k], bi[k]);
+        *a.tok = i == INT_MAX ? 0 : i; /* all NaN: token 0 rather than garbage */
+        *a.pos = pos + 1;
+        a.sync[SYNC_TICKET] = 0;
+    }
+}
+
+static size_t decode_smem(const cuda_decode_args *a) {
+    int w = a->Cp > a->Fp ? a->Cp : a->Fp;
+    return ((size_t)w + DEC_WARPS * DEC_MAX_D + 2 * DEC_MAX_CHUNKS) * sizeof(float);
+}
+
+int cuda_decode_blocks(void) {
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+template <typename T> static cudaError_t decode_launch(const cuda_decode_args *a, cudaStream_t st) {
+    size_t smem = decode_smem(a);
+    cudaError_t e = cudaFuncSetAttribute(decode_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem);
+    if (e != cudaSuccess) return e;
+    int per_sm = 0;
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_kernel<T>, DEC_THREADS, smem);
+    if (e != cudaSuccess) return e;
+    if (per_sm < 1) return cudaErrorCooperativeLaunchTooLarge;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)a->blocks);
+    cfg.blockDim = dim3(DEC_THREADS);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    /* Cooperative: the runtime guarantees every block is resident at once,
+     * which the grid barriers need. */
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeCooperative;
+    at[0].val.cooperative = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, decode_kernel<T>, *a);
+}
+
+cudaError_t cuda_decode_step(gptc_dtype dt, const cuda_decode_args *a, cudaStream_t st) {
+    cudaError_t err;
+    GPTC_DISPATCH_DTYPE(dt, W, err = decode_launch<W>(a, st));
+    return err != cudaSuccess ? err : cudaGetLastError();
+}

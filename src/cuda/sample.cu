@@ -1,0 +1,849 @@
+/*
+ * sample.cu - the logits processors and the sampler of sampling.c on the
+ * device, so that a decode step can end in the next token with no copy of the
+ * logits to the host.
+ *
+ * One block of SAMPLE_THREADS threads does a whole step. With one SM, the
+ * cost is instructions per vocabulary entry, so the vocabulary is walked as
+ * few times as possible and everything else works on short lists. The scores
+ * live in shared memory when they fit (V = 50257 does on Hopper) and in the
+ * logits buffer otherwise. The stages, in generate()'s order:
+ *
+ *  1. The repetition penalty, over the tokens the `present` mask marks, then
+ *     the bans (no-repeat-ngram, min-new-tokens), all written into the
+ *     logits: greedy decoding then needs a single reading pass (the argmax).
+ *  2. One pass applies the temperature and reduces the max, the min and the
+ *     count of the finite scores. In shared-memory mode it also sets the
+ *     logits to -inf, so that when top-k leaves a short list only the list
+ *     needs writing back.
+ *  3. Top-k: a radix select of the k-th largest score, on the distance of each
+ *     score's order-preserving key from the max's key. Digits of that distance
+ *     spread a vocabulary over many histogram bins, where the top digits of
+ *     the keys themselves would pile it into a few (logits share an exponent)
+ *     and serialize the shared-memory atomics. After the first digit the
+ *     candidates are known to be few: the next pass copies them out, each
+ *     warp appending its own contiguous chunk of the vocabulary in order, and
+ *     the remaining digits and the final list come from that copy.
+ *  4. Top-p: a radix descent over a 64-bit key that orders scores ascending
+ *     and ties by descending index (warp_top_p's order), with per-digit
+ *     histograms of the count and of the probability mass in fixed point, to
+ *     the first token whose ascending cumulative mass exceeds 1 - top_p.
+ *  5. The categorical draw: per-thread sums over contiguous chunks, a block
+ *     scan in double, and a walk of the one chunk where the sum crosses u.
+ *
+ * When the survivors are many (no top-k, a large k), top-p and the draw run
+ * over the whole vocabulary instead, and an ordered compaction pass builds
+ * the list once they are few. Integer atomics and reductions in a fixed order
+ * make a step reproducible run to run.
+ */
+#include <limits.h>
+#include <math.h>
+
+#include <atomic>
+
+#include "common.cuh"
+#include "kernels.cuh"
+
+#define SAMPLE_THREADS 1024
+#define SAMPLE_WARPS (SAMPLE_THREADS / 32)
+#define LIST_CAP 2048                           /* survivors that the shared list holds */
+#define WARP_SLOTS (LIST_CAP / SAMPLE_WARPS)    /* of which each warp appends at most this many */
+#define TOPK_BITS 10                            /* radix digit of the top-k select: a bin a thread */
+#define TOPP_BITS 8                             /* radix digit of the top-p descent: 256 bins */
+#define UNROLL 4                                /* float4 loads a lane keeps in flight */
+#define FBATCH 8                                /* elements a thread holds in the compaction pass */
+#define FULL_MASK 0xffffffffu
+
+static_assert(SAMPLE_THREADS == 1024, "the block reductions assume 32 full warps");
+static_assert((1 << TOPK_BITS) == SAMPLE_THREADS, "a top-k bucket search takes a bin a thread");
+static_assert((1 << TOPP_BITS) <= 32 * 8, "a top-p bucket search takes eight bins a lane");
+
+namespace {
+
+/* Values that one thread finds and every thread then reads. */
+struct sample_ctl {
+    int hist_n, step;
+    uint32_t b, below, cnt; /* the bucket a radix level chose; counts below it and in it */
+    unsigned long long mass_below, cut;
+    int tok, overflow;
+    int wcount[SAMPLE_WARPS]; /* candidates each warp appended */
+};
+
+/* Scratch of the block reductions, one slot a warp. */
+struct sample_red {
+    double d[SAMPLE_WARPS];
+    float f[SAMPLE_WARPS], g[SAMPLE_WARPS];
+    int i[SAMPLE_WARPS], j[SAMPLE_WARPS];
+    uint32_t u[SAMPLE_WARPS];
+};
+
+#ifdef GPTC_SAMPLE_PROFILE
+__device__ long long g_sample_prof[16];
+#define PROF(k) (threadIdx.x == 0 ? (void)(g_sample_prof[k] = clock64()) : (void)0)
+#else
+#define PROF(k) ((void)0)
+#endif
+
+__device__ __forceinline__ int bitlen32(uint32_t v) { return 32 - __clz((int)v); }
+__device__ __forceinline__ uint32_t lanes_below() { return (1u << (threadIdx.x & 31)) - 1; }
+
+/* The float's order-preserving image: a larger float has a larger key. -0
+ * becomes +0 first, so that the two compare equal here as they do as floats. */
+__device__ __forceinline__ uint32_t ukey(float s) {
+    uint32_t b = __float_as_uint(__fadd_rn(s, 0.0f));
+    return b ^ ((b >> 31) ? 0xffffffffu : 0x80000000u);
+}
+
+/* The largest distance a radix prefix P of the top 32 - hi bits admits. */
+__device__ __forceinline__ uint32_t prefix_bound(uint32_t P, int hi) {
+    return (uint32_t)min((((unsigned long long)P + 1) << hi) - 1, 0xffffffffull);
+}
+
+/* gptc_splitmix64 and sample_uniform of the CPU, bit for bit. */
+__device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+__device__ __forceinline__ double uniform(uint64_t seed, uint64_t step) {
+    uint64_t r = splitmix64(splitmix64(seed) ^ (step * 0xd1b54a32d192ed03ull));
+    return (double)(r >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Four scores from i (fewer past V: -inf), with one 16-byte load when it can. */
+__device__ __forceinline__ void ld4(const float *p, int i, int V, bool vec, float e[4]) {
+    if (vec && i + 3 < V) {
+        float4 v = *reinterpret_cast<const float4 *>(p + i);
+        e[0] = v.x, e[1] = v.y, e[2] = v.z, e[3] = v.w;
+        return;
+    }
+#pragma unroll
+    for (int u = 0; u < 4; u++) e[u] = i + u < V ? p[i + u] : -INFINITY;
+}
+__device__ __forceinline__ void st4(float *p, int i, int V, bool vec, const float e[4]) {
+    if (vec && i + 3 < V) {
+        *reinterpret_cast<float4 *>(p + i) = make_float4(e[0], e[1], e[2], e[3]);
+        return;
+    }
+#pragma unroll
+    for (int u = 0; u < 4; u++)
+        if (i + u < V) p[i + u] = e[u];
+}
+
+/* Each warp's contiguous share of the vocabulary: a multiple of 128 entries
+ * (a float4 a lane), so accesses coalesce, and the shares in warp order are
+ * index order, which lets each warp append its picks in order on its own. */
+struct warp_chunk {
+    int beg, nit; /* first entry; iterations of 128 */
+    __device__ __forceinline__ warp_chunk(int V) {
+        int ch = (V + 32 * 128 - 1) / (32 * 128) * 128;
+        beg = (threadIdx.x >> 5) * ch;
+        int end = min(V, beg + ch);
+        nit = end > beg ? (end - beg + 127) >> 7 : 0;
+    }
+    __device__ __forceinline__ int at(int it) const { return beg + it * 128 + (threadIdx.x & 31) * 4; }
+};
+
+template <typename V> __device__ __forceinline__ V warp_add(V v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+/* Exclusive prefix sum in thread order, and the block's total. Every sum is
+ * taken in a fixed order, so doubles come out the same run to run. */
+template <typename V> __device__ __forceinline__ V block_scan(V v, V *red, V *total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    V inc = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        V y = __shfl_up_sync(FULL_MASK, inc, o);
+        if (lane >= o) inc += y;
+    }
+    V exc = __shfl_up_sync(FULL_MASK, inc, 1);
+    if (lane == 0) exc = V(0);
+    __syncthreads(); /* red may still be read by a previous reduction */
+    if (lane == 31) red[warp] = inc;
+    __syncthreads();
+    V w = red[lane];
+    *total = warp_add(w);
+    return warp_add(lane < warp ? w : V(0)) + exc;
+}
+
+/* Two int maxima over the block, in one round of barriers. */
+__device__ __forceinline__ void block_max2(int &a, int &b, sample_red &red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        a = max(a, __shfl_xor_sync(FULL_MASK, a, o)), b = max(b, __shfl_xor_sync(FULL_MASK, b, o));
+    __syncthreads();
+    if (lane == 0) red.i[warp] = a, red.j[warp] = b;
+    __syncthreads();
+    a = red.i[lane], b = red.j[lane];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        a = max(a, __shfl_xor_sync(FULL_MASK, a, o)), b = max(b, __shfl_xor_sync(FULL_MASK, b, o));
+}
+
+/* The max, the min and a count over the block, in one round of barriers. */
+__device__ __forceinline__ void block_maxmincount(float &mx, float &mn, int &n, sample_red &red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, o));
+        mn = fminf(mn, __shfl_xor_sync(FULL_MASK, mn, o));
+        n += __shfl_xor_sync(FULL_MASK, n, o);
+    }
+    __syncthreads();
+    if (lane == 0) red.f[warp] = mx, red.g[warp] = mn, red.i[warp] = n;
+    __syncthreads();
+    mx = red.f[lane], mn = red.g[lane], n = red.i[lane];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, o));
+        mn = fminf(mn, __shfl_xor_sync(FULL_MASK, mn, o));
+        n += __shfl_xor_sync(FULL_MASK, n, o);
+    }
+}
+
+/* torch.argmax's pick: the larger value, the lower index on ties. */
+__device__ __forceinline__ void better(float &v, int &i, float v2, int i2) {
+    if (v2 > v || (v2 == v && i2 < i)) v = v2, i = i2;
+}
+__device__ __forceinline__ void block_argmax(float &v, int &i, sample_red &red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        better(v, i, __shfl_xor_sync(FULL_MASK, v, o), __shfl_xor_sync(FULL_MASK, i, o));
+    __syncthreads();
+    if (lane == 0) red.f[warp] = v, red.i[warp] = i;
+    __syncthreads();
+    v = red.f[lane], i = red.i[lane];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        better(v, i, __shfl_xor_sync(FULL_MASK, v, o), __shfl_xor_sync(FULL_MASK, i, o));
+}
+
+/* The candidates a stage works on: the whole vocabulary, or the list. */
+struct full_view {
+    float *x;
+    int n;
+    __device__ __forceinline__ float score(int j) const { return x[j]; }
+    __device__ __forceinline__ int id(int j) const { return j; }
+};
+struct list_view {
+    float *s;
+    int *ids;
+    int n;
+    __device__ __forceinline__ float score(int j) const { return s[j]; }
+    __device__ __forceinline__ int id(int j) const { return ids[j]; }
+};
+
+/* The state of a radix select over 32-bit distances: the candidates share
+ * the top 32 - hi bits P; krem of them are still to be kept. */
+struct radix32 {
+    int hi;
+    uint32_t P, krem, before, kept;
+    /* Matching P: (d & mask) == pre, without a shift by 32. */
+    __device__ __forceinline__ uint32_t mask() const { return hi >= 32 ? 0u : 0xffffffffu << hi; }
+    __device__ __forceinline__ uint32_t pre() const { return hi >= 32 ? 0u : P << hi; }
+};
+
+/*
+ * One pass of a top-k level over the vocabulary: counts the candidates of
+ * the current prefix by their next digit (bits [lo, lo + nb)), and with
+ * `app` appends every finite score whose distance is at most D0 to the warp's
+ * slots of the list, in index order. Sets ctl.overflow when a warp has more
+ * than WARP_SLOTS of them.
+ */
+__device__ __forceinline__ void topk_pass(const float *x, int V, bool vec, uint32_t uM,
+                                          const radix32 &r, int lo, uint32_t nb, uint32_t *hist,
+                                          bool count, bool app, uint32_t D0, float *ls, int *li,
+                                          sample_ctl &ctl) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const warp_chunk wc(V);
+    const uint32_t mask = r.mask(), pre = r.pre();
+    int n = 0; /* appended by this warp */
+    for (int it = 0; it < wc.nit; it++) {
+        const int i = wc.at(it);
+        float e[4];
+        ld4(x, i, V, vec, e);
+        bool f[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            bool fin = e[u] > -INFINITY;
+            uint32_t d = uM - ukey(e[u]);
+            if (count && fin && (d & mask) == pre) atomicAdd(&hist[(d >> lo) & (nb - 1)], 1u);
+            f[u] = app && fin && d <= D0;
+        }
+        if (!app) continue;
+        uint32_t c = (uint32_t)f[0] + f[1] + f[2] + f[3];
+        if (!__any_sync(FULL_MASK, c)) continue;
+        uint32_t inc = c;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            uint32_t y = __shfl_up_sync(FULL_MASK, inc, o);
+            if (lane >= o) inc += y;
+        }
+        int at = n + (int)(inc - c);
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+            if (f[u]) {
+                if (at < WARP_SLOTS) ls[warp * WARP_SLOTS + at] = e[u], li[warp * WARP_SLOTS + at] = i + u;
+                at++;
+            }
+        n += (int)__shfl_sync(FULL_MASK, inc, 31);
+    }
+    if (app && lane == 0) {
+        ctl.wcount[warp] = min(n, WARP_SLOTS);
+        if (n > WARP_SLOTS) ctl.overflow = 1;
+    }
+}
+
+/* The same count over the appended candidates (slot s of warp s / WARP_SLOTS). */
+__device__ __forceinline__ void topk_pass_list(uint32_t uM, const radix32 &r, int lo, uint32_t nb,
+                                               uint32_t *hist, const float *ls,
+                                               const sample_ctl &ctl) {
+    const uint32_t mask = r.mask(), pre = r.pre();
+    for (int s = threadIdx.x; s < LIST_CAP; s += SAMPLE_THREADS) {
+        if ((s % WARP_SLOTS) >= ctl.wcount[s / WARP_SLOTS]) continue;
+        uint32_t d = uM - ukey(ls[s]);
+        if ((d & mask) == pre) atomicAdd(&hist[(d >> lo) & (nb - 1)], 1u);
+    }
+}
+
+/* After a level's count: the bucket holding the krem-th smallest distance,
+ * and the state one digit down. Zeroes the histogram for the next level. */
+__device__ __forceinline__ void topk_pick(radix32 &r, int lo, uint32_t nb, uint32_t *hist,
+                                          sample_red &red, sample_ctl &ctl) {
+    const int tid = threadIdx.x;
+    uint32_t c = (uint32_t)tid < nb ? hist[tid] : 0, total;
+    hist[tid] = 0;
+    uint32_t ex = block_scan(c, red.u, &total);
+    if (ex < r.krem && r.krem <= ex + c) ctl.b = tid, ctl.below = ex, ctl.cnt = c;
+    __syncthreads();
+    const uint32_t b = ctl.b, below = ctl.below, cnt = ctl.cnt;
+    r.krem -= below;
+    r.before += below;
+    r.P = (r.P << (r.hi - lo)) | b;
+    r.hi = lo;
+    r.kept = r.before + cnt;
+}
+
+/*
+ * One pass over the vocabulary that drops the finite scores `keep` refuses
+ * (to -inf) and, with `build`, appends the kept ones in index order to the
+ * list: the path for many survivors. The shared-memory variant also writes
+ * the processed scores out to the logits and, without `build`, keeps its copy
+ * current for the stages that follow. Element i = base + u * SAMPLE_THREADS
+ * + tid: a warp's ballot per u ranks its lanes, and a scan of the (u, warp)
+ * counts ranks the warps, which is index order. Returns the count kept when
+ * building.
+ */
+template <bool SMEM, typename Keep>
+__device__ __forceinline__ int filter_full(float *x, float *logits, int V, Keep keep, bool build,
+                                           float *ls, int *li, uint32_t *wcnt, sample_red &red) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int run = 0;
+    for (int base = 0; base < V; base += SAMPLE_THREADS * FBATCH) {
+        float s[FBATCH];
+        uint32_t bal[FBATCH];
+#pragma unroll
+        for (int u = 0; u < FBATCH; u++) {
+            int i = base + u * SAMPLE_THREADS + tid;
+            s[u] = i < V ? x[i] : -INFINITY;
+        }
+#pragma unroll
+        for (int u = 0; u < FBATCH; u++) {
+            int i = base + u * SAMPLE_THREADS + tid;
+            bool fin = s[u] > -INFINITY, k = fin && keep(s[u], i);
+            if (i < V) {
+                if (SMEM) logits[i] = k ? s[u] : -INFINITY;
+                if (fin && !k && (!SMEM || !build)) x[i] = -INFINITY;
+            }
+            if (build) {
+                bal[u] = __ballot_sync(FULL_MASK, k);
+                if (lane == 0) wcnt[u * SAMPLE_WARPS + warp] = __popc(bal[u]);
+            }
+        }
+        if (!build) continue;
+        __syncthreads();
+        uint32_t c = tid < FBATCH * SAMPLE_WARPS ? wcnt[tid] : 0, total;
+        uint32_t ex = block_scan(c, red.u, &total); /* its barriers order the reads of wcnt */
+        if (tid < FBATCH * SAMPLE_WARPS) wcnt[tid] = ex;
+        __syncthreads();
+#pragma unroll
+        for (int u = 0; u < FBATCH; u++)
+            if ((bal[u] >> lane) & 1) {
+                int at = run + (int)wcnt[u * SAMPLE_WARPS + warp] + __popc(bal[u] & lanes_below());
+                if (at < LIST_CAP) ls[at] = s[u], li[at] = base + u * SAMPLE_THREADS + tid;
+            }
+        run += (int)total;
+        __syncthreads(); /* wcnt is rewritten by the next tile */
+    }
+    __syncthreads(); /* later stages read other threads' elements */
+    return run;
+}
+
+/* warp_top_p's ascending order as a 64-bit key: the score's distance below
+ * the bound Rc, then V - 1 - id so that ties go to the lower id. */
+struct topp_key {
+    uint32_t uM, Rc;
+    int ib, V;
+    __device__ __forceinline__ unsigned long long operator()(float s, int id) const {
+        uint32_t d = uM - ukey(s);
+        return ((unsigned long long)(Rc - d) << ib) | (unsigned long long)(V - 1 - id);
+    }
+};
+
+/*
+ * Top-p on a view of ncand > 1 finite candidates: the rule "drop iff
+ * key >> *hi < *P", where the key at (*hi, *P) is the first one in ascending
+ * order whose cumulative probability exceeds 1 - top_p (or the top token,
+ * which is never dropped). Masses are exp(s - max) in fixed point with
+ * 2^S for the max, S chosen so that the sum fits 62 bits; the cut is
+ * (1 - top_p) times that sum. A level ends early on a bucket of one token.
+ * cnt and mass must be zero on entry; they are on return. Returns the count
+ * dropped.
+ */
+template <typename View>
+__device__ __forceinline__ int topp_descent(const View v, float M, topp_key key, int ncand,
+                                            float top_p, uint32_t *cnt, unsigned long long *mass,
+                                            sample_ctl &ctl, int *hi_out,
+                                            unsigned long long *P_out) {
+    const int tid = threadIdx.x, lane = tid & 31;
+    const int S = 62 - bitlen32((uint32_t)ncand);
+    const double cutf = 1.0 - (double)top_p;
+    int hi = bitlen32(key.Rc) + key.ib, dropped = 0;
+    unsigned long long P = 0, below = 0, cut = 0;
+    bool first = true;
+    while (hi > 0) {
+        const int lo = max(hi - TOPP_BITS, 0), w = hi - lo, nb = 1 << w;
+        for (int j = tid; j < v.n; j += SAMPLE_THREADS) {
+            float s = v.score(j);
+            if (!(s > -INFINITY)) continue;
+            unsigned long long K = key(s, v.id(j));
+            if ((K >> hi) != P) continue;
+            int d = (int)((K >> lo) & (unsigned long long)(nb - 1));
+            double e = exp((double)s - (double)M);
+            atomicAdd(&cnt[d], 1u);
+            atomicAdd(&mass[d], __double2ull_rn(scalbn(e, S)));
+        }
+        __syncthreads();
+        if (tid < 32) {
+            /* Each lane sums eight bins, a warp scan finds the lane where the
+             * mass crosses the cut, and that lane walks its bins. */
+            const int per = (nb + 31) / 32, d0 = min(lane * per, nb), d1 = min(d0 + per, nb);
+            unsigned long long m = 0;
+            uint32_t c = 0;
+            for (int d = d0; d < d1; d++) m += mass[d], c += cnt[d];
+            unsigned long long mi = m;
+            uint32_t ci = c;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                unsigned long long ym = __shfl_up_sync(FULL_MASK, mi, o);
+                uint32_t yc = __shfl_up_sync(FULL_MASK, ci, o);
+                if (lane >= o) mi += ym, ci += yc;
+            }
+            if (first) cut = (unsigned long long)(cutf * (double)__shfl_sync(FULL_MASK, mi, 31));
+            uint32_t cross = __ballot_sync(FULL_MASK, below + mi > cut);
+            /* No crossing: the top token, in the last non-empty bucket. */
+            int f = cross ? __ffs(cross) - 1 : 31 - __clz((int)__ballot_sync(FULL_MASK, c > 0));
+            if (lane == f) {
+                unsigned long long run = below + mi - m;
+                uint32_t crun = ci - c;
+                int b = d0;
+                unsigned long long rb = 0;
+                uint32_t cb = 0;
+                for (int d = d0; d < d1; d++) {
+                    if (cross ? run + mass[d] > cut : cnt[d] > 0) {
+                        b = d, rb = run, cb = crun;
+                        if (cross) break;
+                    }
+                    run += mass[d], crun += cnt[d];
+                }
+                ctl.b = (uint32_t)b, ctl.mass_below = rb, ctl.below = cb, ctl.cnt = cnt[b];
+                ctl.cut = cut;
+            }
+            for (int d = d0; d < d1; d++) cnt[d] = 0, mass[d] = 0; /* each lane its own bins */
+        }
+        __syncthreads();
+        cut = ctl.cut, first = false;
+        below = ctl.mass_below;
+        dropped += (int)ctl.below;
+        P = (P << w) | ctl.b;
+        hi = lo;
+        if (ctl.cnt == 1) break;
+    }
+    *hi_out = hi;
+    *P_out = P;
+    return dropped;
+}
+
+/*
+ * sample_categorical on a view: the first candidate, in index order, at which
+ * the cumulative exp(s - max) exceeds u times their sum; the last finite one
+ * when rounding leaves none; 0 when there is no finite score.
+ */
+template <typename View>
+__device__ __forceinline__ int draw(const View v, float M, double u, sample_red &red,
+                                    sample_ctl &ctl) {
+    const int tid = threadIdx.x;
+    const int per = (v.n + SAMPLE_THREADS - 1) / SAMPLE_THREADS, j0 = min(tid * per, v.n),
+              j1 = min(j0 + per, v.n);
+    double sum = 0;
+    int last = -1;
+    for (int j = j0; j < j1; j++) {
+        float s = v.score(j);
+        if (s > -INFINITY) sum += exp((double)__fsub_rn(s, M)), last = v.id(j);
+    }
+    double total, B = block_scan(sum, red.d, &total);
+    const double target = u * total;
+    /* The chunk where the running sum crosses the target: the last one that
+     * starts at or below it (and holds mass). */
+    int owner = sum > 0 && B <= target ? tid : -1;
+    block_max2(owner, last, red);
+    if (tid == owner) {
+        double cum = 0;
+        int pick = -1;
+        for (int j = j0; j < j1; j++) {
+            float s = v.score(j);
+            if (!(s > -INFINITY)) continue;
+            cum += exp((double)__fsub_rn(s, M));
+            if (B + cum > target) {
+                pick = v.id(j);
+                break;
+            }
+        }
+        ctl.tok = pick;
+    }
+    __syncthreads();
+    int tok = owner >= 0 ? ctl.tok : -1;
+    return tok >= 0 ? tok : last >= 0 ? last : 0;
+}
+
+template <bool SMEM>
+__global__ void __launch_bounds__(SAMPLE_THREADS, 1)
+    sample_kernel(const cuda_sampler *pp, cuda_sample_state *state, float *logits, int V,
+                  int32_t *hist, uint8_t *present, int32_t *token, int32_t *pos, int append) {
+    extern __shared__ float4 sample_dyn[];
+    __shared__ uint32_t area[2 * LIST_CAP]; /* the list: scores, then ids */
+    __shared__ uint32_t khist[1 << TOPK_BITS];
+    __shared__ uint32_t pcnt[1 << TOPP_BITS];
+    __shared__ unsigned long long pmass[1 << TOPP_BITS];
+    __shared__ uint32_t wcnt[FBATCH * SAMPLE_WARPS];
+    __shared__ sample_red red;
+    __shared__ sample_ctl ctl;
+    __shared__ cuda_sampler p; /* read by every thread: kept out of registers */
+    float *x = SMEM ? reinterpret_cast<float *>(sample_dyn) : logits;
+    float *ls = reinterpret_cast<float *>(area);
+    int *li = reinterpret_cast<int *>(area + LIST_CAP);
+    const int tid = threadIdx.x;
+    const bool gvec = (reinterpret_cast<uintptr_t>(logits) & 15) == 0;
+
+    khist[tid] = 0;
+    if (tid < (1 << TOPP_BITS)) pcnt[tid] = 0, pmass[tid] = 0;
+    pdl_wait(); /* the logits are the previous kernel's output */
+#ifdef GPTC_SAMPLE_PROFILE
+    if (tid == 0)
+        for (int k = 1; k < 16; k++) g_sample_prof[k] = 0;
+#endif
+    PROF(0);
+    if (tid == 0) {
+        p = *pp;
+        int n = state->hist_n;
+        if (append) {
+            int32_t t = *token;
+            hist[n++] = t;
+            if (present) present[t] = 1;
+            state->hist_n = n;
+        }
+        ctl.hist_n = n, ctl.step = state->step, ctl.overflow = 0;
+    }
+    __syncthreads();
+    const int n = ctl.hist_n, step = ctl.step;
+
+    /* 1. Penalty, then bans: proc_repetition_penalty, proc_no_repeat_ngram,
+     * the min-new-tokens loop. The penalty visits the tokens of the history
+     * once each, through the mask, 16 bytes of it a load. */
+    if (present && p.repetition_penalty != 1.0f) {
+        const float pen = p.repetition_penalty;
+        const int nv = (reinterpret_cast<uintptr_t>(present) & 15) == 0 ? V / 16 : 0;
+        for (int q = tid; q < nv; q += SAMPLE_THREADS) {
+            uint4 w = reinterpret_cast<const uint4 *>(present)[q];
+            if ((w.x | w.y | w.z | w.w) == 0) continue;
+            const uint32_t word[4] = {w.x, w.y, w.z, w.w};
+            for (int b = 0; b < 16; b++)
+                if ((word[b >> 2] >> (8 * (b & 3))) & 0xff) {
+                    float s = logits[q * 16 + b];
+                    logits[q * 16 + b] = s < 0 ? __fmul_rn(s, pen) : __fdiv_rn(s, pen);
+                }
+        }
+        for (int i = nv * 16 + tid; i < V; i += SAMPLE_THREADS)
+            if (present[i]) {
+                float s = logits[i];
+                logits[i] = s < 0 ? __fmul_rn(s, pen) : __fdiv_rn(s, pen);
+            }
+        __syncthreads();
+    }
+    if (p.no_repeat_ngram_size > 0 && n + 1 >= p.no_repeat_ngram_size) {
+        const int k = p.no_repeat_ngram_size - 1;
+        const int32_t *tail = hist + n - k;
+        for (int i = tid; i + k < n; i += SAMPLE_THREADS) {
+            int j = 0;
+            while (j < k && hist[i + j] == tail[j]) j++;
+            if (j == k) logits[hist[i + k]] = -INFINITY;
+        }
+    }
+    if (step < p.min_new_tokens && tid < p.n_eos) logits[p.eos[tid]] = -INFINITY;
+    __syncthreads();
+    PROF(1);
+
+    const bool sample = p.do_sample != 0;
+    const warp_chunk wc(V);
+    int next;
+    bool written = !SMEM || !sample; /* the logits hold the processed scores */
+    if (!sample) {
+        /* 2. Greedy: the logits are final; the argmax (the first index of
+         * the max within a lane, the lowest across lanes). */
+        float vmax = -INFINITY;
+        int imax = INT_MAX;
+        for (int it0 = 0; it0 < wc.nit; it0 += UNROLL) {
+            float e[UNROLL][4];
+#pragma unroll
+            for (int b = 0; b < UNROLL; b++) {
+                if (it0 + b < wc.nit) ld4(logits, wc.at(it0 + b), V, gvec, e[b]);
+                else e[b][0] = e[b][1] = e[b][2] = e[b][3] = -INFINITY;
+            }
+#pragma unroll
+            for (int b = 0; b < UNROLL; b++)
+#pragma unroll
+                for (int u = 0; u < 4; u++)
+                    if (e[b][u] > vmax) vmax = e[b][u], imax = wc.at(it0 + b) + u;
+        }
+        block_argmax(vmax, imax, red);
+        next = imax == INT_MAX ? 0 : imax; /* no finite score: index 0, as sample_argmax */
+        PROF(2);
+    } else {
+        /* 2. Temperature; max, min and count of the finite scores. */
+        const bool temp = p.temperature != 1.0f;
+        float vmax = -INFINITY, vmin = INFINITY;
+        int nfin = 0;
+        for (int it0 = 0; it0 < wc.nit; it0 += UNROLL) {
+            float e[UNROLL][4];
+#pragma unroll
+            for (int b = 0; b < UNROLL; b++) {
+                if (it0 + b < wc.nit) ld4(logits, wc.at(it0 + b), V, gvec, e[b]);
+                else e[b][0] = e[b][1] = e[b][2] = e[b][3] = -INFINITY;
+            }
+#pragma unroll
+            for (int b = 0; b < UNROLL; b++) {
+                if (it0 + b >= wc.nit) break;
+                const int i = wc.at(it0 + b);
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    float s = temp ? __fdiv_rn(e[b][u], p.temperature) : e[b][u];
+                    e[b][u] = s;
+                    vmax = fmaxf(vmax, s);
+                    if (s > -INFINITY) vmin = fminf(vmin, s), nfin++;
+                }
+                if (SMEM) {
+                    const float ninf[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+                    st4(x, i, V, true, e[b]);
+                    st4(logits, i, V, gvec, ninf);
+                } else if (temp) {
+                    st4(logits, i, V, gvec, e[b]);
+                }
+            }
+        }
+        block_maxmincount(vmax, vmin, nfin, red);
+        const float M = vmax;
+        const uint32_t uM = ukey(M), R = nfin ? uM - ukey(vmin) : 0;
+        PROF(2);
+
+        /* 3. Top-k, and the list when the survivors fit it. */
+        int ncand = nfin;
+        uint32_t Rc = R;
+        bool list = false;
+        const bool topk = p.top_k > 0 && p.top_k < V && p.top_k < nfin;
+        if (topk) {
+            radix32 r = {bitlen32(R), 0, (uint32_t)p.top_k, 0, (uint32_t)nfin};
+            /* fast: the candidates after the first digit go to the warps'
+             * slots; src_list: the later digits count those copies. */
+            bool fast = false, appended = false, src_list = false;
+            uint32_t D0 = 0;
+            for (int level = 0; r.hi > 0; level++) {
+                const int lo = max(r.hi - TOPK_BITS, 0);
+                const uint32_t nb = 1u << (r.hi - lo);
+                const bool app = fast && !appended;
+                if (src_list) topk_pass_list(uM, r, lo, nb, khist, ls, ctl);
+                else topk_pass(x, V, SMEM || gvec, uM, r, lo, nb, khist, true, app, D0, ls, li, ctl);
+                __syncthreads();
+                if (app) {
+                    appended = true;
+                    src_list = !ctl.overflow;
+                    fast = src_list;
+                }
+                topk_pick(r, lo, nb, khist, red, ctl);
+                if (level == 0 && SMEM && r.kept <= LIST_CAP) fast = true, D0 = prefix_bound(r.P, r.hi);
+                if (r.kept - r.before == r.krem) break; /* the bucket is kept whole */
+            }
+            const uint32_t Dk = prefix_bound(r.P, r.hi);
+            Rc = min(R, Dk);
+            ncand = (int)r.kept;
+            if (fast && !appended) {
+                topk_pass(x, V, true, uM, r, 0, 1, khist, false, true, Dk, ls, li, ctl);
+                __syncthreads();
+                fast = !ctl.overflow;
+            }
+            PROF(3);
+            if (fast) {
+                /* The kept copies, compacted in slot order (index order). */
+                float s2[2];
+                int id2[2];
+                uint32_t c = 0;
+                bool k2[2];
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int slot = 2 * tid + h;
+                    s2[h] = ls[slot], id2[h] = li[slot];
+                    k2[h] = (slot % WARP_SLOTS) < ctl.wcount[slot / WARP_SLOTS] &&
+                            uM - ukey(s2[h]) <= Dk;
+                    c += k2[h];
+                }
+                uint32_t total, at = block_scan(c, red.u, &total); /* all reads precede its barriers */
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+                    if (k2[h]) ls[at] = s2[h], li[at] = id2[h], at++;
+                __syncthreads();
+                ncand = (int)total;
+                list = true;
+            } else {
+                list = ncand <= LIST_CAP;
+                int kept = filter_full<SMEM>(
+                    x, logits, V, [=](float s, int) { return uM - ukey(s) <= Dk; }, list, ls, li,
+                    wcnt, red);
+                if (list) ncand = min(kept, LIST_CAP);
+            }
+            written = true;
+        } else if (nfin <= LIST_CAP) {
+            list = true;
+            ncand = min(filter_full<SMEM>(x, logits, V, [](float, int) { return true; }, true, ls,
+                                          li, wcnt, red),
+                        LIST_CAP);
+            written = true;
+        }
+        PROF(4);
+
+        /* 4. Top-p. */
+        const topp_key key = {uM, Rc, bitlen32((uint32_t)(V - 1)), V};
+        if (p.top_p < 1.0f && ncand > 1) {
+            int phi;
+            unsigned long long pP;
+            if (list) {
+                const list_view lv = {ls, li, ncand};
+                topp_descent(lv, M, key, ncand, p.top_p, pcnt, pmass, ctl, &phi, &pP);
+                for (int j = tid; j < ncand; j += SAMPLE_THREADS) {
+                    float s = ls[j];
+                    if (s > -INFINITY && (key(s, li[j]) >> phi) < pP) {
+                        ls[j] = -INFINITY;
+                        logits[li[j]] = -INFINITY;
+                    }
+                }
+                __syncthreads();
+            } else {
+                const full_view fv = {x, V};
+                ncand -= topp_descent(fv, M, key, ncand, p.top_p, pcnt, pmass, ctl, &phi, &pP);
+                list = ncand <= LIST_CAP;
+                int kept = filter_full<SMEM>(
+                    x, logits, V, [=](float s, int i) { return (key(s, i) >> phi) >= pP; }, list,
+                    ls, li, wcnt, red);
+                if (list) ncand = min(kept, LIST_CAP);
+                written = true;
+            }
+        }
+        PROF(5);
+
+        /* 5. The draw, and the survivors back into the logits. */
+        const double u = uniform(p.seed, (uint64_t)step);
+        if (list) {
+            next = draw(list_view{ls, li, ncand}, M, u, red, ctl);
+            for (int j = tid; j < ncand; j += SAMPLE_THREADS)
+                if (ls[j] > -INFINITY) logits[li[j]] = ls[j];
+        } else {
+            next = draw(full_view{x, V}, M, u, red, ctl);
+        }
+        PROF(6);
+    }
+    if (!written)
+        for (int it = 0; it < wc.nit; it++) {
+            float e[4];
+            ld4(x, wc.at(it), V, true, e);
+            st4(logits, wc.at(it), V, gvec, e);
+        }
+    if (tid == 0) {
+        *token = next;
+        state->step = step + 1;
+        if (pos) *pos += 1;
+    }
+    PROF(7);
+}
+
+__global__ void mark_present_kernel(uint8_t *present, const int32_t *hist, int from, int to) {
+    int i = from + blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < to) present[hist[i]] = 1;
+}
+
+/* Dynamic shared memory that sample_kernel<true> may take on device `dev`
+ * (0: keep the scores in global memory), raising its limit the first time. */
+size_t sample_smem_limit(int dev) {
+    static std::atomic<long long> known[64]; /* bytes + 1; 0: not asked yet */
+    if (dev < 0 || dev >= 64) return 0;
+    long long k = known[dev].load(std::memory_order_relaxed);
+    if (k) return (size_t)(k - 1);
+    int optin = 0;
+    cudaFuncAttributes fa;
+    size_t lim = 0;
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
+        cudaFuncGetAttributes(&fa, sample_kernel<true>) == cudaSuccess &&
+        (size_t)optin > fa.sharedSizeBytes) {
+        lim = (size_t)optin - fa.sharedSizeBytes;
+        if (cudaFuncSetAttribute(sample_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)lim) != cudaSuccess)
+            lim = 0;
+    }
+    if (!lim) (void)cudaGetLastError(); /* the global-memory kernel serves instead */
+    known[dev].store((long long)lim + 1, std::memory_order_relaxed);
+    return lim;
+}
+
+} // namespace
+
+cudaError_t cuda_sample(const cuda_sampler *p, cuda_sample_state *state, float *logits, int V,
+                        int32_t *hist, uint8_t *present, int32_t *token, int32_t *pos, int append,
+                        cudaStream_t st) {
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return e;
+    size_t need = (size_t)V * sizeof(float);
+    if (need <= sample_smem_limit(dev))
+        e = launch_pdl(sample_kernel<true>, dim3(1), dim3(SAMPLE_THREADS), need, st, p, state,
+                       logits, V, hist, present, token, pos, append);
+    else
+        e = launch_pdl(sample_kernel<false>, dim3(1), dim3(SAMPLE_THREADS), 0, st, p, state,
+                       logits, V, hist, present, token, pos, append);
+    return e != cudaSuccess ? e : cudaGetLastError();
+}
+
+cudaError_t cuda_mark_present(uint8_t *present, const int32_t *hist, int from, int to,
+                              cudaStream_t st) {
+    if (to > from)
+        mark_present_kernel<<<(to - from + 255) / 256, 256, 0, st>>>(present, hist, from, to);
+    return cudaGetLastError();
+}
+
+#ifdef GPTC_SAMPLE_PROFILE
+/* clock64() at the stage boundaries of the last step (thread 0). */
+void cuda_sample_profile(long long out[16]) { cudaMemcpyFromSymbol(out, g_sample_prof, 16 * sizeof(long long)); }
+#endif
