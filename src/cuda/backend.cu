@@ -392,8 +392,6 @@ static gptc_status mega_init(const gptc_session *s, cuda_session *cs, int blocks
     a->tok = cs->d_tok, a->pos = cs->d_pos;
     a->sync = cs->dec_sync;
     a->am_v = cs->am_v, a->am_i = cs->am_i;
-    const char *pf = getenv("GPTC_CUDA_DEC_PREFETCH");
-    a->prefetch = pf && *pf ? atoi(pf) : 1;
     return GPTC_OK;
 }
 
@@ -824,12 +822,12 @@ static gptc_status restore_step(const gptc_session *s, cuda_session *cs, int32_t
 /* The persistent kernel's phases, from the timestamps block 0 takes after
  * each grid barrier (so a phase includes the barrier that ends it). */
 static gptc_status profile_mega(gptc_session *s, cuda_session *cs, int32_t id) {
-    /* Block 0 stamps the clock at the start, 4 times per phase (after its
-     * prefetches, its staging, its share of the work and the barrier) and at
-     * the end: a phase's "sync" is the wait for the slowest block. */
-    const int reps = 20, L = s->model->cfg.n_layer, n = 20 * L + 2;
-    const char *phase[5] = {"qkv", "attention", "proj", "fc", "mproj"};
-    double tot[21] = {0}, all = 0;
+    /* Block 0 stamps the clock at the start and 4 times per phase: after
+     * issuing its loads that need no barrier, after the barrier (the wait
+     * for the slowest block), after staging the input and after its rows. */
+    const int reps = 20, L = s->model->cfg.n_layer, n = 20 * L + 5;
+    const char *phase[6] = {"qkv", "attention", "proj", "fc", "mproj", "lm_head"};
+    double tot[24] = {0}, all = 0;
     unsigned long long *d_tr = NULL;
     unsigned long long *h_tr = (unsigned long long *)malloc((size_t)n * sizeof *h_tr);
     if (!h_tr) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
@@ -845,8 +843,10 @@ static gptc_status profile_mega(gptc_session *s, cuda_session *cs, int32_t id) {
             e = cudaMemcpyAsync(h_tr, d_tr, (size_t)n * sizeof *h_tr, cudaMemcpyDeviceToHost, cs->stream);
         if (e == cudaSuccess) e = cudaStreamSynchronize(cs->stream);
         if (e != cudaSuccess || r < 2) continue;
-        for (int k = 1; k < n; k++)
-            tot[k == n - 1 ? 20 : (k - 1) % 20] += (double)(h_tr[k] - h_tr[k - 1]) * 1e-6;
+        for (int k = 1; k < n; k++) {
+            int i = k - 1;
+            tot[i < 20 * L ? i % 20 : 20 + (i - 20 * L)] += (double)(h_tr[k] - h_tr[k - 1]) * 1e-6;
+        }
         all += (double)(h_tr[n - 1] - h_tr[0]) * 1e-6;
     }
     free(h_tr);
@@ -854,10 +854,10 @@ static gptc_status profile_mega(gptc_session *s, cuda_session *cs, int32_t id) {
     if (e != cudaSuccess) return cuda_error(e, "profile of the decode kernel");
     fprintf(stderr, "gptc cuda profile at position %d (persistent kernel, block 0's clock, ms per step):\n",
             s->len);
-    for (int p = 0; p < 5; p++)
-        fprintf(stderr, "  %-10s prefetch %7.4f  stage %7.4f  work %7.4f  sync %7.4f\n", phase[p],
+    for (int p = 0; p < 6; p++)
+        fprintf(stderr, "  %-10s loads %7.4f  barrier %7.4f  stage %7.4f  rows %7.4f\n", phase[p],
                 tot[4 * p] / reps, tot[4 * p + 1] / reps, tot[4 * p + 2] / reps, tot[4 * p + 3] / reps);
-    fprintf(stderr, "  %-10s %8.4f\n  %-10s %8.4f\n", "lm_head", tot[20] / reps, "total", all / reps);
+    fprintf(stderr, "  %-10s %8.4f\n", "total", all / reps);
     return restore_step(s, cs, id);
 }
 

@@ -167,17 +167,14 @@ typedef struct {
     void *h;       /* (F) dtype */
     float *logits; /* (V) */
     int32_t *tok, *pos;
-    unsigned *sync; /* CUDA_DECODE_SYNC_WORDS, zero before the first launch */
+    unsigned *sync; /* CUDA_DECODE_SYNC_WORDS, zero before the first launch (and after each) */
     float *am_v;    /* (blocks) */
     int32_t *am_i;  /* (blocks) */
     int argmax;
-    /* Prefetch of the next weights into L2: 0 off, 1 at the start of the
-     * phase before, 2 after that phase's work (GPTC_CUDA_DEC_PREFETCH). */
-    int prefetch;
-    unsigned long long *trace; /* NULL, or n_layer * 20 + 2 timestamps (profiling) */
+    unsigned long long *trace; /* NULL, or n_layer * 20 + 5 timestamps (profiling) */
 } cuda_decode_args;
-/* Words of cuda_decode_args.sync: flags for up to 1024 blocks. */
-#define CUDA_DECODE_SYNC_WORDS (32 + 1024)
+/* Words of cuda_decode_args.sync. */
+#define CUDA_DECODE_SYNC_WORDS 32
 /* 1 if the kernel handles this shape (head size a multiple of 8, <= 128). */
 int cuda_decode_supported(int C, int NH, int F, int max_len);
 size_t cuda_decode_part_floats(int NH, int D, int max_len);

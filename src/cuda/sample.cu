@@ -16,14 +16,19 @@
  *     count of the finite scores. In shared-memory mode it also sets the
  *     logits to -inf, so that when top-k leaves a short list only the list
  *     needs writing back.
- *  3. Top-k: a radix select of the k-th largest score, on the distance of each
- *     score's order-preserving key from the max's key. Digits of that distance
- *     spread a vocabulary over many histogram bins, where the top digits of
- *     the keys themselves would pile it into a few (logits share an exponent)
- *     and serialize the shared-memory atomics. After the first digit the
- *     candidates are known to be few: the next pass copies them out, each
- *     warp appending its own contiguous chunk of the vocabulary in order, and
- *     the remaining digits and the final list come from that copy.
+ *  3. Top-k (k <= SAMPLE_THREADS, shared memory): the k-th largest of the
+ *     threads' maxima is no larger than the k-th largest score, so one pass
+ *     copies every score at or above it (usually a few more than k) into a
+ *     list, each warp appending its own contiguous chunk of the vocabulary in
+ *     order. The temperature waits for that list: division is the costliest
+ *     step of the pass over the vocabulary, and it is monotone, so the bound
+ *     only needs widening to the scores whose quotient ties with its own.
+ *     Top-k itself then runs on the list. Otherwise (or when the list
+ *     overflows) a radix select of the k-th largest score runs over the
+ *     vocabulary, on the distance of each score's order-preserving key from
+ *     the max's key: digits of that distance spread a vocabulary over many
+ *     histogram bins, where the top digits of the keys themselves would pile
+ *     it into a few (logits share an exponent) and serialize the atomics.
  *  4. Top-p: a radix descent over a 64-bit key that orders scores ascending
  *     and ties by descending index (warp_top_p's order), with per-digit
  *     histograms of the count and of the probability mass in fixed point, to
@@ -31,7 +36,9 @@
  *  5. The categorical draw: per-thread sums over contiguous chunks, a block
  *     scan in double, and a walk of the one chunk where the sum crosses u.
  *
- * When the survivors are many (no top-k, a large k), top-p and the draw run
+ * A list of at most 64 is finished by warp 0 alone (warp_tail), with no
+ * block barrier: pairwise counts replace the radix passes there. When the
+ * survivors are many (no top-k, a large k), top-p and the draw run
  * over the whole vocabulary instead, and an ordered compaction pass builds
  * the list once they are few. Integer atomics and reductions in a fixed order
  * make a step reproducible run to run.
@@ -66,6 +73,7 @@ struct sample_ctl {
     uint32_t b, below, cnt; /* the bucket a radix level chose; counts below it and in it */
     unsigned long long mass_below, cut;
     int tok, overflow;
+    uint32_t bound;           /* top-k candidates: distance from the max at most this */
     int wcount[SAMPLE_WARPS]; /* candidates each warp appended */
 };
 
@@ -77,6 +85,10 @@ struct sample_red {
     uint32_t u[SAMPLE_WARPS];
 };
 
+/* Stage timing for tuning: built with -DGPTC_SAMPLE_PROFILE (sample.cu and
+ * tests/gpu/test_sample.cu, by hand), thread 0 records clock64() at each
+ * stage boundary, cuda_sample_profile() returns them and test_sample
+ * --timing prints the stages. Off in normal builds. */
 #ifdef GPTC_SAMPLE_PROFILE
 __device__ long long g_sample_prof[16];
 #define PROF(k) (threadIdx.x == 0 ? (void)(g_sample_prof[k] = clock64()) : (void)0)
@@ -92,6 +104,10 @@ __device__ __forceinline__ uint32_t lanes_below() { return (1u << (threadIdx.x &
 __device__ __forceinline__ uint32_t ukey(float s) {
     uint32_t b = __float_as_uint(__fadd_rn(s, 0.0f));
     return b ^ ((b >> 31) ? 0xffffffffu : 0x80000000u);
+}
+
+__device__ __forceinline__ float fromkey(uint32_t k) {
+    return __uint_as_float(k & 0x80000000u ? k ^ 0x80000000u : ~k);
 }
 
 /* The largest distance a radix prefix P of the top 32 - hi bits admits. */
@@ -332,6 +348,208 @@ __device__ __forceinline__ void topk_pick(radix32 &r, int lo, uint32_t nb, uint3
 }
 
 /*
+ * Warp 0: a bound on the distance (from the max's key uMp) of every score
+ * top-k can keep, from the per-thread maxima tmax: the k-th largest maximum
+ * is no larger than the k-th largest score. With the temperature still to
+ * apply (temp), the bound also admits every lower score whose quotient by T
+ * rounds to the same value as that maximum's: the k-th largest quotient may
+ * tie with them. 0xffffffff: no bound (fewer than k finite maxima). bins:
+ * 256 counters, zero on entry and on return. Not inlined: its registers
+ * would otherwise push the kernel's passes into spilling.
+ */
+__device__ __noinline__ uint32_t warp_topk_bound(const float *tmax, uint32_t uMp, uint32_t Rp, int k,
+                                    bool temp, float T, float vminp, uint32_t *bins) {
+    const int lane = threadIdx.x & 31;
+    int nf = 0;
+    for (int j = lane; j < SAMPLE_THREADS; j += 32) nf += tmax[j] > -INFINITY;
+    if (warp_add(nf) < k) return 0xffffffffu;
+    radix32 r = {bitlen32(Rp), 0, (uint32_t)k, 0, 0};
+    while (r.hi > 0) {
+        const int lo = max(r.hi - TOPP_BITS, 0), w = r.hi - lo;
+        const uint32_t nb = 1u << w, mask = r.mask(), pre = r.pre();
+        for (int j = lane; j < SAMPLE_THREADS; j += 32) {
+            float v = tmax[j];
+            uint32_t d = uMp - ukey(v);
+            if (v > -INFINITY && (d & mask) == pre) atomicAdd(&bins[(d >> lo) & (nb - 1)], 1u);
+        }
+        __syncwarp();
+        uint32_t c[8], cl = 0;
+#pragma unroll
+        for (int h = 0; h < 8; h++) c[h] = bins[lane * 8 + h], bins[lane * 8 + h] = 0, cl += c[h];
+        uint32_t inc = cl;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            uint32_t y = __shfl_up_sync(FULL_MASK, inc, o);
+            if (lane >= o) inc += y;
+        }
+        const int f = __ffs(__ballot_sync(FULL_MASK, inc - cl < r.krem && r.krem <= inc)) - 1;
+        uint32_t b = 0, below = inc - cl, cnt = 0;
+        if (lane == f)
+#pragma unroll
+            for (int h = 0; h < 8; h++) {
+                if (cnt == 0 && below + c[h] >= r.krem) b = lane * 8 + h, cnt = c[h];
+                else if (cnt == 0) below += c[h];
+            }
+        b = __shfl_sync(FULL_MASK, b, f), below = __shfl_sync(FULL_MASK, below, f);
+        cnt = __shfl_sync(FULL_MASK, cnt, f);
+        r.krem -= below;
+        r.P = (r.P << w) | b;
+        r.hi = lo;
+        __syncwarp();
+        if (cnt == r.krem) break; /* the bucket is kept whole */
+    }
+    const uint32_t D = prefix_bound(r.P, r.hi), kmin = ukey(vminp);
+    if ((unsigned long long)D >= (unsigned long long)(uMp - kmin)) return 0xffffffffu;
+    if (!temp) return D;
+    /* The smallest key whose quotient reaches the bound's: a 32-way search,
+     * each lane testing one point of the interval. */
+    uint32_t hi = uMp - D, lo = kmin;
+    const float q = __fdiv_rn(fromkey(hi), T);
+    while (lo < hi) {
+        const uint32_t kl = lo + (uint32_t)(((unsigned long long)(hi - lo) * (lane + 1)) >> 5);
+        const int f = __ffs(__ballot_sync(FULL_MASK, __fdiv_rn(fromkey(kl), T) >= q)) - 1;
+        const uint32_t kf = __shfl_sync(FULL_MASK, kl, f), kp = __shfl_sync(FULL_MASK, kl, max(f - 1, 0));
+        lo = f ? kp + 1 : lo;
+        hi = kf;
+    }
+    return uMp - hi;
+}
+
+/* Moves the entries `valid` accepts (entry j of LIST_CAP, score s) to the
+ * front of the list in order, divided by T when `divide`. Returns their
+ * count. */
+template <typename Valid>
+__device__ __forceinline__ int compact_list(float *ls, int *li, Valid valid, bool divide, float T,
+                                            sample_red &red) {
+    const int tid = threadIdx.x;
+    float s[2];
+    int id[2];
+    bool v[2];
+    uint32_t c = 0;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int j = 2 * tid + h;
+        s[h] = ls[j], id[h] = li[j];
+        v[h] = valid(j, s[h]);
+        if (v[h] && divide) s[h] = __fdiv_rn(s[h], T);
+        c += v[h];
+    }
+    uint32_t total, at = block_scan(c, red.u, &total); /* all reads precede its barriers */
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+        if (v[h]) ls[at] = s[h], li[at] = id[h], at++;
+    __syncthreads();
+    return (int)total;
+}
+
+/* Top-k over a list of n > k finite scores: the distance bound of the kept. */
+__device__ __forceinline__ uint32_t topk_list_select(const float *ls, int n, uint32_t uM, uint32_t R,
+                                                     int k, uint32_t *hist, sample_red &red,
+                                                     sample_ctl &ctl) {
+    radix32 r = {bitlen32(R), 0, (uint32_t)k, 0, (uint32_t)n};
+    while (r.hi > 0) {
+        const int lo = max(r.hi - TOPK_BITS, 0);
+        const uint32_t nb = 1u << (r.hi - lo), mask = r.mask(), pre = r.pre();
+        for (int j = threadIdx.x; j < n; j += SAMPLE_THREADS) {
+            uint32_t d = uM - ukey(ls[j]);
+            if ((d & mask) == pre) atomicAdd(&hist[(d >> lo) & (nb - 1)], 1u);
+        }
+        __syncthreads();
+        topk_pick(r, lo, nb, hist, red, ctl);
+        if (r.kept - r.before == r.krem) break;
+    }
+    return prefix_bound(r.P, r.hi);
+}
+
+/* warp_top_p's order: a below b when its score is lower, or equal with a
+ * higher id. */
+__device__ __forceinline__ bool asc_before(float sa, int ia, float sb, int ib) {
+    return sa < sb || (sa == sb && ia > ib);
+}
+
+/*
+ * Warp 0 alone, for a list of n <= 64 finite scores in index order (lane l
+ * holds entries l and l + 32): top-k when k > 0 (the list then holds every
+ * score top-k can keep: those with fewer than k larger ones stay), top-p
+ * (each token's ascending cumulative mass taken directly as the sum over the
+ * tokens below it, in the same fixed point as topp_descent), the draw, and
+ * the list back into the logits. No block barrier: the other warps are done.
+ * Returns the token.
+ */
+__device__ int warp_tail(const float *ls, const int *li, int n, int k, float top_p, float M,
+                         double u, float *logits) {
+    const int lane = threadIdx.x & 31, halves = n > 32 ? 2 : 1;
+    float s[2];
+    int id[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int j = lane + 32 * h;
+        s[h] = j < n ? ls[j] : -INFINITY;
+        id[h] = j < n ? li[j] : 0;
+    }
+    if (k > 0 && k < n) {
+        int g0 = 0, g1 = 0;
+        for (int j = 0; j < n; j++) {
+            const float v = ls[j];
+            g0 += v > s[0], g1 += v > s[1];
+        }
+        if (g0 >= k) s[0] = -INFINITY;
+        if (g1 >= k) s[1] = -INFINITY;
+    }
+    const int nf = warp_add((int)(s[0] > -INFINITY) + (int)(s[1] > -INFINITY));
+    if (top_p < 1.0f && nf > 1) {
+        const int S = 62 - bitlen32((uint32_t)nf);
+        unsigned long long W[2], below[2] = {0, 0};
+        int above[2] = {0, 0};
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+            W[h] = s[h] > -INFINITY ? __double2ull_rn(scalbn(exp((double)s[h] - (double)M), S)) : 0;
+        const unsigned long long total = warp_add(W[0] + W[1]);
+        const unsigned long long cut = (unsigned long long)((1.0 - (double)top_p) * (double)total);
+        for (int hh = 0; hh < halves; hh++)
+            for (int src = 0; src < 32; src++) {
+                const float sv = __shfl_sync(FULL_MASK, hh ? s[1] : s[0], src);
+                const int iv = __shfl_sync(FULL_MASK, hh ? id[1] : id[0], src);
+                const unsigned long long wv = __shfl_sync(FULL_MASK, hh ? W[1] : W[0], src);
+                if (!(sv > -INFINITY)) continue;
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    if (asc_before(sv, iv, s[h], id[h])) below[h] += wv;
+                    else if (asc_before(s[h], id[h], sv, iv)) above[h]++;
+                }
+            }
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+            if (s[h] > -INFINITY && above[h] > 0 && below[h] + W[h] <= cut) s[h] = -INFINITY;
+    }
+    /* The draw: inclusive sums in index order (lanes' first entries, then
+     * their second), the first that exceeds u times the total. */
+    double w0 = s[0] > -INFINITY ? exp((double)__fsub_rn(s[0], M)) : 0.0;
+    double w1 = s[1] > -INFINITY ? exp((double)__fsub_rn(s[1], M)) : 0.0;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        double y0 = __shfl_up_sync(FULL_MASK, w0, o), y1 = __shfl_up_sync(FULL_MASK, w1, o);
+        if (lane >= o) w0 += y0, w1 += y1;
+    }
+    w1 += __shfl_sync(FULL_MASK, w0, 31);
+    const double target = u * __shfl_sync(FULL_MASK, w1, 31);
+    const uint32_t c0 = __ballot_sync(FULL_MASK, s[0] > -INFINITY && w0 > target);
+    const uint32_t c1 = __ballot_sync(FULL_MASK, s[1] > -INFINITY && w1 > target);
+    const uint32_t f0 = __ballot_sync(FULL_MASK, s[0] > -INFINITY);
+    const uint32_t f1 = __ballot_sync(FULL_MASK, s[1] > -INFINITY);
+    int tok;
+    if (c0) tok = __shfl_sync(FULL_MASK, id[0], __ffs(c0) - 1);
+    else if (c1) tok = __shfl_sync(FULL_MASK, id[1], __ffs(c1) - 1);
+    else if (f1) tok = __shfl_sync(FULL_MASK, id[1], 31 - __clz((int)f1)); /* rounding: the last */
+    else if (f0) tok = __shfl_sync(FULL_MASK, id[0], 31 - __clz((int)f0));
+    else tok = 0;
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+        if (lane + 32 * h < n) logits[id[h]] = s[h];
+    return tok;
+}
+
+/*
  * One pass over the vocabulary that drops the finite scores `keep` refuses
  * (to -inf) and, with `build`, appends the kept ones in index order to the
  * list: the path for many survivors. The shared-memory variant also writes
@@ -566,24 +784,41 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
 
     /* 1. Penalty, then bans: proc_repetition_penalty, proc_no_repeat_ngram,
      * the min-new-tokens loop. The penalty visits the tokens of the history
-     * once each, through the mask, 16 bytes of it a load. */
+     * once each, through the mask, 16 bytes of it a load, all loads of a
+     * thread issued before any is used. */
     if (present && p.repetition_penalty != 1.0f) {
         const float pen = p.repetition_penalty;
         const int nv = (reinterpret_cast<uintptr_t>(present) & 15) == 0 ? V / 16 : 0;
-        for (int q = tid; q < nv; q += SAMPLE_THREADS) {
-            uint4 w = reinterpret_cast<const uint4 *>(present)[q];
-            if ((w.x | w.y | w.z | w.w) == 0) continue;
-            const uint32_t word[4] = {w.x, w.y, w.z, w.w};
-            for (int b = 0; b < 16; b++)
-                if ((word[b >> 2] >> (8 * (b & 3))) & 0xff) {
-                    float s = logits[q * 16 + b];
-                    logits[q * 16 + b] = s < 0 ? __fmul_rn(s, pen) : __fdiv_rn(s, pen);
+        for (int q0 = 0; q0 < nv; q0 += 4 * SAMPLE_THREADS) {
+            uint4 w[4];
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                const int q = q0 + h * SAMPLE_THREADS + tid;
+                w[h] = q < nv ? reinterpret_cast<const uint4 *>(present)[q] : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                if ((w[h].x | w[h].y | w[h].z | w[h].w) == 0) continue;
+                const int i0 = (q0 + h * SAMPLE_THREADS + tid) * 16;
+                const uint32_t word[4] = {w[h].x, w[h].y, w[h].z, w[h].w};
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    if (!word[q]) continue;
+                    float v[4];
+#pragma unroll
+                    for (int b = 0; b < 4; b++)
+                        v[b] = (word[q] >> (8 * b)) & 0xff ? logits[i0 + 4 * q + b] : 0.0f;
+#pragma unroll
+                    for (int b = 0; b < 4; b++)
+                        if ((word[q] >> (8 * b)) & 0xff)
+                            logits[i0 + 4 * q + b] = v[b] < 0 ? __fmul_rn(v[b], pen) : __fdiv_rn(v[b], pen);
                 }
+            }
         }
         for (int i = nv * 16 + tid; i < V; i += SAMPLE_THREADS)
             if (present[i]) {
-                float s = logits[i];
-                logits[i] = s < 0 ? __fmul_rn(s, pen) : __fdiv_rn(s, pen);
+                float v = logits[i];
+                logits[i] = v < 0 ? __fmul_rn(v, pen) : __fdiv_rn(v, pen);
             }
         __syncthreads();
     }
@@ -602,22 +837,22 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
 
     const bool sample = p.do_sample != 0;
     const warp_chunk wc(V);
-    int next;
+    int next = 0;
     bool written = !SMEM || !sample; /* the logits hold the processed scores */
     if (!sample) {
         /* 2. Greedy: the logits are final; the argmax (the first index of
          * the max within a lane, the lowest across lanes). */
         float vmax = -INFINITY;
         int imax = INT_MAX;
-        for (int it0 = 0; it0 < wc.nit; it0 += UNROLL) {
-            float e[UNROLL][4];
+        for (int it0 = 0; it0 < wc.nit; it0 += 2 * UNROLL) {
+            float e[2 * UNROLL][4];
 #pragma unroll
-            for (int b = 0; b < UNROLL; b++) {
+            for (int b = 0; b < 2 * UNROLL; b++) {
                 if (it0 + b < wc.nit) ld4(logits, wc.at(it0 + b), V, gvec, e[b]);
                 else e[b][0] = e[b][1] = e[b][2] = e[b][3] = -INFINITY;
             }
 #pragma unroll
-            for (int b = 0; b < UNROLL; b++)
+            for (int b = 0; b < 2 * UNROLL; b++)
 #pragma unroll
                 for (int u = 0; u < 4; u++)
                     if (e[b][u] > vmax) vmax = e[b][u], imax = wc.at(it0 + b) + u;
@@ -626,8 +861,14 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
         next = imax == INT_MAX ? 0 : imax; /* no finite score: index 0, as sample_argmax */
         PROF(2);
     } else {
-        /* 2. Temperature; max, min and count of the finite scores. */
-        const bool temp = p.temperature != 1.0f;
+        /* 2. Temperature; max, min and count of the finite scores. With
+         * top-k in shared memory (fast), each thread's max goes to tmax
+         * and the division waits for the few candidates (defer). */
+        const float T = p.temperature;
+        const bool temp = T != 1.0f;
+        const bool fast = SMEM && p.top_k > 0 && p.top_k < V && p.top_k <= SAMPLE_THREADS;
+        const bool defer = fast && temp;
+        float *tmax = reinterpret_cast<float *>(khist);
         float vmax = -INFINITY, vmin = INFINITY;
         int nfin = 0;
         for (int it0 = 0; it0 < wc.nit; it0 += UNROLL) {
@@ -643,10 +884,10 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
                 const int i = wc.at(it0 + b);
 #pragma unroll
                 for (int u = 0; u < 4; u++) {
-                    float s = temp ? __fdiv_rn(e[b][u], p.temperature) : e[b][u];
-                    e[b][u] = s;
-                    vmax = fmaxf(vmax, s);
-                    if (s > -INFINITY) vmin = fminf(vmin, s), nfin++;
+                    float v = temp && !defer ? __fdiv_rn(e[b][u], T) : e[b][u];
+                    e[b][u] = v;
+                    vmax = fmaxf(vmax, v);
+                    if (v > -INFINITY) vmin = fminf(vmin, v), nfin++;
                 }
                 if (SMEM) {
                     const float ninf[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
@@ -657,77 +898,115 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
                 }
             }
         }
+        if (fast) tmax[tid] = vmax;
         block_maxmincount(vmax, vmin, nfin, red);
-        const float M = vmax;
+        const float Mp = vmax, vminp = vmin; /* before a deferred division */
+        const float M = defer ? __fdiv_rn(Mp, T) : Mp;
+        if (defer) vmin = __fdiv_rn(vminp, T);
         const uint32_t uM = ukey(M), R = nfin ? uM - ukey(vmin) : 0;
+        const bool topk = p.top_k > 0 && p.top_k < V && p.top_k < nfin;
         PROF(2);
 
         /* 3. Top-k, and the list when the survivors fit it. */
-        int ncand = nfin;
+        int ncand = nfin, kpend = 0; /* kpend: top-k still to apply to the list */
         uint32_t Rc = R;
-        bool list = false;
-        const bool topk = p.top_k > 0 && p.top_k < V && p.top_k < nfin;
-        if (topk) {
+        bool list = false, deferred = defer;
+        if (fast && topk) {
+            /* The candidates (a superset of the kept) into the warps' slots,
+             * then the list, divided. */
+            const uint32_t uMp = ukey(Mp);
+            if (tid < 32) {
+                uint32_t D = warp_topk_bound(tmax, uMp, uMp - ukey(vminp), p.top_k, defer, T, vminp, pcnt);
+                if (tid == 0) ctl.bound = D;
+            }
+            __syncthreads();
+            khist[tid] = 0;
+            const radix32 none = {0, 0, 0, 0, 0};
+            topk_pass(x, V, true, uMp, none, 0, 1, khist, false, true, ctl.bound, ls, li, ctl);
+            __syncthreads();
+            if (!ctl.overflow) {
+                const sample_ctl &c = ctl;
+                ncand = compact_list(ls, li,
+                                     [&c](int j, float) { return (j % WARP_SLOTS) < c.wcount[j / WARP_SLOTS]; },
+                                     deferred, T, red);
+                deferred = false;
+                list = written = true;
+                kpend = p.top_k;
+                if (ncand > 64 && p.top_k < ncand) {
+                    const uint32_t Dk = topk_list_select(ls, ncand, uM, R, p.top_k, khist, red, ctl);
+                    const int nc = ncand;
+                    ncand = compact_list(ls, li,
+                                         [=](int j, float v) { return j < nc && uM - ukey(v) <= Dk; },
+                                         false, T, red);
+                    Rc = min(R, Dk);
+                    kpend = 0;
+                }
+            } else {
+                __syncthreads(); /* every thread has read ctl.overflow */
+                if (tid == 0) ctl.overflow = 0;
+            }
+        } else if (fast) {
+            khist[tid] = 0;
+        }
+        if (deferred) {
+            for (int it = 0; it < wc.nit; it++) {
+                float e[4];
+                ld4(x, wc.at(it), V, true, e);
+#pragma unroll
+                for (int u = 0; u < 4; u++) e[u] = __fdiv_rn(e[u], T);
+                st4(x, wc.at(it), V, true, e);
+            }
+            __syncthreads();
+        }
+        if (topk && !list) {
             radix32 r = {bitlen32(R), 0, (uint32_t)p.top_k, 0, (uint32_t)nfin};
-            /* fast: the candidates after the first digit go to the warps'
+            /* slots: the candidates after the first digit go to the warps'
              * slots; src_list: the later digits count those copies. */
-            bool fast = false, appended = false, src_list = false;
+            bool slots = false, appended = false, src_list = false;
             uint32_t D0 = 0;
             for (int level = 0; r.hi > 0; level++) {
                 const int lo = max(r.hi - TOPK_BITS, 0);
                 const uint32_t nb = 1u << (r.hi - lo);
-                const bool app = fast && !appended;
+                const bool app = slots && !appended;
                 if (src_list) topk_pass_list(uM, r, lo, nb, khist, ls, ctl);
                 else topk_pass(x, V, SMEM || gvec, uM, r, lo, nb, khist, true, app, D0, ls, li, ctl);
                 __syncthreads();
                 if (app) {
                     appended = true;
                     src_list = !ctl.overflow;
-                    fast = src_list;
+                    slots = src_list;
                 }
                 topk_pick(r, lo, nb, khist, red, ctl);
-                if (level == 0 && SMEM && r.kept <= LIST_CAP) fast = true, D0 = prefix_bound(r.P, r.hi);
+                if (level == 0 && SMEM && r.kept <= LIST_CAP) slots = true, D0 = prefix_bound(r.P, r.hi);
                 if (r.kept - r.before == r.krem) break; /* the bucket is kept whole */
             }
             const uint32_t Dk = prefix_bound(r.P, r.hi);
             Rc = min(R, Dk);
             ncand = (int)r.kept;
-            if (fast && !appended) {
+            if (slots && !appended) {
                 topk_pass(x, V, true, uM, r, 0, 1, khist, false, true, Dk, ls, li, ctl);
                 __syncthreads();
-                fast = !ctl.overflow;
+                slots = !ctl.overflow;
             }
             PROF(3);
-            if (fast) {
-                /* The kept copies, compacted in slot order (index order). */
-                float s2[2];
-                int id2[2];
-                uint32_t c = 0;
-                bool k2[2];
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const int slot = 2 * tid + h;
-                    s2[h] = ls[slot], id2[h] = li[slot];
-                    k2[h] = (slot % WARP_SLOTS) < ctl.wcount[slot / WARP_SLOTS] &&
-                            uM - ukey(s2[h]) <= Dk;
-                    c += k2[h];
-                }
-                uint32_t total, at = block_scan(c, red.u, &total); /* all reads precede its barriers */
-#pragma unroll
-                for (int h = 0; h < 2; h++)
-                    if (k2[h]) ls[at] = s2[h], li[at] = id2[h], at++;
-                __syncthreads();
-                ncand = (int)total;
+            if (slots) {
+                const sample_ctl &c = ctl;
+                ncand = compact_list(ls, li,
+                                     [&c, uM, Dk](int j, float v) {
+                                         return (j % WARP_SLOTS) < c.wcount[j / WARP_SLOTS] &&
+                                                uM - ukey(v) <= Dk;
+                                     },
+                                     false, T, red);
                 list = true;
             } else {
                 list = ncand <= LIST_CAP;
                 int kept = filter_full<SMEM>(
-                    x, logits, V, [=](float s, int) { return uM - ukey(s) <= Dk; }, list, ls, li,
+                    x, logits, V, [=](float v, int) { return uM - ukey(v) <= Dk; }, list, ls, li,
                     wcnt, red);
                 if (list) ncand = min(kept, LIST_CAP);
             }
             written = true;
-        } else if (nfin <= LIST_CAP) {
+        } else if (!topk && nfin <= LIST_CAP) {
             list = true;
             ncand = min(filter_full<SMEM>(x, logits, V, [](float, int) { return true; }, true, ls,
                                           li, wcnt, red),
@@ -736,45 +1015,51 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
         }
         PROF(4);
 
-        /* 4. Top-p. */
-        const topp_key key = {uM, Rc, bitlen32((uint32_t)(V - 1)), V};
-        if (p.top_p < 1.0f && ncand > 1) {
-            int phi;
-            unsigned long long pP;
-            if (list) {
-                const list_view lv = {ls, li, ncand};
-                topp_descent(lv, M, key, ncand, p.top_p, pcnt, pmass, ctl, &phi, &pP);
-                for (int j = tid; j < ncand; j += SAMPLE_THREADS) {
-                    float s = ls[j];
-                    if (s > -INFINITY && (key(s, li[j]) >> phi) < pP) {
-                        ls[j] = -INFINITY;
-                        logits[li[j]] = -INFINITY;
-                    }
-                }
-                __syncthreads();
-            } else {
-                const full_view fv = {x, V};
-                ncand -= topp_descent(fv, M, key, ncand, p.top_p, pcnt, pmass, ctl, &phi, &pP);
-                list = ncand <= LIST_CAP;
-                int kept = filter_full<SMEM>(
-                    x, logits, V, [=](float s, int i) { return (key(s, i) >> phi) >= pP; }, list,
-                    ls, li, wcnt, red);
-                if (list) ncand = min(kept, LIST_CAP);
-                written = true;
-            }
-        }
-        PROF(5);
-
-        /* 5. The draw, and the survivors back into the logits. */
         const double u = uniform(p.seed, (uint64_t)step);
-        if (list) {
-            next = draw(list_view{ls, li, ncand}, M, u, red, ctl);
-            for (int j = tid; j < ncand; j += SAMPLE_THREADS)
-                if (ls[j] > -INFINITY) logits[li[j]] = ls[j];
+        if (list && ncand <= 64) {
+            /* 4., 5. A short list: top-p and the draw in warp 0 alone. */
+            if (tid < 32) next = warp_tail(ls, li, ncand, kpend, p.top_p, M, u, logits);
+            PROF(6);
         } else {
-            next = draw(full_view{x, V}, M, u, red, ctl);
+            /* 4. Top-p. */
+            const topp_key key = {uM, Rc, bitlen32((uint32_t)(V - 1)), V};
+            if (p.top_p < 1.0f && ncand > 1) {
+                int phi;
+                unsigned long long pP;
+                if (list) {
+                    const list_view lv = {ls, li, ncand};
+                    topp_descent(lv, M, key, ncand, p.top_p, pcnt, pmass, ctl, &phi, &pP);
+                    for (int j = tid; j < ncand; j += SAMPLE_THREADS) {
+                        float v = ls[j];
+                        if (v > -INFINITY && (key(v, li[j]) >> phi) < pP) {
+                            ls[j] = -INFINITY;
+                            logits[li[j]] = -INFINITY;
+                        }
+                    }
+                    __syncthreads();
+                } else {
+                    const full_view fv = {x, V};
+                    ncand -= topp_descent(fv, M, key, ncand, p.top_p, pcnt, pmass, ctl, &phi, &pP);
+                    list = ncand <= LIST_CAP;
+                    int kept = filter_full<SMEM>(
+                        x, logits, V, [=](float v, int i) { return (key(v, i) >> phi) >= pP; },
+                        list, ls, li, wcnt, red);
+                    if (list) ncand = min(kept, LIST_CAP);
+                    written = true;
+                }
+            }
+            PROF(5);
+
+            /* 5. The draw, and the survivors back into the logits. */
+            if (list) {
+                next = draw(list_view{ls, li, ncand}, M, u, red, ctl);
+                for (int j = tid; j < ncand; j += SAMPLE_THREADS)
+                    if (ls[j] > -INFINITY) logits[li[j]] = ls[j];
+            } else {
+                next = draw(full_view{x, V}, M, u, red, ctl);
+            }
+            PROF(6);
         }
-        PROF(6);
     }
     if (!written)
         for (int it = 0; it < wc.nit; it++) {

@@ -35,7 +35,7 @@ extern "C" {
 }
 #include "kernels.cuh"
 
-#ifdef GPTC_SAMPLE_PROFILE
+#ifdef GPTC_SAMPLE_PROFILE /* see sample.cu: stage timings for tuning */
 void cuda_sample_profile(long long out[16]);
 #endif
 
@@ -351,6 +351,7 @@ static const pset g_psets[] = {
     {"k>=V p0.5", 1.0f, -1, 0.5f, false},       {"T0.5 k2000 p0.95", 0.5f, 2000, 0.95f, false},
     {"k3000 p0.8", 1.0f, 3000, 0.8f, false},    {"p0.1", 1.0f, 0, 0.1f, false},
     {"procs T0.7 k50 p0.9", 0.7f, 50, 0.9f, true}, {"T2 p0.999", 2.0f, 0, 0.999f, false},
+    {"T1.1 k200 p0.95", 1.1f, 200, 0.95f, false}, {"T0.9 k1000 p0.9", 0.9f, 1000, 0.9f, false},
 };
 static const int g_npsets = sizeof g_psets / sizeof g_psets[0];
 
@@ -361,7 +362,7 @@ static void test_sampling(dev_bufs &d) {
     const int reps = g_quick ? 1 : (V >= 50000 ? 8 : 12);
     for (int ps = 0; ps < g_npsets; ps++) {
         const pset &P = g_psets[ps];
-        if (g_quick && ps != 0 && ps != 1 && ps != 4 && ps != 6 && ps != 8) continue;
+        if (g_quick && ps != 0 && ps != 1 && ps != 4 && ps != 6 && ps != 8 && ps != 11) continue;
         int hard = 0, boundary = 0, cases = 0, filtered_pick = 0, mismatch = 0, state_bad = 0;
         char why[160] = "";
         for (int kind = 0; kind < K_COUNT; kind++) {
