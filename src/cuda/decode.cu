@@ -1,5 +1,9 @@
 /*
- * decode.cu - the whole batch-1 decode step as one persistent kernel.
+ * decode.cu - the whole batch-1 decode step as one persistent kernel: an
+ * experiment, used only with GPTC_CUDA_MEGA=1. It is correct (test_cuda runs
+ * with it) but measured slower than the graph of per-op kernels (0.38 vs
+ * 0.26 ms per gpt2 token on an H200); bench/NOTES-cuda.md has the profiles
+ * and what to try next.
  *
  * At batch 1 a decode step is ~5 small products per layer whose data is a
  * few megabytes each; as separate kernels each costs a launch, a ramp-up and
