@@ -44,6 +44,10 @@ typedef enum {
 /* The message of the last failure on this thread ("" if none). */
 const char *gptc_last_error(void);
 
+/* 1 if this libgptc was built with the CUDA backend (a usable GPU is still
+ * checked when a model loads), 0 if it has the CPU backend only. */
+int gptc_has_cuda(void);
+
 /* ------------------------------------------------------------------ */
 /* Tokenizer: byte-level BPE, identical to transformers' GPT2TokenizerFast. */
 
@@ -140,6 +144,46 @@ gptc_model_params gptc_model_default_params(void);
  */
 gptc_status gptc_model_load(const char *dir, const gptc_model_params *params, gptc_model **out);
 
+/* What a checkpoint folder holds, from config.json and the safetensors
+ * headers alone (no weights are read). */
+typedef struct {
+    gptc_config config;       /* as gptc_model_load reads it */
+    int tied;                 /* the LM head is wte */
+    uint64_t n_params;        /* parameters the model uses; a tied LM head counts once */
+    uint64_t n_matrix_params; /* of which in weight matrices (embeddings and LM head included);
+                                 the rest are biases, norms and position embeddings */
+    uint32_t n_tensors[4];    /* tensors stored as F32, F16, BF16 (gptc_dtype's order), other */
+    uint32_t n_files;         /* safetensors files */
+    uint64_t file_bytes;      /* their total size */
+} gptc_model_info;
+
+/* Checks a checkpoint folder as gptc_model_load does (every tensor's shape and
+ * extent) and describes it, without loading the weights. */
+gptc_status gptc_model_inspect(const char *dir, gptc_model_info *out);
+
+/*
+ * Resolves a model name as transformers' from_pretrained does. A path to an
+ * existing folder is returned as it is. Otherwise `name_or_dir` must be a
+ * Hugging Face Hub model id ("gpt2", "org/name") and `revision` a branch, tag
+ * or commit hash (NULL or "": "main"); the result is the model's snapshot
+ * folder in huggingface_hub's cache (HF_HUB_CACHE, else $HF_HOME/hub, else
+ * ~/.cache/huggingface/hub, or $XDG_CACHE_HOME/huggingface/hub when that is
+ * set), shared with transformers both ways:
+ * - a snapshot that already has config.json, the safetensors weights (every
+ *   shard of an index) and the tokenizer files is used without any request;
+ * - otherwise the missing files are downloaded from $HF_ENDPOINT (default
+ *   https://huggingface.co), with $HF_TOKEN (else the token file of
+ *   `huggingface-cli login`) for gated and private models, resuming partial
+ *   downloads, with a progress bar on stderr when it is a terminal (unless
+ *   HF_HUB_DISABLE_PROGRESS_BARS=1);
+ * - with HF_HUB_OFFLINE=1 the network is never used, and a model missing from
+ *   the cache is an error that says what is missing and where it looked.
+ * Errors: GPTC_ERR_ARG for a name that is neither a folder nor a valid id, or a
+ * bad revision; GPTC_ERR_IO for a missing model, an HTTP or network error.
+ * *dir_out is malloc'ed; the caller frees it. Blocks while downloading.
+ */
+gptc_status gptc_hub_resolve(const char *name_or_dir, const char *revision, char **dir_out);
+
 /*
  * Builds a model of a named shape ("gpt2", "gpt2-medium", "gpt2-large",
  * "gpt2-xl", "tiny") with random weights from `seed`: for benchmarks.
@@ -189,6 +233,18 @@ gptc_status gptc_session_eval_greedy(gptc_session *s, int32_t id, int32_t *next)
 /* ------------------------------------------------------------------ */
 /* Generation, with transformers generate() semantics and processor order. */
 
+/* When beam search stops (transformers' early_stopping). */
+typedef enum {
+    /* Once the best running beam, scored at the current length, cannot beat
+     * the worst of the num_beams finished hypotheses (a heuristic). */
+    GPTC_EARLY_STOPPING_FALSE = 0,
+    /* As soon as num_beams hypotheses are finished. */
+    GPTC_EARLY_STOPPING_TRUE = 1,
+    /* Only when no better hypothesis can come (with length_penalty > 0, the
+     * running beams are scored as if they reached the maximum length). */
+    GPTC_EARLY_STOPPING_NEVER = 2,
+} gptc_early_stopping;
+
 typedef struct {
     int32_t max_new_tokens;     /* >= 0; -1: up to max_length tokens in all */
     int32_t max_length;         /* prompt + new tokens, used when max_new_tokens is -1 */
@@ -205,6 +261,11 @@ typedef struct {
     const char *const *stop_strings; /* stop once the generated text reaches one */
     size_t n_stop_strings;
     int truncate_prompt; /* 1: keep the last tokens of a prompt that is too long */
+    /* Beam search, with transformers' semantics (see gptc_generate_beams): */
+    int32_t num_beams;      /* 1 .. 1024; 1: no beam search */
+    double length_penalty;  /* a finished hypothesis scores sum(log p) / new_len^length_penalty */
+    gptc_early_stopping early_stopping;
+    int32_t num_return_sequences; /* 1 .. num_beams: how many gptc_generate_beams returns */
 } gptc_generate_params;
 
 /* Defaults of the model's generation_config.json, else transformers' defaults. */
@@ -217,11 +278,29 @@ typedef int (*gptc_token_fn)(int32_t id, void *user);
  * Generates a continuation of `prompt`. `tok` may be NULL unless stop strings
  * are given. The generated ids (without the prompt) are returned in *out_ids
  * (malloc'ed) when out_ids is non-NULL. Prompt + max_new_tokens beyond n_ctx is
- * GPTC_ERR_RANGE unless truncate_prompt is set.
+ * GPTC_ERR_RANGE unless truncate_prompt is set. With num_beams > 1 this is
+ * gptc_generate_beams' best sequence; `fn` then sees its ids after the search.
  */
 gptc_status gptc_generate(gptc_model *model, const gptc_tokenizer *tok, const int32_t *prompt,
                           size_t n_prompt, const gptc_generate_params *params, gptc_token_fn fn,
                           void *user, int32_t **out_ids, size_t *n_out);
+
+/*
+ * Beam search, as transformers' generate() with num_beams > 1 (same logits
+ * processors, length penalty, early stopping and stopping on eos or length):
+ * the num_return_sequences best finished hypotheses, best first. Their
+ * generated ids (without the prompt) are concatenated in *out_ids (malloc'ed,
+ * never NULL on success); out_lens (num_return_sequences entries, the
+ * caller's) receives each length; out_scores (optional, as many entries) each
+ * score, transformers' sequences_scores: the sum of the processed
+ * log-probabilities over new_len^length_penalty. With num_beams == 1 this is
+ * gptc_generate (greedy or sampling) and the score NAN. With num_beams > 1,
+ * stop strings and sampling (do_sample) are GPTC_ERR_UNSUPPORTED. `tok` may be
+ * NULL. Each beam holds a K/V cache of prompt + max_new_tokens positions.
+ */
+gptc_status gptc_generate_beams(gptc_model *model, const gptc_tokenizer *tok, const int32_t *prompt,
+                                size_t n_prompt, const gptc_generate_params *params,
+                                int32_t **out_ids, size_t *out_lens, float *out_scores);
 
 /*
  * Perplexity of `ids` with the sliding-window recipe of the transformers

@@ -9,6 +9,8 @@ mkdir -p "$out"
 cublas=$(ls -d /usr/local/cuda/lib64 2>/dev/null)
 torchlibs=$(python3 -c "import os, nvidia.cublas as c; print(os.path.join(os.path.dirname(c.__file__), 'lib'))" 2>/dev/null || true)
 export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib:${cublas}:${torchlibs}:${LD_LIBRARY_PATH:-}"
+# libcurl, for a machine without it (gpu_package.sh says why it is kept apart).
+ldconfig -p | grep -q 'libcurl\.so\.4 ' || export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib/curl:$LD_LIBRARY_PATH"
 export GPTC_ROOT=$PWD GPTC_BIN=$PWD/gpu-pkg/gptc
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/card.txt"
 status=0

@@ -16,4 +16,14 @@ for lib in $(ldd build-gpu/gptc | awk '/=> \// {print $3}'); do
     libpcre2-8.so*|libcjson.so*|libgomp.so*) cp -L "$lib" gpu-pkg/lib/ ;;
   esac
 done
+# libcurl (Hub downloads) and the libraries it needs beyond glibc, in lib/curl/:
+# gpu_check.sh puts them on the library path only on a machine without libcurl.
+mkdir -p gpu-pkg/lib/curl
+curl_so=$(ldd build-gpu/gptc | awk '/libcurl\.so/ {print $3}')
+for lib in $curl_so $(ldd "$curl_so" | awk '/=> \// {print $3}'); do
+  case "$(basename "$lib")" in
+    libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|libresolv.so*|ld-linux*) ;;
+    *) cp -L "$lib" gpu-pkg/lib/curl/ ;;
+  esac
+done
 du -sh gpu-pkg

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(build-essential cmake pkg-config libpcre2-dev libcjson-dev)
+pkgs=(build-essential cmake pkg-config libpcre2-dev libcjson-dev libcurl4-openssl-dev)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(clang libclang-rt-dev python3 python3-venv python3-pip)
 fi

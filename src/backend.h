@@ -49,6 +49,13 @@ typedef struct gptc_backend_ops {
     gptc_status (*sample_init)(gptc_session *s, const gptc_generate_params *p, const int32_t *hist,
                                int n);
     gptc_status (*eval_sample)(gptc_session *s, const int32_t *ids, int n, int32_t *next);
+    /*
+     * Makes the first src->len positions of dst's K/V cache a copy of src's
+     * (same model, dst->max_len >= src->len; the caller sets dst->len), and
+     * forgets whatever dst knew of its position or history. For beam search,
+     * where a beam continues from another one's sequence.
+     */
+    gptc_status (*session_copy)(gptc_session *dst, const gptc_session *src);
 } gptc_backend_ops;
 
 /* session.c's checked entry points to the optional sampler ops. */
@@ -56,6 +63,8 @@ int gptc_session_can_sample(const gptc_session *s);
 gptc_status gptc_session_sample_init(gptc_session *s, const gptc_generate_params *p,
                                      const int32_t *hist, size_t n);
 gptc_status gptc_session_eval_sample(gptc_session *s, const int32_t *ids, size_t n, int32_t *next);
+/* dst becomes a copy of src (its K/V cache and length). */
+gptc_status gptc_session_copy(gptc_session *dst, const gptc_session *src);
 
 extern const gptc_backend_ops gptc_cpu_backend;
 #ifdef GPTC_HAVE_CUDA

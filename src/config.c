@@ -61,8 +61,8 @@ static gptc_status get_int(const cJSON *o, const char *key, const char *path, in
     return st;
 }
 
-static gptc_status get_float(const cJSON *o, const char *key, const char *path, double lo,
-                             double hi, float *out) {
+static gptc_status get_double(const cJSON *o, const char *key, const char *path, double lo,
+                              double hi, double *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return GPTC_OK;
     if (!cJSON_IsNumber(v))
@@ -70,8 +70,16 @@ static gptc_status get_float(const cJSON *o, const char *key, const char *path, 
     if (!(v->valuedouble >= lo && v->valuedouble <= hi))
         return gptc_fail(GPTC_ERR_FORMAT, "%s: field '%s' = %.17g is out of range [%g, %g]", path,
                          key, v->valuedouble, lo, hi);
-    *out = (float)v->valuedouble;
+    *out = v->valuedouble;
     return GPTC_OK;
+}
+
+static gptc_status get_float(const cJSON *o, const char *key, const char *path, double lo,
+                             double hi, float *out) {
+    double d = NAN;
+    gptc_status st = get_double(o, key, path, lo, hi, &d);
+    if (st == GPTC_OK && !isnan(d)) *out = (float)d;
+    return st;
 }
 
 static gptc_status get_bool(const cJSON *o, const char *key, const char *path, int *out) {
@@ -198,6 +206,20 @@ static gptc_status parse_generation(const cJSON *j, const char *path, gptc_gen_d
     TRY(get_float(j, "temperature", path, 0.0, 1e30, &g->temperature));
     TRY(get_float(j, "top_p", path, 0.0, 1.0, &g->top_p));
     TRY(get_float(j, "repetition_penalty", path, 1e-30, 1e30, &g->repetition_penalty));
+    TRY(get_int(j, "num_beams", path, 1, 1024, &g->num_beams, NULL));
+    TRY(get_int(j, "num_return_sequences", path, 1, 1024, &g->num_return_sequences, NULL));
+    TRY(get_double(j, "length_penalty", path, -1e30, 1e30, &g->length_penalty));
+    /* early_stopping is true, false or "never", as transformers accepts. */
+    const cJSON *es = cJSON_GetObjectItemCaseSensitive(j, "early_stopping");
+    if (es && !cJSON_IsNull(es)) {
+        if (cJSON_IsBool(es)) g->early_stopping = cJSON_IsTrue(es) ? GPTC_EARLY_STOPPING_TRUE
+                                                                   : GPTC_EARLY_STOPPING_FALSE;
+        else if (cJSON_IsString(es) && strcmp(es->valuestring, "never") == 0)
+            g->early_stopping = GPTC_EARLY_STOPPING_NEVER;
+        else
+            return gptc_fail(GPTC_ERR_FORMAT, "%s: field 'early_stopping' must be true, false or \"never\"",
+                             path);
+    }
     /* generation_config.json's eos ids, when given (null included), replace
      * config.json's. */
     if (cJSON_GetObjectItemCaseSensitive(j, "eos_token_id")) {

@@ -5,13 +5,15 @@
  * step run the logits processors in generate()'s order, pick the next token
  * (argmax, or a seeded categorical draw), and stop at eos, at a stop string,
  * or after max_new_tokens. The eos / stop-string token is part of the output,
- * as in transformers.
+ * as in transformers. With num_beams > 1 it hands over to beam search
+ * (beam.c) and returns the best hypothesis.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "generate.h"
 #include "internal.h"
 #include "model.h"
 #include "sampling.h"
@@ -30,6 +32,11 @@ gptc_generate_params gptc_generate_default_params(const gptc_model *m) {
         .no_repeat_ngram_size = g->no_repeat_ngram_size >= 0 ? g->no_repeat_ngram_size : 0,
         .seed = 0,
         .n_eos_token_ids = g->n_eos,
+        .num_beams = g->num_beams > 0 ? g->num_beams : 1,
+        .length_penalty = isnan(g->length_penalty) ? 1.0 : g->length_penalty,
+        .early_stopping = g->early_stopping >= 0 ? (gptc_early_stopping)g->early_stopping
+                                                 : GPTC_EARLY_STOPPING_FALSE,
+        .num_return_sequences = g->num_return_sequences > 0 ? g->num_return_sequences : 1,
     };
     memcpy(p.eos_token_ids, g->eos_ids, sizeof p.eos_token_ids);
     return p;
@@ -66,6 +73,25 @@ static gptc_status check_params(const gptc_generate_params *p, const gptc_config
     for (size_t i = 0; i < p->n_stop_strings; i++)
         if (!p->stop_strings[i] || !p->stop_strings[i][0])
             return gptc_fail(GPTC_ERR_ARG, "stop string %zu is empty", i + 1);
+    /* Each beam holds a K/V cache of its own (for now): the bound keeps a
+     * typo from asking for thousands of them. */
+    if (p->num_beams < 1 || p->num_beams > 1024)
+        return gptc_fail(GPTC_ERR_ARG, "num_beams: %d is outside [1, 1024]", p->num_beams);
+    if (p->num_return_sequences < 1 || p->num_return_sequences > p->num_beams)
+        return gptc_fail(GPTC_ERR_ARG, "num_return_sequences: %d is outside [1, num_beams = %d]",
+                         p->num_return_sequences, p->num_beams);
+    if (!isfinite(p->length_penalty))
+        return gptc_fail(GPTC_ERR_ARG, "length_penalty: %g is not a finite number", p->length_penalty);
+    if (p->early_stopping != GPTC_EARLY_STOPPING_FALSE && p->early_stopping != GPTC_EARLY_STOPPING_TRUE &&
+        p->early_stopping != GPTC_EARLY_STOPPING_NEVER)
+        return gptc_fail(GPTC_ERR_ARG, "early_stopping: %d is not false (0), true (1) or never (2)",
+                         (int)p->early_stopping);
+    if (p->num_beams > 1 && p->do_sample && p->temperature != 0.0f)
+        return gptc_fail(GPTC_ERR_UNSUPPORTED,
+                         "do_sample: beam sampling (do_sample with num_beams > 1) is not supported");
+    if (p->num_beams > 1 && p->n_stop_strings)
+        return gptc_fail(GPTC_ERR_UNSUPPORTED,
+                         "stop_strings: not supported with beam search (num_beams > 1)");
     if (p->n_stop_strings && !tok)
         return gptc_fail(GPTC_ERR_ARG, "stop strings need a tokenizer");
     return GPTC_OK;
@@ -107,12 +133,13 @@ static int hits_stop(const text_buf *t, size_t added, const gptc_generate_params
     return 0;
 }
 
-gptc_status gptc_generate(gptc_model *m, const gptc_tokenizer *tok, const int32_t *prompt,
-                          size_t n_prompt, const gptc_generate_params *p, gptc_token_fn fn,
-                          void *user, int32_t **out_ids, size_t *n_out) {
-    if (out_ids) *out_ids = NULL;
-    if (n_out) *n_out = 0;
+gptc_status gptc_generate_prepare(const gptc_model *m, const gptc_tokenizer *tok,
+                                  const gptc_generate_params *p, const int32_t **prompt_io,
+                                  size_t *n_prompt_io, int64_t *max_new_out) {
     const gptc_config *c = &m->cfg;
+    const int32_t *prompt = *prompt_io;
+    size_t n_prompt = *n_prompt_io;
+    *max_new_out = 0;
     if (!p) return gptc_fail(GPTC_ERR_ARG, "generate: params is NULL");
     gptc_status st = check_params(p, c, tok);
     if (st != GPTC_OK) return st;
@@ -139,9 +166,51 @@ gptc_status gptc_generate(gptc_model *m, const gptc_tokenizer *tok, const int32_
                              "prompt: %zu tokens + max_new_tokens %lld exceed n_positions = %d (truncation is opt-in)",
                              n_prompt, (long long)max_new, c->n_ctx);
         size_t keep = (size_t)(c->n_ctx - max_new);
-        prompt += n_prompt - keep;
-        n_prompt = keep;
+        *prompt_io = prompt + (n_prompt - keep);
+        *n_prompt_io = keep;
     }
+    *max_new_out = max_new;
+    return GPTC_OK;
+}
+
+/* gptc_generate with num_beams > 1: the best hypothesis of a beam search.
+ * `fn` sees its ids once the search is over (beams cannot stream: the best
+ * one is known only at the end); its stop request cuts the output there. */
+static gptc_status generate_beam_best(gptc_model *m, const gptc_tokenizer *tok,
+                                      const int32_t *prompt, size_t n_prompt,
+                                      const gptc_generate_params *p, gptc_token_fn fn, void *user,
+                                      int32_t **out_ids, size_t *n_out) {
+    size_t *lens = calloc((size_t)p->num_return_sequences, sizeof *lens);
+    if (!lens) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+    int32_t *ids = NULL;
+    gptc_status st = gptc_generate_beams(m, tok, prompt, n_prompt, p, &ids, lens, NULL);
+    if (st == GPTC_OK) {
+        size_t k = 0;
+        while (k < lens[0]) {
+            int stop = fn && fn(ids[k], user);
+            k++;
+            if (stop) break;
+        }
+        if (n_out) *n_out = k;
+        if (out_ids) *out_ids = ids;
+        else free(ids);
+    }
+    free(lens);
+    return st;
+}
+
+gptc_status gptc_generate(gptc_model *m, const gptc_tokenizer *tok, const int32_t *prompt,
+                          size_t n_prompt, const gptc_generate_params *p, gptc_token_fn fn,
+                          void *user, int32_t **out_ids, size_t *n_out) {
+    if (out_ids) *out_ids = NULL;
+    if (n_out) *n_out = 0;
+    if (p && p->num_beams > 1) /* gptc_generate_beams checks everything */
+        return generate_beam_best(m, tok, prompt, n_prompt, p, fn, user, out_ids, n_out);
+    const gptc_config *c = &m->cfg;
+    int64_t max_new = 0;
+    gptc_status st = gptc_generate_prepare(m, tok, p, &prompt, &n_prompt, &max_new);
+    if (st != GPTC_OK) return st;
+    if (max_new == 0) return GPTC_OK;
     int V = c->n_vocab;
     size_t total = n_prompt + (size_t)max_new;
     gptc_session *s = NULL;

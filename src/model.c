@@ -25,6 +25,14 @@ gptc_model_params gptc_model_default_params(void) {
     return (gptc_model_params){.n_threads = 0, .backend = NULL, .dtype = GPTC_DTYPE_F16};
 }
 
+int gptc_has_cuda(void) {
+#ifdef GPTC_HAVE_CUDA
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 /* Picks the backend named in params and prepares the weights for it. */
 static gptc_status attach_backend(gptc_model *m, const gptc_model_params *p) {
     const char *name = p && p->backend ? p->backend : "auto";
@@ -302,71 +310,103 @@ static int resolve_threads(int n) {
     return p > 0 ? p : 1;
 }
 
-gptc_status gptc_model_load(const char *dir, const gptc_model_params *params, gptc_model **out) {
-    *out = NULL;
+/*
+ * Reads config.json into m and opens the checkpoint's safetensors files into
+ * ck, checking every tensor gptc reads against the config (no weights are
+ * copied: m has no arena yet). The caller closes ck, also on failure.
+ */
+static gptc_status open_checked(const char *dir, gptc_model *m, checkpoint *ck) {
     if (!dir || !*dir) return gptc_fail(GPTC_ERR_ARG, "model folder: empty path");
-    gptc_model *m = calloc(1, sizeof *m);
-    if (!m) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
-    m->n_threads = resolve_threads(params ? params->n_threads : 0);
-    checkpoint ck = {0};
+    if (!gptc_dir_exists(dir))
+        return gptc_fail(GPTC_ERR_IO, gptc_file_exists(dir) ? "%s: is a file, not a model folder"
+                                                            : "%s: model folder does not exist",
+                         dir);
     char *single = gptc_path_join(dir, "model.safetensors");
     char *index = gptc_path_join(dir, "model.safetensors.index.json");
     gptc_status st = GPTC_OK;
-    if (!single || !index) {
-        st = gptc_fail(GPTC_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
-    int has_dir = gptc_dir_exists(dir);
-    if (!has_dir) {
-        st = gptc_fail(GPTC_ERR_IO, gptc_file_exists(dir) ? "%s: is a file, not a model folder"
-                                                          : "%s: model folder does not exist",
-                       dir);
-        goto fail;
-    }
-    if ((st = gptc_config_load(dir, &m->cfg, &m->act, &m->tied, &m->gen)) != GPTC_OK) goto fail;
+    if (!single || !index) st = gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+    else st = gptc_config_load(dir, &m->cfg, &m->act, &m->tied, &m->gen);
+    if (st != GPTC_OK) goto done;
     if (gptc_file_exists(single)) {
-        ck.files = calloc(1, sizeof *ck.files);
-        if (!ck.files) {
+        ck->files = calloc(1, sizeof *ck->files);
+        if (!ck->files) {
             st = gptc_fail(GPTC_ERR_NOMEM, "out of memory");
-            goto fail;
+            goto done;
         }
-        if ((st = st_open(single, &ck.files[0])) != GPTC_OK) goto fail;
-        ck.n_files = 1;
+        if ((st = st_open(single, &ck->files[0])) != GPTC_OK) goto done;
+        ck->n_files = 1;
     } else if (gptc_file_exists(index)) {
-        if ((st = open_sharded(dir, index, &ck)) != GPTC_OK) goto fail;
+        if ((st = open_sharded(dir, index, ck)) != GPTC_OK) goto done;
     } else {
         st = gptc_fail(GPTC_ERR_IO, "%s: no model.safetensors or model.safetensors.index.json", dir);
-        goto fail;
+        goto done;
     }
     const char *file;
-    if (find_tensor(&ck, "transformer.wte.weight", &file)) ck.prefix = "transformer.";
-    else if (find_tensor(&ck, "wte.weight", &file)) ck.prefix = "";
+    if (find_tensor(ck, "transformer.wte.weight", &file)) ck->prefix = "transformer.";
+    else if (find_tensor(ck, "wte.weight", &file)) ck->prefix = "";
     else {
         st = gptc_fail(GPTC_ERR_FORMAT, "%s: missing tensor 'transformer.wte.weight' (or 'wte.weight')",
-                       ck.files[0].path);
-        goto fail;
+                       ck->files[0].path);
+        goto done;
     }
     m->cfg.dtype = GPTC_DTYPE_F32;
-    const st_tensor *wte = find_tensor(&ck, ck.prefix[0] ? "transformer.wte.weight" : "wte.weight", &file);
+    const st_tensor *wte = find_tensor(ck, ck->prefix[0] ? "transformer.wte.weight" : "wte.weight", &file);
     if (wte->dtype == ST_F16) m->cfg.dtype = GPTC_DTYPE_F16;
     if (wte->dtype == ST_BF16) m->cfg.dtype = GPTC_DTYPE_BF16;
     /* Check every tensor against config.json before allocating: a config
      * claiming a huge model must fail on the shapes, not on the allocation. */
-    if ((st = read_weights(m, &ck)) != GPTC_OK) goto fail;
-    if ((st = gptc_model_alloc(m)) != GPTC_OK) goto fail;
-    if ((st = read_weights(m, &ck)) != GPTC_OK) goto fail;
-    close_checkpoint(&ck);
-    ck = (checkpoint){0};
-    if ((st = attach_backend(m, params)) != GPTC_OK) goto fail;
+    st = read_weights(m, ck);
+done:
     free(single);
     free(index);
+    return st;
+}
+
+gptc_status gptc_model_load(const char *dir, const gptc_model_params *params, gptc_model **out) {
+    *out = NULL;
+    gptc_model *m = calloc(1, sizeof *m);
+    if (!m) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+    m->n_threads = resolve_threads(params ? params->n_threads : 0);
+    checkpoint ck = {0};
+    gptc_status st = open_checked(dir, m, &ck);
+    if (st == GPTC_OK) st = gptc_model_alloc(m);
+    if (st == GPTC_OK) st = read_weights(m, &ck);
+    close_checkpoint(&ck);
+    if (st == GPTC_OK) st = attach_backend(m, params);
+    if (st != GPTC_OK) {
+        gptc_model_free(m);
+        return st;
+    }
     *out = m;
     return GPTC_OK;
-fail:
+}
+
+gptc_status gptc_model_inspect(const char *dir, gptc_model_info *out) {
+    if (!out) return gptc_fail(GPTC_ERR_ARG, "gptc_model_inspect: out is NULL");
+    *out = (gptc_model_info){0};
+    gptc_model m = {0}; /* config and checks only: no arena, no backend */
+    m.n_threads = 1;
+    checkpoint ck = {0};
+    gptc_status st = open_checked(dir, &m, &ck);
+    if (st == GPTC_OK) {
+        const gptc_config *c = &m.cfg;
+        uint64_t C = (uint64_t)c->n_embd, F = (uint64_t)c->n_inner, V = (uint64_t)c->n_vocab;
+        uint64_t L = (uint64_t)c->n_layer;
+        out->config = *c;
+        out->tied = m.tied;
+        out->n_params = V * C + (uint64_t)c->n_ctx * C + 2 * C + (m.tied ? 0 : V * C) +
+                        L * (uint64_t)layer_floats(c);
+        out->n_matrix_params = V * C * (m.tied ? 1 : 2) + L * (4 * C * C + 2 * F * C);
+        out->n_files = (uint32_t)ck.n_files;
+        for (size_t f = 0; f < ck.n_files; f++) {
+            out->file_bytes += ck.files[f].map_len;
+            for (size_t t = 0; t < ck.files[f].n_tensors; t++) {
+                st_dtype d = ck.files[f].tensors[t].dtype;
+                out->n_tensors[d == ST_F32 ? 0 : d == ST_F16 ? 1 : d == ST_BF16 ? 2 : 3]++;
+            }
+        }
+    }
     close_checkpoint(&ck);
-    free(single);
-    free(index);
-    gptc_model_free(m);
     return st;
 }
 

@@ -58,6 +58,9 @@ typedef struct {
     int do_sample;
     int has_eos; /* generation_config.json gave eos_token_id */
     float temperature, top_p, repetition_penalty;
+    int32_t num_beams, num_return_sequences;
+    int early_stopping; /* a gptc_early_stopping value */
+    double length_penalty;
 } gptc_gen_defaults;
 
 /* Nothing given: every field at its "not given" value. */
@@ -65,7 +68,9 @@ static inline gptc_gen_defaults gptc_gen_defaults_none(void) {
     return (gptc_gen_defaults){.max_new_tokens = -1, .max_length = -1, .min_new_tokens = -1,
                                .top_k = -1, .no_repeat_ngram_size = -1, .n_eos = 0,
                                .do_sample = 0, .has_eos = 0, .temperature = NAN,
-                               .top_p = NAN, .repetition_penalty = NAN};
+                               .top_p = NAN, .repetition_penalty = NAN, .num_beams = -1,
+                               .num_return_sequences = -1, .early_stopping = -1,
+                               .length_penalty = NAN};
 }
 
 struct gptc_backend_ops;

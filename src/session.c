@@ -108,3 +108,15 @@ gptc_status gptc_session_eval_sample(gptc_session *s, const int32_t *ids, size_t
     if (st == GPTC_OK) s->len += (int32_t)n;
     return st;
 }
+
+gptc_status gptc_session_copy(gptc_session *dst, const gptc_session *src) {
+    if (dst->model != src->model)
+        return gptc_fail(GPTC_ERR_ARG, "session copy: the sessions belong to different models");
+    if (src->len > dst->max_len)
+        return gptc_fail(GPTC_ERR_RANGE, "session copy: %d positions do not fit a session of %d",
+                         src->len, dst->max_len);
+    if (dst == src) return GPTC_OK;
+    gptc_status st = dst->model->backend->session_copy(dst, src);
+    if (st == GPTC_OK) dst->len = src->len;
+    return st;
+}

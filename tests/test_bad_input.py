@@ -555,6 +555,17 @@ def cases(tmp):
         (["--stop", ""], "--stop"),
         (["--bogus-flag"], "--bogus-flag"),
         (["--bogus-flag", "1"], "--bogus-flag"),
+        (["--num-beams", "0"], "--num-beams"),
+        (["--num-beams", "99999"], "--num-beams"),
+        (["--num-return-sequences", "0"], "--num-return-sequences"),
+        (["--num-beams", "2", "--num-return-sequences", "3"], "num_return_sequences"),
+        (["--length-penalty", "nan"], "--length-penalty"),
+        (["--length-penalty", "x"], "--length-penalty"),
+        (["--early-stopping", "maybe"], "--early-stopping"),
+        (["--eos-token-id", "x"], "--eos-token-id"),
+        (["--eos-token-id", "99999"], "eos"),
+        (["--eos-token-id", "1,2,3,4,5,6,7,8,9"], "--eos-token-id"),
+        (["--num-beams", "2", "--do-sample"], "do_sample"),
     ]
     for extra, needle in bad_flags:
         expect_fail("generate %s" % " ".join(repr(e) if not e else e for e in extra),

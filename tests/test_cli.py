@@ -107,8 +107,9 @@ def cases(tmp):
         check("generate --help documents %s" % flag, flag.encode() in r.stdout)
     version = re.search(r'#define GPTC_VERSION "([^"]+)"', open(os.path.join(ROOT, "include", "gptc.h")).read())
     r = run(["--version"])
-    check("--version", r.returncode == 0 and version and r.stdout.decode().strip() == "gptc " + version.group(1),
-          r.stdout)
+    lines = r.stdout.decode().splitlines()
+    check("--version", r.returncode == 0 and version and lines and lines[0] == "gptc " + version.group(1) and
+          len(lines) == 2 and lines[1].startswith("backends: cpu"), r.stdout)
 
     # ---- tokenize ----
     text = "Hello world! The quick brown fox, 1234 times.\n  Ünïcödé: 🙂 日本語 <|endoftext|> end\n"
@@ -310,6 +311,43 @@ def cases(tmp):
         ok = False
         print(e, r.stdout, r.stderr)
     check("bench --json", ok)
+
+    # ---- info: gpt2's shape, as a sparse file (the original upload's key layout, F32) ----
+    g2 = os.path.join(tmp, "gpt2-shape")
+    os.makedirs(g2)
+    Cg, Vg, Pg, Lg = 768, 50257, 1024, 12
+    shapes = [("wte.weight", [Vg, Cg]), ("wpe.weight", [Pg, Cg])]
+    for l in range(Lg):
+        h = "h.%d." % l
+        shapes += [(h + "ln_1.weight", [Cg]), (h + "ln_1.bias", [Cg]), (h + "attn.c_attn.weight", [Cg, 3 * Cg]),
+                   (h + "attn.c_attn.bias", [3 * Cg]), (h + "attn.c_proj.weight", [Cg, Cg]),
+                   (h + "attn.c_proj.bias", [Cg]), (h + "ln_2.weight", [Cg]), (h + "ln_2.bias", [Cg]),
+                   (h + "mlp.c_fc.weight", [Cg, 4 * Cg]), (h + "mlp.c_fc.bias", [4 * Cg]),
+                   (h + "mlp.c_proj.weight", [4 * Cg, Cg]), (h + "mlp.c_proj.bias", [Cg])]
+    shapes += [("ln_f.weight", [Cg]), ("ln_f.bias", [Cg])]
+    header, off = {}, 0
+    for name, shape in shapes:
+        n = 4
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + n]}
+        off += n
+    hj = json.dumps(header).encode()
+    with open(os.path.join(g2, "model.safetensors"), "wb") as f:
+        f.write(len(hj).to_bytes(8, "little") + hj)
+        f.truncate(8 + len(hj) + off)
+    with open(os.path.join(g2, "config.json"), "w") as f:
+        json.dump({"model_type": "gpt2", "vocab_size": Vg, "n_embd": Cg, "n_layer": Lg, "n_head": 12,
+                   "n_positions": Pg, "activation_function": "gelu_new"}, f)
+    r = run(["info", "-m", g2])
+    out = r.stdout.decode()
+    for want in ("parameters    124,439,808", "F32 x 148 tensors in 1 file", "474.7 MiB weights +     72.0 MiB",
+                 "cuda (f16 )      239.1 MiB weights +     36.0 MiB", "gelu_new", "tied to wte"):
+        check("info on gpt2's shape: %s" % want, r.returncode == 0 and want in out and clean(r), out)
+    r = run(["info", "-m", os.path.join(tmp, "nowhere")])
+    check("info on a missing folder: one line, status 1", r.returncode == 1 and len(r.stderr.splitlines()) == 1)
+    r = run(["info", "--help"])
+    check("info --help", r.returncode == 0 and r.stdout.startswith(b"usage: gptc info"))
 
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0

@@ -75,6 +75,17 @@ def gen_flags(kwargs):
             out += ["--min-new-tokens", str(int(v))]
         elif k == "pad_token_id":
             pass  # batch of one: padding never happens
+        elif k == "num_beams":
+            out += ["--num-beams", str(int(v))]
+        elif k == "num_return_sequences":
+            out += ["--num-return-sequences", str(int(v))]
+        elif k == "length_penalty":
+            out += ["--length-penalty", repr(float(v))]
+        elif k == "early_stopping":
+            out += ["--early-stopping", v if isinstance(v, str) else ("true" if v else "false")]
+        elif k == "eos_token_id":
+            ids = v if isinstance(v, list) else [v]
+            out += ["--eos-token-id", ",".join(str(int(i)) for i in ids)]
         else:
             raise ValueError(f"generate kwarg {k!r} has no gptc flag mapping")
     if "--greedy" not in out:
@@ -157,6 +168,20 @@ def check_ppl(expected):
 
 # ------------------------------------------------------------------------------------ cases
 
+def check_seqs(expected):
+    """One line of ids per returned sequence, best first (beam search)."""
+    def check(stdout):
+        lines = stdout.strip("\n").split("\n")
+        if len(lines) != len(expected):
+            return [f"expected {len(expected)} lines, got {len(lines)}: {stdout[:200]!r}"]
+        for k, (line, exp) in enumerate(zip(lines, expected)):
+            msg = check_ids(exp)(line)
+            if msg:
+                return [f"sequence {k}:"] + msg
+        return None
+    return check
+
+
 def build_cases(fixtures_dir, name, exp, gbin):
     d = os.path.join(fixtures_dir, name)
     cases = []  # (case name, argv, stdin bytes or None, checker)
@@ -182,6 +207,20 @@ def build_cases(fixtures_dir, name, exp, gbin):
                 continue
             argv = [gbin, "generate", "-m", d] + src + flags + ["--ids"]
             cases.append((label, argv, None, check_ids(c["output"])))
+
+    beam_file = os.path.join(d, "beam.json")
+    if os.path.exists(beam_file):
+        with open(beam_file) as f:
+            beam = json.load(f)
+        for c in beam["cases"]:
+            label = f"beam {c['name']}"
+            try:
+                flags = gen_flags(c["kwargs"])
+            except ValueError as e:
+                cases.append((label, None, None, str(e)))
+                continue
+            argv = [gbin, "generate", "-m", d, "--prompt-ids", ",".join(map(str, c["prompt"]))] + flags + ["--ids"]
+            cases.append((label, argv, None, check_seqs(c["outputs"])))
 
     for i, c in enumerate(exp.get("tokenizer", [])):
         argv = [gbin, "tokenize", "-m", d]

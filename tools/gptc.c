@@ -1,11 +1,15 @@
 /*
  * gptc.c - the command-line tool. Uses only the public API (gptc.h).
  *
- *   gptc generate   -m DIR [--prompt TEXT | --prompt-ids 1,2,3] [options]
- *   gptc tokenize   -m DIR [--decode]
- *   gptc perplexity -m DIR --file F [--stride S]
- *   gptc bench      [-m DIR | --shape NAME] [--prompt-len P] [--new-tokens N] [--json]
- *   gptc logits     -m DIR --prompt-ids 1,2,3   (last-position logits, for tests)
+ *   gptc generate   -m MODEL [--prompt TEXT | --prompt-ids 1,2,3] [options]
+ *   gptc tokenize   -m MODEL [--decode]
+ *   gptc perplexity -m MODEL --file F [--stride S]
+ *   gptc bench      [-m MODEL | --shape NAME] [--prompt-len P] [--new-tokens N] [--json]
+ *   gptc info       -m MODEL
+ *   gptc logits     -m MODEL --prompt-ids 1,2,3   (last-position logits, for tests)
+ *
+ * MODEL is a checkpoint folder or a Hugging Face Hub model id (gpt2,
+ * org/name; --revision REV), resolved through the Hugging Face cache.
  *
  * Every argument is validated; a bad one gets a one-line message naming it and
  * exit status 2. Library failures exit with status 1.
@@ -149,7 +153,9 @@ static double now_s(void) {
 /* ---- shared options ---- */
 
 typedef struct {
-    const char *model_dir;
+    const char *model_dir; /* -m as given: a folder or a Hub model id */
+    const char *revision;  /* --revision, for a Hub model id */
+    char *resolved;        /* the folder -m resolves to (gptc_hub_resolve) */
     long threads;
     const char *backend;
     int dtype; /* a gptc_dtype, or -1 for the default */
@@ -163,13 +169,18 @@ static gptc_model_params model_params(const common_opts *o) {
     return mp;
 }
 
-/* Handles -m/--model and --threads; returns 1 if argv[*i] was one of them,
- * 0 if not, -1 on error. */
+/* Handles -m/--model, --revision, --threads, --backend and --dtype; returns 1
+ * if argv[*i] was one of them, 0 if not, -1 on error. */
 static int common_flag(int argc, char **argv, int *i, common_opts *o) {
     const char *a = argv[*i];
     if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) {
         if (*i + 1 >= argc) return usage_error("%s needs a value%s", a, ""), -1;
         o->model_dir = argv[++*i];
+        return 1;
+    }
+    if (strcmp(a, "--revision") == 0) {
+        if (*i + 1 >= argc) return usage_error("%s needs a value%s", a, ""), -1;
+        o->revision = argv[++*i];
         return 1;
     }
     if (strcmp(a, "--threads") == 0) {
@@ -195,22 +206,40 @@ static int common_flag(int argc, char **argv, int *i, common_opts *o) {
     return 0;
 }
 
-static int load_model(const common_opts *o, gptc_model **m) {
-    if (!o->model_dir) return usage_error("-m DIR: no model folder given%s%s", "", "");
+/*
+ * The folder -m names (a local folder as it is, a Hub model id through the
+ * Hugging Face cache, downloading what is missing) into o->resolved. Returns
+ * 0, or the exit status after printing the error: 2 for a bad name.
+ */
+static int resolve_model(common_opts *o) {
+    if (o->resolved) return 0;
+    if (!o->model_dir) return usage_error("-m MODEL: no model folder or Hub model id given%s%s", "", "");
+    gptc_status st = gptc_hub_resolve(o->model_dir, o->revision, &o->resolved);
+    if (st == GPTC_OK) return 0;
+    lib_error();
+    return st == GPTC_ERR_ARG ? 2 : 1;
+}
+
+static int load_model(common_opts *o, gptc_model **m) {
+    int rc = resolve_model(o);
+    if (rc) return rc;
     gptc_model_params mp = model_params(o);
-    if (gptc_model_load(o->model_dir, &mp, m) != GPTC_OK) return lib_error();
+    if (gptc_model_load(o->resolved, &mp, m) != GPTC_OK) return lib_error();
     return 0;
 }
 
 /* ---- generate ---- */
 
 static const char *k_generate_help =
-    "usage: gptc generate -m DIR [--prompt TEXT | --prompt-ids 1,2,3] [options]\n"
+    "usage: gptc generate -m MODEL [--prompt TEXT | --prompt-ids 1,2,3] [options]\n"
     "\n"
     "Generates a continuation of the prompt and streams it to stdout (the prompt\n"
     "itself is not repeated).\n"
     "\n"
-    "  -m, --model DIR             Hugging Face checkpoint folder\n"
+    "  -m, --model MODEL           checkpoint folder, or Hugging Face Hub model id (gpt2,\n"
+    "                              org/name): taken from the Hugging Face cache, downloaded\n"
+    "                              if missing (HF_HUB_OFFLINE=1: never)\n"
+    "  --revision REV              Hub branch, tag or commit hash (default main)\n"
     "  --prompt TEXT               prompt text\n"
     "  --prompt-ids IDS            prompt as token ids, comma-separated\n"
     "  --max-new-tokens N          tokens to generate (default: generation_config, else up to\n"
@@ -224,6 +253,11 @@ static const char *k_generate_help =
     "  --repetition-penalty R      > 0 (1: off), transformers' semantics\n"
     "  --no-repeat-ngram-size N    never repeat an N-gram (0: off)\n"
     "  --seed S                    seed for sampling (same seed, same output)\n"
+    "  --eos-token-id IDS          stop tokens, comma-separated (default: the model's; none: -1)\n"
+    "  --num-beams N               beam search with N beams (1: off), transformers' semantics\n"
+    "  --length-penalty L          beam scores divided by length^L (default 1)\n"
+    "  --early-stopping E          true, false (default) or never, as transformers\n"
+    "  --num-return-sequences K    with beams: the K best, best first, one per line\n"
     "  --stop STR                  stop once the text reaches STR (repeatable)\n"
     "  --truncate                  keep the end of a prompt too long for the context\n"
     "                              (otherwise it is an error)\n"
@@ -257,12 +291,13 @@ static int stream_token(int32_t id, void *user) {
 
 static int cmd_generate(int argc, char **argv) {
     common_opts co = {.dtype = -1};
-    const char *prompt = NULL, *prompt_ids = NULL;
+    const char *prompt = NULL, *prompt_ids = NULL, *eos_ids = NULL;
     const char *stops[MAX_STOPS];
     int n_stops = 0, want_ids = 0, mode = 0; /* mode: 1 greedy, 2 sample */
     int has_temp = 0, has_topk = 0, has_topp = 0, truncate = 0;
-    long max_new = -2, min_new = -1, top_k = 0, ngram = -1, seed = -1;
-    double temp = 1, top_p = 1, rep = -1;
+    long max_new = -2, min_new = -1, top_k = 0, ngram = -1, seed = -1, beams = -1, n_ret = -1;
+    double temp = 1, top_p = 1, rep = -1, len_pen = NAN;
+    int early = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int r = common_flag(argc, argv, &i, &co);
@@ -285,6 +320,18 @@ static int cmd_generate(int argc, char **argv) {
         else if (strcmp(a, "--top-k") == 0) { if (!parse_long(a, v, 0, INT32_MAX, &top_k)) return 2; has_topk = 1; }
         else if (strcmp(a, "--no-repeat-ngram-size") == 0) { if (!parse_long(a, v, 0, INT32_MAX, &ngram)) return 2; }
         else if (strcmp(a, "--seed") == 0) { if (!parse_long(a, v, 0, LONG_MAX, &seed)) return 2; }
+        else if (strcmp(a, "--eos-token-id") == 0) eos_ids = v;
+        else if (strcmp(a, "--num-beams") == 0) { if (!parse_long(a, v, 1, 1024, &beams)) return 2; }
+        else if (strcmp(a, "--num-return-sequences") == 0) { if (!parse_long(a, v, 1, 1024, &n_ret)) return 2; }
+        else if (strcmp(a, "--length-penalty") == 0) {
+            if (!parse_double(a, v, &len_pen)) return 2;
+            if (!isfinite(len_pen)) return usage_error("--length-penalty: %s is not finite%s", v, "");
+        } else if (strcmp(a, "--early-stopping") == 0) {
+            if (strcmp(v, "true") == 0) early = GPTC_EARLY_STOPPING_TRUE;
+            else if (strcmp(v, "false") == 0) early = GPTC_EARLY_STOPPING_FALSE;
+            else if (strcmp(v, "never") == 0) early = GPTC_EARLY_STOPPING_NEVER;
+            else return usage_error("--early-stopping: %s is not true, false or never%s", v, "");
+        }
         else if (strcmp(a, "--temperature") == 0) {
             if (!parse_double(a, v, &temp)) return 2;
             if (temp < 0) return usage_error("--temperature: %s is negative%s", v, "");
@@ -322,7 +369,7 @@ static int cmd_generate(int argc, char **argv) {
     if (rc) goto done;
     const gptc_config *cfg = gptc_model_config(m);
     int need_tok = prompt || !want_ids || n_stops;
-    if (need_tok && gptc_tokenizer_load(co.model_dir, &tok) != GPTC_OK) { rc = lib_error(); goto done; }
+    if (need_tok && gptc_tokenizer_load(co.resolved, &tok) != GPTC_OK) { rc = lib_error(); goto done; }
     if (prompt && gptc_tokenizer_encode(tok, prompt, strlen(prompt), &ids, &n_ids) != GPTC_OK) {
         rc = lib_error();
         goto done;
@@ -351,6 +398,55 @@ static int cmd_generate(int argc, char **argv) {
     p.stop_strings = stops;
     p.n_stop_strings = (size_t)n_stops;
     p.truncate_prompt = truncate;
+    if (eos_ids && strcmp(eos_ids, "-1") == 0) p.n_eos_token_ids = 0;
+    else if (eos_ids) {
+        int32_t *e = NULL;
+        size_t ne = 0;
+        if (!parse_ids("--eos-token-id", eos_ids, &e, &ne)) { rc = 2; goto done; }
+        if (ne == 0 || ne > GPTC_MAX_EOS) {
+            free(e);
+            rc = usage_error("--eos-token-id: give 1 to %s ids%s", "8", "");
+            goto done;
+        }
+        for (size_t k = 0; k < ne; k++) p.eos_token_ids[k] = e[k];
+        p.n_eos_token_ids = (int32_t)ne;
+        free(e);
+    }
+    if (beams > 0) p.num_beams = (int32_t)beams;
+    if (n_ret > 0) p.num_return_sequences = (int32_t)n_ret;
+    if (!isnan(len_pen)) p.length_penalty = len_pen;
+    if (early >= 0) p.early_stopping = (gptc_early_stopping)early;
+
+    if (p.num_return_sequences > 1) {
+        /* Several sequences: one line each, best first. */
+        size_t *lens = malloc((size_t)p.num_return_sequences * sizeof *lens);
+        if (!lens) { err_line("out of memory"); rc = 1; goto done; }
+        if (gptc_generate_beams(m, tok, ids, n_ids, &p, &out, lens, NULL) != GPTC_OK) {
+            free(lens);
+            rc = lib_error();
+            goto done;
+        }
+        size_t off = 0;
+        for (int32_t k = 0; k < p.num_return_sequences && !rc; k++) {
+            stream_state ks = {0};
+            ks.params = &p;
+            if (!want_ids && gptc_detok_new(tok, &ks.detok) != GPTC_OK) { rc = lib_error(); break; }
+            for (size_t i = 0; i < lens[k] && !ks.failed; i++) {
+                if (want_ids) printf(i ? " %d" : "%d", out[off + i]);
+                else stream_token(out[off + i], &ks);
+            }
+            const char *text;
+            size_t len;
+            if (!want_ids && gptc_detok_flush(ks.detok, &text, &len) == GPTC_OK && len)
+                fwrite(text, 1, len, stdout);
+            if (ks.failed) rc = lib_error();
+            gptc_detok_free(ks.detok);
+            putchar('\n');
+            off += lens[k];
+        }
+        free(lens);
+        goto done;
+    }
 
     stream_state ss = {0};
     ss.params = &p;
@@ -375,6 +471,7 @@ static int cmd_generate(int argc, char **argv) {
         if (isatty(STDOUT_FILENO)) putchar('\n');
     }
 done:
+    free(co.resolved);
     free(ids);
     free(out);
     gptc_detok_free(detok);
@@ -386,7 +483,7 @@ done:
 /* ---- tokenize ---- */
 
 static const char *k_tokenize_help =
-    "usage: gptc tokenize -m DIR [--decode]\n"
+    "usage: gptc tokenize -m MODEL [--revision REV] [--decode]\n"
     "\n"
     "Reads text on stdin and prints its token ids, space-separated, on one line.\n"
     "With --decode, reads token ids (space- or comma-separated) and prints the text.\n";
@@ -405,12 +502,15 @@ static int cmd_tokenize(int argc, char **argv) {
         if (strcmp(argv[i], "--decode") == 0) decode = 1;
         else return usage_error("%s: unknown flag%s", argv[i], "");
     }
-    if (!co.model_dir) return usage_error("-m DIR: no model folder given%s%s", "", "");
+    int rc = resolve_model(&co);
+    if (rc) return rc;
     gptc_tokenizer *tok = NULL;
-    if (gptc_tokenizer_load(co.model_dir, &tok) != GPTC_OK) return lib_error();
+    if (gptc_tokenizer_load(co.resolved, &tok) != GPTC_OK) {
+        free(co.resolved);
+        return lib_error();
+    }
     size_t len = 0;
     char *in = read_stream(stdin, &len);
-    int rc = 0;
     int32_t *ids = NULL;
     size_t n = 0;
     char *text = NULL;
@@ -427,6 +527,7 @@ static int cmd_tokenize(int argc, char **argv) {
         putchar('\n');
     }
 done:
+    free(co.resolved);
     free(in);
     free(ids);
     free(text);
@@ -437,7 +538,7 @@ done:
 /* ---- perplexity ---- */
 
 static const char *k_perplexity_help =
-    "usage: gptc perplexity -m DIR --file F [--stride S] [--threads N]\n"
+    "usage: gptc perplexity -m MODEL --file F [--stride S] [--threads N] [--revision REV]\n"
     "\n"
     "Perplexity of the text in F with the sliding-window recipe of the transformers\n"
     "documentation: windows of n_positions tokens, S apart (default n_positions / 2).\n"
@@ -477,7 +578,7 @@ static int cmd_perplexity(int argc, char **argv) {
     size_t n = 0;
     int rc = load_model(&co, &m);
     if (rc) goto done;
-    if (gptc_tokenizer_load(co.model_dir, &tok) != GPTC_OK) { rc = lib_error(); goto done; }
+    if (gptc_tokenizer_load(co.resolved, &tok) != GPTC_OK) { rc = lib_error(); goto done; }
     if (gptc_tokenizer_encode(tok, text, len, &ids, &n) != GPTC_OK) { rc = lib_error(); goto done; }
     int32_t n_ctx = gptc_model_config(m)->n_ctx;
     if (stride == 0) stride = n_ctx / 2 > 0 ? n_ctx / 2 : 1;
@@ -491,6 +592,7 @@ static int cmd_perplexity(int argc, char **argv) {
     if (gptc_perplexity(m, ids, n, (int32_t)stride, &ppl) != GPTC_OK) { rc = lib_error(); goto done; }
     printf("tokens: %zu\nstride: %ld\nseconds: %.3f\nperplexity: %.10g\n", n, stride, now_s() - t0, ppl);
 done:
+    free(co.resolved);
     free(text);
     free(ids);
     gptc_tokenizer_free(tok);
@@ -508,7 +610,7 @@ static int cmd_logits(int argc, char **argv) {
         if (r < 0) return 2;
         if (r) continue;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            puts("usage: gptc logits -m DIR --prompt-ids 1,2,3\n\nPrints the logits of the last "
+            puts("usage: gptc logits -m MODEL --prompt-ids 1,2,3\n\nPrints the logits of the last "
                  "position, space-separated, on one line.");
             return 0;
         }
@@ -543,11 +645,101 @@ static int cmd_logits(int argc, char **argv) {
     for (int v = 0; v < c->n_vocab; v++) printf(v ? " %.9g" : "%.9g", (double)logits[v]);
     putchar('\n');
 done:
+    free(co.resolved);
     free(ids);
     free(logits);
     gptc_session_free(s);
     gptc_model_free(m);
     return rc;
+}
+
+/* ---- info ---- */
+
+static const char *k_info_help =
+    "usage: gptc info -m MODEL [--revision REV]\n"
+    "\n"
+    "Describes a checkpoint without loading its weights: the config, the parameter\n"
+    "count, the dtypes the tensors are stored in, and the memory each backend needs\n"
+    "for the weights and a K/V cache of n_positions tokens (one sequence).\n";
+
+/* "124,439,808" */
+static void group_digits(char *buf, size_t n, uint64_t v) {
+    char raw[32];
+    int len = snprintf(raw, sizeof raw, "%llu", (unsigned long long)v);
+    size_t k = 0;
+    for (int i = 0; i < len && k + 2 < n; i++) {
+        if (i && (len - i) % 3 == 0) buf[k++] = ',';
+        buf[k++] = raw[i];
+    }
+    buf[k] = '\0';
+}
+
+static double mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
+
+static int cmd_info(int argc, char **argv) {
+    common_opts co = {.dtype = -1};
+    for (int i = 1; i < argc; i++) {
+        int r = common_flag(argc, argv, &i, &co);
+        if (r < 0) return 2;
+        if (r) continue;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(k_info_help, stdout);
+            return 0;
+        }
+        return usage_error("%s: unknown flag%s", argv[i], "");
+    }
+    int rc = resolve_model(&co);
+    if (rc) return rc;
+    gptc_model_info in;
+    if (gptc_model_inspect(co.resolved, &in) != GPTC_OK) {
+        free(co.resolved);
+        return lib_error();
+    }
+    const gptc_config *c = &in.config;
+    char params[32];
+    group_digits(params, sizeof params, in.n_params);
+    printf("model         %s\n", co.model_dir);
+    if (strcmp(co.model_dir, co.resolved) != 0) printf("folder        %s\n", co.resolved);
+    printf("layers        %d, heads %d, n_embd %d, n_inner %d\n", c->n_layer, c->n_head, c->n_embd,
+           c->n_inner);
+    printf("context       %d positions, vocabulary %d\n", c->n_ctx, c->n_vocab);
+    printf("activation    %s, layer_norm_epsilon %g\n", c->activation, (double)c->layer_norm_epsilon);
+    printf("attention     scale_attn_weights %d, scale_attn_by_inverse_layer_idx %d, "
+           "reorder_and_upcast_attn %d\n",
+           c->scale_attn_weights, c->scale_attn_by_inverse_layer_idx, c->reorder_and_upcast_attn);
+    printf("tokens        bos %d, eos %d (-1: none)\n", c->bos_token_id, c->eos_token_id);
+    printf("LM head       %s\n", in.tied ? "tied to wte" : "its own matrix");
+    printf("parameters    %s\n", params);
+    printf("stored as     ");
+    static const char *names[4] = {"F32", "F16", "BF16", "other"};
+    int first = 1;
+    for (int d = 0; d < 4; d++)
+        if (in.n_tensors[d]) {
+            printf("%s%s x %u", first ? "" : ", ", names[d], in.n_tensors[d]);
+            first = 0;
+        }
+    printf(" tensors in %u file%s, %.1f MiB\n", in.n_files, in.n_files == 1 ? "" : "s",
+           mib(in.file_bytes));
+    /* The CPU computes in fp32 from one arena and keeps an fp32 K/V cache; the
+     * GPU keeps matrices and its K/V cache in the chosen dtype, biases, norms
+     * and position embeddings in fp32 (src/cuda/backend.cu). Activations and
+     * workspace add a few MiB. */
+    uint64_t kv_elems = 2 * (uint64_t)c->n_layer * (uint64_t)c->n_ctx * (uint64_t)c->n_embd;
+    uint64_t cpu_w = 4 * in.n_params, cpu_kv = 4 * kv_elems;
+    printf("memory        cpu (fp32)  %9.1f MiB weights + %8.1f MiB K/V cache = %9.1f MiB\n",
+           mib(cpu_w), mib(cpu_kv), mib(cpu_w + cpu_kv));
+    static const struct {
+        const char *name;
+        uint64_t es;
+    } gpu[] = {{"f16", 2}, {"bf16", 2}, {"f32", 4}};
+    for (int k = 0; k < 3; k++) {
+        uint64_t w = gpu[k].es * in.n_matrix_params + 4 * (in.n_params - in.n_matrix_params);
+        uint64_t kv = gpu[k].es * kv_elems;
+        printf("              cuda (%-4s)  %9.1f MiB weights + %8.1f MiB K/V cache = %9.1f MiB%s\n",
+               gpu[k].name, mib(w), mib(kv), mib(w + kv), gptc_has_cuda() ? "" : "  (not built)");
+    }
+    free(co.resolved);
+    return 0;
 }
 
 /* ---- bench ---- */
@@ -564,12 +756,13 @@ static void json_str(const char *v) {
 }
 
 static const char *k_bench_help =
-    "usage: gptc bench [-m DIR | --shape gpt2|gpt2-medium|gpt2-large|gpt2-xl] [options]\n"
+    "usage: gptc bench [-m MODEL | --shape gpt2|gpt2-medium|gpt2-large|gpt2-xl] [options]\n"
     "\n"
     "Times prefill and batch-1 greedy decode, and the machine's memory copy\n"
     "bandwidth (bytes read + written per second, same thread count) in the same\n"
     "run. --shape builds random weights in memory.\n"
     "\n"
+    "  --revision REV     Hub branch, tag or commit of a -m model id (default main)\n"
     "  --prompt-len P     prompt tokens (default 16)\n"
     "  --new-tokens N     decode steps (default 64; 0 times prefill alone)\n"
     "  --threads N        CPU threads (default: all cores)\n"
@@ -692,6 +885,9 @@ static int cmd_bench(int argc, char **argv) {
     }
     if (shape && co.model_dir) return usage_error("-m and --shape: give one, not both%s%s", "", "");
     if (!shape && !co.model_dir) shape = "gpt2";
+    /* A download is not part of the load time. */
+    int rc = shape ? 0 : resolve_model(&co);
+    if (rc) return rc;
     gptc_model *m = NULL;
     gptc_session *s = NULL;
     gptc_tokenizer *tok = NULL;
@@ -699,7 +895,6 @@ static int cmd_bench(int argc, char **argv) {
     int32_t *ids = NULL;
     char *text = NULL;
     double *steps = NULL;
-    int rc = 0;
     double t0 = now_s();
     if (shape) {
         gptc_model_params mp = model_params(&co);
@@ -715,7 +910,7 @@ static int cmd_bench(int argc, char **argv) {
     }
     double tok_mb_s = NAN;
     if (text_file) {
-        if (gptc_tokenizer_load(tok_dir ? tok_dir : co.model_dir ? co.model_dir : ".", &tok) != GPTC_OK) {
+        if (gptc_tokenizer_load(tok_dir ? tok_dir : co.resolved ? co.resolved : ".", &tok) != GPTC_OK) {
             rc = lib_error();
             goto done;
         }
@@ -840,6 +1035,7 @@ static int cmd_bench(int argc, char **argv) {
         if (!isnan(tok_mb_s)) printf("tokenize         %.2f MB/s\n", tok_mb_s);
     }
 done:
+    free(co.resolved);
     free(logits);
     free(ids);
     free(text);
@@ -857,8 +1053,14 @@ static const char *k_help =
     "  tokenize     text to token ids, or back with --decode\n"
     "  perplexity   perplexity of a text file\n"
     "  bench        time prefill and decode\n"
+    "  info         a model's config, parameters, dtypes and the memory it needs\n"
     "  logits       last-position logits of a prompt (for tests)\n"
-    "  --version    print the version\n";
+    "  --version    print the version and the backends built in\n"
+    "\n"
+    "MODEL (-m) is a checkpoint folder or a Hugging Face Hub model id (gpt2, org/name,\n"
+    "with --revision REV), found in the Hugging Face cache or downloaded into it, as\n"
+    "transformers' from_pretrained does. Environment: HF_HUB_CACHE, HF_HOME (the cache),\n"
+    "HF_ENDPOINT, HF_TOKEN (gated and private models), HF_HUB_OFFLINE=1 (cache only).\n";
 
 int main(int argc, char **argv) {
     if (argc < 2) {
@@ -872,6 +1074,7 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "--version") == 0) {
         printf("gptc %s\n", GPTC_VERSION);
+        printf(gptc_has_cuda() ? "backends: cpu, cuda\n" : "backends: cpu (built without CUDA)\n");
         return 0;
     }
     if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 1, argv + 1);
@@ -879,6 +1082,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "perplexity") == 0) return cmd_perplexity(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "logits") == 0) return cmd_logits(argc - 1, argv + 1);
+    if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
     err_line("unknown command '%s' (see gptc --help)", cmd);
     return 2;
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the golden-file fixtures that tests/test_fixtures.py checks the gptc CLI against.
 
-    python3 tools/make_fixtures.py [--out tests/fixtures] [--only NAME ...]
+    python3 tools/make_fixtures.py [--out tests/fixtures] [--only NAME ...] [--beams-only]
 
 Every fixture is a small GPT2LMHeadModel checkpoint folder made with Hugging Face transformers
 itself (GPT2Config + GPT2LMHeadModel, weights re-initialised from a fixed torch seed at a large
@@ -28,6 +28,18 @@ expected.json keys (see tests/test_fixtures.py for how each is checked):
   text_greedy     [{prompt_text, prompt_ids, kwargs, output}]   (full-vocab fixtures)
   tokenizer       [{text, ids}]                                  (full-vocab fixtures)
   perplexity      [{file, stride, max_length, perplexity, ...}]  (full-vocab fixtures)
+
+Beam search (a few fixtures, marked beams=True) goes to a separate beam.json, checked by
+tests/test_beam.c through the library: transformers generate() with num_beams 2-4, several
+length penalties, early_stopping True / False / "never", num_return_sequences 1..num_beams,
+n-gram blocking, repetition penalty and min_new_tokens, with eos ids chosen among tokens the model
+really emits (so that hypotheses finish by eos, others by length). Each case keeps every returned
+sequence (best first, cut where transformers' beam_indices end) and its sequences_scores. Robustness
+takes the place of the greedy margin check, since a beam search makes many comparisons: a case is
+kept only if the float32 checkpoint gives the same sequences, and so do BEAM_NOISE_RUNS float64
+runs with uniform noise of +-BEAM_NOISE added to every processed log-probability at every step
+(our float32 logits differ from float64 by ~1e-5); otherwise the next deterministic prompt is
+tried. --beams-only rewrites just the beam.json files of existing fixture folders.
 """
 
 import argparse
@@ -52,7 +64,7 @@ import transformers  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import (GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast,  # noqa: E402
-                          GenerationConfig)
+                          GenerationConfig, LogitsProcessor, LogitsProcessorList)
 from transformers.activations import ACT2FN  # noqa: E402
 
 transformers.logging.set_verbosity_error()
@@ -71,6 +83,8 @@ MAX_ATTEMPTS = 60          # prompt candidates tried per case before failing
 LOGIT_ATOL = 2e-5          # the logits tolerance of tests/test_fixtures.py (for the stats printed here):
 LOGIT_RTOL = 5e-6          #   |got - ref| <= LOGIT_ATOL * max(1, max|ref|) + LOGIT_RTOL * |ref|
 PPL_CHARS = 4200           # size of the ppl.txt excerpt
+BEAM_NOISE = 1e-3          # beam cases: +- noise on every processed log-prob, every step, ...
+BEAM_NOISE_RUNS = 4        # ... in this many runs that must all reproduce the sequences
 DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 MASK_DTYPES = {"F32": torch.float32, "BOOL": torch.bool, "U8": torch.uint8}
 
@@ -87,14 +101,14 @@ def fx(name, cfg=None, **kw):
     c.update(cfg or {})
     d = dict(name=name, cfg=c, layout="hf", dtype="F32", seed=0, kind="full",
              shard=None, mask_dtype=None, gen_config=None, eos_mode=None, tokenizer=None,
-             fc_gain=2.0, write_gen_config=True)
+             fc_gain=2.0, write_gen_config=True, beams=False)
     d.update(kw)
     return d
 
 
 FIXTURES = [
     fx("base-gelu_new", dict(activation_function="gelu_new", bos_token_id=511, eos_token_id=511),
-       seed=101),
+       seed=101, beams=True),
     fx("orig-f32-gelu", dict(n_positions=128, n_embd=48, n_layer=3, n_head=4, n_inner=144,
                              activation_function="gelu"),        # bos/eos: GPT2Config's 50256
        layout="orig", mask_dtype="F32", seed=102),
@@ -119,14 +133,14 @@ FIXTURES = [
                                            activation_function="quick_gelu", bos_token_id=511, eos_token_id=511),
        seed=108),
     fx("eos-tanh", dict(activation_function="tanh", bos_token_id=511, eos_token_id=511),
-       seed=109, eos_mode="single"),
+       seed=109, eos_mode="single", beams=True),
     fx("eoslist-f16-gelu_new", dict(n_inner=64, activation_function="gelu_new", bos_token_id=511,
                                     eos_token_id=511),
-       dtype="F16", seed=110, eos_mode="list"),
+       dtype="F16", seed=110, eos_mode="list", beams=True),
     # full GPT-2 vocabulary, with tokenizer files (symlinks into ../gpt2-tokenizer/)
     fx("gpt2vocab-f16", dict(vocab_size=50257, n_positions=128, n_embd=16, n_layer=2, n_head=2,
                              activation_function="gelu_new", bos_token_id=50256, eos_token_id=50256),
-       dtype="F16", seed=201, tokenizer="files"),
+       dtype="F16", seed=201, tokenizer="files", beams=True),
     fx("gpt2vocab-tokjson-orig-bf16", dict(vocab_size=50257, n_positions=256, n_embd=16, n_layer=2, n_head=2,
                                            activation_function="gelu_new", bos_token_id=50256,
                                            eos_token_id=50256),
@@ -359,6 +373,156 @@ def cfg_echo(cfg, gcfg):
     d = {k: getattr(cfg, k, None) for k in keys}
     d["generation_config"] = gcfg
     return d
+
+
+# ----------------------------------------------------------------------------------------- beams
+
+# (name, prompt length, generate() kwargs, eos, want). eos: "early" = one id that greedy decoding
+# emits at step 3..7, "late" = at step 9..13 (so some hypotheses finish by eos and others run to
+# the length limit), "two" = an early and a late one, None = the checkpoint's generation_config.
+# want: what the returned sequences must show, else the next prompt is tried: "eos" (the best
+# ends by eos), "length" (the best runs to max_new_tokens), "mixed" (some of each), None.
+BEAM_CASES = [
+    ("beams2_lp1_early_false", 4, dict(num_beams=2, length_penalty=1.0, early_stopping=False), "early", "eos"),
+    ("beams3_lp1_early_true_ret3", 5, dict(num_beams=3, length_penalty=1.0, early_stopping=True,
+                                           num_return_sequences=3), "early", "eos"),
+    ("beams4_lp0_never_ret2", 3, dict(num_beams=4, length_penalty=0.0, early_stopping="never",
+                                      num_return_sequences=2), "late", None),
+    ("beams4_lp2_false_ret4", 6, dict(num_beams=4, length_penalty=2.0, early_stopping=False,
+                                      num_return_sequences=4), "late", "mixed"),
+    ("beams3_lp-0.5_false_ret2", 4, dict(num_beams=3, length_penalty=-0.5, early_stopping=False,
+                                         num_return_sequences=2), "early", "eos"),
+    ("beams2_lp2_never_ret2", 5, dict(num_beams=2, length_penalty=2.0, early_stopping="never",
+                                      num_return_sequences=2), "late", None),
+    ("beams4_lp1_never_ngram2_ret4", 6, dict(num_beams=4, length_penalty=1.0, early_stopping="never",
+                                             num_return_sequences=4, no_repeat_ngram_size=2), "late", None),
+    ("beams3_lp1_true_rep1.3_ret2", 4, dict(num_beams=3, length_penalty=1.0, early_stopping=True,
+                                            num_return_sequences=2, repetition_penalty=1.3), "early", None),
+    ("beams2_ngram2_rep1.3_length", 5, dict(num_beams=2, length_penalty=1.0, early_stopping=False,
+                                            num_return_sequences=2, no_repeat_ngram_size=2,
+                                            repetition_penalty=1.3), None, "length"),
+    ("beams4_lp1_false_min_new", 4, dict(num_beams=4, length_penalty=1.0, early_stopping=False,
+                                         num_return_sequences=2, min_new_tokens=8), "early", None),
+    ("beams3_two_eos_ret3", 5, dict(num_beams=3, length_penalty=1.0, early_stopping=False,
+                                    num_return_sequences=3), "two", "eos"),
+    ("beams4_short_length", 3, dict(num_beams=4, length_penalty=1.0, early_stopping=True,
+                                    num_return_sequences=4, max_new_tokens=5), None, "length"),
+]
+BEAM_MAX_NEW = 16
+
+
+class LogProbNoise(LogitsProcessor):
+    """Uniform noise in [-eps, eps] on every processed log-probability (after generate()'s own
+    processors), from a seeded generator: a stand-in for float32 rounding differences."""
+
+    def __init__(self, seed, eps):
+        self.g = torch.Generator().manual_seed(seed)
+        self.eps = eps
+
+    def __call__(self, input_ids, scores):
+        noise = (torch.rand(scores.shape, generator=self.g, dtype=torch.float64) * 2 - 1) * self.eps
+        return scores + noise.to(scores.dtype)
+
+
+def beam_gen(model, prompt, kwargs, noise_seed=None):
+    """generate() with beams -> (returned sequences without the prompt, each cut where its
+    beam_indices end, best first; their sequences_scores)."""
+    inp = torch.tensor([prompt], dtype=torch.long)
+    extra = {}
+    if noise_seed is not None:
+        extra["logits_processor"] = LogitsProcessorList([LogProbNoise(noise_seed, BEAM_NOISE)])
+    with torch.no_grad():
+        out = model.generate(inp, attention_mask=torch.ones_like(inp), output_scores=True,
+                             return_dict_in_generate=True, **kwargs, **extra)
+    seqs = []
+    for i in range(out.sequences.shape[0]):
+        bi = out.beam_indices[i]
+        n = int((bi >= 0).sum())
+        if not bool((bi[:n] >= 0).all()):
+            raise RuntimeError("beam_indices are not a prefix of valid entries")
+        seqs.append(out.sequences[i, len(prompt):len(prompt) + n].tolist())
+    return seqs, [float(x) for x in out.sequences_scores.tolist()]
+
+
+def greedy_ids(model, prompt, n):
+    """Plain argmax decoding, no eos: the tokens the model likes."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model(torch.tensor([ids], dtype=torch.long)).logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def write_beam_cases(spec, folder):
+    """beam.json for one fixture folder; returns the number of cases."""
+    name = spec["name"]
+    m64, m32 = load(folder, torch.float64), load(folder, torch.float32)
+    V = m64.config.vocab_size
+    ge = m64.generation_config.eos_token_id
+    default_eos = [e for e in (ge if isinstance(ge, list) else [ge]) if e is not None]
+    cases, tried = [], 0
+    for cname, L, ckw, eos_mode, want in BEAM_CASES:
+        kw = dict(max_new_tokens=BEAM_MAX_NEW, do_sample=False, pad_token_id=0)
+        kw.update(ckw)
+        found = None
+        for a in range(MAX_ATTEMPTS):
+            tried += 1
+            rng = random.Random(f"{name}/beam/{cname}/{a}")
+            p = [rng.choice([t for t in range(V) if t not in default_eos]) if V < 4096 else
+                 rng.randrange(V) for _ in range(L)]
+            if any(t in default_eos for t in p):
+                continue
+            kwa = dict(kw)
+            if eos_mode:
+                g = greedy_ids(m64, p, 14)
+                def pick(lo, hi, taken=()):
+                    for k in range(lo, hi + 1):
+                        x = g[k - 1]
+                        if x not in g[:k - 1] and x not in p and x not in taken:
+                            return x
+                    return None
+                early, late = pick(3, 7), pick(9, 13)
+                eos = {"early": early, "late": late,
+                       "two": [early, pick(9, 13, (early,))] if early is not None else None}[eos_mode]
+                if eos is None or (isinstance(eos, list) and None in eos):
+                    continue
+                kwa["eos_token_id"] = eos
+            eos_ids = kwa.get("eos_token_id", default_eos)
+            eos_ids = eos_ids if isinstance(eos_ids, list) else [eos_ids]
+            seqs, scores = beam_gen(m64, p, kwa)
+            max_new = kwa["max_new_tokens"]
+            ends = ["eos" if s and s[-1] in eos_ids else "length" for s in seqs]
+            for s, e in zip(seqs, ends):
+                if e == "length" and len(s) != max_new:
+                    raise RuntimeError(f"{name}/{cname}: a hypothesis ended without eos before max_new_tokens")
+            if want == "eos" and ends[0] != "eos":
+                continue
+            if want == "length" and ends[0] != "length":
+                continue
+            if want == "mixed" and len(set(ends)) < 2:
+                continue
+            if beam_gen(m32, p, kwa)[0] != seqs:
+                continue
+            if any(beam_gen(m64, p, kwa, noise_seed=1000 * a + r)[0] != seqs for r in range(BEAM_NOISE_RUNS)):
+                continue
+            found = {"name": cname, "prompt": p, "kwargs": kwa, "outputs": seqs, "scores": scores, "ends": ends}
+            break
+        if found is None:
+            raise RuntimeError(f"{name}/{cname}: no prompt gave a beam case that is robust to float32 and "
+                               f"+-{BEAM_NOISE} noise (and shows {want!r}) in {MAX_ATTEMPTS} attempts")
+        cases.append(found)
+    ends = [e for c in cases for e in c["ends"]]
+    if "eos" not in ends or "length" not in ends:
+        raise RuntimeError(f"{name}: the beam cases do not cover both endings (eos and length)")
+    doc = {"name": name, "generated_by": "tools/make_fixtures.py",
+           "transformers_version": transformers.__version__, "torch_version": torch.__version__,
+           "noise": BEAM_NOISE, "noise_runs": BEAM_NOISE_RUNS, "prompt_attempts": tried, "cases": cases}
+    path = os.path.join(folder, "beam.json")
+    with open(path, "w") as f:
+        json.dump(doc, f, separators=(",", ":"))
+        f.write("\n")
+    os.chmod(path, 0o644)
+    return len(cases)
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -676,6 +840,8 @@ def make_fixture(spec, out_root, tokdir, ppl_path):
     with open(os.path.join(folder, "expected.json"), "w") as f:
         json.dump(exp, f, separators=(",", ":"))
         f.write("\n")
+    if spec["beams"]:
+        write_beam_cases(spec, folder)
     for n in os.listdir(folder):  # safetensors writes 0600; make the tree uniformly readable
         if not os.path.islink(os.path.join(folder, n)):
             os.chmod(os.path.join(folder, n), 0o644)
@@ -718,10 +884,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(REPO, "tests", "fixtures"))
     ap.add_argument("--only", nargs="*", help="regenerate only these fixtures")
+    ap.add_argument("--beams-only", action="store_true",
+                    help="only rewrite beam.json in the existing folders of the beams=True fixtures")
     args = ap.parse_args()
     torch.set_default_dtype(torch.float32)
     torch.use_deterministic_algorithms(True)
     out = os.path.abspath(args.out)
+    if args.beams_only:
+        for s in FIXTURES:
+            if s["beams"] and (not args.only or s["name"] in args.only):
+                t0 = time.time()
+                n = write_beam_cases(s, os.path.join(out, s["name"]))
+                print(f"  {s['name']:<38} {n} beam cases  {time.time() - t0:5.1f}s", flush=True)
+        return
     os.makedirs(out, exist_ok=True)
 
     # shared tokenizer files (model folders hold relative symlinks to these)
@@ -788,7 +963,8 @@ def write_readme(out, results, acts):
              "checkpoint with random large-scale weights plus `expected.json`: transformers' float64 outputs",
              "computed from the weights as stored (see the docstrings of both scripts for the keys and the",
              "tolerances). `gpt2-tokenizer/` holds the GPT-2 tokenizer files the full-vocab fixtures link to;",
-             "`ppl.txt` is the perplexity text (an excerpt of tinyshakespeare).", "",
+             "`ppl.txt` is the perplexity text (an excerpt of tinyshakespeare). Folders with a `beam.json` also",
+             "hold beam-search cases, checked through the library by `tests/test_beam.c`.", "",
              "| fixture | highlights |", "| --- | --- |"]
     for r in results:
         lines.append(f"| `{r['name']}` | {r['highlights']} |")

@@ -132,6 +132,17 @@ static gptc_status cpu_eval(gptc_session *sess, const int32_t *ids, int T, int n
     return GPTC_OK;
 }
 
+static gptc_status cpu_session_copy(gptc_session *dst, const gptc_session *src) {
+    cpu_session *d = dst->impl;
+    const cpu_session *s = src->impl;
+    size_t C = (size_t)dst->model->cfg.n_embd, n = (size_t)src->len * C;
+    for (int l = 0; l < dst->model->cfg.n_layer; l++) {
+        memcpy(d->k_cache + (size_t)l * dst->max_len * C, s->k_cache + (size_t)l * src->max_len * C, n * sizeof(float));
+        memcpy(d->v_cache + (size_t)l * dst->max_len * C, s->v_cache + (size_t)l * src->max_len * C, n * sizeof(float));
+    }
+    return GPTC_OK;
+}
+
 const gptc_backend_ops gptc_cpu_backend = {
     .name = "cpu",
     .model_init = cpu_model_init,
@@ -140,4 +151,5 @@ const gptc_backend_ops gptc_cpu_backend = {
     .session_free = cpu_session_free,
     .eval = cpu_eval,
     .eval_greedy = NULL,
+    .session_copy = cpu_session_copy,
 };

@@ -467,6 +467,31 @@ static gptc_status cuda_session_init(gptc_session *s) {
     return st;
 }
 
+/* Beam search: dst continues from src's sequence. The caches are (L,
+ * max_len, C) and the two max_len may differ, so each is one 2-D copy of L
+ * rows of len positions. The d_pos / d_tok / sampler history that dst's
+ * graphs rely on no longer describe it: marked unknown, they are rewritten
+ * before the next step that needs them. */
+static gptc_status cuda_session_copy(gptc_session *dst, const gptc_session *src) {
+    cuda_session *d = (cuda_session *)dst->impl;
+    const cuda_session *s = (const cuda_session *)src->impl;
+    const gptc_config *c = &dst->model->cfg;
+    const cuda_model *cm = (const cuda_model *)dst->model->backend_state;
+    size_t row = (size_t)c->n_embd * cm->es;
+    d->hist_ok = 0;
+    d->dev_pos = d->dev_tok = -1;
+    if (src->len == 0) return GPTC_OK;
+    CK(cudaStreamSynchronize(s->stream));
+    CK(cudaMemcpy2DAsync(d->k_cache, (size_t)dst->max_len * row, s->k_cache,
+                         (size_t)src->max_len * row, (size_t)src->len * row, (size_t)c->n_layer,
+                         cudaMemcpyDeviceToDevice, d->stream));
+    CK(cudaMemcpy2DAsync(d->v_cache, (size_t)dst->max_len * row, s->v_cache,
+                         (size_t)src->max_len * row, (size_t)src->len * row, (size_t)c->n_layer,
+                         cudaMemcpyDeviceToDevice, d->stream));
+    CK(cudaStreamSynchronize(d->stream));
+    return GPTC_OK;
+}
+
 /* ---- the forward pass ---- */
 
 static void prof_mark(cuda_session *cs, const char *name) {
@@ -983,5 +1008,5 @@ static gptc_status cuda_eval_sample(gptc_session *s, const int32_t *ids, int n, 
 
 extern "C" const gptc_backend_ops gptc_cuda_backend = {
     "cuda",           cuda_model_init,  cuda_model_free, cuda_session_init, cuda_session_free,
-    cuda_eval,        cuda_eval_greedy, cuda_sample_init, cuda_eval_sample,
+    cuda_eval,        cuda_eval_greedy, cuda_sample_init, cuda_eval_sample, cuda_session_copy,
 };
