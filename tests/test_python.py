@@ -387,15 +387,21 @@ class GptcTest(unittest.TestCase):
         except gptc.Error as e:
             self.assertEqual(str(e), cli_error("generate", "-m", GPT2, "--prompt", "x", "--backend", "cuda"))
 
-    def test_num_beams_not_implemented(self):
-        with self.assertRaises(gptc.UnsupportedError) as e:
-            self.model.generate(PROMPT, num_beams=4)
-        self.assertIsInstance(e.exception, NotImplementedError)
-        self.assertIn("num_beams", str(e.exception))
-        with self.assertRaises(NotImplementedError):
-            self.model.stream(PROMPT, num_beams=2)
+    def test_num_beams(self):
+        # Beam search: the best sequence, as the CLI's --num-beams.
+        for nb in (2, 3):
+            got = self.model.generate(PROMPT, max_new_tokens=8, num_beams=nb, return_ids=True)
+            self.assertEqual(got, cli_ids("-m", GPT2, "--prompt", PROMPT, "--max-new-tokens", "8",
+                                          "--num-beams", str(nb)))
+            text = self.model.generate(PROMPT, max_new_tokens=8, num_beams=nb)
+            self.assertEqual(text, cli_text("-m", GPT2, "--prompt", PROMPT, "--max-new-tokens", "8",
+                                            "--num-beams", str(nb)))
+            self.assertEqual("".join(self.model.stream(PROMPT, max_new_tokens=8, num_beams=nb)), text)
         with self.assertRaises(gptc.ArgumentError):
             self.model.generate(PROMPT, num_beams=0)
+        with self.assertRaises(gptc.UnsupportedError) as e:
+            self.model.generate(PROMPT, num_beams=2, do_sample=True)
+        self.assertIn("do_sample", str(e.exception))
 
     def test_readme_example(self):
         """The README's Python example runs as written (from the repository root)."""

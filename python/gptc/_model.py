@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import List, Optional
 
 from . import _capi
-from ._errors import ArgumentError, ClosedError, Error, UnsupportedError
+from ._errors import ArgumentError, ClosedError, Error
 from ._capi import CGenerateParams
 from ._tokenizer import Closing, Handle, Tokenizer, ids_arg, int_arg, text_arg
 
@@ -220,14 +220,13 @@ class Model(Closing):
                 repetition_penalty, no_repeat_ngram_size, seed, eos_token_id, stop, num_beams, truncate):
         """gptc_generate_params: the model's defaults, then the arguments that
         are not None. Returns (params, objects to keep alive during the call)."""
-        nb = int_arg("num_beams", num_beams, 1)
-        if nb > 1:
-            raise UnsupportedError("num_beams: beam search is not implemented yet (num_beams=%d); "
-                                   "use num_beams=1" % nb)
+        nb = None if num_beams is None else int_arg("num_beams", num_beams, 1)
         with self._h.use() as m:
             p = _capi.lib.gptc_generate_default_params(m)
-        # Not generation_config's: beam search is not offered here yet.
-        p.num_beams = p.num_return_sequences = 1
+        # One sequence per call here (the best one with beams).
+        p.num_return_sequences = 1
+        if nb is not None:
+            p.num_beams = nb
         if max_new_tokens is not None:
             p.max_new_tokens = int_arg("max_new_tokens", max_new_tokens, 0)
         if max_length is not None:
@@ -295,7 +294,7 @@ class Model(Closing):
 
     def generate(self, prompt, max_new_tokens=None, *, max_length=None, min_new_tokens=None, do_sample=None,
                  temperature=None, top_k=None, top_p=None, repetition_penalty=None, no_repeat_ngram_size=None,
-                 seed=None, eos_token_id=None, stop=None, num_beams=1, truncate=False, return_ids=False):
+                 seed=None, eos_token_id=None, stop=None, num_beams=None, truncate=False, return_ids=False):
         """Generates a continuation of `prompt` (text, or a list of token ids).
 
         Returns the generated text (the prompt is not repeated, eos is not
@@ -311,7 +310,9 @@ class Model(Closing):
         sampling reproducible; stop is a string or a list of strings that end
         generation once the text reaches one. truncate=True keeps the end of a
         prompt too long for the context (otherwise a gptc.RangeError).
-        num_beams > 1 raises gptc.UnsupportedError (beam search is not there yet).
+        num_beams > 1 runs beam search (transformers' semantics, the model's
+        length_penalty / early_stopping) and returns the best sequence; with
+        beams the text arrives at the end, not token by token.
         """
         p, keep = self._params(max_new_tokens, max_length, min_new_tokens, do_sample, temperature, top_k, top_p,
                                repetition_penalty, no_repeat_ngram_size, seed, eos_token_id, stop, num_beams,
@@ -331,7 +332,7 @@ class Model(Closing):
 
     def stream(self, prompt, max_new_tokens=None, *, max_length=None, min_new_tokens=None, do_sample=None,
                temperature=None, top_k=None, top_p=None, repetition_penalty=None, no_repeat_ngram_size=None,
-               seed=None, eos_token_id=None, stop=None, num_beams=1, truncate=False):
+               seed=None, eos_token_id=None, stop=None, num_beams=None, truncate=False):
         """Like generate(), but an iterator of text pieces as the tokens
         arrive (a UTF-8 character split across tokens comes out whole):
 
