@@ -25,6 +25,7 @@
 #include "backend.h"
 #include "gptc.h"
 #include "internal.h"
+#include "check.h"
 
 /* Relative to max(1, |score|). Scores are sums of up to 16 log-probabilities
  * over a length power; float32 logits of these checkpoints are within ~2e-5 of
@@ -32,19 +33,7 @@
  * unfiltered configurations (the worst error is printed). */
 #define SCORE_TOL 5e-4
 
-static int g_fail, g_checks;
 static const char *g_backend = "cpu";
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        g_checks++;                                                                                \
-        if (!(cond)) {                                                                             \
-            g_fail++;                                                                              \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
 
 static char *fixtures_dir(void) {
     const char *root = getenv("GPTC_ROOT");

@@ -10,19 +10,7 @@
 
 #include "gptc.h"
 #include "sampling.h"
-
-static int g_fail, g_checks;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        g_checks++;                                                                                \
-        if (!(cond)) {                                                                             \
-            g_fail++;                                                                              \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 /* A small deterministic generator for test data (xorshift64*). */
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;

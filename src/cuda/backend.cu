@@ -449,7 +449,7 @@ static gptc_status session_init(gptc_session *s, cuda_session *cs) {
     CK(cudaMemsetAsync(cs->k_cache, 0, kv, cs->stream));
     CK(cudaMemsetAsync(cs->v_cache, 0, kv, cs->stream));
     CK(cudaMemsetAsync(cs->d_pos, 0, 2 * sizeof(int32_t), cs->stream));
-    cs->mega = blocks > 0 && blocks <= 1024 && cuda_decode_supported(c->n_embd, c->n_head, c->n_inner, s->max_len) &&
+    cs->mega = blocks > 0 && blocks <= 1024 && cuda_decode_supported(c->n_embd, c->n_head, s->max_len) &&
                getenv("GPTC_CUDA_MEGA") && atoi(getenv("GPTC_CUDA_MEGA")) == 1;
     if (cs->mega) CKST(mega_init(s, cs, blocks));
     CK(cudaStreamSynchronize(cs->stream));
@@ -800,34 +800,31 @@ static gptc_status enqueue_decode(const gptc_session *s, cuda_session *cs, int s
 }
 
 static gptc_status capture_decode(const gptc_session *s, cuda_session *cs, int sampler) {
+    cudaGraph_t *graph = sampler ? &cs->graph_s : &cs->graph;
+    cudaGraphExec_t *exec = sampler ? &cs->exec_s : &cs->exec;
     CK(cudaStreamBeginCapture(cs->stream, cudaStreamCaptureModeThreadLocal));
     gptc_status st = enqueue_decode(s, cs, sampler);
     cudaGraph_t g = NULL;
     /* Capture must end whatever happened inside it. */
     cudaError_t e = cudaStreamEndCapture(cs->stream, &g);
-    if (st != GPTC_OK || e != cudaSuccess) {
-        if (g) cudaGraphDestroy(g);
-        (void)cudaGetLastError();
-        if (cs->mega && !getenv("GPTC_CUDA_MEGA_STRICT")) { /* see below */
-            cs->mega = 0;
-            return capture_decode(s, cs, sampler);
-        }
-        if (st != GPTC_OK) return st;
+    const char *what = "cudaStreamEndCapture";
+    if (st == GPTC_OK && e == cudaSuccess) {
+        e = cudaGraphInstantiate(exec, g, 0);
+        what = "cudaGraphInstantiate";
     }
-    if (e != cudaSuccess) return cuda_error(e, "cudaStreamEndCapture");
-    *(sampler ? &cs->graph_s : &cs->graph) = g;
-    e = cudaGraphInstantiate(sampler ? &cs->exec_s : &cs->exec, g, 0);
-    if (e != cudaSuccess && cs->mega && !getenv("GPTC_CUDA_MEGA_STRICT")) {
-        /* A driver that cannot put the cooperative kernel in a graph: the
-         * multi-kernel step computes the same. */
-        (void)cudaGetLastError();
-        cudaGraphDestroy(g);
-        *(sampler ? &cs->graph_s : &cs->graph) = NULL;
+    if (st == GPTC_OK && e == cudaSuccess) {
+        *graph = g;
+        return GPTC_OK;
+    }
+    if (g) cudaGraphDestroy(g);
+    (void)cudaGetLastError();
+    /* A driver that cannot put the cooperative kernel in a graph: the
+     * multi-kernel step computes the same. */
+    if (cs->mega && !getenv("GPTC_CUDA_MEGA_STRICT")) {
         cs->mega = 0;
         return capture_decode(s, cs, sampler);
     }
-    if (e != cudaSuccess) return cuda_error(e, "cudaGraphInstantiate");
-    return GPTC_OK;
+    return st != GPTC_OK ? st : cuda_error(e, what);
 }
 
 /* Runs the decode step uncaptured with events between kernels, 20 times,

@@ -34,8 +34,9 @@ __device__ __forceinline__ void load8(const float *p, float v[8]) {
     v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
     v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
 }
-__device__ __forceinline__ void load8(const __half *p, float v[8]) {
-    uint4 u = __ldg(reinterpret_cast<const uint4 *>(p));
+/* 8 16-bit elements held in a 16-byte word, as fp32. */
+template <typename T> __device__ __forceinline__ void cvt8(uint4 u, float v[8]);
+template <> __device__ __forceinline__ void cvt8<__half>(uint4 u, float v[8]) {
     const __half2 *h = reinterpret_cast<const __half2 *>(&u);
 #pragma unroll
     for (int k = 0; k < 4; k++) {
@@ -43,14 +44,19 @@ __device__ __forceinline__ void load8(const __half *p, float v[8]) {
         v[2 * k] = f.x, v[2 * k + 1] = f.y;
     }
 }
-__device__ __forceinline__ void load8(const __nv_bfloat16 *p, float v[8]) {
-    uint4 u = __ldg(reinterpret_cast<const uint4 *>(p));
+template <> __device__ __forceinline__ void cvt8<__nv_bfloat16>(uint4 u, float v[8]) {
     const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
 #pragma unroll
     for (int k = 0; k < 4; k++) {
         float2 f = __bfloat1622float2(h[k]);
         v[2 * k] = f.x, v[2 * k + 1] = f.y;
     }
+}
+__device__ __forceinline__ void load8(const __half *p, float v[8]) {
+    cvt8<__half>(__ldg(reinterpret_cast<const uint4 *>(p)), v);
+}
+__device__ __forceinline__ void load8(const __nv_bfloat16 *p, float v[8]) {
+    cvt8<__nv_bfloat16>(__ldg(reinterpret_cast<const uint4 *>(p)), v);
 }
 
 /* 8 consecutive elements kept raw in registers (one 128-bit load for 16-bit

@@ -22,10 +22,10 @@
  * (applying the layer norm, or merging the attention chunks, itself: cheaper
  * than another barrier), then its warps compute rows spread over the whole
  * grid. What a phase reads that no earlier phase writes - its first rows of
- * weights, their biases, the layer norm's parameters - it loads into
- * registers before it waits at the barrier, as programmatic dependent launch
- * lets the kernel-per-op path do: after the barrier only the activations
- * cross memory.
+ * weights and their biases - it loads into registers before it waits at the
+ * barrier, as programmatic dependent launch lets the kernel-per-op path do
+ * (the layer norm's parameters load after it, in the same round trip as the
+ * input).
  *
  * Data written inside the kernel (the residual, q, the cache row, chunk
  * partials, the MLP activation) is read back with __ldcg (L2, not the
@@ -50,9 +50,8 @@ size_t cuda_decode_part_floats(int NH, int D, int max_len) {
     return (size_t)NH * (size_t)((max_len + DEC_KEYS - 1) / DEC_KEYS) * (size_t)(D + 2);
 }
 
-int cuda_decode_supported(int C, int NH, int F, int max_len) {
+int cuda_decode_supported(int C, int NH, int max_len) {
     int D = NH > 0 ? C / NH : 0;
-    (void)F;
     return NH > 0 && D * NH == C && D % 8 == 0 && D <= DEC_MAX_D && C <= DEC_MAX_C &&
            (size_t)NH * (size_t)((max_len + DEC_KEYS - 1) / DEC_KEYS) <= DEC_MAX_CHUNKS;
 }
@@ -66,8 +65,8 @@ int cuda_decode_supported(int C, int NH, int F, int max_len) {
 
 __device__ __forceinline__ void grid_barrier() { cooperative_groups::this_grid().sync(); }
 
-/* GPTC_CUDA_PROF: block 0 stamps the global timer at the start, after each
- * barrier and at its end, into trace[k++]. */
+/* GPTC_CUDA_PROF: block 0 stamps the global timer into trace[k++] at the
+ * start and four times per phase (see phase_product). */
 __device__ __forceinline__ void trace_mark(unsigned long long *trace, int &k) {
     if (trace && blockIdx.x == 0 && threadIdx.x == 0) {
         unsigned long long t;
@@ -82,23 +81,6 @@ __device__ __forceinline__ void trace_mark(unsigned long long *trace, int &k) {
 /* 16 bytes written earlier in this kernel (by another block): through L2. */
 __device__ __forceinline__ uint4 ld_cg16(const void *p) { return __ldcg(reinterpret_cast<const uint4 *>(p)); }
 
-template <typename T> __device__ __forceinline__ void cvt8(uint4 u, float v[8]);
-template <> __device__ __forceinline__ void cvt8<__half>(uint4 u, float v[8]) {
-    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        float2 f = __half22float2(h[k]);
-        v[2 * k] = f.x, v[2 * k + 1] = f.y;
-    }
-}
-template <> __device__ __forceinline__ void cvt8<__nv_bfloat16>(uint4 u, float v[8]) {
-    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        float2 f = __bfloat1622float2(h[k]);
-        v[2 * k] = f.x, v[2 * k + 1] = f.y;
-    }
-}
 /* Two consecutive 16-bit elements from a raw 32-bit word. */
 template <typename T> __device__ __forceinline__ float2 to_f2(uint32_t u);
 template <> __device__ __forceinline__ float2 to_f2<__half>(uint32_t u) {
@@ -106,9 +88,6 @@ template <> __device__ __forceinline__ float2 to_f2<__half>(uint32_t u) {
 }
 template <> __device__ __forceinline__ float2 to_f2<__nv_bfloat16>(uint32_t u) {
     return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&u));
-}
-template <> __device__ __forceinline__ float2 to_f2<float>(uint32_t u) {
-    return make_float2(__uint_as_float(u), 0.0f); /* unused: fp32 takes the generic path */
 }
 
 /* 8 elements of T written in this kernel, as fp32 (fp32: two 16-byte loads). */

@@ -176,7 +176,7 @@ typedef struct {
 /* Words of cuda_decode_args.sync. */
 #define CUDA_DECODE_SYNC_WORDS 32
 /* 1 if the kernel handles this shape (head size a multiple of 8, <= 128). */
-int cuda_decode_supported(int C, int NH, int F, int max_len);
+int cuda_decode_supported(int C, int NH, int max_len);
 size_t cuda_decode_part_floats(int NH, int D, int max_len);
 /* The grid the kernel runs (one block per SM); 0 if unknown. */
 int cuda_decode_blocks(void);
