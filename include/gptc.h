@@ -133,6 +133,10 @@ typedef struct {
     int n_threads;       /* CPU threads; 0: all cores */
     const char *backend; /* "cpu", "cuda", or NULL / "auto": cuda when a GPU is usable */
     gptc_dtype dtype;    /* weights on the device (cuda); the CPU always computes in fp32 */
+    /* Optional: called as loading goes on, with the fraction done (0 .. 1;
+     * 1 once the backend has the weights). */
+    void (*progress)(float fraction, void *user);
+    void *progress_user;
 } gptc_model_params;
 
 gptc_model_params gptc_model_default_params(void);

@@ -8,7 +8,11 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DGPTC_NATIVE=OFF -DGPTC_GPU_
 cmake --build build-gpu -j"$(nproc)"
 rm -rf gpu-pkg && mkdir -p gpu-pkg/lib
 cp build-gpu/gptc gpu-pkg/
-find build-gpu/tests -maxdepth 2 -type f -perm -u+x -name 'test_*' -exec cp {} gpu-pkg/ \;
+# Only the tests that exercise the GPU: the device tool carries at most 64 MiB.
+for t in test_cuda test_kernels test_sample test_beam; do
+  find build-gpu/tests -maxdepth 2 -type f -perm -u+x -name "$t" -exec cp {} gpu-pkg/ \;
+done
+strip --strip-unneeded gpu-pkg/gptc gpu-pkg/test_*
 # Libraries from Debian packages that the GPU image may not have; the CUDA
 # libraries (cuBLASLt) come from the GPU machine's own toolkit.
 for lib in $(ldd build-gpu/gptc | awk '/=> \// {print $3}'); do

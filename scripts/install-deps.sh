@@ -25,4 +25,8 @@ if [[ "${1:-}" == "--test" ]]; then
   fi
   # tokenizers: the live reference of the differential tokenizer test.
   .venv/bin/python3 -m pip install -q --disable-pip-version-check tokenizers numpy
+  # The 'wheel' package, for the test that pip-installs python/ offline
+  # (test.sh points PIP_FIND_LINKS here; Debian 12's setuptools needs it).
+  [[ -n "$(ls .venv/wheelhouse/wheel-*.whl 2>/dev/null)" ]] ||
+    .venv/bin/python3 -m pip download -q --disable-pip-version-check "wheel<0.46" -d .venv/wheelhouse
 fi

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --test
 py="$PWD/.venv/bin/python3"
+export PIP_FIND_LINKS="$PWD/.venv/wheelhouse"
 jobs=$(nproc)
 
 log=$(mktemp)

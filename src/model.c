@@ -241,6 +241,8 @@ static gptc_status read_weights(gptc_model *m, const checkpoint *ck) {
         LREAD("mlp.c_proj.weight", 2, F, C, 1, y->mproj_w);
         LREAD("mlp.c_proj.bias", 1, C, 0, 0, y->mproj_b);
 #undef LREAD
+        /* The backend's upload is counted as one more layer's worth. */
+        if (m->layers && m->progress) m->progress((float)(l + 1) / (float)(c->n_layer + 2), m->progress_user);
     }
     if (!m->tied) {
         /* lm_head lives outside the "transformer." prefix. */
@@ -367,6 +369,7 @@ gptc_status gptc_model_load(const char *dir, const gptc_model_params *params, gp
     gptc_model *m = calloc(1, sizeof *m);
     if (!m) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
     m->n_threads = resolve_threads(params ? params->n_threads : 0);
+    if (params) m->progress = params->progress, m->progress_user = params->progress_user;
     checkpoint ck = {0};
     gptc_status st = open_checked(dir, m, &ck);
     if (st == GPTC_OK) st = gptc_model_alloc(m);
@@ -377,6 +380,7 @@ gptc_status gptc_model_load(const char *dir, const gptc_model_params *params, gp
         gptc_model_free(m);
         return st;
     }
+    if (m->progress) m->progress(1.0f, m->progress_user);
     *out = m;
     return GPTC_OK;
 }

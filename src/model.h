@@ -84,6 +84,8 @@ struct gptc_model {
     int tied;         /* lm_head shares wte */
     int weight_bytes; /* bytes per weight element as the backend holds them */
     int n_threads;
+    void (*progress)(float fraction, void *user); /* while loading; may be NULL */
+    void *progress_user;
     float *arena;
     size_t arena_len; /* floats */
     float *wte;       /* (V, C) */

@@ -33,6 +33,8 @@ int main(void) {
     FIELD(gptc_model_params, n_threads);
     FIELD(gptc_model_params, backend);
     FIELD(gptc_model_params, dtype);
+    FIELD(gptc_model_params, progress);
+    FIELD(gptc_model_params, progress_user);
     printf("}},\n \"gptc_generate_params\": {\"sizeof\": %zu, \"fields\": {",
            sizeof(gptc_generate_params));
     first = 1;

@@ -522,7 +522,7 @@ def cases(tmp):
     expect_fail("no prompt", ["generate", "-m", base, "--ids"], "prompt")
     expect_fail("--prompt and --prompt-ids", ["generate", "-m", base, "--prompt", "A", "--prompt-ids", "1"],
                 "--prompt")
-    expect_fail("no -m", ["generate", "--prompt-ids", "1", "--ids"], "-m")
+    expect_fail("-m without a value", ["generate", "--prompt-ids", "1", "--ids", "-m"], "-m")
     expect_fail("prompt + max_new_tokens > n_positions",
                 ["generate", "-m", base, "--prompt-ids", ",".join(["5"] * 10), "--max-new-tokens", "7", "--ids"],
                 "n_positions")

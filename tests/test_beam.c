@@ -356,7 +356,12 @@ static void test_session_copy(gptc_model *m) {
 /* generation_config.json supplies the beam defaults, as transformers reads it. */
 static void test_generation_config(void) {
     char *root = fixtures_dir();
-    char *src = root ? gptc_path_join(root, "base-gelu_new") : NULL;
+    char *rel = root ? gptc_path_join(root, "base-gelu_new") : NULL;
+    /* absolute: the symlinks below live in another folder */
+    char cwd[4096], *src = NULL;
+    if (rel && rel[0] == '/') src = rel;
+    else if (rel && getcwd(cwd, sizeof cwd)) src = gptc_path_join(cwd, rel), free(rel);
+    else free(rel);
     char tmpl[] = "/tmp/gptc_beam_XXXXXX";
     char *dir = mkdtemp(tmpl);
     CHECK(src && dir, "temporary folder");

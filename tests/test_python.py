@@ -399,6 +399,21 @@ class GptcTest(unittest.TestCase):
             self.assertEqual("".join(self.model.stream(PROMPT, max_new_tokens=8, num_beams=nb)), text)
         with self.assertRaises(gptc.ArgumentError):
             self.model.generate(PROMPT, num_beams=0)
+        # num_return_sequences: a list, best first, as the CLI's lines.
+        r = cli("generate", "-m", GPT2, "--prompt", PROMPT, "--max-new-tokens", "8", "--num-beams", "3",
+                "--num-return-sequences", "3", "--ids", *THREADS)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        want = [[int(x) for x in line.split()] for line in r.stdout.decode().splitlines()]
+        got = self.model.generate(PROMPT, max_new_tokens=8, num_beams=3, num_return_sequences=3, return_ids=True)
+        self.assertEqual(len(want), 3)
+        self.assertEqual(got, want)
+        self.assertEqual(got[0], self.model.generate(PROMPT, max_new_tokens=8, num_beams=3, return_ids=True))
+        texts = self.model.generate(PROMPT, max_new_tokens=8, num_beams=3, num_return_sequences=3)
+        eos = set(self.model.generation_config.eos_token_id)
+        self.assertEqual(texts, [self.model.tokenizer.decode([t for t in g if t not in eos]) for g in got])
+        with self.assertRaises(gptc.ArgumentError) as e:
+            self.model.generate(PROMPT, num_beams=2, num_return_sequences=3)
+        self.assertIn("num_return_sequences", str(e.exception))
         with self.assertRaises(gptc.UnsupportedError) as e:
             self.model.generate(PROMPT, num_beams=2, do_sample=True)
         self.assertIn("do_sample", str(e.exception))

@@ -161,11 +161,30 @@ typedef struct {
     int dtype; /* a gptc_dtype, or -1 for the default */
 } common_opts;
 
+/* Loading progress on a terminal's stderr, once loading has taken long enough
+ * to be worth a line (a large checkpoint); the line is erased at the end. */
+static void on_load_progress(float fraction, void *user) {
+    double *t0 = user;
+    if (*t0 < 0) return; /* not a terminal */
+    if (fraction >= 1.0f) {
+        if (*t0 == 0) fputs("\r\033[K", stderr);
+        return;
+    }
+    if (*t0 > 0 && now_s() - *t0 < 0.5) return;
+    *t0 = 0; /* shown: erase it at the end */
+    fprintf(stderr, "\rloading the model: %3d%%", (int)(fraction * 100.0f));
+    fflush(stderr);
+}
+
 static gptc_model_params model_params(const common_opts *o) {
+    static double t0;
+    t0 = isatty(STDERR_FILENO) ? now_s() : -1.0;
     gptc_model_params mp = gptc_model_default_params();
     mp.n_threads = (int)o->threads;
     mp.backend = o->backend;
     if (o->dtype >= 0) mp.dtype = (gptc_dtype)o->dtype;
+    mp.progress = on_load_progress;
+    mp.progress_user = &t0;
     return mp;
 }
 
@@ -213,7 +232,19 @@ static int common_flag(int argc, char **argv, int *i, common_opts *o) {
  */
 static int resolve_model(common_opts *o) {
     if (o->resolved) return 0;
-    if (!o->model_dir) return usage_error("-m MODEL: no model folder or Hub model id given%s%s", "", "");
+    if (!o->model_dir) {
+        /* No -m: the demo model that comes with gptc, so the first run needs
+         * no download. */
+        static const char *demo[] = {GPTC_DEMO_MODEL_INSTALLED, GPTC_DEMO_MODEL_SOURCE};
+        for (size_t i = 0; i < sizeof demo / sizeof demo[0] && !o->model_dir; i++) {
+            char cfg[PATH_MAX];
+            int n = snprintf(cfg, sizeof cfg, "%s/config.json", demo[i]);
+            if (n > 0 && (size_t)n < sizeof cfg && access(cfg, R_OK) == 0) o->model_dir = demo[i];
+        }
+        if (!o->model_dir)
+            return usage_error("-m MODEL: no model given, and the demo model is in neither %s nor %s",
+                               GPTC_DEMO_MODEL_INSTALLED, GPTC_DEMO_MODEL_SOURCE);
+    }
     gptc_status st = gptc_hub_resolve(o->model_dir, o->revision, &o->resolved);
     if (st == GPTC_OK) return 0;
     lib_error();
@@ -238,7 +269,8 @@ static const char *k_generate_help =
     "\n"
     "  -m, --model MODEL           checkpoint folder, or Hugging Face Hub model id (gpt2,\n"
     "                              org/name): taken from the Hugging Face cache, downloaded\n"
-    "                              if missing (HF_HUB_OFFLINE=1: never)\n"
+    "                              if missing (HF_HUB_OFFLINE=1: never); default: the demo\n"
+    "                              model that comes with gptc (models/shakespeare-demo)\n"
     "  --revision REV              Hub branch, tag or commit hash (default main)\n"
     "  --prompt TEXT               prompt text\n"
     "  --prompt-ids IDS            prompt as token ids, comma-separated\n"

@@ -50,6 +50,8 @@ class CModelParams(ctypes.Structure):
         ("n_threads", ctypes.c_int),
         ("backend", ctypes.c_char_p),
         ("dtype", ctypes.c_int),  # gptc_dtype
+        ("progress", ctypes.c_void_p),  # void (*)(float, void *); unused from Python
+        ("progress_user", ctypes.c_void_p),
     ]
 
 
@@ -114,6 +116,8 @@ _SIGNATURES = {
     "gptc_generate_default_params": (CGenerateParams, [_vp]),
     "gptc_generate": (ctypes.c_int, [_vp, _vp, _i32p, ctypes.c_size_t, _p(CGenerateParams), TOKEN_FN, _vp,
                                      _p(_i32p), _p(ctypes.c_size_t)]),
+    "gptc_generate_beams": (ctypes.c_int, [_vp, _vp, _i32p, ctypes.c_size_t, _p(CGenerateParams), _p(_i32p),
+                                           _p(ctypes.c_size_t), _p(ctypes.c_float)]),
     "gptc_perplexity": (ctypes.c_int, [_vp, _i32p, ctypes.c_size_t, ctypes.c_int32, _p(ctypes.c_double)]),
 }
 

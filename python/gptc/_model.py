@@ -294,7 +294,8 @@ class Model(Closing):
 
     def generate(self, prompt, max_new_tokens=None, *, max_length=None, min_new_tokens=None, do_sample=None,
                  temperature=None, top_k=None, top_p=None, repetition_penalty=None, no_repeat_ngram_size=None,
-                 seed=None, eos_token_id=None, stop=None, num_beams=None, truncate=False, return_ids=False):
+                 seed=None, eos_token_id=None, stop=None, num_beams=None, num_return_sequences=None, truncate=False,
+                 return_ids=False):
         """Generates a continuation of `prompt` (text, or a list of token ids).
 
         Returns the generated text (the prompt is not repeated, eos is not
@@ -313,6 +314,9 @@ class Model(Closing):
         num_beams > 1 runs beam search (transformers' semantics, the model's
         length_penalty / early_stopping) and returns the best sequence; with
         beams the text arrives at the end, not token by token.
+        num_return_sequences=K (1 <= K <= num_beams) returns a list: the K
+        best hypotheses of the beam search, best first, texts without eos (or
+        with return_ids=True their ids, eos included).
         """
         p, keep = self._params(max_new_tokens, max_length, min_new_tokens, do_sample, temperature, top_k, top_p,
                                repetition_penalty, no_repeat_ngram_size, seed, eos_token_id, stop, num_beams,
@@ -320,6 +324,13 @@ class Model(Closing):
         ids, n = self._prompt(prompt)
         # Text, and stop strings, need the tokenizer; ids alone do not.
         tok = self.tokenizer if p.n_stop_strings or not return_ids else None
+        if num_return_sequences is not None:
+            p.num_return_sequences = int_arg("num_return_sequences", num_return_sequences, 1)
+            run = Stream(self, tok, ids, n, p, keep, text=not return_ids, beams=True)
+            try:
+                return list(run)[0]
+            finally:
+                run.close()
         # The generation runs on a worker thread while this one waits on a
         # queue: Ctrl-C (KeyboardInterrupt) then arrives here at once, and
         # close() stops the C loop at the next token.
@@ -438,8 +449,8 @@ class _Job:
     needs but not the Stream, so that a Stream dropped by its consumer is
     collected (and stops the generation) while the job still runs."""
 
-    def __init__(self, model, tokenizer, ids, n, params, keep, text):
-        self.model, self.tok, self.text = model, tokenizer, text
+    def __init__(self, model, tokenizer, ids, n, params, keep, text, beams=False):
+        self.model, self.tok, self.text, self.beams = model, tokenizer, text, beams
         self.prompt, self.n, self.params, self.keep = ids, n, params, keep
         self.eos = set(params.eos_token_ids[:params.n_eos_token_ids])
         self.queue = queue.SimpleQueue()
@@ -478,6 +489,9 @@ class _Job:
 
         fn = _capi.TOKEN_FN(on_token)
         try:
+            if self.beams:
+                self.queue.put(self._beams())
+                return
             with _tokenizer_use(self.tok) as tptr, self.model._compute() as m:
                 if self.text:
                     _capi.check(_capi.lib.gptc_detok_new(tptr, ctypes.byref(detok)))
@@ -499,6 +513,27 @@ class _Job:
             self.queue.put(_DONE)
 
 
+    def _beams(self):
+        """gptc_generate_beams: a list of num_return_sequences id lists, or
+        texts (eos left out, as generate() leaves it out)."""
+        k = self.params.num_return_sequences
+        out = ctypes.POINTER(ctypes.c_int32)()
+        lens = (ctypes.c_size_t * k)()
+        with _tokenizer_use(self.tok) as tptr, self.model._compute() as m:
+            _capi.check(_capi.lib.gptc_generate_beams(m, tptr, self.prompt, self.n, ctypes.byref(self.params),
+                                                      ctypes.byref(out), lens, None))
+        seqs, off = [], 0
+        try:
+            for n in lens:
+                seqs.append(out[off:off + n])
+                off += n
+        finally:
+            _capi.free(out)
+        if not self.text:
+            return seqs
+        return [self.tok.decode([t for t in s if t not in self.eos]) for s in seqs]
+
+
 class Stream(Closing):
     """The iterator of Model.stream(): text pieces from the model's worker
     thread, which runs gptc_generate (generate() drains one too, with
@@ -509,8 +544,8 @@ class Stream(Closing):
     worker, so nothing is left running or allocated.
     """
 
-    def __init__(self, model, tokenizer, ids, n, params, keep, text=True):
-        self._w = _Job(model, tokenizer, ids, n, params, keep, text)
+    def __init__(self, model, tokenizer, ids, n, params, keep, text=True, beams=False):
+        self._w = _Job(model, tokenizer, ids, n, params, keep, text, beams)
         self._started = False
         self._finished = False
 
