@@ -275,6 +275,16 @@ typedef struct {
 /* Defaults of the model's generation_config.json, else transformers' defaults. */
 gptc_generate_params gptc_generate_default_params(const gptc_model *model);
 
+/* Why a sequence ended. */
+typedef enum {
+    GPTC_FINISH_NONE = 0,    /* still running */
+    GPTC_FINISH_EOS,         /* an eos token (part of the output) */
+    GPTC_FINISH_STOP_STRING, /* the text reached a stop string */
+    GPTC_FINISH_LENGTH,      /* max_new_tokens (or max_length) reached */
+    GPTC_FINISH_CANCELLED,   /* the caller cancelled it */
+    GPTC_FINISH_ERROR,       /* the engine failed (out of memory, a device error) */
+} gptc_finish_reason;
+
 /* Called with each new token id; return non-zero to stop generating. */
 typedef int (*gptc_token_fn)(int32_t id, void *user);
 
@@ -305,6 +315,83 @@ gptc_status gptc_generate(gptc_model *model, const gptc_tokenizer *tok, const in
 gptc_status gptc_generate_beams(gptc_model *model, const gptc_tokenizer *tok, const int32_t *prompt,
                                 size_t n_prompt, const gptc_generate_params *params,
                                 int32_t **out_ids, size_t *out_lens, float *out_scores);
+
+/* ------------------------------------------------------------------ */
+/*
+ * Batched generation: many sequences decoded together, each step reading the
+ * weights once for all of them. Sequences join and leave between steps
+ * (continuous batching); each has its own parameters, seed and stopping
+ * rules, and its result is the one gptc_generate gives for it alone (greedy:
+ * identical token ids). The K/V cache is one pool of blocks of positions
+ * (paged): a sequence holds only the blocks its positions fill, nothing is
+ * padded, and a finished or cancelled sequence frees its blocks at once.
+ * A gptc_batch is used by one thread at a time.
+ */
+typedef struct gptc_batch gptc_batch;
+
+typedef struct {
+    /* Bytes the K/V cache may take. Each request reserves room for its
+     * prompt + max_new_tokens positions when it starts; requests wait until
+     * their room is free. 0: room for max_batch sequences of n_positions. */
+    uint64_t kv_memory;
+    int32_t max_batch;          /* sequences decoded together; 0: 32 */
+    int32_t max_prefill_tokens; /* prompt tokens taken into one step (at least one prompt); 0: 2048 */
+} gptc_batch_params;
+
+gptc_batch_params gptc_batch_default_params(void);
+
+gptc_status gptc_batch_new(gptc_model *model, const gptc_tokenizer *tok, const gptc_batch_params *params,
+                           gptc_batch **out);
+void gptc_batch_free(gptc_batch *b);
+
+/*
+ * Queues a request. Parameters and prompt are checked now, as gptc_generate
+ * checks them (beam search is not batched: num_beams must be 1); a request
+ * that could never fit in kv_memory is refused (GPTC_ERR_RANGE). *id (> 0)
+ * names it in events and gptc_batch_cancel. The parameters are copied.
+ */
+gptc_status gptc_batch_add(gptc_batch *b, const int32_t *prompt, size_t n_prompt,
+                           const gptc_generate_params *params, uint64_t *id);
+
+/* Drops a waiting or running request and frees its cache now; it produces no
+ * more events. GPTC_ERR_ARG for an id that is not (any longer) there. */
+gptc_status gptc_batch_cancel(gptc_batch *b, uint64_t id);
+
+typedef struct {
+    uint64_t id;
+    int32_t token;             /* the new token; -1 when none (max_new_tokens 0) */
+    gptc_finish_reason finish; /* GPTC_FINISH_NONE while the request goes on */
+} gptc_batch_event;
+
+/*
+ * One step: starts waiting requests that fit (their prompts are processed in
+ * this step's pass), then gives every running request its next token. The
+ * events (one per request that moved, in no particular order) stay valid
+ * until the next call. A request whose event has a finish reason is gone.
+ */
+gptc_status gptc_batch_step(gptc_batch *b, const gptc_batch_event **events, size_t *n_events);
+
+typedef struct {
+    size_t running, waiting;
+    size_t kv_positions_used;  /* positions held by running requests' blocks */
+    size_t kv_positions_total; /* the whole cache */
+    size_t kv_positions_reserved; /* what running requests may still grow to */
+} gptc_batch_stats;
+gptc_batch_stats gptc_batch_get_stats(const gptc_batch *b);
+
+/* Called with each new token of prompt `index`; non-zero stops that prompt. */
+typedef int (*gptc_batch_token_fn)(size_t index, int32_t id, void *user);
+
+/*
+ * Generates for n prompts with the same parameters through a gptc_batch:
+ * out_ids[i] (malloc'ed, never NULL on success) and out_lens[i] receive
+ * prompt i's generated ids, exactly what gptc_generate returns for it.
+ * `fn` (optional) sees the tokens as they come. `bparams` may be NULL.
+ */
+gptc_status gptc_generate_batch(gptc_model *model, const gptc_tokenizer *tok, size_t n,
+                                const int32_t *const *prompts, const size_t *n_prompts,
+                                const gptc_generate_params *params, const gptc_batch_params *bparams,
+                                gptc_batch_token_fn fn, void *user, int32_t **out_ids, size_t *out_lens);
 
 /*
  * Perplexity of `ids` with the sliding-window recipe of the transformers

@@ -18,6 +18,22 @@ struct gptc_session {
     void *impl; /* the backend's per-session state */
 };
 
+/*
+ * One forward pass of the batch engine over its paged K/V cache: tokens of
+ * any number of sequences (a whole prompt, or one new token each), each at
+ * its own position. A sequence's position p lives in block
+ * tables[seq][p / block_size], row p % block_size; blocks are handed out by
+ * the engine (kvblocks.c) and may be shared between sequences (a common
+ * prefix) as long as nobody writes them.
+ */
+typedef struct {
+    int32_t n_tokens;
+    const int32_t *ids, *pos, *seq; /* per token */
+    const int32_t *const *tables;   /* per sequence */
+    int32_t n_logits;
+    const int32_t *logit_rows; /* tokens whose logits are wanted, in output order */
+} gptc_pass;
+
 typedef struct gptc_backend_ops {
     const char *name;
     /* Prepares the model's weights (m->backend_state); may fail for lack of a
@@ -56,6 +72,18 @@ typedef struct gptc_backend_ops {
      * where a beam continues from another one's sequence.
      */
     gptc_status (*session_copy)(gptc_session *dst, const gptc_session *src);
+    /*
+     * Optional (all or none): the paged K/V cache of the batch engine.
+     * kv_new allocates n_blocks blocks of block_size positions (all layers,
+     * K and V); kv_copy makes the first n_pos rows of block dst a copy of
+     * block src's; kv_eval runs a pass and writes the logits of its
+     * logit_rows to host memory, [n_logits][n_vocab]. A token's results do
+     * not depend on the other tokens of the pass.
+     */
+    gptc_status (*kv_new)(gptc_model *m, int32_t n_blocks, int32_t block_size, void **kv);
+    void (*kv_free)(gptc_model *m, void *kv);
+    gptc_status (*kv_copy)(gptc_model *m, void *kv, int32_t dst, int32_t src, int32_t n_pos);
+    gptc_status (*kv_eval)(gptc_model *m, void *kv, const gptc_pass *p, float *logits);
 } gptc_backend_ops;
 
 /* session.c's checked entry points to the optional sampler ops. */

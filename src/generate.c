@@ -17,6 +17,7 @@
 #include "internal.h"
 #include "model.h"
 #include "sampling.h"
+#include "sequence.h"
 
 gptc_generate_params gptc_generate_default_params(const gptc_model *m) {
     const gptc_gen_defaults *g = &m->gen;
@@ -95,42 +96,6 @@ static gptc_status check_params(const gptc_generate_params *p, const gptc_config
     if (p->n_stop_strings && !tok)
         return gptc_fail(GPTC_ERR_ARG, "stop strings need a tokenizer");
     return GPTC_OK;
-}
-
-/* Text of the sequence so far, for stop strings: token bytes appended. */
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} text_buf;
-
-static int text_append(text_buf *t, const char *p, size_t n) {
-    if (t->len + n > t->cap) {
-        size_t cap = t->cap ? t->cap : 256;
-        while (cap < t->len + n) cap *= 2;
-        char *b = realloc(t->buf, cap);
-        if (!b) return 0;
-        t->buf = b;
-        t->cap = cap;
-    }
-    memcpy(t->buf + t->len, p, n);
-    t->len += n;
-    return 1;
-}
-
-/* Whether a stop string occurs in the text with its end inside the newest
- * `added` bytes (like transformers' StopStringCriteria, a token may run past
- * the end of the stop string). */
-static int hits_stop(const text_buf *t, size_t added, const gptc_generate_params *p) {
-    for (size_t s = 0; s < p->n_stop_strings; s++) {
-        const char *stop = p->stop_strings[s];
-        size_t L = strlen(stop);
-        if (L > t->len) continue;
-        size_t first_end = t->len - added + 1; /* smallest end that includes a new byte */
-        size_t start = first_end >= L ? first_end - L : 0;
-        for (size_t i = start; i + L <= t->len; i++)
-            if (memcmp(t->buf + i, stop, L) == 0) return 1;
-    }
-    return 0;
 }
 
 gptc_status gptc_generate_prepare(const gptc_model *m, const gptc_tokenizer *tok,
@@ -212,29 +177,15 @@ gptc_status gptc_generate(gptc_model *m, const gptc_tokenizer *tok, const int32_
     if (st != GPTC_OK) return st;
     if (max_new == 0) return GPTC_OK;
     int V = c->n_vocab;
-    size_t total = n_prompt + (size_t)max_new;
     gptc_session *s = NULL;
-    int32_t *seq = malloc(total * sizeof *seq);
+    gen_seq g;
+    if ((st = gen_seq_init(&g, m, tok, p, prompt, n_prompt, max_new, 0)) != GPTC_OK) return st;
     float *logits = malloc((size_t)V * sizeof *logits);
-    unsigned char *seen = calloc((size_t)V, 1);
-    scored_id *scratch = malloc((size_t)V * sizeof *scratch);
-    text_buf text = {0};
-    if (!seq || !logits || !seen || !scratch) {
+    if (!logits) {
         st = gptc_fail(GPTC_ERR_NOMEM, "out of memory");
         goto done;
     }
-    memcpy(seq, prompt, n_prompt * sizeof *seq);
-    if (p->n_stop_strings)
-        for (size_t i = 0; i < n_prompt; i++) {
-            size_t len;
-            const char *b = gptc_tokenizer_token_bytes(tok, prompt[i], &len);
-            if (b && !text_append(&text, b, len)) {
-                st = gptc_fail(GPTC_ERR_NOMEM, "out of memory");
-                goto done;
-            }
-        }
-    if ((st = gptc_session_new(m, (int32_t)total, &s)) != GPTC_OK) goto done;
-    int greedy = !p->do_sample || p->temperature == 0.0f;
+    if ((st = gptc_session_new(m, (int32_t)(n_prompt + (size_t)max_new), &s)) != GPTC_OK) goto done;
     /* A backend with its own sampler runs the processors and the draw where
      * the logits are (on a GPU only the ids cross); else they run here.
      * GPTC_HOST_SAMPLING=1 forces the host path, to compare the two. */
@@ -244,57 +195,33 @@ gptc_status gptc_generate(gptc_model *m, const gptc_tokenizer *tok, const int32_
         if ((st = gptc_session_sample_init(s, p, NULL, 0)) != GPTC_OK) goto done;
         if ((st = gptc_session_eval_sample(s, prompt, n_prompt, &next)) != GPTC_OK) goto done;
     } else if ((st = gptc_session_eval(s, prompt, n_prompt, 1, logits)) != GPTC_OK) goto done;
-    size_t n = n_prompt;
-    for (int64_t step = 0; step < max_new; step++) {
-        if (!on_device) {
-            if (p->repetition_penalty != 1.0f)
-                proc_repetition_penalty(logits, seq, n, p->repetition_penalty, seen);
-            if (p->no_repeat_ngram_size > 0) proc_no_repeat_ngram(logits, seq, n, p->no_repeat_ngram_size);
-            if (step < p->min_new_tokens)
-                for (int32_t e = 0; e < p->n_eos_token_ids; e++) logits[p->eos_token_ids[e]] = -INFINITY;
-            if (greedy) next = sample_argmax(logits, V);
-            else {
-                if (p->temperature != 1.0f) warp_temperature(logits, V, p->temperature);
-                if (p->top_k > 0) warp_top_k(logits, V, p->top_k, scratch);
-                if (p->top_p < 1.0f) warp_top_p(logits, V, p->top_p, scratch);
-                next = sample_categorical(logits, V, sample_uniform(p->seed, (uint64_t)step));
-            }
+    for (;;) {
+        if (!on_device) next = gen_seq_pick(&g, logits);
+        gptc_finish_reason why = gen_seq_push(&g, next);
+        if (why == GPTC_FINISH_ERROR) {
+            st = GPTC_ERR_NOMEM;
+            goto done;
         }
-        seq[n++] = next;
-        int stop = 0;
-        for (int32_t e = 0; e < p->n_eos_token_ids; e++) stop |= next == p->eos_token_ids[e];
-        if (fn && fn(next, user)) stop = 1;
-        if (p->n_stop_strings) {
-            size_t len;
-            const char *b = gptc_tokenizer_token_bytes(tok, next, &len);
-            if (b && !text_append(&text, b, len)) {
-                st = gptc_fail(GPTC_ERR_NOMEM, "out of memory");
-                goto done;
-            }
-            if (b && len && hits_stop(&text, len, p)) stop = 1;
-        }
-        if (stop || step + 1 == max_new) break;
+        /* The caller sees every token, the one that ends the sequence too. */
+        if ((fn && fn(next, user)) || why != GPTC_FINISH_NONE) break;
         if (on_device) st = gptc_session_eval_sample(s, &next, 1, &next);
         else st = gptc_session_eval(s, &next, 1, 1, logits);
         if (st != GPTC_OK) goto done;
     }
+    size_t k = gen_seq_new_tokens(&g);
     if (out_ids) {
-        size_t k = n - n_prompt;
         *out_ids = malloc((k ? k : 1) * sizeof **out_ids);
         if (!*out_ids) {
             st = gptc_fail(GPTC_ERR_NOMEM, "out of memory");
             goto done;
         }
-        memcpy(*out_ids, seq + n_prompt, k * sizeof **out_ids);
-        if (n_out) *n_out = k;
-    } else if (n_out) *n_out = n - n_prompt;
+        memcpy(*out_ids, g.seq + n_prompt, k * sizeof **out_ids);
+    }
+    if (n_out) *n_out = k;
 done:
     gptc_session_free(s);
-    free(seq);
+    gen_seq_free(&g);
     free(logits);
-    free(seen);
-    free(scratch);
-    free(text.buf);
     return st;
 }
 

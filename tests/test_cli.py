@@ -349,6 +349,55 @@ def cases(tmp):
     r = run(["info", "--help"])
     check("info --help", r.returncode == 0 and r.stdout.startswith(b"usage: gptc info"))
 
+    # ---- --prompts-file: batched, one line per prompt, same as one at a time ----
+    lines = ["Hello world", "The quick brown fox jumps over", "a", "Once upon a time there was a \\ back\\slash",
+             "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20"]
+    pf = os.path.join(tmp, "prompts.txt")
+    with open(pf, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    for extra in ([], ["--do-sample", "--top-k", "20", "--seed", "9"], ["--repetition-penalty", "1.5"]):
+        for bs in (["--batch-size", "2"], []):
+            base = ["generate", "-m", model, "--max-new-tokens", "12"] + extra + T
+            r = run(base + ["--prompts-file", pf, "--ids"] + bs)
+            got = r.stdout.decode().splitlines()
+            want = [run(base + ["--prompt", l, "--ids"]).stdout.decode().strip() for l in lines]
+            if not extra:
+                greedy_ids = want
+            check("--prompts-file %s %s: ids as one prompt at a time" % (" ".join(extra), " ".join(bs)),
+                  r.returncode == 0 and got == want and clean(r), "%r\n%r\n%s" % (got, want, r.stderr))
+    r = run(["generate", "-m", model, "--max-new-tokens", "12", "--prompts-file", pf] + T)
+    got = r.stdout.decode("utf-8").split("\n")
+    alone = [run(["generate", "-m", model, "--max-new-tokens", "12", "--prompt", l] + T).stdout.decode("utf-8")
+             for l in lines]
+    esc = [a.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r") for a in alone]
+    check("--prompts-file text: one escaped line per prompt", r.returncode == 0 and got[:-1] == esc and got[-1] == "",
+          "%r\n%r" % (got, esc))
+    r = subprocess.run([BIN, "generate", "-m", model, "--max-new-tokens", "3", "--prompts-file", "-", "--ids"] + T,
+                       input=b"one\ntwo\n", capture_output=True, timeout=60)
+    check("--prompts-file - reads stdin", r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr)
+    with open(os.path.join(tmp, "empty_line.txt"), "w") as f:
+        f.write("one\n\ntwo\n")
+    for args, want_rc, want in (
+            (["--prompts-file", os.path.join(tmp, "empty_line.txt")], 2, "empty_line.txt:2: empty prompt"),
+            (["--prompts-file", os.path.join(tmp, "nope.txt")], 1, "nope.txt: No such file"),
+            (["--prompts-file", pf, "--kv-memory", "100B"], 2, "kv_memory"),
+            (["--prompts-file", pf, "--kv-memory", "4KiB", "--max-new-tokens", "100"], 2, "prompt 1: kv_memory"),
+            (["--prompts-file", pf, "--kv-memory", "lots"], 2, "--kv-memory: 'lots'"),
+            (["--prompts-file", pf, "--kv-memory", "-4G"], 2, "--kv-memory"),
+            (["--prompts-file", pf, "--batch-size", "0"], 2, "--batch-size"),
+            (["--prompts-file", pf, "--num-beams", "2"], 2, "--num-beams"),
+            (["--prompt", "x", "--batch-size", "4"], 2, "only with --prompts-file"),
+            (["--prompt", "x", "--prompts-file", pf], 2, "give one")):
+        r = run(["generate", "-m", model, "--ids"] + T + args)
+        err = r.stderr.decode(errors="replace")
+        check("--prompts-file error %s" % " ".join(args[-2:]),
+              r.returncode == want_rc and want in err and len(err.splitlines()) == 1 and clean(r), err)
+    # The cache capped at two prompts' worth: the others wait, same output.
+    r = run(["generate", "-m", model, "--max-new-tokens", "12", "--prompts-file", pf, "--ids",
+             "--kv-memory", "4KiB"] + T)
+    check("--kv-memory small: prompts wait their turn, same ids",
+          r.returncode == 0 and r.stdout.decode().splitlines() == greedy_ids, r.stderr)
+
     # ---- the bundled demo model: what `gptc generate` runs without -m ----
     demo = os.path.join(ROOT, "models", "shakespeare-demo")
     r = run(["info"])

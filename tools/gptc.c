@@ -87,6 +87,33 @@ static int parse_double(const char *flag, const char *s, double *out) {
 }
 
 /* Parses "1,2,3" (commas and/or whitespace) into a malloc'ed array. */
+/* A size in bytes: a number with an optional unit, K/M/G/T (powers of 1024,
+ * also written KiB/MiB/GiB/TiB or KB/MB/GB/TB) or B. */
+static int parse_size(const char *flag, const char *s, unsigned long long *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !(v > 0) || !isfinite(v)) {
+        err_line("%s: '%s' is not a positive size (e.g. 512MiB, 4GiB)", flag, s);
+        return 0;
+    }
+    static const char *units[] = {"", "B", "K", "KB", "KIB", "M", "MB", "MIB", "G", "GB", "GIB", "T", "TB", "TIB"};
+    static const int shift[] = {0, 0, 10, 10, 10, 20, 20, 20, 30, 30, 30, 40, 40, 40};
+    char u[8] = "";
+    size_t n = strlen(end);
+    if (n < sizeof u)
+        for (size_t i = 0; i <= n; i++) u[i] = (char)((end[i] >= 'a' && end[i] <= 'z') ? end[i] - 32 : end[i]);
+    for (size_t i = 0; n < sizeof u && i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(u, units[i]) == 0) {
+            double bytes = ldexp(v, shift[i]);
+            if (bytes >= 18446744073709551615.0) break;
+            *out = (unsigned long long)bytes;
+            return 1;
+        }
+    err_line("%s: '%s' is not a size (a number with K, M, G or T, e.g. 4GiB)", flag, s);
+    return 0;
+}
+
 static int parse_ids(const char *flag, const char *s, int32_t **ids, size_t *n) {
     size_t cap = 16, k = 0;
     int32_t *v = malloc(cap * sizeof *v);
@@ -296,7 +323,18 @@ static const char *k_generate_help =
     "  --threads N                 CPU threads (default: all cores)\n"
     "  --backend cpu|cuda|auto     where to run (default auto: cuda when a GPU is usable)\n"
     "  --dtype f16|bf16|f32        weights on the GPU (default f16); the CPU computes in fp32\n"
-    "  --ids                       print only the generated token ids, on one line\n";
+    "  --ids                       print only the generated token ids, on one line\n"
+    "\n"
+    "Many prompts, batched (continuous batching: a finished prompt's place is\n"
+    "taken at once):\n"
+    "  --prompts-file FILE         one prompt per line (- for stdin); prints one line per\n"
+    "                              prompt, in order: the text with \\n, \\r and \\\\ escaped,\n"
+    "                              or with --ids the generated ids; same results as one\n"
+    "                              prompt at a time\n"
+    "  --batch-size N              prompts decoded together (default 32)\n"
+    "  --kv-memory SIZE            cap on the K/V cache, e.g. 512MiB, 4GiB, 1G (default:\n"
+    "                              room for the batch at n_positions each); prompts wait\n"
+    "                              for room, one that can never fit is an error\n";
 
 typedef struct {
     gptc_detok *detok;
@@ -321,9 +359,122 @@ static int stream_token(int32_t id, void *user) {
     return 0;
 }
 
+/* Writes text with \n, \r and \\ escaped, so that it stays on one line. */
+static void put_escaped(const char *t, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (t[i] == '\n') fputs("\\n", stdout);
+        else if (t[i] == '\r') fputs("\\r", stdout);
+        else if (t[i] == '\\') fputs("\\\\", stdout);
+        else putchar(t[i]);
+    }
+}
+
+/*
+ * --prompts-file: every line a prompt, all through one gptc_batch, one
+ * output line per prompt in the file's order. Errors name the line.
+ */
+static int generate_file(gptc_model *m, const gptc_tokenizer *tok, const char *path,
+                         const gptc_generate_params *p, const gptc_batch_params *bp, int want_ids) {
+    if (p->num_beams > 1) {
+        err_line("--num-beams: beam search is not batched; with --prompts-file use --num-beams 1");
+        return 2;
+    }
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f) {
+        err_line("%s: %s", path, strerror(errno));
+        return 1;
+    }
+    int32_t **prompts = NULL, **outs = NULL;
+    size_t *lens = NULL, *out_lens = NULL, n = 0, cap = 0;
+    char *line = NULL;
+    size_t line_cap = 0;
+    ssize_t got;
+    int rc = 0;
+    while ((got = getline(&line, &line_cap, f)) >= 0) {
+        size_t len = (size_t)got;
+        if (len && line[len - 1] == '\n') len--;
+        if (len && line[len - 1] == '\r') len--;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            int32_t **np = realloc(prompts, cap * sizeof *np);
+            size_t *nl = np ? realloc(lens, cap * sizeof *nl) : NULL;
+            if (np) prompts = np;
+            if (nl) lens = nl;
+            if (!np || !nl) { err_line("out of memory"); rc = 1; break; }
+        }
+        prompts[n] = NULL;
+        if (len == 0) {
+            err_line("%s:%zu: empty prompt", path, n + 1);
+            rc = 2;
+            break;
+        }
+        if (gptc_tokenizer_encode(tok, line, len, &prompts[n], &lens[n]) != GPTC_OK) {
+            err_line("%s:%zu: %s", path, n + 1, gptc_last_error());
+            rc = 1;
+            break;
+        }
+        n++;
+    }
+    if (!rc && ferror(f)) {
+        err_line("%s: %s", path, strerror(errno));
+        rc = 1;
+    }
+    if (f != stdin) fclose(f);
+    free(line);
+    if (!rc && n == 0) {
+        err_line("%s: no prompts", path);
+        rc = 2;
+    }
+    if (!rc) {
+        outs = calloc(n, sizeof *outs);
+        out_lens = calloc(n, sizeof *out_lens);
+        if (!outs || !out_lens) { err_line("out of memory"); rc = 1; }
+    }
+    if (!rc && gptc_generate_batch(m, tok, n, (const int32_t *const *)prompts, lens, p, bp, NULL, NULL, outs,
+                                   out_lens) != GPTC_OK) {
+        /* "prompt N: ..." from the library: N is the line */
+        err_line("%s: %s", path, gptc_last_error());
+        rc = strstr(gptc_last_error(), "kv_memory") || strstr(gptc_last_error(), "prompt") ? 2 : 1;
+    }
+    for (size_t i = 0; !rc && i < n; i++) {
+        size_t k = out_lens[i];
+        if (want_ids) {
+            for (size_t j = 0; j < k; j++) printf(j ? " %d" : "%d", outs[i][j]);
+        } else {
+            /* eos ids are not text, as in the streamed output */
+            while (k > 0) {
+                int eos = 0;
+                for (int32_t e = 0; e < p->n_eos_token_ids; e++) eos |= outs[i][k - 1] == p->eos_token_ids[e];
+                if (!eos) break;
+                k--;
+            }
+            char *text = NULL;
+            size_t tl = 0;
+            if (gptc_tokenizer_decode(tok, outs[i], k, &text, &tl) != GPTC_OK) {
+                rc = lib_error();
+                break;
+            }
+            put_escaped(text, tl);
+            free(text);
+        }
+        putchar('\n');
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(prompts[i]);
+        if (outs) free(outs[i]);
+    }
+    free(prompts);
+    free(lens);
+    free(outs);
+    free(out_lens);
+    return rc;
+}
+
 static int cmd_generate(int argc, char **argv) {
     common_opts co = {.dtype = -1};
-    const char *prompt = NULL, *prompt_ids = NULL, *eos_ids = NULL;
+    const char *prompt = NULL, *prompt_ids = NULL, *eos_ids = NULL, *prompts_file = NULL;
+    long batch_size = 0;
+    unsigned long long kv_memory = 0;
     const char *stops[MAX_STOPS];
     int n_stops = 0, want_ids = 0, mode = 0; /* mode: 1 greedy, 2 sample */
     int has_temp = 0, has_topk = 0, has_topp = 0, truncate = 0;
@@ -347,6 +498,9 @@ static int cmd_generate(int argc, char **argv) {
         const char *v = argv[++i];
         if (strcmp(a, "--prompt") == 0) prompt = v;
         else if (strcmp(a, "--prompt-ids") == 0) prompt_ids = v;
+        else if (strcmp(a, "--prompts-file") == 0) prompts_file = v;
+        else if (strcmp(a, "--batch-size") == 0) { if (!parse_long(a, v, 1, 65536, &batch_size)) return 2; }
+        else if (strcmp(a, "--kv-memory") == 0) { if (!parse_size(a, v, &kv_memory)) return 2; }
         else if (strcmp(a, "--max-new-tokens") == 0) { if (!parse_long(a, v, 0, INT32_MAX, &max_new)) return 2; }
         else if (strcmp(a, "--min-new-tokens") == 0) { if (!parse_long(a, v, 0, INT32_MAX, &min_new)) return 2; }
         else if (strcmp(a, "--top-k") == 0) { if (!parse_long(a, v, 0, INT32_MAX, &top_k)) return 2; has_topk = 1; }
@@ -381,8 +535,12 @@ static int cmd_generate(int argc, char **argv) {
             stops[n_stops++] = v;
         } else return usage_error("%s: unknown flag%s", a, "");
     }
-    if (prompt && prompt_ids) return usage_error("--prompt and --prompt-ids: give one, not both%s%s", "", "");
-    if (!prompt && !prompt_ids) return usage_error("no prompt: give --prompt TEXT or --prompt-ids IDS%s%s", "", "");
+    if (!!prompt + !!prompt_ids + !!prompts_file > 1)
+        return usage_error("--prompt, --prompt-ids and --prompts-file: give one%s%s", "", "");
+    if (!prompt && !prompt_ids && !prompts_file)
+        return usage_error("no prompt: give --prompt TEXT or --prompt-ids IDS (or --prompts-file FILE)%s%s", "", "");
+    if (!prompts_file && (batch_size || kv_memory))
+        return usage_error("%s: only with --prompts-file%s", batch_size ? "--batch-size" : "--kv-memory", "");
     if (prompt && !*prompt) return usage_error("--prompt: empty prompt%s%s", "", "");
 
     int32_t *ids = NULL, *out = NULL;
@@ -400,13 +558,13 @@ static int cmd_generate(int argc, char **argv) {
     int rc = load_model(&co, &m);
     if (rc) goto done;
     const gptc_config *cfg = gptc_model_config(m);
-    int need_tok = prompt || !want_ids || n_stops;
+    int need_tok = prompt || prompts_file || !want_ids || n_stops;
     if (need_tok && gptc_tokenizer_load(co.resolved, &tok) != GPTC_OK) { rc = lib_error(); goto done; }
     if (prompt && gptc_tokenizer_encode(tok, prompt, strlen(prompt), &ids, &n_ids) != GPTC_OK) {
         rc = lib_error();
         goto done;
     }
-    if (n_ids == 0) { rc = usage_error("--prompt: encodes to no tokens%s%s", "", ""); goto done; }
+    if (n_ids == 0 && !prompts_file) { rc = usage_error("--prompt: encodes to no tokens%s%s", "", ""); goto done; }
     for (size_t i = 0; i < n_ids; i++)
         if (ids[i] >= cfg->n_vocab) {
             err_line("%s: token id %d is out of range [0, %d)",
@@ -449,6 +607,13 @@ static int cmd_generate(int argc, char **argv) {
     if (!isnan(len_pen)) p.length_penalty = len_pen;
     if (early >= 0) p.early_stopping = (gptc_early_stopping)early;
 
+    if (prompts_file) {
+        gptc_batch_params bp = gptc_batch_default_params();
+        if (batch_size) bp.max_batch = (int32_t)batch_size;
+        bp.kv_memory = kv_memory;
+        rc = generate_file(m, tok, prompts_file, &p, &bp, want_ids);
+        goto done;
+    }
     if (p.num_return_sequences > 1) {
         /* Several sequences: one line each, best first. */
         size_t *lens = malloc((size_t)p.num_return_sequences * sizeof *lens);

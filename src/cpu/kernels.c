@@ -52,22 +52,27 @@ void cpu_layernorm(float *out, const float *inp, const float *w, const float *b,
     }
 }
 
-/* One token against 4 output rows, two accumulators per row: in decode this
- * is the whole cost, one pass over the weights, and 4 rows x 16 floats per
- * step kept the memory system busiest of the variants measured (8 rows x 8,
- * 2 rows x 32). Rows at or past O are clamped and not stored. */
+/* One token against 4 output rows. Every output element, here and in
+ * dot_3x4, is summed in one order: lane j of one 8-wide accumulator takes
+ * elements j, j + 8, j + 16, ... in turn, then the lanes are added, then the
+ * tail and the bias. So a token's result does not depend on which kernel,
+ * or which other tokens of a batch, it was computed with: batched generation
+ * gives the same tokens as one prompt at a time. In decode the cost is one
+ * pass over the weights (memory bound); 4 rows keep 4 independent chains of
+ * adds, more than the memory system can feed. Rows at or past O are clamped
+ * and not stored. */
 static void dot_1x4(float *out, const float *x, const float *w, const float *bias, int I, int o0,
                     int O) {
     const float *r[4];
     for (int k = 0; k < 4; k++) r[k] = w + (size_t)(o0 + k < O ? o0 + k : O - 1) * I;
-    v8 acc[8];
+    v8 acc[4];
     memset(acc, 0, sizeof acc);
     int i = 0;
     for (; i + 16 <= I; i += 16) {
         v8 x0 = load8(x + i), x1 = load8(x + i + 8);
         for (int k = 0; k < 4; k++) {
             acc[k] += x0 * load8(r[k] + i);
-            acc[k + 4] += x1 * load8(r[k] + i + 8);
+            acc[k] += x1 * load8(r[k] + i + 8);
         }
     }
     for (; i + 8 <= I; i += 8) {
@@ -75,8 +80,7 @@ static void dot_1x4(float *out, const float *x, const float *w, const float *bia
         for (int k = 0; k < 4; k++) acc[k] += x0 * load8(r[k] + i);
     }
     for (int k = 0; k < 4 && o0 + k < O; k++) {
-        v8 both = acc[k] + acc[k + 4];
-        float s = hsum8(&both);
+        float s = hsum8(&acc[k]);
         for (int j = i; j < I; j++) s += x[j] * r[k][j];
         out[o0 + k] = s + (bias ? bias[o0 + k] : 0.0f);
     }
@@ -194,20 +198,23 @@ static inline void axpy(float *y, float a, const float *x, int n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-void cpu_attention(float *out, const float *q, size_t q_stride, const float *k_cache,
-                   const float *v_cache, int pos0, int T, int C, int NH, float scale,
-                   float *scores, int n_threads) {
-    int D = C / NH, L = pos0 + T;
-    if ((size_t)T * L * C < PAR_MIN_WORK) n_threads = 1;
+void cpu_attention(float *out, const float *q, size_t q_stride, const cpu_kv_layout *kv, int T, int C,
+                   int NH, float scale, float *scores, int score_len, int n_threads) {
+    int D = C / NH;
+    size_t bs = (size_t)kv->block_size, work = 0;
+    for (int t = 0; t < T; t++) work += (size_t)kv->pos[t] + 1;
+    if (work * C < PAR_MIN_WORK) n_threads = 1;
 #pragma omp parallel for num_threads(n_threads) collapse(2) schedule(static)
     for (int h = 0; h < NH; h++)
         for (int t = 0; t < T; t++) {
-            float *s = scores + (size_t)omp_get_thread_num() * L;
+            float *s = scores + (size_t)omp_get_thread_num() * score_len;
             const float *qh = q + (size_t)t * q_stride + (size_t)h * D;
-            int n = pos0 + t + 1; /* causal: this position and all before it */
+            const int32_t *table = kv->tables[kv->seq[t]];
+            int n = kv->pos[t] + 1; /* causal: this position and all before it */
             float mx = -INFINITY;
             for (int j = 0; j < n; j++) {
-                s[j] = dot(qh, k_cache + (size_t)j * C + (size_t)h * D, D) * scale;
+                size_t row = ((size_t)table[j / bs] * bs + (size_t)j % bs) * C + (size_t)h * D;
+                s[j] = dot(qh, kv->k + row, D) * scale;
                 if (s[j] > mx) mx = s[j];
             }
             float sum = 0;
@@ -218,7 +225,10 @@ void cpu_attention(float *out, const float *q, size_t q_stride, const float *k_c
             float inv = 1.0f / sum;
             float *oh = out + (size_t)t * C + (size_t)h * D;
             memset(oh, 0, (size_t)D * sizeof *oh);
-            for (int j = 0; j < n; j++) axpy(oh, s[j] * inv, v_cache + (size_t)j * C + (size_t)h * D, D);
+            for (int j = 0; j < n; j++) {
+                size_t row = ((size_t)table[j / bs] * bs + (size_t)j % bs) * C + (size_t)h * D;
+                axpy(oh, s[j] * inv, kv->v + row, D);
+            }
         }
 }
 

@@ -24,14 +24,26 @@ void cpu_matmul(float *out, const float *inp, const float *w, const float *bias,
 void cpu_activation(float *x, size_t n, gptc_act act, int n_threads);
 
 /*
- * Causal attention of T new positions starting at position pos0 over a cache
- * holding positions [0, pos0 + T). q (T, C) with row stride q_stride;
- * k_cache, v_cache (>= pos0 + T, C); out (T, C). `scores` is scratch of
- * n_threads * (pos0 + T) floats.
+ * Where the attention of a pass finds K and V: token t of the pass is at
+ * position pos[t] of sequence seq[t], whose position j is row j % block_size
+ * of block tables[seq[t]][j / block_size] in k and v (one layer's blocks,
+ * block_size * C floats each).
  */
-void cpu_attention(float *out, const float *q, size_t q_stride, const float *k_cache,
-                   const float *v_cache, int pos0, int T, int C, int NH, float scale,
-                   float *scores, int n_threads);
+typedef struct {
+    const float *k, *v;
+    int32_t block_size;
+    const int32_t *const *tables;
+    const int32_t *seq, *pos;
+} cpu_kv_layout;
+
+/*
+ * Causal attention of the T tokens of a pass: token t attends to positions
+ * [0, pos[t]] of its sequence (its own K/V already written). q (T, C) with
+ * row stride q_stride; out (T, C). `scores` is scratch of n_threads *
+ * score_len floats, score_len > every pos[t].
+ */
+void cpu_attention(float *out, const float *q, size_t q_stride, const cpu_kv_layout *kv, int T, int C,
+                   int NH, float scale, float *scores, int score_len, int n_threads);
 
 /* x (n) += y (n) */
 void cpu_add(float *x, const float *y, size_t n);

@@ -1006,4 +1006,5 @@ static gptc_status cuda_eval_sample(gptc_session *s, const int32_t *ids, int n, 
 extern "C" const gptc_backend_ops gptc_cuda_backend = {
     "cuda",           cuda_model_init,  cuda_model_free, cuda_session_init, cuda_session_free,
     cuda_eval,        cuda_eval_greedy, cuda_sample_init, cuda_eval_sample, cuda_session_copy,
+    NULL,             NULL,             NULL,             NULL, /* no paged K/V cache yet */
 };

@@ -1,0 +1,56 @@
+/*
+ * sequence.h - one sequence's generation state: the tokens so far, the
+ * logits processors and the pick of the next token, and the stopping rules
+ * (eos, stop strings, length), with transformers generate()'s semantics.
+ *
+ * gptc_generate runs one of these over a session; the batch engine runs one
+ * per request over the shared K/V cache. Not part of the API.
+ */
+#ifndef GPTC_SEQUENCE_H
+#define GPTC_SEQUENCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gptc.h"
+#include "sampling.h"
+
+typedef struct {
+    gptc_generate_params p; /* stop strings: copies owned here when `own` */
+    const gptc_tokenizer *tok;
+    int V;
+    int32_t *seq; /* prompt then generated ids: n of n_prompt + max_new */
+    size_t n, n_prompt;
+    int64_t max_new;
+    unsigned char *seen;
+    scored_id *scratch;
+    char *text; /* the sequence's bytes, for stop strings */
+    size_t text_len, text_cap;
+    int own;
+} gen_seq;
+
+/*
+ * Starts a sequence for a prompt gptc_generate_prepare accepted (max_new >
+ * 0). With copy_params the parameters' stop strings are copied, so the
+ * caller's may go before the sequence ends.
+ */
+gptc_status gen_seq_init(gen_seq *g, const gptc_model *m, const gptc_tokenizer *tok,
+                         const gptc_generate_params *p, const int32_t *prompt, size_t n_prompt,
+                         int64_t max_new, int copy_params);
+void gen_seq_free(gen_seq *g);
+
+/* Tokens generated so far. */
+static inline size_t gen_seq_new_tokens(const gen_seq *g) { return g->n - g->n_prompt; }
+
+/* The processors, in generate()'s order, on `logits` (changed in place), then
+ * the next token: argmax, or the seeded draw of this step. */
+int32_t gen_seq_pick(gen_seq *g, float *logits);
+
+/*
+ * Appends `next` and says whether the sequence ends with it: GPTC_FINISH_EOS,
+ * _STOP_STRING, _LENGTH (max_new reached), or GPTC_FINISH_NONE to go on.
+ * GPTC_FINISH_ERROR (out of memory) records the error.
+ */
+gptc_finish_reason gen_seq_push(gen_seq *g, int32_t next);
+
+#endif

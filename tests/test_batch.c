@@ -1,0 +1,515 @@
+/*
+ * test_batch.c - batched generation (gptc_batch_*, gptc_generate_batch)
+ * against one prompt at a time (gptc_generate), which the fixtures tie to
+ * transformers.
+ *
+ * Every result of a batch must be the token ids gptc_generate gives for the
+ * same prompt and parameters alone: greedy and sampled (per-request seeds,
+ * temperatures, top-k/top-p, penalties, stop strings), with prompts of
+ * different lengths, requests joining a running batch, a cache too small for
+ * all of them at once (they wait), cancellation, and early finishers. Plus
+ * the cache bookkeeping (blocks back in the pool) and the errors.
+ *
+ *     GPTC_ROOT=. build/tests/test_batch
+ * GPTC_BATCH_BACKEND=cuda runs it on the CUDA backend.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "check.h"
+#include "gptc.h"
+#include "internal.h"
+
+static const char *g_backend = "cpu";
+
+static char *fixture(const char *name) {
+    const char *root = getenv("GPTC_ROOT");
+    char *dir = gptc_path_join(root ? root : ".", "tests/fixtures");
+    char *p = dir ? gptc_path_join(dir, name) : NULL;
+    free(dir);
+    return p;
+}
+
+static gptc_model *load(const char *name) {
+    char *dir = fixture(name);
+    gptc_model_params mp = gptc_model_default_params();
+    mp.n_threads = 2;
+    mp.backend = g_backend;
+    mp.dtype = GPTC_DTYPE_F32;
+    gptc_model *m = NULL;
+    if (!dir || gptc_model_load(dir, &mp, &m) != GPTC_OK) CHECK(0, "load %s: %s", name, gptc_last_error());
+    free(dir);
+    return m;
+}
+
+static uint64_t g_rng = 12345;
+static uint32_t rnd(uint32_t n) {
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(g_rng >> 33) % n;
+}
+
+static int same(const int32_t *a, size_t na, const int32_t *b, size_t nb) {
+    return na == nb && (na == 0 || memcmp(a, b, na * sizeof *a) == 0);
+}
+
+static void print_ids(const char *what, const int32_t *ids, size_t n) {
+    fprintf(stderr, "    %s (%zu):", what, n);
+    for (size_t i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
+    fputc('\n', stderr);
+}
+
+#define NP 12
+
+typedef struct {
+    int32_t *prompt[NP];
+    size_t len[NP];
+    gptc_generate_params p[NP];
+} workload;
+
+static void make_prompts(workload *w, const gptc_model *m, int max_len) {
+    int V = gptc_model_config(m)->n_vocab;
+    for (int i = 0; i < NP; i++) {
+        w->len[i] = 1 + rnd((uint32_t)max_len);
+        w->prompt[i] = malloc(w->len[i] * sizeof(int32_t));
+        for (size_t k = 0; k < w->len[i]; k++) w->prompt[i][k] = (int32_t)rnd((uint32_t)V);
+    }
+}
+
+static void free_prompts(workload *w) {
+    for (int i = 0; i < NP; i++) free(w->prompt[i]);
+}
+
+/* One request's parameters, from the model's defaults: greedy, or sampling
+ * with a mix of processors, each with its own seed and length. */
+static gptc_generate_params params_for(const gptc_model *m, int i, int sampled) {
+    gptc_generate_params p = gptc_generate_default_params(m);
+    p.max_new_tokens = 1 + (int32_t)rnd(24);
+    p.do_sample = sampled;
+    if (sampled) {
+        p.seed = 1000 + (uint64_t)i;
+        p.temperature = 0.5f + 0.25f * (float)(i % 4);
+        p.top_k = i % 3 == 0 ? 0 : 5 + i;
+        p.top_p = i % 2 ? 0.9f : 1.0f;
+    }
+    if (i % 4 == 1) p.repetition_penalty = 1.3f;
+    if (i % 5 == 2) p.no_repeat_ngram_size = 2;
+    if (i % 6 == 3) p.min_new_tokens = 2;
+    return p;
+}
+
+/* The reference: each prompt alone. */
+static void run_single(gptc_model *m, const gptc_tokenizer *tok, workload *w, int32_t **ids, size_t *lens) {
+    for (int i = 0; i < NP; i++) {
+        ids[i] = NULL;
+        gptc_status st = gptc_generate(m, tok, w->prompt[i], w->len[i], &w->p[i], NULL, NULL, &ids[i], &lens[i]);
+        CHECK(st == GPTC_OK, "gptc_generate %d: %s", i, gptc_last_error());
+    }
+}
+
+/* Adds the requests over time (a few at first, the rest while the batch
+ * runs) and checks every event against the cache's bookkeeping. */
+static void run_batch(gptc_model *m, const gptc_tokenizer *tok, workload *w, const gptc_batch_params *bp,
+                      int32_t **ids, size_t *lens, const char *what) {
+    gptc_batch *b = NULL;
+    if (gptc_batch_new(m, tok, bp, &b) != GPTC_OK) {
+        CHECK(0, "%s: gptc_batch_new: %s", what, gptc_last_error());
+        return;
+    }
+    uint64_t rid[NP];
+    int done[NP] = {0}, added = 0, finished = 0, steps = 0;
+    size_t cap[NP];
+    for (int i = 0; i < NP; i++) ids[i] = NULL, lens[i] = 0, cap[i] = 0;
+    while (finished < NP && steps < 10000) {
+        /* Three at the start, then one more every other step. */
+        while (added < NP && (added < 3 || steps % 2 == 0)) {
+            gptc_status st = gptc_batch_add(b, w->prompt[added], w->len[added], &w->p[added], &rid[added]);
+            CHECK(st == GPTC_OK && rid[added] > 0, "%s: add %d: %s", what, added, gptc_last_error());
+            added++;
+            if (steps > 0) break;
+        }
+        const gptc_batch_event *ev;
+        size_t n;
+        gptc_status st = gptc_batch_step(b, &ev, &n);
+        steps++;
+        if (st != GPTC_OK) {
+            CHECK(0, "%s: step: %s", what, gptc_last_error());
+            break;
+        }
+        gptc_batch_stats s = gptc_batch_get_stats(b);
+        CHECK(s.running <= (size_t)(bp->max_batch ? bp->max_batch : 32), "%s: %zu running", what, s.running);
+        CHECK(s.kv_positions_used <= s.kv_positions_reserved && s.kv_positions_reserved <= s.kv_positions_total,
+              "%s: cache used %zu, reserved %zu, total %zu", what, s.kv_positions_used, s.kv_positions_reserved,
+              s.kv_positions_total);
+        for (size_t e = 0; e < n; e++) {
+            int i = -1;
+            for (int k = 0; k < added; k++)
+                if (rid[k] == ev[e].id) i = k;
+            if (i < 0 || done[i]) {
+                CHECK(0, "%s: event for unknown or finished request %llu", what, (unsigned long long)ev[e].id);
+                continue;
+            }
+            if (ev[e].token >= 0) {
+                if (lens[i] == cap[i]) {
+                    cap[i] = cap[i] ? 2 * cap[i] : 8;
+                    ids[i] = realloc(ids[i], cap[i] * sizeof(int32_t));
+                }
+                ids[i][lens[i]++] = ev[e].token;
+            }
+            if (ev[e].finish != GPTC_FINISH_NONE) done[i] = 1, finished++;
+        }
+    }
+    CHECK(finished == NP, "%s: %d of %d finished after %d steps", what, finished, NP, steps);
+    gptc_batch_stats s = gptc_batch_get_stats(b);
+    CHECK(s.running == 0 && s.waiting == 0 && s.kv_positions_used == 0 && s.kv_positions_reserved == 0,
+          "%s: all done, but %zu running, %zu waiting, %zu positions held", what, s.running, s.waiting,
+          s.kv_positions_used);
+    gptc_batch_free(b);
+}
+
+static void compare(workload *w, int32_t **want, size_t *wlen, int32_t **got, size_t *glen, const char *what,
+                    const char *model) {
+    int ok = 0;
+    for (int i = 0; i < NP; i++) {
+        int eq = same(want[i], wlen[i], got[i], glen[i]);
+        ok += eq;
+        if (!eq) {
+            fprintf(stderr, "  %s %s, prompt %d (%zu tokens):\n", model, what, i, w->len[i]);
+            print_ids("alone", want[i], wlen[i]);
+            print_ids("batch", got[i], glen[i]);
+        }
+    }
+    CHECK(ok == NP, "%s, %s: %d of %d sequences identical to one prompt at a time", model, what, ok, NP);
+}
+
+static void free_ids(int32_t **ids) {
+    for (int i = 0; i < NP; i++) free(ids[i]), ids[i] = NULL;
+}
+
+/* Greedy and sampled workloads on one model, under several batch shapes. */
+static void test_model(const char *name) {
+    gptc_model *m = load(name);
+    if (!m) return;
+    char *dir = fixture(name);
+    gptc_tokenizer *tok = NULL;
+    gptc_tokenizer_load(dir, &tok); /* not every fixture has one; only stop strings need it */
+    free(dir);
+    int n_ctx = gptc_model_config(m)->n_ctx;
+    for (int sampled = 0; sampled < 2; sampled++) {
+        workload w;
+        make_prompts(&w, m, n_ctx / 2 < 40 ? n_ctx / 2 : 40);
+        for (int i = 0; i < NP; i++) w.p[i] = params_for(m, i, sampled);
+        int32_t *want[NP], *got[NP];
+        size_t wlen[NP], glen[NP];
+        run_single(m, tok, &w, want, wlen);
+        struct {
+            const char *what;
+            gptc_batch_params bp;
+        } shapes[] = {
+            {"default batch", {0, 0, 0}},
+            {"batch of 3", {0, 3, 0}},
+            {"one prompt per step", {0, 32, 1}},
+            /* Room for about two requests: the others wait for blocks. */
+            {"a cache for two", {0, 32, 0}},
+        };
+        /* the cache is fp32 here on either backend (dtype f32) */
+        const gptc_config *c = gptc_model_config(m);
+        uint64_t per_pos = 2ull * (uint64_t)c->n_layer * (uint64_t)c->n_embd * 4;
+        shapes[3].bp.kv_memory = per_pos * 16 * 8; /* 8 blocks of 16 positions */
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+            char what[128];
+            snprintf(what, sizeof what, "%s, %s", sampled ? "sampled" : "greedy", shapes[k].what);
+            run_batch(m, tok, &w, &shapes[k].bp, got, glen, what);
+            compare(&w, want, wlen, got, glen, what, name);
+            free_ids(got);
+        }
+        /* gptc_generate_batch: the same, with one parameter set for all. */
+        for (int i = 0; i < NP; i++) w.p[i] = w.p[sampled ? 5 : 0];
+        free_ids(want);
+        run_single(m, tok, &w, want, wlen);
+        const int32_t *prompts[NP];
+        for (int i = 0; i < NP; i++) prompts[i] = w.prompt[i];
+        gptc_batch_params bp = {0, 4, 0};
+        gptc_status st = gptc_generate_batch(m, tok, NP, prompts, w.len, &w.p[0], &bp, NULL, NULL, got, glen);
+        CHECK(st == GPTC_OK, "gptc_generate_batch: %s", gptc_last_error());
+        if (st == GPTC_OK) compare(&w, want, wlen, got, glen, sampled ? "generate_batch sampled" : "generate_batch greedy", name);
+        free_ids(got);
+        free_ids(want);
+        free_prompts(&w);
+    }
+    gptc_tokenizer_free(tok);
+    gptc_model_free(m);
+}
+
+/* Stop strings and eos end requests early; the others go on. */
+static void test_stops(void) {
+    gptc_model *m = load("gpt2vocab-f16");
+    char *dir = fixture("gpt2vocab-f16");
+    gptc_tokenizer *tok = NULL;
+    CHECK(dir && gptc_tokenizer_load(dir, &tok) == GPTC_OK, "tokenizer: %s", gptc_last_error());
+    free(dir);
+    if (!m || !tok) {
+        gptc_model_free(m);
+        gptc_tokenizer_free(tok);
+        return;
+    }
+    workload w;
+    make_prompts(&w, m, 20);
+    static const char *stops[] = {"e", " the", "\n"};
+    for (int i = 0; i < NP; i++) {
+        w.p[i] = params_for(m, i, i % 2);
+        w.p[i].max_new_tokens = 30;
+        if (i % 3 == 0) w.p[i].stop_strings = stops, w.p[i].n_stop_strings = 3;
+        /* a frequent token as eos for some: they end early */
+        if (i % 3 == 1) w.p[i].eos_token_ids[0] = w.prompt[i][0], w.p[i].n_eos_token_ids = 1;
+    }
+    int32_t *want[NP], *got[NP];
+    size_t wlen[NP], glen[NP];
+    run_single(m, tok, &w, want, wlen);
+    gptc_batch_params bp = {0, 5, 0};
+    run_batch(m, tok, &w, &bp, got, glen, "stop strings and eos");
+    compare(&w, want, wlen, got, glen, "stop strings and eos", "gpt2vocab-f16");
+    int short_ones = 0;
+    for (int i = 0; i < NP; i++) short_ones += wlen[i] < 30;
+    CHECK(short_ones > 0, "some requests ended before max_new_tokens (%d)", short_ones);
+    free_ids(want);
+    free_ids(got);
+    free_prompts(&w);
+    gptc_tokenizer_free(tok);
+    gptc_model_free(m);
+}
+
+static void test_api(void) {
+    gptc_model *m = load("base-gelu_new");
+    if (!m) return;
+    const gptc_config *c = gptc_model_config(m);
+    gptc_batch *b = NULL;
+    gptc_batch_params bp = gptc_batch_default_params();
+    gptc_generate_params p = gptc_generate_default_params(m);
+    p.max_new_tokens = 6;
+    int32_t prompt[5] = {1, 2, 3, 4, 5};
+    uint64_t id = 99;
+
+    bp.max_batch = -1;
+    CHECK(gptc_batch_new(m, NULL, &bp, &b) == GPTC_ERR_ARG && strstr(gptc_last_error(), "max_batch"),
+          "max_batch -1 refused: %s", gptc_last_error());
+    bp = gptc_batch_default_params();
+    bp.kv_memory = 100;
+    CHECK(gptc_batch_new(m, NULL, &bp, &b) == GPTC_ERR_RANGE && strstr(gptc_last_error(), "kv_memory"),
+          "kv_memory below one block refused: %s", gptc_last_error());
+    uint64_t per_pos = 2ull * (uint64_t)c->n_layer * (uint64_t)c->n_embd * 4;
+    bp.kv_memory = per_pos * 16 * 2; /* 32 positions */
+    CHECK(gptc_batch_new(m, NULL, &bp, &b) == GPTC_OK, "batch: %s", gptc_last_error());
+    if (!b) {
+        gptc_model_free(m);
+        return;
+    }
+    gptc_batch_stats s = gptc_batch_get_stats(b);
+    CHECK(s.kv_positions_total == 32, "kv_memory of 32 positions gives %zu", s.kv_positions_total);
+    p.max_new_tokens = 28; /* 5 + 28 > 32: can never fit */
+    CHECK(gptc_batch_add(b, prompt, 5, &p, &id) == GPTC_ERR_RANGE && id == 0 &&
+              strstr(gptc_last_error(), "kv_memory") && strstr(gptc_last_error(), "needs 48"),
+          "a request larger than the cache refused: %s", gptc_last_error());
+    p.max_new_tokens = 6;
+    p.top_p = 2;
+    CHECK(gptc_batch_add(b, prompt, 5, &p, &id) == GPTC_ERR_ARG && strstr(gptc_last_error(), "top_p"),
+          "bad top_p refused: %s", gptc_last_error());
+    p.top_p = 1;
+    p.num_beams = 2;
+    CHECK(gptc_batch_add(b, prompt, 5, &p, &id) == GPTC_ERR_UNSUPPORTED && strstr(gptc_last_error(), "num_beams"),
+          "beams refused: %s", gptc_last_error());
+    p.num_beams = 1;
+    int32_t bad[2] = {1, c->n_vocab};
+    CHECK(gptc_batch_add(b, bad, 2, &p, &id) == GPTC_ERR_RANGE, "out-of-range prompt id refused: %s",
+          gptc_last_error());
+    CHECK(gptc_batch_add(b, prompt, 0, &p, &id) == GPTC_ERR_ARG, "empty prompt refused: %s", gptc_last_error());
+
+    /* Three requests of 16 positions each in a cache of 32: the third waits. */
+    uint64_t a1, a2, a3, z;
+    p.max_new_tokens = 11;
+    CHECK(gptc_batch_add(b, prompt, 5, &p, &a1) == GPTC_OK, "add: %s", gptc_last_error());
+    CHECK(gptc_batch_add(b, prompt, 5, &p, &a2) == GPTC_OK, "add: %s", gptc_last_error());
+    CHECK(gptc_batch_add(b, prompt, 4, &p, &a3) == GPTC_OK, "add: %s", gptc_last_error());
+    gptc_generate_params p0 = p;
+    p0.max_new_tokens = 0;
+    CHECK(gptc_batch_add(b, prompt, 3, &p0, &z) == GPTC_OK, "add with max_new_tokens 0: %s", gptc_last_error());
+    CHECK(a1 && a2 && a3 && z && a1 != a2 && a2 != a3, "distinct ids");
+    const gptc_batch_event *ev;
+    size_t n;
+    CHECK(gptc_batch_step(b, &ev, &n) == GPTC_OK, "step: %s", gptc_last_error());
+    s = gptc_batch_get_stats(b);
+    CHECK(s.running == 2 && s.waiting == 1, "two run, one waits for room: %zu running, %zu waiting", s.running,
+          s.waiting);
+    int got_z = 0, got_a3 = 0;
+    for (size_t e = 0; e < n; e++) {
+        if (ev[e].id == z) got_z = ev[e].token == -1 && ev[e].finish == GPTC_FINISH_LENGTH;
+        got_a3 |= ev[e].id == a3;
+    }
+    CHECK(got_z && n == 3 && !got_a3, "first step: the empty request finished, two tokens (%zu events)", n);
+    if (strcmp(g_backend, "cpu") == 0)
+        CHECK(s.kv_positions_used == 16 * 2, "each running request holds one block: %zu positions",
+              s.kv_positions_used);
+    /* Cancelling a running request frees its room: the waiting one starts. */
+    CHECK(gptc_batch_cancel(b, a1) == GPTC_OK, "cancel: %s", gptc_last_error());
+    CHECK(gptc_batch_cancel(b, a1) == GPTC_ERR_ARG, "cancel twice refused");
+    CHECK(gptc_batch_cancel(b, 12345) == GPTC_ERR_ARG, "cancel of an unknown id refused");
+    CHECK(gptc_batch_step(b, &ev, &n) == GPTC_OK, "step: %s", gptc_last_error());
+    s = gptc_batch_get_stats(b);
+    CHECK(s.running == 2 && s.waiting == 0, "after the cancel: %zu running, %zu waiting", s.running, s.waiting);
+    for (size_t e = 0; e < n; e++) CHECK(ev[e].id != a1, "no event for a cancelled request");
+    /* A waiting request can be cancelled too. */
+    uint64_t a4;
+    CHECK(gptc_batch_add(b, prompt, 5, &p, &a4) == GPTC_OK, "add: %s", gptc_last_error());
+    CHECK(gptc_batch_cancel(b, a4) == GPTC_OK && gptc_batch_get_stats(b).waiting == 0, "cancel a waiting one");
+    int steps = 0;
+    while (gptc_batch_get_stats(b).running && steps++ < 100) gptc_batch_step(b, &ev, &n);
+    s = gptc_batch_get_stats(b);
+    CHECK(s.running == 0 && s.kv_positions_used == 0, "all ended, no block held (%zu)", s.kv_positions_used);
+    CHECK(gptc_batch_step(b, &ev, &n) == GPTC_OK && n == 0, "a step with nothing to do");
+    CHECK(gptc_batch_step(b, NULL, &n) == GPTC_ERR_ARG, "NULL events refused");
+    gptc_batch_free(b);
+    gptc_batch_free(NULL);
+
+    /* gptc_generate_batch: the error names the prompt; a stop from the callback. */
+    const int32_t *prompts[2] = {prompt, bad};
+    size_t lens[2] = {5, 2}, out_lens[2];
+    int32_t *out[2];
+    CHECK(gptc_generate_batch(m, NULL, 2, prompts, lens, &p, NULL, NULL, NULL, out, out_lens) == GPTC_ERR_RANGE &&
+              strstr(gptc_last_error(), "prompt 2") && !out[0] && !out[1],
+          "the bad prompt is named: %s", gptc_last_error());
+    gptc_model_free(m);
+}
+
+static int stop_after_3(size_t index, int32_t id, void *user) {
+    (void)id;
+    size_t *count = user;
+    return ++count[index] == 3;
+}
+
+static void test_callback(void) {
+    gptc_model *m = load("base-gelu_new");
+    if (!m) return;
+    gptc_generate_params p = gptc_generate_default_params(m);
+    p.max_new_tokens = 10;
+    p.n_eos_token_ids = 0;
+    int32_t a[3] = {1, 2, 3}, b2[7] = {4, 5, 6, 7, 8, 9, 10};
+    const int32_t *prompts[2] = {a, b2};
+    size_t lens[2] = {3, 7}, out_lens[2], count[2] = {0, 0};
+    int32_t *out[2];
+    /* stop_strings set but n_stop_strings 0: the array is not the batch's to free */
+    const char *unused[1] = {"x"};
+    p.stop_strings = unused;
+    CHECK(gptc_generate_batch(m, NULL, 2, prompts, lens, &p, NULL, stop_after_3, count, out, out_lens) == GPTC_OK,
+          "generate_batch: %s", gptc_last_error());
+    CHECK(out_lens[0] == 3 && out_lens[1] == 3, "the callback stops each prompt after 3 tokens: %zu %zu",
+          out_lens[0], out_lens[1]);
+    free(out[0]);
+    free(out[1]);
+    CHECK(gptc_generate_batch(m, NULL, 0, NULL, NULL, &p, NULL, NULL, NULL, NULL, NULL) == GPTC_OK,
+          "no prompts: nothing to do");
+    gptc_model_free(m);
+}
+
+/*
+ * The backend's paged pass is batch-invariant to the bit: three sequences'
+ * prompts in one pass (their blocks handed out in a scrambled order), then a
+ * decode token of each in one pass, give exactly the logits each sequence
+ * gets alone in a session. Token ids alone would hide rounding differences
+ * behind the margins of random weights; this is what makes "identical to one
+ * at a time" hold for every model, not just these.
+ */
+static void test_pass_invariance(const char *name) {
+    gptc_model *m = load(name);
+    if (!m) return;
+    const gptc_backend_ops *be = m->backend;
+    if (!be->kv_eval) {
+        fprintf(stderr, "  %s: the %s backend has no paged pass: skipped\n", name, be->name);
+        gptc_model_free(m);
+        return;
+    }
+    const gptc_config *c = gptc_model_config(m);
+    int V = c->n_vocab;
+    enum { NS = 3, BS = 16 };
+    size_t len[NS] = {5, 17, 33};
+    int32_t prompt[NS][34], tables[NS][4];
+    /* blocks 0..11, scrambled: sequence s gets blocks 11 - s, 8 - s, ... */
+    for (int s = 0; s < NS; s++)
+        for (int k = 0; k < 4; k++) tables[s][k] = 11 - s - 3 * k;
+    for (int s = 0; s < NS; s++)
+        for (size_t k = 0; k <= len[s]; k++) prompt[s][k] = (int32_t)rnd((uint32_t)V);
+    void *kv = NULL;
+    float *batch = malloc((size_t)NS * V * sizeof(float)), *alone = malloc((size_t)V * sizeof(float));
+    CHECK(be->kv_new(m, 12, BS, &kv) == GPTC_OK && batch && alone, "kv_new: %s", gptc_last_error());
+    int32_t ids[64], pos[64], seq[64], rows[NS];
+    const int32_t *tab[NS] = {tables[0], tables[1], tables[2]};
+    for (int phase = 0; phase < 2 && kv; phase++) {
+        int T = 0;
+        for (int s = 0; s < NS; s++) {
+            size_t from = phase ? len[s] : 0, to = phase ? len[s] + 1 : len[s];
+            for (size_t k = from; k < to; k++, T++) ids[T] = prompt[s][k], pos[T] = (int32_t)k, seq[T] = s;
+            rows[s] = T - 1;
+        }
+        gptc_pass p = {.n_tokens = T, .ids = ids, .pos = pos, .seq = seq, .tables = tab, .n_logits = NS,
+                       .logit_rows = rows};
+        CHECK(be->kv_eval(m, kv, &p, batch) == GPTC_OK, "kv_eval: %s", gptc_last_error());
+        for (int s = 0; s < NS; s++) {
+            gptc_session *ss = NULL;
+            size_t n = phase ? len[s] + 1 : len[s];
+            CHECK(gptc_session_new(m, (int32_t)n, &ss) == GPTC_OK &&
+                      gptc_session_eval(ss, prompt[s], len[s], phase ? 0 : 1, alone) == GPTC_OK &&
+                      (!phase || gptc_session_eval(ss, &prompt[s][len[s]], 1, 1, alone) == GPTC_OK),
+                  "session: %s", gptc_last_error());
+            gptc_session_free(ss);
+            CHECK(memcmp(alone, batch + (size_t)s * V, (size_t)V * sizeof(float)) == 0,
+                  "%s, %s: sequence %d's logits in a batch are bitwise those it gets alone", name,
+                  phase ? "decode" : "prefill", s);
+        }
+    }
+    /* kv_copy: sequence 0's block (6 positions) copied to the unused block 0
+     * continues as the original would. */
+    if (kv) {
+        static const int32_t copy_table[1] = {0};
+        const int32_t *ct[1] = {copy_table};
+        int32_t next[7], z = 0, p6 = 6;
+        memcpy(next, prompt[0], 6 * sizeof *next);
+        next[6] = 7;
+        CHECK(be->kv_copy(m, kv, 0, tables[0][0], 6) == GPTC_OK, "kv_copy: %s", gptc_last_error());
+        gptc_pass p = {.n_tokens = 1, .ids = &next[6], .pos = &p6, .seq = &z, .tables = ct, .n_logits = 1,
+                       .logit_rows = &z};
+        gptc_session *ss = NULL;
+        CHECK(be->kv_eval(m, kv, &p, batch) == GPTC_OK && gptc_session_new(m, 7, &ss) == GPTC_OK &&
+                  gptc_session_eval(ss, next, 7, 1, alone) == GPTC_OK,
+              "after kv_copy: %s", gptc_last_error());
+        gptc_session_free(ss);
+        CHECK(memcmp(alone, batch, (size_t)V * sizeof(float)) == 0,
+              "%s: a copied block continues with the original's logits", name);
+    }
+    if (kv) be->kv_free(m, kv);
+    free(batch);
+    free(alone);
+    gptc_model_free(m);
+}
+
+int main(int argc, char **argv) {
+    if (getenv("GPTC_BATCH_BACKEND")) g_backend = getenv("GPTC_BATCH_BACKEND");
+    const char *only = argc > 1 ? argv[1] : NULL;
+    static const char *models[] = {"base-gelu_new", "gpt2vocab-f16", "eos-tanh", "untied-relu",
+                                   "sharded-f16-silu", "orig-f32-gelu"};
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
+        if (!only || strstr(models[i], only)) {
+            test_model(models[i]);
+            fprintf(stderr, "  %-24s done\n", models[i]);
+        }
+    if (!only) {
+        test_pass_invariance("base-gelu_new");
+        test_pass_invariance("gpt2vocab-f16");
+        test_pass_invariance("orig-f32-gelu");
+        test_stops();
+        test_api();
+        test_callback();
+    }
+    printf("%d checks, %d failed (%s backend)\n", g_checks, g_fail, g_backend);
+    return g_fail ? 1 : 0;
+}
