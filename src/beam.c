@@ -39,15 +39,18 @@
  * all finish). Only a step where fewer than K candidates have finite scores
  * (a vocabulary nearly all banned) could let tie order matter.
  *
- * K/V cache, interim design: one session per beam, each with room for prompt
- * + max_new_tokens positions. When the new running beams are chosen, a beam
- * that continues from an old beam takes over that beam's session (the first
- * child of each parent: no copy, just the pointer); only further children of
- * the same parent get a copy of its cache, into a session no child claimed
- * (gptc_session_copy). The prompt is evaluated once and copied to the other
- * beams after the first step. Issue 4's final design shares the prompt's and
- * the common prefixes' K/V blocks between beams and reorders beams without
- * copying whole caches; this file is the first step towards it.
+ * K/V cache. On a backend with a paged cache (kv_eval) the beams are the
+ * sequences of one pass: each step reads the weights once for all of them.
+ * A beam is a table of blocks; the prompt is evaluated once and its blocks
+ * are shared by every beam, and so are the blocks of any common prefix. When
+ * the new running beams are chosen, each takes its parent's table (the
+ * blocks change holders, nothing is copied); only the block that the next
+ * token writes into, when another beam still holds it, is copied first
+ * (copy on write: at most block_size - 1 rows per beam and step).
+ *
+ * Without a paged cache (CUDA, for now): one session per beam; a beam that
+ * continues an old one takes over its session, and only further children of
+ * the same parent copy the whole cache (gptc_session_copy).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -56,6 +59,7 @@
 #include "backend.h"
 #include "generate.h"
 #include "internal.h"
+#include "kvblocks.h"
 #include "model.h"
 #include "sampling.h"
 
@@ -149,11 +153,30 @@ typedef struct {
     size_t *sel;                      /* (nb + K) */
     int *claim;                       /* (nb) */
     unsigned char *seen;              /* (V) zeroed scratch for the repetition penalty */
+    /* the paged cache */
+    int paged;
+    void *kv;
+    kv_blocks blocks;
+    int32_t bs, max_blocks;           /* positions per block; blocks of a whole sequence */
+    int32_t *tab, *tab_next;          /* (nb, max_blocks) each beam's blocks */
+    int32_t *n_tab, *n_tab_next;      /* (nb) */
+    int32_t *pass;                    /* ids, pos, seq, rows: (4, max(n_prompt, nb)) */
+    const int32_t **tables;           /* (nb) */
 } beam_state;
 
-static void beam_free(beam_state *b) {
+#define BEAM_BLOCK 16
+
+static void beam_free(beam_state *b, gptc_model *m) {
     if (b->sess)
         for (int i = 0; i < b->nb; i++) gptc_session_free(b->sess[i]);
+    if (b->kv) m->backend->kv_free(m, b->kv);
+    kvb_destroy(&b->blocks);
+    free(b->tab);
+    free(b->tab_next);
+    free(b->n_tab);
+    free(b->n_tab_next);
+    free(b->pass);
+    free(b->tables);
     void *bufs[] = {b->sess,      b->sess_next,      b->seq,        b->seq_next, b->score,
                     b->score_next, b->parent,        b->fin,        b->fin_next, b->fin_len,
                     b->fin_len_next, b->fin_score,   b->fin_score_next, b->fin_done,
@@ -192,6 +215,27 @@ static gptc_status beam_alloc(beam_state *b, gptc_model *m) {
         !b->fin_score || !b->fin_score_next || !b->fin_done || !b->fin_done_next || !b->lp ||
         !b->cand || !b->cand_score || !b->hits || !b->tmp || !b->sel || !b->claim || !b->seen)
         return gptc_fail(GPTC_ERR_NOMEM, "out of memory for %d beams", b->nb);
+    if (b->paged) {
+        /* Worst case: no beam shares more than the prompt's full blocks,
+         * plus one copy-on-write block per beam in flight. */
+        int32_t bs = b->bs = BEAM_BLOCK;
+        b->max_blocks = (int32_t)((b->total + (size_t)bs - 1) / (size_t)bs);
+        int32_t shared = (int32_t)(b->n_prompt / (size_t)bs);
+        int64_t n_blocks = shared + (int64_t)nb * (b->max_blocks - shared + 1);
+        size_t n_pass = b->n_prompt > nb ? b->n_prompt : nb;
+        b->tab = malloc(nb * (size_t)b->max_blocks * sizeof *b->tab);
+        b->tab_next = malloc(nb * (size_t)b->max_blocks * sizeof *b->tab_next);
+        b->n_tab = calloc(nb, sizeof *b->n_tab);
+        b->n_tab_next = calloc(nb, sizeof *b->n_tab_next);
+        b->pass = malloc(4 * n_pass * sizeof *b->pass);
+        b->tables = malloc(nb * sizeof *b->tables);
+        if (!b->tab || !b->tab_next || !b->n_tab || !b->n_tab_next || !b->pass || !b->tables)
+            return gptc_fail(GPTC_ERR_NOMEM, "out of memory for %d beams", b->nb);
+        if (n_blocks > INT32_MAX) return gptc_fail(GPTC_ERR_NOMEM, "out of memory for %d beams", b->nb);
+        gptc_status st = kvb_init(&b->blocks, (int32_t)n_blocks, bs);
+        if (st == GPTC_OK) st = m->backend->kv_new(m, (int32_t)n_blocks, bs, &b->kv);
+        return st;
+    }
     for (size_t i = 0; i < nb; i++) {
         gptc_status st = gptc_session_new(m, (int32_t)b->total, &b->sess[i]);
         if (st != GPTC_OK) return st;
@@ -300,7 +344,79 @@ static gptc_status reorder_caches(beam_state *b, int first) {
     return GPTC_OK;
 }
 
-static gptc_status beam_run(beam_state *b) {
+/* The paged cache's reorder: each new beam takes its parent's table, then
+ * gets a block of its own for position `pos` (the one the next pass writes)
+ * if it has none or shares it. */
+static gptc_status reorder_tables(beam_state *b, gptc_model *m, int first, int32_t pos) {
+    size_t nb = (size_t)b->nb, mb = (size_t)b->max_blocks;
+    for (size_t j = 0; j < nb; j++) {
+        size_t src = first ? 0 : b->parent[j];
+        b->n_tab_next[j] = b->n_tab[src];
+        for (int32_t k = 0; k < b->n_tab[src]; k++) {
+            b->tab_next[j * mb + k] = b->tab[src * mb + k];
+            kvb_retain(&b->blocks, b->tab[src * mb + k]);
+        }
+    }
+    for (size_t i = 0; i < nb; i++)
+        for (int32_t k = 0; k < b->n_tab[i]; k++) kvb_release(&b->blocks, b->tab[i * mb + k]);
+    SWAP(b->tab, b->tab_next);
+    SWAP(b->n_tab, b->n_tab_next);
+    int32_t bi = pos / b->bs, rows = pos % b->bs;
+    for (size_t j = 0; j < nb; j++) {
+        int32_t *t = b->tab + j * mb;
+        if (bi < b->n_tab[j] && b->blocks.refs[t[bi]] == 1) continue; /* its own: written in place */
+        int32_t nbk = kvb_alloc(&b->blocks);
+        if (nbk < 0) return gptc_fail(GPTC_ERR_NOMEM, "beam search: out of K/V cache blocks");
+        if (bi < b->n_tab[j]) {
+            gptc_status st = m->backend->kv_copy(m, b->kv, nbk, t[bi], rows);
+            if (st != GPTC_OK) return st;
+            kvb_release(&b->blocks, t[bi]);
+            t[bi] = nbk;
+        } else t[b->n_tab[j]++] = nbk;
+    }
+    return GPTC_OK;
+}
+
+/* The paged cache's prompt: evaluated once as beam 0, whose blocks every
+ * beam then holds. */
+static gptc_status prompt_paged(beam_state *b, gptc_model *m) {
+    size_t n = b->n_prompt, mb = (size_t)b->max_blocks;
+    int32_t *ids = b->pass, *pos = ids + n, *seq = pos + n, *rows = seq + n;
+    int32_t need = (int32_t)((n + (size_t)b->bs - 1) / (size_t)b->bs);
+    for (int32_t k = 0; k < need; k++) b->tab[k] = kvb_alloc(&b->blocks);
+    b->n_tab[0] = need;
+    for (size_t t = 0; t < n; t++) ids[t] = b->seq[t], pos[t] = (int32_t)t, seq[t] = 0;
+    rows[0] = (int32_t)n - 1;
+    b->tables[0] = b->tab;
+    gptc_pass p = {.n_tokens = (int32_t)n, .ids = ids, .pos = pos, .seq = seq, .tables = b->tables,
+                   .n_logits = 1, .logit_rows = rows};
+    gptc_status st = m->backend->kv_eval(m, b->kv, &p, b->lp);
+    for (size_t i = 1; i < (size_t)b->nb; i++) {
+        b->n_tab[i] = need;
+        for (int32_t k = 0; k < need; k++) {
+            b->tab[i * mb + k] = b->tab[k];
+            kvb_retain(&b->blocks, b->tab[k]);
+        }
+    }
+    return st;
+}
+
+/* One decode pass for all beams: beam i's newest token at position cur - 1. */
+static gptc_status step_paged(beam_state *b, gptc_model *m, size_t cur) {
+    size_t nb = (size_t)b->nb;
+    int32_t *ids = b->pass, *pos = ids + nb, *seq = pos + nb, *rows = seq + nb;
+    for (size_t i = 0; i < nb; i++) {
+        ids[i] = b->seq[i * b->total + cur - 1];
+        pos[i] = (int32_t)cur - 1;
+        seq[i] = rows[i] = (int32_t)i;
+        b->tables[i] = b->tab + i * (size_t)b->max_blocks;
+    }
+    gptc_pass p = {.n_tokens = (int32_t)nb, .ids = ids, .pos = pos, .seq = seq, .tables = b->tables,
+                   .n_logits = (int32_t)nb, .logit_rows = rows};
+    return m->backend->kv_eval(m, b->kv, &p, b->lp);
+}
+
+static gptc_status beam_run(beam_state *b, gptc_model *m) {
     const gptc_generate_params *p = b->p;
     size_t nb = (size_t)b->nb, V = (size_t)b->V, cur = b->n_prompt;
     /* Only beam 0 starts live; the others are copies of it, held back at
@@ -311,7 +427,7 @@ static gptc_status beam_run(beam_state *b) {
         b->fin_len[i] = 0;
         b->fin_done[i] = 0;
     }
-    gptc_status st = gptc_session_eval(b->sess[0], b->seq, b->n_prompt, 1, b->lp);
+    gptc_status st = b->paged ? prompt_paged(b, m) : gptc_session_eval(b->sess[0], b->seq, b->n_prompt, 1, b->lp);
     if (st != GPTC_OK) return st;
     int unsat = 1; /* early stopping: the running beams may still improve */
     for (size_t step = 0;; step++) {
@@ -352,6 +468,11 @@ static gptc_status beam_run(beam_state *b) {
         unsat = unsat && any_better;
         if (!unsat || (all_done && p->early_stopping == GPTC_EARLY_STOPPING_TRUE) || all_hit) break;
 
+        if (b->paged) {
+            if ((st = reorder_tables(b, m, step == 0, (int32_t)cur - 1)) != GPTC_OK) return st;
+            if ((st = step_paged(b, m, cur)) != GPTC_OK) return st;
+            continue;
+        }
         if ((st = reorder_caches(b, step == 0)) != GPTC_OK) return st;
         for (size_t i = 0; i < nb; i++) {
             st = gptc_session_eval(b->sess[i], b->seq + i * b->total + cur - 1, 1, 1, b->lp + i * V);
@@ -389,7 +510,8 @@ gptc_status gptc_generate_beams(gptc_model *m, const gptc_tokenizer *tok, const 
     }
     const gptc_config *c = &m->cfg;
     beam_state b = {.p = p, .V = c->n_vocab, .nb = p->num_beams, .n_prompt = n_prompt,
-                    .max_new = (size_t)max_new, .total = n_prompt + (size_t)max_new};
+                    .max_new = (size_t)max_new, .total = n_prompt + (size_t)max_new,
+                    .paged = m->backend->kv_eval != NULL && !getenv("GPTC_BEAM_SESSIONS")};
     int32_t n_keep = 1 + p->n_eos_token_ids > 2 ? 1 + p->n_eos_token_ids : 2;
     b.K = (size_t)n_keep * (size_t)b.nb;
     if (b.K > (size_t)b.nb * (size_t)b.V)
@@ -398,7 +520,7 @@ gptc_status gptc_generate_beams(gptc_model *m, const gptc_tokenizer *tok, const 
                          b.K, b.nb, b.V);
     if ((st = beam_alloc(&b, m)) != GPTC_OK) goto done;
     for (size_t i = 0; i < (size_t)b.nb; i++) memcpy(b.seq + i * b.total, prompt, n_prompt * sizeof *prompt);
-    if ((st = beam_run(&b)) != GPTC_OK) goto done;
+    if ((st = beam_run(&b, m)) != GPTC_OK) goto done;
 
     size_t n_all = 0;
     for (size_t i = 0; i < n_ret; i++) n_all += b.fin_len[i];
@@ -413,6 +535,6 @@ gptc_status gptc_generate_beams(gptc_model *m, const gptc_tokenizer *tok, const 
         if (out_scores) out_scores[i] = b.fin_score[i];
     }
 done:
-    beam_free(&b);
+    beam_free(&b, m);
     return st;
 }

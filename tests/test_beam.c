@@ -425,6 +425,60 @@ static void test_generation_config(void) {
     free(root);
 }
 
+/*
+ * The paged cache (beams share the prompt's and common prefixes' blocks,
+ * copy on write) against one session per beam (GPTC_BEAM_SESSIONS=1): the
+ * same hypotheses and scores to the bit, for prompts and lengths that end
+ * inside a block and on its edge (blocks of 16 positions).
+ */
+static void test_paged_vs_sessions(void) {
+    char *root = fixtures_dir();
+    char *dir = root ? gptc_path_join(root, "gpt2vocab-f16") : NULL;
+    gptc_model *m = dir ? load_model(dir) : NULL;
+    free(root);
+    free(dir);
+    if (!m) return;
+    static const struct {
+        int beams, ret, prompt, max_new, ngram;
+        float rep;
+    } cases[] = {{2, 2, 3, 20, 0, 1.0f}, {3, 1, 16, 16, 2, 1.0f}, {5, 5, 15, 33, 0, 1.3f},
+                 {4, 2, 40, 9, 3, 1.0f}, {8, 3, 1, 48, 0, 1.0f}};
+    int V = gptc_model_config(m)->n_vocab;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        gptc_generate_params p = gptc_generate_default_params(m);
+        p.num_beams = cases[c].beams;
+        p.num_return_sequences = cases[c].ret;
+        p.max_new_tokens = cases[c].max_new;
+        p.no_repeat_ngram_size = cases[c].ngram;
+        p.repetition_penalty = cases[c].rep;
+        p.n_eos_token_ids = 0; /* run to the full length: every block boundary is crossed */
+        int32_t prompt[64];
+        for (int i = 0; i < cases[c].prompt; i++) prompt[i] = (int32_t)((i * 7919 + 13 * (int)c) % V);
+        int32_t *ids[2] = {NULL, NULL};
+        size_t lens[2][8];
+        float scores[2][8];
+        for (int k = 0; k < 2; k++) {
+            if (k) setenv("GPTC_BEAM_SESSIONS", "1", 1);
+            gptc_status st = gptc_generate_beams(m, NULL, prompt, (size_t)cases[c].prompt, &p, &ids[k], lens[k],
+                                                 scores[k]);
+            CHECK(st == GPTC_OK, "case %zu: %s", c, gptc_last_error());
+            unsetenv("GPTC_BEAM_SESSIONS");
+        }
+        size_t total = 0;
+        int same = ids[0] && ids[1];
+        for (int r = 0; r < cases[c].ret && same; r++) {
+            same &= lens[0][r] == lens[1][r] && memcmp(&scores[0][r], &scores[1][r], sizeof(float)) == 0;
+            total += lens[0][r];
+        }
+        same = same && memcmp(ids[0], ids[1], total * sizeof(int32_t)) == 0;
+        CHECK(same, "case %zu (%d beams, prompt %d, %d new): paged cache = a session per beam, to the bit", c,
+              cases[c].beams, cases[c].prompt, cases[c].max_new);
+        free(ids[0]);
+        free(ids[1]);
+    }
+    gptc_model_free(m);
+}
+
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     if (getenv("GPTC_BEAM_BACKEND")) g_backend = getenv("GPTC_BEAM_BACKEND");
@@ -437,6 +491,7 @@ int main(int argc, char **argv) {
         CHECK(0, "gptc_model_from_shape: %s", gptc_last_error());
     gptc_model_free(m);
     test_generation_config();
+    test_paged_vs_sessions();
     test_fixtures(filter);
     printf("%d checks, %d failed (%s backend)\n", g_checks, g_fail, g_backend);
     return g_fail ? 1 : 0;
