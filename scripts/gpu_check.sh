@@ -4,6 +4,10 @@
 # against transformers on the same card. Results go to $OUT (if set).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
+# gpu_package.sh ships the binaries compressed.
+if [ -f gpu-pkg/bundle.tar.xz ] && [ ! -x gpu-pkg/gptc ]; then
+  python3 -c "import tarfile; tarfile.open('gpu-pkg/bundle.tar.xz').extractall('gpu-pkg')"
+fi
 out=${OUT:-/tmp/gptc-out}
 mkdir -p "$out"
 cublas=$(ls -d /usr/local/cuda/lib64 2>/dev/null)
@@ -19,6 +23,13 @@ for t in gpu-pkg/test_*; do
   echo "== $t"
   "$t" 2>&1 | tee "$out/$(basename "$t").log" | tail -40 || true
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+done
+echo "== batched generation and beam search on the CUDA backend"
+for t in batch beam; do
+  T=$(echo "$t" | tr a-z A-Z)
+  env "GPTC_${T}_BACKEND=cuda" gpu-pkg/test_$t > "$out/test_$t-cuda.log" 2>&1 || status=1
+  grep FAIL "$out/test_$t-cuda.log" | head -10
+  tail -1 "$out/test_$t-cuda.log"
 done
 echo "== the persistent decode kernel (GPTC_CUDA_MEGA=1, an experiment): same tests"
 GPTC_CUDA_MEGA=1 GPTC_CUDA_MEGA_STRICT=1 gpu-pkg/test_cuda > "$out/test_cuda-mega.log" 2>&1 || status=1
