@@ -377,9 +377,15 @@ def cases(tmp):
     check("--prompts-file - reads stdin", r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr)
     with open(os.path.join(tmp, "empty_line.txt"), "w") as f:
         f.write("one\n\ntwo\n")
+    with open(os.path.join(tmp, "bad_ids.txt"), "w") as f:
+        f.write("1,2,3\n4,x\n")
+    with open(os.path.join(tmp, "big_id.txt"), "w") as f:
+        f.write("1,2,3\n4,99999999\n")
     for args, want_rc, want in (
             (["--prompts-file", os.path.join(tmp, "empty_line.txt")], 2, "empty_line.txt:2: empty prompt"),
             (["--prompts-file", os.path.join(tmp, "nope.txt")], 1, "nope.txt: No such file"),
+            (["--prompt-ids-file", os.path.join(tmp, "bad_ids.txt")], 2, "bad_ids.txt:2: 'x' is not a token id"),
+            (["--prompt-ids-file", os.path.join(tmp, "big_id.txt")], 2, "prompt 2"),
             (["--prompts-file", pf, "--kv-memory", "100B"], 2, "kv_memory"),
             (["--prompts-file", pf, "--kv-memory", "4KiB", "--max-new-tokens", "100"], 2, "prompt 1: kv_memory"),
             (["--prompts-file", pf, "--kv-memory", "lots"], 2, "--kv-memory: 'lots'"),

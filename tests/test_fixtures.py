@@ -222,6 +222,22 @@ def build_cases(fixtures_dir, name, exp, gbin):
             argv = [gbin, "generate", "-m", d, "--prompt-ids", ",".join(map(str, c["prompt"]))] + flags + ["--ids"]
             cases.append((label, argv, None, check_seqs(c["outputs"])))
 
+    batch_file = os.path.join(d, "batch.json")
+    if os.path.exists(batch_file):
+        with open(batch_file) as f:
+            batch = json.load(f)
+        for c in batch["cases"]:
+            try:
+                flags = gen_flags(c["kwargs"])
+            except ValueError as e:
+                cases.append((f"batch {c['name']}", None, None, str(e)))
+                continue
+            stdin = "".join(",".join(map(str, p)) + "\n" for p in c["prompts"]).encode()
+            for bs in ("2", "32"):
+                argv = [gbin, "generate", "-m", d, "--prompt-ids-file", "-", "--batch-size", bs] + flags + ["--ids"]
+                cases.append((f"batch {c['name']} ({len(c['prompts'])} prompts, batch size {bs})", argv, stdin,
+                              check_seqs(c["outputs"])))
+
     for i, c in enumerate(exp.get("tokenizer", [])):
         argv = [gbin, "tokenize", "-m", d]
         cases.append((f"tokenizer[{i}] text={c['text'][:60]!r}", argv, c["text"].encode("utf-8"),

@@ -331,6 +331,7 @@ static const char *k_generate_help =
     "                              prompt, in order: the text with \\n, \\r and \\\\ escaped,\n"
     "                              or with --ids the generated ids; same results as one\n"
     "                              prompt at a time\n"
+    "  --prompt-ids-file FILE      the same with prompts as token ids, comma-separated\n"
     "  --batch-size N              prompts decoded together (default 32)\n"
     "  --kv-memory SIZE            cap on the K/V cache, e.g. 512MiB, 4GiB, 1G (default:\n"
     "                              room for the batch at n_positions each); prompts wait\n"
@@ -373,7 +374,7 @@ static void put_escaped(const char *t, size_t n) {
  * --prompts-file: every line a prompt, all through one gptc_batch, one
  * output line per prompt in the file's order. Errors name the line.
  */
-static int generate_file(gptc_model *m, const gptc_tokenizer *tok, const char *path,
+static int generate_file(gptc_model *m, const gptc_tokenizer *tok, const char *path, int lines_are_ids,
                          const gptc_generate_params *p, const gptc_batch_params *bp, int want_ids) {
     if (p->num_beams > 1) {
         err_line("--num-beams: beam search is not batched; with --prompts-file use --num-beams 1");
@@ -408,7 +409,21 @@ static int generate_file(gptc_model *m, const gptc_tokenizer *tok, const char *p
             rc = 2;
             break;
         }
-        if (gptc_tokenizer_encode(tok, line, len, &prompts[n], &lens[n]) != GPTC_OK) {
+        if (lines_are_ids) {
+            line[len] = 0;
+            char flag[PATH_MAX + 32];
+            snprintf(flag, sizeof flag, "%s:%zu", path, n + 1);
+            if (!parse_ids(flag, line, &prompts[n], &lens[n])) {
+                rc = 2;
+                break;
+            }
+            if (lens[n] == 0) {
+                err_line("%s:%zu: empty prompt", path, n + 1);
+                free(prompts[n]);
+                rc = 2;
+                break;
+            }
+        } else if (gptc_tokenizer_encode(tok, line, len, &prompts[n], &lens[n]) != GPTC_OK) {
             err_line("%s:%zu: %s", path, n + 1, gptc_last_error());
             rc = 1;
             break;
@@ -473,6 +488,7 @@ static int generate_file(gptc_model *m, const gptc_tokenizer *tok, const char *p
 static int cmd_generate(int argc, char **argv) {
     common_opts co = {.dtype = -1};
     const char *prompt = NULL, *prompt_ids = NULL, *eos_ids = NULL, *prompts_file = NULL;
+    int file_ids = 0; /* --prompt-ids-file */
     long batch_size = 0;
     unsigned long long kv_memory = 0;
     const char *stops[MAX_STOPS];
@@ -498,7 +514,8 @@ static int cmd_generate(int argc, char **argv) {
         const char *v = argv[++i];
         if (strcmp(a, "--prompt") == 0) prompt = v;
         else if (strcmp(a, "--prompt-ids") == 0) prompt_ids = v;
-        else if (strcmp(a, "--prompts-file") == 0) prompts_file = v;
+        else if (strcmp(a, "--prompts-file") == 0) prompts_file = v, file_ids = 0;
+        else if (strcmp(a, "--prompt-ids-file") == 0) prompts_file = v, file_ids = 1;
         else if (strcmp(a, "--batch-size") == 0) { if (!parse_long(a, v, 1, 65536, &batch_size)) return 2; }
         else if (strcmp(a, "--kv-memory") == 0) { if (!parse_size(a, v, &kv_memory)) return 2; }
         else if (strcmp(a, "--max-new-tokens") == 0) { if (!parse_long(a, v, 0, INT32_MAX, &max_new)) return 2; }
@@ -536,7 +553,7 @@ static int cmd_generate(int argc, char **argv) {
         } else return usage_error("%s: unknown flag%s", a, "");
     }
     if (!!prompt + !!prompt_ids + !!prompts_file > 1)
-        return usage_error("--prompt, --prompt-ids and --prompts-file: give one%s%s", "", "");
+        return usage_error("--prompt, --prompt-ids and --prompts-file / --prompt-ids-file: give one%s%s", "", "");
     if (!prompt && !prompt_ids && !prompts_file)
         return usage_error("no prompt: give --prompt TEXT or --prompt-ids IDS (or --prompts-file FILE)%s%s", "", "");
     if (!prompts_file && (batch_size || kv_memory))
@@ -558,7 +575,7 @@ static int cmd_generate(int argc, char **argv) {
     int rc = load_model(&co, &m);
     if (rc) goto done;
     const gptc_config *cfg = gptc_model_config(m);
-    int need_tok = prompt || prompts_file || !want_ids || n_stops;
+    int need_tok = prompt || (prompts_file && !file_ids) || !want_ids || n_stops;
     if (need_tok && gptc_tokenizer_load(co.resolved, &tok) != GPTC_OK) { rc = lib_error(); goto done; }
     if (prompt && gptc_tokenizer_encode(tok, prompt, strlen(prompt), &ids, &n_ids) != GPTC_OK) {
         rc = lib_error();
@@ -611,7 +628,7 @@ static int cmd_generate(int argc, char **argv) {
         gptc_batch_params bp = gptc_batch_default_params();
         if (batch_size) bp.max_batch = (int32_t)batch_size;
         bp.kv_memory = kv_memory;
-        rc = generate_file(m, tok, prompts_file, &p, &bp, want_ids);
+        rc = generate_file(m, tok, prompts_file, file_ids, &p, &bp, want_ids);
         goto done;
     }
     if (p.num_return_sequences > 1) {

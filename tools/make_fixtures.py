@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the golden-file fixtures that tests/test_fixtures.py checks the gptc CLI against.
 
-    python3 tools/make_fixtures.py [--out tests/fixtures] [--only NAME ...] [--beams-only]
+    python3 tools/make_fixtures.py [--out tests/fixtures] [--only NAME ...] [--beams-only] [--batch-only]
 
 Every fixture is a small GPT2LMHeadModel checkpoint folder made with Hugging Face transformers
 itself (GPT2Config + GPT2LMHeadModel, weights re-initialised from a fixed torch seed at a large
@@ -40,6 +40,14 @@ kept only if the float32 checkpoint gives the same sequences, and so do BEAM_NOI
 runs with uniform noise of +-BEAM_NOISE added to every processed log-probability at every step
 (our float32 logits differ from float64 by ~1e-5); otherwise the next deterministic prompt is
 tried. --beams-only rewrites just the beam.json files of existing fixture folders.
+
+Batches (the same fixtures) go to batch.json, checked by tests/test_fixtures.py through
+`gptc generate --prompt-ids-file`: prompts of different lengths run by transformers as one
+generate() call with left padding, in float64, with plain greedy, repetition penalty + n-gram ban,
+an eos that ends some rows early, and min_new_tokens. A batch is kept only if its rows equal each
+prompt run alone (transformers' own batching changes nothing), every greedy step alone has the
+MARGIN_REL margin, and the float32 checkpoint batched gives the same ids. --batch-only rewrites just
+the batch.json files.
 """
 
 import argparse
@@ -525,6 +533,96 @@ def write_beam_cases(spec, folder):
     return len(cases)
 
 
+# ----------------------------------------------------------------------------------------- batches
+
+# (name, prompt lengths, generate() kwargs, eos). One batch of prompts of different lengths, run
+# by transformers as ONE generate() call with left padding (its batching), in float64. eos: as in
+# BEAM_CASES, chosen per batch among tokens the first prompt's greedy decoding emits, so that some
+# rows finish early and the others go on (their pad tokens after eos are not part of the output).
+BATCH_CASES = [
+    ("greedy_mixed_lengths", [1, 7, 3, 12, 5], dict(max_new_tokens=10), None),
+    ("rep1.5_ngram2", [4, 9, 2, 6], dict(max_new_tokens=12, repetition_penalty=1.5, no_repeat_ngram_size=2), None),
+    ("early_eos_some_rows", [3, 8, 5, 2, 10, 4], dict(max_new_tokens=12), "early"),
+    ("min_new_tokens_eos", [6, 2, 9], dict(max_new_tokens=10, min_new_tokens=6), "early"),
+]
+BATCH_PAD = 0  # the pad id of the left padding (any id: the attention mask hides it)
+
+
+def batch_gen(model, prompts, kwargs):
+    """One generate() call for all prompts, left-padded -> per prompt the generated ids up to and
+    including the first eos (what the row would give alone)."""
+    L = max(len(p) for p in prompts)
+    inp = torch.tensor([[BATCH_PAD] * (L - len(p)) + p for p in prompts], dtype=torch.long)
+    mask = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
+    with torch.no_grad():
+        out = model.generate(inp, attention_mask=mask, pad_token_id=BATCH_PAD, **kwargs)
+    eos = kwargs.get("eos_token_id", model.generation_config.eos_token_id)
+    eos = set(eos if isinstance(eos, list) else [eos]) - {None}
+    res = []
+    for row in out[:, L:].tolist():
+        k = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+        res.append(row[:k])
+    return res
+
+
+def write_batch_cases(spec, folder):
+    """batch.json for one fixture folder; returns the number of cases. A batch is kept only if
+    transformers' batched float64 output equals each prompt run alone, every greedy step of each
+    alone run has the float64 margin MARGIN_REL, and the float32 checkpoint batched gives the same."""
+    name = spec["name"]
+    m64, m32 = load(folder, torch.float64), load(folder, torch.float32)
+    V = m64.config.vocab_size
+    ge = m64.generation_config.eos_token_id
+    default_eos = [e for e in (ge if isinstance(ge, list) else [ge]) if e is not None]
+    cases, tried = [], 0
+    for cname, lens, ckw, eos_mode in BATCH_CASES:
+        found = None
+        for a in range(MAX_ATTEMPTS):
+            tried += 1
+            rng = random.Random(f"{name}/batch/{cname}/{a}")
+            prompts = [[rng.choice([t for t in range(V) if t not in default_eos]) if V < 4096 else
+                        rng.randrange(V) for _ in range(L)] for L in lens]
+            if any(t in default_eos for p in prompts for t in p):
+                continue
+            kw = dict(do_sample=False)
+            kw.update(ckw)
+            if eos_mode == "early":
+                g = greedy_ids(m64, prompts[0], 8)
+                e = next((x for k, x in enumerate(g[2:7], 3) if x not in g[:k - 1] and x not in prompts[0]), None)
+                if e is None:
+                    continue
+                kw["eos_token_id"] = e
+            alone = []
+            ok = True
+            for p in prompts:
+                ids, margin = gen(m64, p, dict(kw, pad_token_id=BATCH_PAD))
+                if margin < MARGIN_REL:
+                    ok = False
+                    break
+                alone.append(ids)
+            if not ok:
+                continue
+            if batch_gen(m64, prompts, kw) != alone or batch_gen(m32, prompts, kw) != alone:
+                continue
+            if eos_mode and not any(len(x) < kw["max_new_tokens"] for x in alone):
+                continue
+            found = {"name": cname, "prompts": prompts, "kwargs": kw, "outputs": alone}
+            break
+        if found is None:
+            raise RuntimeError(f"{name}/{cname}: no batch of prompts gave robust batched references in "
+                               f"{MAX_ATTEMPTS} attempts")
+        cases.append(found)
+    doc = {"name": name, "generated_by": "tools/make_fixtures.py",
+           "transformers_version": transformers.__version__, "torch_version": torch.__version__,
+           "pad_token_id": BATCH_PAD, "prompt_attempts": tried, "cases": cases}
+    path = os.path.join(folder, "batch.json")
+    with open(path, "w") as f:
+        json.dump(doc, f, separators=(",", ":"))
+        f.write("\n")
+    os.chmod(path, 0o644)
+    return len(cases)
+
+
 # ----------------------------------------------------------------------------------------- writing
 
 def write_checkpoint(spec, folder):
@@ -842,6 +940,7 @@ def make_fixture(spec, out_root, tokdir, ppl_path):
         f.write("\n")
     if spec["beams"]:
         write_beam_cases(spec, folder)
+        write_batch_cases(spec, folder)
     for n in os.listdir(folder):  # safetensors writes 0600; make the tree uniformly readable
         if not os.path.islink(os.path.join(folder, n)):
             os.chmod(os.path.join(folder, n), 0o644)
@@ -886,6 +985,8 @@ def main():
     ap.add_argument("--only", nargs="*", help="regenerate only these fixtures")
     ap.add_argument("--beams-only", action="store_true",
                     help="only rewrite beam.json in the existing folders of the beams=True fixtures")
+    ap.add_argument("--batch-only", action="store_true",
+                    help="only rewrite batch.json in the existing folders of the beams=True fixtures")
     args = ap.parse_args()
     torch.set_default_dtype(torch.float32)
     torch.use_deterministic_algorithms(True)
@@ -896,6 +997,13 @@ def main():
                 t0 = time.time()
                 n = write_beam_cases(s, os.path.join(out, s["name"]))
                 print(f"  {s['name']:<38} {n} beam cases  {time.time() - t0:5.1f}s", flush=True)
+        return
+    if args.batch_only:
+        for s in FIXTURES:
+            if s["beams"] and (not args.only or s["name"] in args.only):
+                t0 = time.time()
+                n = write_batch_cases(s, os.path.join(out, s["name"]))
+                print(f"  {s['name']:<38} {n} batch cases  {time.time() - t0:5.1f}s", flush=True)
         return
     os.makedirs(out, exist_ok=True)
 
