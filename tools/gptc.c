@@ -988,6 +988,9 @@ static const char *k_bench_help =
     "                     K/V cache costs)\n"
     "  --host-logits      copy the logits to the host and pick the token there every\n"
     "                     step (what keeping them on the GPU saves)\n"
+    "  --batch N          N prompts at once through the batch engine (greedy, no eos):\n"
+    "                     prefill time, decode ms per step and tokens/s\n"
+    "  --num-beams N      beam search with N beams (no eos, to --new-tokens): tokens/s\n"
     "  --json             one JSON object per line\n";
 
 static int cmp_double(const void *a, const void *b) {
@@ -1067,10 +1070,116 @@ static double read_bandwidth(int n_threads) {
     return median(runs, 7) / 1e9;
 }
 
+/* Bytes one position of one sequence takes in the K/V cache on the model's
+ * backend: fp32 on the CPU, the weights' dtype on a GPU. */
+static uint64_t kv_bytes_per_position(const gptc_model *m, int dtype) {
+    const gptc_config *c = gptc_model_config(m);
+    uint64_t elem = strcmp(gptc_model_backend(m), "cpu") == 0 || dtype == GPTC_DTYPE_F32 ? 4 : 2;
+    return 2 * (uint64_t)c->n_layer * (uint64_t)c->n_embd * elem;
+}
+
+/*
+ * bench --batch N / --num-beams N: n prompts of prompt_len tokens, greedy,
+ * eos off so that every sequence runs new_tokens steps. The first step of
+ * the batch takes every prompt (prefill) and gives the first tokens; the
+ * others are decode steps of the whole batch.
+ */
+static int bench_batch(gptc_model *m, const char *name, int dtype, long n, long beams, long prompt_len,
+                       long new_tokens, int json) {
+    const gptc_config *c = gptc_model_config(m);
+    gptc_generate_params p = gptc_generate_default_params(m);
+    p.do_sample = 0;
+    p.max_new_tokens = (int32_t)new_tokens;
+    p.min_new_tokens = 0;
+    p.n_eos_token_ids = 0;
+    int32_t *ids = malloc((size_t)prompt_len * sizeof *ids);
+    double *steps = malloc((size_t)(new_tokens + 1) * sizeof *steps);
+    gptc_batch *b = NULL;
+    int rc = 0;
+    if (!ids || !steps) { err_line("out of memory"); rc = 1; goto done; }
+    double prefill_s = NAN, decode_s = NAN, total_s, decode_total = 0;
+    long n_steps = 0;
+    if (beams > 1) {
+        p.num_beams = (int32_t)beams;
+        p.early_stopping = GPTC_EARLY_STOPPING_TRUE;
+        for (int pass = 0; pass < 2; pass++) { /* warm-up, then timed */
+            for (long i = 0; i < prompt_len; i++) ids[i] = (int32_t)((i * 7919 + 13 + pass) % c->n_vocab);
+            int32_t *out = NULL;
+            size_t len;
+            double t = now_s();
+            gptc_status st = gptc_generate_beams(m, NULL, ids, (size_t)prompt_len, &p, &out, &len, NULL);
+            total_s = now_s() - t;
+            free(out);
+            if (st != GPTC_OK) { rc = lib_error(); goto done; }
+        }
+    } else {
+        gptc_batch_params bp = gptc_batch_default_params();
+        bp.max_batch = (int32_t)n;
+        bp.max_prefill_tokens = (int32_t)(n * prompt_len);
+        /* Exactly the room the batch needs, in blocks of 16 positions. */
+        bp.kv_memory = (uint64_t)n * (uint64_t)((prompt_len + new_tokens + 15) / 16 * 16) * kv_bytes_per_position(m, dtype);
+        if (gptc_batch_new(m, NULL, &bp, &b) != GPTC_OK) { rc = lib_error(); goto done; }
+        for (int pass = 0; pass < 2; pass++) { /* warm-up (2 tokens), then timed */
+            long want = pass ? new_tokens : 2;
+            p.max_new_tokens = (int32_t)want;
+            for (long k = 0; k < n; k++) {
+                for (long i = 0; i < prompt_len; i++) ids[i] = (int32_t)((i * 7919 + 13 * k + pass) % c->n_vocab);
+                if (gptc_batch_add(b, ids, (size_t)prompt_len, &p, NULL) != GPTC_OK) { rc = lib_error(); goto done; }
+            }
+            n_steps = 0;
+            double t0 = now_s();
+            for (;;) {
+                gptc_batch_stats bs = gptc_batch_get_stats(b);
+                if (!bs.running && !bs.waiting) break;
+                const gptc_batch_event *ev;
+                size_t k;
+                double t = now_s();
+                if (gptc_batch_step(b, &ev, &k) != GPTC_OK) { rc = lib_error(); goto done; }
+                if (n_steps <= new_tokens) steps[n_steps] = now_s() - t;
+                n_steps++;
+            }
+            total_s = now_s() - t0;
+        }
+        prefill_s = steps[0];
+        for (long i = 1; i < n_steps && i <= new_tokens; i++) decode_total += steps[i];
+        decode_s = n_steps > 1 ? median(steps + 1, (int)(n_steps - 1 < new_tokens ? n_steps - 1 : new_tokens)) : NAN;
+    }
+    long seqs = beams > 1 ? 1 : n;
+    double tok_s = (double)seqs * (double)new_tokens / total_s;
+    if (json) {
+        printf("{\"model\":");
+        json_str(name);
+        printf(",\"backend\":\"%s\",\"threads\":%d,\"batch\":%ld,\"num_beams\":%ld,\"prompt_len\":%ld,"
+               "\"new_tokens\":%ld,\"total_s\":%.6g,\"tokens_per_s\":%.6g",
+               gptc_model_backend(m), gptc_model_n_threads(m), seqs, beams > 1 ? beams : 1, prompt_len,
+               new_tokens, total_s, tok_s);
+        if (beams <= 1)
+            printf(",\"prefill_ms\":%.6g,\"decode_ms_per_step\":%.6g,\"decode_tokens_per_s\":%.6g",
+                   prefill_s * 1e3, decode_s * 1e3, (double)n / decode_s);
+        printf("}\n");
+    } else {
+        printf("model            %s (%s backend, %d threads)\n", name, gptc_model_backend(m), gptc_model_n_threads(m));
+        if (beams > 1)
+            printf("beam search      %ld beams, %ld + %ld tokens: %.3f s, %.1f tokens/s\n", beams, prompt_len,
+                   new_tokens, total_s, tok_s);
+        else {
+            printf("batch            %ld prompts of %ld tokens, %ld new tokens each\n", n, prompt_len, new_tokens);
+            printf("prefill          %.3f ms (all prompts, and the first token of each)\n", prefill_s * 1e3);
+            printf("decode           %.3f ms/step (median), %.1f tokens/s\n", decode_s * 1e3, (double)n / decode_s);
+            printf("total            %.3f s, %.1f tokens/s\n", total_s, tok_s);
+        }
+    }
+done:
+    gptc_batch_free(b);
+    free(ids);
+    free(steps);
+    return rc;
+}
+
 static int cmd_bench(int argc, char **argv) {
     common_opts co = {.dtype = -1};
     const char *shape = NULL, *tok_dir = NULL, *text_file = NULL;
-    long prompt_len = 16, new_tokens = 64;
+    long prompt_len = 16, new_tokens = 64, batch = 0, beams = 0;
     int json = 0, kv_cache = 1, host_logits = 0;
     for (int i = 1; i < argc; i++) {
         int r = common_flag(argc, argv, &i, &co);
@@ -1095,10 +1204,16 @@ static int cmd_bench(int argc, char **argv) {
         else if (strcmp(a, "--text") == 0) text_file = v;
         else if (strcmp(a, "--prompt-len") == 0) { if (!parse_long(a, v, 1, 1 << 20, &prompt_len)) return 2; }
         else if (strcmp(a, "--new-tokens") == 0) { if (!parse_long(a, v, 0, 1 << 20, &new_tokens)) return 2; }
+        else if (strcmp(a, "--batch") == 0) { if (!parse_long(a, v, 1, 65536, &batch)) return 2; }
+        else if (strcmp(a, "--num-beams") == 0) { if (!parse_long(a, v, 1, 1024, &beams)) return 2; }
         else return usage_error("%s: unknown flag%s", a, "");
     }
     if (shape && co.model_dir) return usage_error("-m and --shape: give one, not both%s%s", "", "");
     if (!shape && !co.model_dir) shape = "gpt2";
+    if (batch && beams > 1) return usage_error("--batch and --num-beams: give one, not both%s%s", "", "");
+    if ((batch || beams > 1) && (!kv_cache || host_logits || text_file))
+        return usage_error("--batch / --num-beams: not with --kv-cache off, --host-logits or --text%s%s", "", "");
+    if ((batch || beams > 1) && new_tokens < 1) return usage_error("--batch / --num-beams: --new-tokens must be >= 1%s%s", "", "");
     /* A download is not part of the load time. */
     int rc = shape ? 0 : resolve_model(&co);
     if (rc) return rc;
@@ -1120,6 +1235,11 @@ static int cmd_bench(int argc, char **argv) {
         err_line("--prompt-len + --new-tokens = %ld exceed n_positions = %d",
                 prompt_len + new_tokens, c->n_ctx);
         rc = 2;
+        goto done;
+    }
+    if (batch || beams > 1) {
+        rc = bench_batch(m, shape ? shape : co.model_dir, co.dtype >= 0 ? co.dtype : GPTC_DTYPE_F16,
+                         batch ? batch : 1, beams, prompt_len, new_tokens, json);
         goto done;
     }
     double tok_mb_s = NAN;
