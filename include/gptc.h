@@ -270,6 +270,12 @@ typedef struct {
     double length_penalty;  /* a finished hypothesis scores sum(log p) / new_len^length_penalty */
     gptc_early_stopping early_stopping;
     int32_t num_return_sequences; /* 1 .. num_beams: how many gptc_generate_beams returns */
+    /* OpenAI's penalties (not transformers' repetition_penalty): before
+     * sampling, the logit of each token t generated so far (the prompt does
+     * not count) is lowered by frequency_penalty * count(t) + presence_penalty.
+     * Finite; 0: off. CPU backend only, not with beam search (for now). */
+    float presence_penalty;
+    float frequency_penalty;
 } gptc_generate_params;
 
 /* Defaults of the model's generation_config.json, else transformers' defaults. */

@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(build-essential cmake pkg-config libpcre2-dev libcjson-dev libcurl4-openssl-dev)
+pkgs=(build-essential cmake pkg-config libpcre2-dev libcjson-dev libcurl4-openssl-dev libmicrohttpd-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(clang libclang-rt-dev python3 python3-venv python3-pip)
+  pkgs+=(clang libclang-rt-dev python3 python3-venv python3-pip curl)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -23,8 +23,9 @@ if [[ "${1:-}" == "--test" ]]; then
   if [[ ! -x .venv/bin/python3 ]]; then
     python3 -m venv .venv
   fi
-  # tokenizers: the live reference of the differential tokenizer test.
-  .venv/bin/python3 -m pip install -q --disable-pip-version-check tokenizers numpy
+  # tokenizers: the live reference of the differential tokenizer test;
+  # openai: the real client that tests/test_serve.py drives `gptc serve` with.
+  .venv/bin/python3 -m pip install -q --disable-pip-version-check tokenizers numpy openai
   # The 'wheel' package, for the test that pip-installs python/ offline
   # (test.sh points PIP_FIND_LINKS here; Debian 12's setuptools needs it).
   [[ -n "$(ls .venv/wheelhouse/wheel-*.whl 2>/dev/null)" ]] ||

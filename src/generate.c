@@ -43,8 +43,9 @@ gptc_generate_params gptc_generate_default_params(const gptc_model *m) {
     return p;
 }
 
-static gptc_status check_params(const gptc_generate_params *p, const gptc_config *c,
+static gptc_status check_params(const gptc_generate_params *p, const gptc_model *m,
                                 const gptc_tokenizer *tok) {
+    const gptc_config *c = &m->cfg;
     if (p->max_new_tokens < -1)
         return gptc_fail(GPTC_ERR_ARG, "max_new_tokens: %d is negative", p->max_new_tokens);
     if (p->max_new_tokens == -1 && p->max_length < 0)
@@ -95,6 +96,18 @@ static gptc_status check_params(const gptc_generate_params *p, const gptc_config
                          "stop_strings: not supported with beam search (num_beams > 1)");
     if (p->n_stop_strings && !tok)
         return gptc_fail(GPTC_ERR_ARG, "stop strings need a tokenizer");
+    if (!isfinite(p->presence_penalty))
+        return gptc_fail(GPTC_ERR_ARG, "presence_penalty: %g is not a finite number", (double)p->presence_penalty);
+    if (!isfinite(p->frequency_penalty))
+        return gptc_fail(GPTC_ERR_ARG, "frequency_penalty: %g is not a finite number", (double)p->frequency_penalty);
+    if (p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f) {
+        const char *which = p->presence_penalty != 0.0f ? "presence_penalty" : "frequency_penalty";
+        /* The device sampler and beam search do not apply them (yet). */
+        if (m->backend != &gptc_cpu_backend)
+            return gptc_fail(GPTC_ERR_UNSUPPORTED, "%s: supported on the cpu backend only (for now)", which);
+        if (p->num_beams > 1)
+            return gptc_fail(GPTC_ERR_UNSUPPORTED, "%s: not supported with beam search (num_beams > 1)", which);
+    }
     return GPTC_OK;
 }
 
@@ -106,7 +119,7 @@ gptc_status gptc_generate_prepare(const gptc_model *m, const gptc_tokenizer *tok
     size_t n_prompt = *n_prompt_io;
     *max_new_out = 0;
     if (!p) return gptc_fail(GPTC_ERR_ARG, "generate: params is NULL");
-    gptc_status st = check_params(p, c, tok);
+    gptc_status st = check_params(p, m, tok);
     if (st != GPTC_OK) return st;
     if (n_prompt == 0 || !prompt) return gptc_fail(GPTC_ERR_ARG, "prompt: empty");
     for (size_t i = 0; i < n_prompt; i++)

@@ -25,6 +25,14 @@ void proc_repetition_penalty(float *scores, const int32_t *seq, size_t n, float 
     for (size_t i = 0; i < n; i++) seen[seq[i]] = 0;
 }
 
+void proc_presence_frequency(float *scores, const int32_t *counts, const int32_t *distinct, size_t n,
+                             float presence, float frequency) {
+    for (size_t i = 0; i < n; i++) {
+        int32_t id = distinct[i];
+        scores[id] -= (float)counts[id] * frequency + presence;
+    }
+}
+
 void proc_no_repeat_ngram(float *scores, const int32_t *seq, size_t n, int ngram) {
     if (ngram <= 0 || n + 1 < (size_t)ngram) return;
     size_t k = (size_t)ngram - 1; /* the prefix that the next token would extend */

@@ -21,6 +21,11 @@ typedef struct {
  * `seen` is scratch of V bytes, all zero on entry and on return. */
 void proc_repetition_penalty(float *scores, const int32_t *seq, size_t n, float penalty,
                              unsigned char *seen);
+/* OpenAI's presence and frequency penalties (no transformers class): each of
+ * the n distinct ids, seen counts[id] times, loses
+ * counts[id] * frequency + presence. */
+void proc_presence_frequency(float *scores, const int32_t *counts, const int32_t *distinct, size_t n,
+                             float presence, float frequency);
 /* NoRepeatNGramLogitsProcessor */
 void proc_no_repeat_ngram(float *scores, const int32_t *seq, size_t n, int ngram);
 /* TemperatureLogitsWarper */

@@ -49,6 +49,8 @@ void gen_seq_free(gen_seq *g) {
     free(g->seq);
     free(g->seen);
     free(g->scratch);
+    free(g->counts);
+    free(g->distinct);
     free(g->text);
     memset(g, 0, sizeof *g);
 }
@@ -84,7 +86,12 @@ gptc_status gen_seq_init(gen_seq *g, const gptc_model *m, const gptc_tokenizer *
     int sampling = p->do_sample && p->temperature != 0.0f;
     if (p->repetition_penalty != 1.0f) g->seen = calloc((size_t)g->V, 1);
     if (sampling && (p->top_k > 0 || p->top_p < 1.0f)) g->scratch = malloc((size_t)g->V * sizeof *g->scratch);
-    if (!g->seq || (p->repetition_penalty != 1.0f && !g->seen) ||
+    int penalized = p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f;
+    if (penalized) {
+        g->counts = calloc((size_t)g->V, sizeof *g->counts);
+        g->distinct = malloc((size_t)max_new * sizeof *g->distinct);
+    }
+    if (!g->seq || (p->repetition_penalty != 1.0f && !g->seen) || (penalized && (!g->counts || !g->distinct)) ||
         (sampling && (p->top_k > 0 || p->top_p < 1.0f) && !g->scratch)) {
         gen_seq_free(g);
         return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
@@ -107,6 +114,9 @@ int32_t gen_seq_pick(gen_seq *g, float *logits) {
     int V = g->V;
     size_t step = gen_seq_new_tokens(g);
     if (p->repetition_penalty != 1.0f) proc_repetition_penalty(logits, g->seq, g->n, p->repetition_penalty, g->seen);
+    if (g->counts)
+        proc_presence_frequency(logits, g->counts, g->distinct, g->n_distinct, p->presence_penalty,
+                                p->frequency_penalty);
     if (p->no_repeat_ngram_size > 0) proc_no_repeat_ngram(logits, g->seq, g->n, p->no_repeat_ngram_size);
     if ((int64_t)step < p->min_new_tokens)
         for (int32_t e = 0; e < p->n_eos_token_ids; e++) logits[p->eos_token_ids[e]] = -INFINITY;
@@ -120,6 +130,7 @@ int32_t gen_seq_pick(gen_seq *g, float *logits) {
 gptc_finish_reason gen_seq_push(gen_seq *g, int32_t next) {
     const gptc_generate_params *p = &g->p;
     g->seq[g->n++] = next;
+    if (g->counts && g->counts[next]++ == 0) g->distinct[g->n_distinct++] = next;
     for (int32_t e = 0; e < p->n_eos_token_ids; e++)
         if (next == p->eos_token_ids[e]) return GPTC_FINISH_EOS;
     if (p->n_stop_strings) {

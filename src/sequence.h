@@ -24,6 +24,9 @@ typedef struct {
     int64_t max_new;
     unsigned char *seen;
     scored_id *scratch;
+    int32_t *counts;   /* presence/frequency penalties: times each id was generated */
+    int32_t *distinct; /* ... and the ids generated, each once */
+    size_t n_distinct;
     char *text; /* the sequence's bytes, for stop strings */
     size_t text_len, text_cap;
     int own;
@@ -43,7 +46,9 @@ void gen_seq_free(gen_seq *g);
 static inline size_t gen_seq_new_tokens(const gen_seq *g) { return g->n - g->n_prompt; }
 
 /* The processors, in generate()'s order, on `logits` (changed in place), then
- * the next token: argmax, or the seeded draw of this step. */
+ * the next token: argmax, or the seeded draw of this step. OpenAI's presence
+ * and frequency penalties come right after the repetition penalty, as
+ * vLLM applies them. */
 int32_t gen_seq_pick(gen_seq *g, float *logits);
 
 /*

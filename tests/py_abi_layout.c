@@ -35,6 +35,11 @@ int main(void) {
     FIELD(gptc_model_params, dtype);
     FIELD(gptc_model_params, progress);
     FIELD(gptc_model_params, progress_user);
+    printf("}},\n \"gptc_batch_params\": {\"sizeof\": %zu, \"fields\": {", sizeof(gptc_batch_params));
+    first = 1;
+    FIELD(gptc_batch_params, kv_memory);
+    FIELD(gptc_batch_params, max_batch);
+    FIELD(gptc_batch_params, max_prefill_tokens);
     printf("}},\n \"gptc_generate_params\": {\"sizeof\": %zu, \"fields\": {",
            sizeof(gptc_generate_params));
     first = 1;
@@ -57,6 +62,8 @@ int main(void) {
     FIELD(gptc_generate_params, length_penalty);
     FIELD(gptc_generate_params, early_stopping);
     FIELD(gptc_generate_params, num_return_sequences);
+    FIELD(gptc_generate_params, presence_penalty);
+    FIELD(gptc_generate_params, frequency_penalty);
     printf("}},\n \"sizeof_gptc_dtype\": %zu, \"sizeof_gptc_status\": %zu, "
            "\"sizeof_gptc_early_stopping\": %zu}\n",
            sizeof(gptc_dtype), sizeof(gptc_status), sizeof(gptc_early_stopping));

@@ -92,7 +92,7 @@ class GptcTest(unittest.TestCase):
             self.skipTest("GPTC_ABI_LAYOUT not set")
         c = json.loads(subprocess.run([exe], capture_output=True, check=True).stdout)
         for name, cls in (("gptc_config", _capi.CConfig), ("gptc_model_params", _capi.CModelParams),
-                          ("gptc_generate_params", _capi.CGenerateParams)):
+                          ("gptc_generate_params", _capi.CGenerateParams), ("gptc_batch_params", _capi.CBatchParams)):
             self.assertEqual(ctypes.sizeof(cls), c[name]["sizeof"], name)
             py = {f[0]: getattr(cls, f[0]).offset for f in cls._fields_}
             self.assertEqual(py, c[name]["fields"], name)
@@ -417,6 +417,33 @@ class GptcTest(unittest.TestCase):
         with self.assertRaises(gptc.UnsupportedError) as e:
             self.model.generate(PROMPT, num_beams=2, do_sample=True)
         self.assertIn("do_sample", str(e.exception))
+
+    def test_batch(self):
+        # A list of prompts: one batch, each result what the prompt gives alone.
+        prompts = ["Hello, my name is", "The", "Once upon a time, in a land far away,"]
+        kw = dict(max_new_tokens=9, eos_token_id=[])
+        for extra in ({}, dict(do_sample=True, top_k=20, seed=4), dict(repetition_penalty=1.4)):
+            alone = [self.model.generate(x, return_ids=True, **kw, **extra) for x in prompts]
+            self.assertEqual(self.model.generate(prompts, return_ids=True, **kw, **extra), alone)
+            self.assertEqual(self.model.generate(prompts, return_ids=True, batch_size=2, **kw, **extra), alone)
+        texts = self.model.generate(prompts, **kw)
+        self.assertEqual(texts, [self.model.generate(x, **kw) for x in prompts])
+        ids = [self.model.tokenizer.encode(x) for x in prompts]
+        self.assertEqual(self.model.generate(ids, return_ids=True, **kw),
+                         [self.model.generate(x, return_ids=True, **kw) for x in prompts])
+        self.assertEqual(self.model.generate(prompts[:2], return_ids=True, num_beams=2, **kw),
+                         [self.model.generate(x, return_ids=True, num_beams=2, **kw) for x in prompts[:2]])
+        with self.assertRaises(gptc.ArgumentError) as e:
+            self.model.generate(prompts, batch_size=0)
+        self.assertIn("batch_size", str(e.exception))
+        with self.assertRaises(gptc.ArgumentError) as e:
+            self.model.generate("x", batch_size=2)
+        self.assertIn("only with a list", str(e.exception))
+        with self.assertRaises(gptc.RangeError) as e:
+            self.model.generate(prompts, max_new_tokens=50, kv_memory=4096)
+        self.assertIn("kv_memory", str(e.exception))
+        with self.assertRaises(gptc.ArgumentError):
+            self.model.generate(["ok", ""])
 
     def test_readme_example(self):
         """The README's Python example runs as written (from the repository root)."""

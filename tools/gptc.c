@@ -27,6 +27,7 @@
 #include <omp.h>
 
 #include "gptc.h"
+#include "serve.h"
 
 #define MAX_STOPS 16
 
@@ -1380,6 +1381,25 @@ done:
     return rc;
 }
 
+/* ---- serve (tools/serve*.c): the CLI's model flags and loading, lent ---- */
+
+static int serve_model_flag(void *o, int argc, char **argv, int *i) { return common_flag(argc, argv, i, o); }
+
+static int serve_load_model(void *o, gptc_model **m, const char **dir) {
+    int rc = load_model(o, m);
+    *dir = ((common_opts *)o)->resolved;
+    return rc;
+}
+
+static int cmd_serve(int argc, char **argv) {
+    common_opts co = {.dtype = -1};
+    serve_cli cli = {.opts = &co, .model_flag = serve_model_flag, .load_model = serve_load_model,
+                     .parse_size = parse_size, .parse_long = parse_long};
+    int rc = serve_main(argc, argv, &cli);
+    free(co.resolved);
+    return rc;
+}
+
 static const char *k_help =
     "usage: gptc COMMAND [options]   (gptc COMMAND --help for each)\n"
     "\n"
@@ -1389,6 +1409,7 @@ static const char *k_help =
     "  bench        time prefill and decode\n"
     "  info         a model's config, parameters, dtypes and the memory it needs\n"
     "  logits       last-position logits of a prompt (for tests)\n"
+    "  serve        an OpenAI-compatible HTTP server (continuous batching, streaming)\n"
     "  --version    print the version and the backends built in\n"
     "\n"
     "MODEL (-m) is a checkpoint folder or a Hugging Face Hub model id (gpt2, org/name,\n"
@@ -1417,6 +1438,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "logits") == 0) return cmd_logits(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
     err_line("unknown command '%s' (see gptc --help)", cmd);
     return 2;
 }

@@ -77,6 +77,17 @@ class CGenerateParams(ctypes.Structure):
         ("length_penalty", ctypes.c_double),
         ("early_stopping", ctypes.c_int),  # gptc_early_stopping
         ("num_return_sequences", ctypes.c_int32),
+        ("presence_penalty", ctypes.c_float),
+        ("frequency_penalty", ctypes.c_float),
+    ]
+
+
+class CBatchParams(ctypes.Structure):
+    """gptc_batch_params."""
+    _fields_ = [
+        ("kv_memory", ctypes.c_uint64),
+        ("max_batch", ctypes.c_int32),
+        ("max_prefill_tokens", ctypes.c_int32),
     ]
 
 
@@ -118,6 +129,11 @@ _SIGNATURES = {
                                      _p(_i32p), _p(ctypes.c_size_t)]),
     "gptc_generate_beams": (ctypes.c_int, [_vp, _vp, _i32p, ctypes.c_size_t, _p(CGenerateParams), _p(_i32p),
                                            _p(ctypes.c_size_t), _p(ctypes.c_float)]),
+    "gptc_batch_default_params": (CBatchParams, []),
+    # (model, tok, n, prompts, n_prompts, params, bparams, fn, user, out_ids, out_lens)
+    "gptc_generate_batch": (ctypes.c_int, [_vp, _vp, ctypes.c_size_t, _p(_i32p), _p(ctypes.c_size_t),
+                                           _p(CGenerateParams), _p(CBatchParams), _vp, _vp, _p(_i32p),
+                                           _p(ctypes.c_size_t)]),
     "gptc_perplexity": (ctypes.c_int, [_vp, _i32p, ctypes.c_size_t, ctypes.c_int32, _p(ctypes.c_double)]),
 }
 

@@ -295,7 +295,7 @@ class Model(Closing):
     def generate(self, prompt, max_new_tokens=None, *, max_length=None, min_new_tokens=None, do_sample=None,
                  temperature=None, top_k=None, top_p=None, repetition_penalty=None, no_repeat_ngram_size=None,
                  seed=None, eos_token_id=None, stop=None, num_beams=None, num_return_sequences=None, truncate=False,
-                 return_ids=False):
+                 return_ids=False, batch_size=None, kv_memory=None):
         """Generates a continuation of `prompt` (text, or a list of token ids).
 
         Returns the generated text (the prompt is not repeated, eos is not
@@ -317,10 +317,24 @@ class Model(Closing):
         num_return_sequences=K (1 <= K <= num_beams) returns a list: the K
         best hypotheses of the beam search, best first, texts without eos (or
         with return_ids=True their ids, eos included).
+
+        A list of prompts (texts, or lists of token ids) is generated as a
+        batch (continuous batching, weights read once per step for all) and
+        returns a list of results in the same order, each exactly what the
+        prompt gives alone. batch_size: prompts decoded together (default
+        32); kv_memory: bytes the K/V cache may take (prompts wait for room).
+        Beam search runs the prompts one after another.
         """
         p, keep = self._params(max_new_tokens, max_length, min_new_tokens, do_sample, temperature, top_k, top_p,
                                repetition_penalty, no_repeat_ngram_size, seed, eos_token_id, stop, num_beams,
                                truncate)
+        if _is_batch(prompt):
+            if num_return_sequences is not None:
+                raise ArgumentError("num_return_sequences: not with a list of prompts")
+            return self._generate_batch(prompt, p, keep, return_ids, batch_size, kv_memory)
+        if batch_size is not None or kv_memory is not None:
+            raise ArgumentError("%s: only with a list of prompts" %
+                                ("batch_size" if batch_size is not None else "kv_memory"))
         ids, n = self._prompt(prompt)
         # Text, and stop strings, need the tokenizer; ids alone do not.
         tok = self.tokenizer if p.n_stop_strings or not return_ids else None
@@ -331,9 +345,60 @@ class Model(Closing):
                 return list(run)[0]
             finally:
                 run.close()
-        # The generation runs on a worker thread while this one waits on a
-        # queue: Ctrl-C (KeyboardInterrupt) then arrives here at once, and
-        # close() stops the C loop at the next token.
+        return self._run_one(ids, n, p, keep, return_ids)
+
+    def _generate_batch(self, prompts, p, keep, return_ids, batch_size, kv_memory):
+        """gptc_generate_batch over the prompts (tokenized here), on the
+        worker thread like every generation."""
+        encoded = [self._prompt(x) for x in prompts]
+        if p.num_beams > 1:
+            return [self._run_one(ids, n, p, keep, return_ids) for ids, n in encoded]
+        bp = _capi.lib.gptc_batch_default_params()
+        if batch_size is not None:
+            bp.max_batch = int_arg("batch_size", batch_size, 1, 65536)
+        if kv_memory is not None:
+            bp.kv_memory = int_arg("kv_memory", kv_memory, 1, (1 << 64) - 1)
+        tok = self.tokenizer if p.n_stop_strings or not return_ids else None
+        n = len(encoded)
+        arr = (ctypes.POINTER(ctypes.c_int32) * n)(*[ids for ids, _ in encoded])
+        lens = (ctypes.c_size_t * n)(*[k for _, k in encoded])
+        outs = (ctypes.POINTER(ctypes.c_int32) * n)()
+        out_lens = (ctypes.c_size_t * n)()
+        done = queue.SimpleQueue()
+
+        def job():
+            try:
+                with _tokenizer_use(tok) as tptr, self._compute() as m:
+                    st = _capi.lib.gptc_generate_batch(m, tptr, n, arr, lens, ctypes.byref(p), ctypes.byref(bp),
+                                                       None, None, outs, out_lens)
+                    done.put((st, _capi.last_error() if st != _capi.OK else None))
+            except BaseException as e:  # noqa: B036 - handed to the caller
+                done.put(e)
+
+        self._worker.submit(job)
+        r = done.get()
+        if isinstance(r, BaseException):
+            raise r
+        if r[0] != _capi.OK:
+            _capi.check_status(*r)
+        seqs = []
+        try:
+            for i in range(n):
+                seqs.append(outs[i][:out_lens[i]])
+        finally:
+            for i in range(n):
+                _capi.free(outs[i])
+        if return_ids:
+            return seqs
+        eos = set(p.eos_token_ids[:p.n_eos_token_ids])
+        return [self.tokenizer.decode([t for t in s if t not in eos]) for s in seqs]
+
+    def _run_one(self, ids, n, p, keep, return_ids):
+        """One prompt. The generation runs on a worker thread while this one
+        waits on a queue: Ctrl-C (KeyboardInterrupt) then arrives here at
+        once, and close() stops the C loop at the next token."""
+        # Text, and stop strings, need the tokenizer; ids alone do not.
+        tok = self.tokenizer if p.n_stop_strings or not return_ids else None
         run = Stream(self, tok, ids, n, p, keep, text=not return_ids)
         try:
             text = "".join(run)
@@ -380,6 +445,13 @@ class Model(Closing):
         if st != _capi.OK:
             _capi.check_status(st, msg)
         return ppl.value
+
+
+def _is_batch(prompt):
+    """A list of texts, or a list of token id lists (a list of ints is one prompt)."""
+    if not isinstance(prompt, (list, tuple)) or not prompt:
+        return False
+    return all(isinstance(x, (str, bytes, bytearray, list, tuple)) for x in prompt)
 
 
 class _NoTokenizer:

@@ -1,0 +1,594 @@
+/*
+ * serve_engine.c - the engine thread (see serve_engine.h).
+ *
+ * Loop: take new jobs and cancellations under the lock; then, without it,
+ * cancel, add the new sequences to the gptc_batch and run one step; then,
+ * under the lock again, hand each step's tokens to their jobs and wake their
+ * HTTP threads. A job joins the running batch at the next step, however long
+ * the others still run (continuous batching), and a cancelled one frees its
+ * cache before the next step.
+ *
+ * Text and stop sequences are handled here, not in the library: OpenAI's
+ * `stop` ends the text *before* the stop sequence and matches only the
+ * generated text, and a stream must not send the first bytes of what may
+ * become a stop sequence. So each token's text (from a gptc_detok, which
+ * never splits a UTF-8 character) is appended to the choice, searched for
+ * every stop sequence, and only the part that can no longer become one is
+ * made ready; a match cuts the text and cancels the sequence at once.
+ */
+#include "serve_engine.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+typedef struct {
+    uint64_t id;    /* in the batch; ids grow, so the table stays sorted */
+    serve_job *job; /* NULL once the sequence left (compacted after each turn) */
+    serve_choice *c;
+} active;
+
+struct serve_engine {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* wakes the engine thread */
+    pthread_t thread;
+    int started, stop, want_cancel;
+    gptc_model *m;
+    const gptc_tokenizer *tok;
+    gptc_batch *b;
+    serve_metrics *metrics;
+    serve_job *in_head, *in_tail; /* submitted, not yet added */
+    size_t n_seqs, max_seqs;      /* sequences submitted and not finished */
+    size_t max_batch;
+    gptc_batch_stats stats; /* after the last step */
+    /* the engine thread's own */
+    active *act;
+    size_t n_act, cap_act;
+    uint64_t *cancel; /* batch ids to cancel before the next step */
+    size_t n_cancel, cap_cancel;
+};
+
+double serve_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void serve_engine_lock(serve_engine *e) { pthread_mutex_lock(&e->mu); }
+void serve_engine_unlock(serve_engine *e) { pthread_mutex_unlock(&e->mu); }
+size_t serve_engine_max_sequences(const serve_engine *e) { return e->max_seqs; }
+
+/* ---- jobs ---- */
+
+static void job_free(serve_job *j) {
+    for (size_t i = 0; i < j->n_choices; i++) {
+        serve_choice *c = &j->choices[i];
+        serve_buf_free(&c->text);
+        free(c->pieces);
+        gptc_detok_free(c->detok);
+    }
+    free(j->choices);
+    serve_completion_free(&j->req);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+/* With the lock held. */
+static void job_unref(serve_job *j) {
+    if (--j->refs == 0) job_free(j);
+}
+
+void serve_job_release(serve_engine *e, serve_job *j) {
+    if (!j) return;
+    pthread_mutex_lock(&e->mu);
+    job_unref(j);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static int push_piece(serve_choice *c) {
+    if (c->n_pieces == c->cap_pieces) {
+        size_t cap = c->cap_pieces ? 2 * c->cap_pieces : 16;
+        size_t *p = realloc(c->pieces, cap * sizeof *p);
+        if (!p) return 0;
+        c->pieces = p;
+        c->cap_pieces = cap;
+    }
+    c->pieces[c->n_pieces++] = c->ready;
+    return 1;
+}
+
+int serve_engine_submit(serve_engine *e, serve_completion *req, double t_arrival, serve_job **out,
+                        serve_error *err) {
+    *out = NULL;
+    serve_job *j = calloc(1, sizeof *j);
+    size_t n = req->n_prompts * (size_t)req->n;
+    if (j) {
+        j->req = *req;
+        memset(req, 0, sizeof *req);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&j->cv, &ca);
+        pthread_condattr_destroy(&ca);
+        j->choices = calloc(n, sizeof *j->choices);
+        j->n_choices = j->choices ? n : 0;
+    }
+    int ok = j && j->choices;
+    for (size_t i = 0; ok && i < n; i++) {
+        serve_choice *c = &j->choices[i];
+        c->index = (int32_t)i;
+        c->prompt = i / (size_t)j->req.n;
+        ok = gptc_detok_new(e->tok, &c->detok) == GPTC_OK;
+        if (ok && j->req.echo) {
+            const serve_prompt *p = &j->req.prompts[c->prompt];
+            serve_buf_add(&c->text, p->text, p->text_len);
+            c->gen_start = c->ready = c->text.len;
+            ok = !c->text.failed && push_piece(c);
+        }
+    }
+    if (!ok) {
+        if (j) job_free(j);
+        serve_error_set(err, 500, NULL, "out of memory");
+        return 0;
+    }
+    j->t_arrival = t_arrival;
+    j->refs = 2; /* the caller's and the engine's */
+    pthread_mutex_lock(&e->mu);
+    if (e->n_seqs + n > e->max_seqs) {
+        size_t busy = e->n_seqs;
+        pthread_mutex_unlock(&e->mu);
+        job_free(j);
+        serve_error_set(
+            err, 429, NULL,
+            "the server is busy: %zu sequences are running or queued, this request needs %zu more "
+            "and the server takes %zu; retry later",
+            busy, n, e->max_seqs);
+        err->type = "rate_limit_error";
+        err->code = "queue_full";
+        return 0;
+    }
+    e->n_seqs += n;
+    if (e->in_tail)
+        e->in_tail->next = j;
+    else
+        e->in_head = j;
+    e->in_tail = j;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    *out = j;
+    return 1;
+}
+
+int serve_job_accepted(const serve_job *j) { return j->state != SERVE_JOB_QUEUED; }
+int serve_job_finished(const serve_job *j) {
+    return j->state == SERVE_JOB_DONE || j->state == SERVE_JOB_FAILED;
+}
+int serve_job_has_news(const serve_job *j) {
+    if (serve_job_finished(j)) return 1;
+    for (size_t i = 0; i < j->n_choices; i++)
+        if (j->choices[i].sent < j->choices[i].n_pieces) return 1;
+    return 0;
+}
+
+static void cancel_locked(serve_engine *e, serve_job *j) {
+    if (serve_job_finished(j) || j->cancelled) return;
+    j->cancelled = 1;
+    e->want_cancel = 1;
+    pthread_cond_signal(&e->cv);
+}
+
+void serve_job_cancel(serve_engine *e, serve_job *j) {
+    pthread_mutex_lock(&e->mu);
+    cancel_locked(e, j);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Whether the peer of a connected socket has closed it or reset it. A client
+ * sends nothing more while it waits for its response, so a readable socket
+ * that reads as end-of-file means it is gone. */
+static int peer_gone(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 0) <= 0) return 0;
+    if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) return 1;
+    if (!(p.revents & POLLIN)) return 0;
+    char ch;
+    ssize_t r = recv(fd, &ch, 1, MSG_PEEK);
+    return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+int serve_job_wait(serve_engine *e, serve_job *j, serve_job_pred pred, int fd, double deadline) {
+    const double tick = 0.02;
+    double last_check = serve_now();
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        /* The deadline first: a stream whose tokens keep coming is never
+         * left waiting, and must still end on time. */
+        if (deadline > 0 && serve_now() > deadline && !serve_job_finished(j)) {
+            cancel_locked(e, j);
+            pthread_mutex_unlock(&e->mu);
+            return -2;
+        }
+        if (pred(j)) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long)(tick * 1e9);
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&j->cv, &e->mu, &ts);
+        if (pred(j)) break;
+        double now = serve_now();
+        if (now - last_check < tick) continue;
+        last_check = now;
+        pthread_mutex_unlock(&e->mu);
+        int gone = fd >= 0 && peer_gone(fd);
+        pthread_mutex_lock(&e->mu);
+        if (gone || (deadline > 0 && now > deadline)) {
+            cancel_locked(e, j);
+            pthread_mutex_unlock(&e->mu);
+            return gone ? -1 : -2;
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    return 1;
+}
+
+void serve_engine_gauges(serve_engine *e, serve_gauges *g) {
+    pthread_mutex_lock(&e->mu);
+    g->running = e->stats.running;
+    g->queued = e->n_seqs > e->stats.running ? e->n_seqs - e->stats.running : 0;
+    g->kv_used = e->stats.kv_positions_used;
+    g->kv_reserved = e->stats.kv_positions_reserved;
+    g->kv_total = e->stats.kv_positions_total;
+    g->max_batch = e->max_batch;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- the engine thread; functions below run on it, "locked" ones with the lock ---- */
+
+static int push_cancel(serve_engine *e, uint64_t id) {
+    if (e->n_cancel == e->cap_cancel) {
+        size_t cap = e->cap_cancel ? 2 * e->cap_cancel : 64;
+        uint64_t *p = realloc(e->cancel, cap * sizeof *p);
+        if (!p) return 0;
+        e->cancel = p;
+        e->cap_cancel = cap;
+    }
+    e->cancel[e->n_cancel++] = id;
+    return 1;
+}
+
+/* A sequence of j ended (finished, stopped, cancelled): the job is done with
+ * its last one, and the engine's reference goes. */
+static void choice_done_locked(serve_engine *e, serve_job *j) {
+    e->n_seqs--;
+    if (++j->n_finished < j->n_choices) return;
+    if (j->state != SERVE_JOB_FAILED) j->state = SERVE_JOB_DONE;
+    if (!j->cancelled) serve_metrics_e2e(e->metrics, serve_now() - j->t_arrival);
+    pthread_cond_broadcast(&j->cv);
+    job_unref(j);
+}
+
+/* Ends a job with an error: its sequences still in the batch are cancelled. */
+static void fail_job_locked(serve_engine *e, serve_job *j, const serve_error *err) {
+    for (size_t i = 0; i < e->n_act; i++)
+        if (e->act[i].job == j) {
+            push_cancel(e, e->act[i].id); /* a failed push: the sequence runs to its end unseen */
+            e->act[i].job = NULL;
+        }
+    j->state = SERVE_JOB_FAILED;
+    j->error = *err;
+    e->n_seqs -= j->n_choices - j->n_finished;
+    j->n_finished = j->n_choices;
+    pthread_cond_broadcast(&j->cv);
+    job_unref(j);
+}
+
+static active *find_active(serve_engine *e, uint64_t id) {
+    size_t lo = 0, hi = e->n_act;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (e->act[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < e->n_act && e->act[lo].id == id ? &e->act[lo] : NULL;
+}
+
+static void compact_active(serve_engine *e) {
+    size_t k = 0;
+    for (size_t i = 0; i < e->n_act; i++)
+        if (e->act[i].job) e->act[k++] = e->act[i];
+    e->n_act = k;
+}
+
+/* The earliest stop sequence in the generated text that ends in its last
+ * `added` bytes: its offset, or -1. */
+static long find_stop(const serve_job *j, const serve_choice *c, size_t added) {
+    const char *t = c->text.data;
+    size_t len = c->text.len, from = len - added;
+    long best = -1;
+    for (size_t s = 0; s < j->req.n_stops; s++) {
+        const char *stop = j->req.stops[s];
+        size_t L = strlen(stop);
+        size_t lo = from + 1 > L ? from + 1 - L : 0;
+        if (lo < c->gen_start) lo = c->gen_start;
+        for (size_t i = lo; i + L <= len; i++)
+            if (memcmp(t + i, stop, L) == 0) {
+                if (best < 0 || (long)i < best) best = (long)i;
+                break;
+            }
+    }
+    return best;
+}
+
+/* Bytes at the end of the generated text that are the start of a stop
+ * sequence: they may not be sent yet. */
+static size_t held_back(const serve_job *j, const serve_choice *c) {
+    size_t gen = c->text.len - c->gen_start, hold = 0;
+    for (size_t s = 0; s < j->req.n_stops; s++) {
+        const char *stop = j->req.stops[s];
+        size_t L = strlen(stop);
+        for (size_t k = (L - 1 < gen ? L - 1 : gen); k > hold; k--)
+            if (memcmp(c->text.data + c->text.len - k, stop, k) == 0) {
+                hold = k;
+                break;
+            }
+    }
+    return hold;
+}
+
+/* Appends detokenized text; 1 if a stop sequence now ends it (cut there). */
+static int append_text(const serve_job *j, serve_choice *c, const char *t, size_t n) {
+    if (!n) return 0;
+    serve_buf_add(&c->text, t, n);
+    if (c->text.failed) return 0;
+    long at = find_stop(j, c, n);
+    if (at < 0) return 0;
+    c->text.len = (size_t)at;
+    c->text.data[at] = '\0';
+    return 1;
+}
+
+static void deliver_locked(serve_engine *e, active *a, const gptc_batch_event *ev, double now) {
+    serve_job *j = a->job;
+    serve_choice *c = a->c;
+    int stopped = 0, ok = 1;
+    if (ev->token >= 0) {
+        c->n_tokens++;
+        serve_metrics_generated_token(e->metrics);
+        if (c->n_tokens > 1)
+            serve_metrics_itl(e->metrics, now - c->t_last);
+        else if (!j->first_token) {
+            j->first_token = 1;
+            serve_metrics_ttft(e->metrics, now - j->t_arrival);
+        }
+        c->t_last = now;
+        /* eos ends the text without being part of it */
+        if (ev->finish != GPTC_FINISH_EOS) {
+            const char *t;
+            size_t n;
+            ok = gptc_detok_push(c->detok, ev->token, &t, &n) == GPTC_OK;
+            if (ok) stopped = append_text(j, c, t, n);
+        }
+    }
+    int finished = ev->finish != GPTC_FINISH_NONE || stopped;
+    if (ok && finished && !stopped) {
+        const char *t;
+        size_t n;
+        ok = gptc_detok_flush(c->detok, &t, &n) == GPTC_OK;
+        if (ok) stopped = append_text(j, c, t, n);
+    }
+    if (ok) {
+        size_t hold = finished ? 0 : held_back(j, c);
+        if (c->text.len - hold > c->ready) c->ready = c->text.len - hold;
+        ok = !c->text.failed && push_piece(c);
+    }
+    if (!ok) {
+        serve_error err;
+        serve_error_set(&err, 500, NULL, "out of memory");
+        fail_job_locked(e, j, &err);
+        return;
+    }
+    pthread_cond_broadcast(&j->cv);
+    if (!finished) return;
+    c->finish = stopped || ev->finish == GPTC_FINISH_EOS || ev->finish == GPTC_FINISH_STOP_STRING
+                    ? "stop"
+                    : "length";
+    if (ev->finish == GPTC_FINISH_NONE) push_cancel(e, a->id);
+    a->job = NULL;
+    choice_done_locked(e, j);
+}
+
+/* Adds a job's sequences to the batch (without the lock: the batch and the
+ * job's request are the engine's). On failure the ones added are cancelled. */
+static int add_job(serve_engine *e, serve_job *j, serve_error *err) {
+    const serve_completion *r = &j->req;
+    size_t k = 0;
+    for (; k < j->n_choices; k++) {
+        serve_choice *c = &j->choices[k];
+        const serve_prompt *p = &r->prompts[c->prompt];
+        gptc_generate_params params = r->params;
+        /* choice i of a prompt: seed + i, so that n = 1 with seed s is the
+         * CLI's --seed s, and the n choices differ */
+        params.seed = r->params.seed + (uint64_t)(c->index % r->n);
+        gptc_status st = gptc_batch_add(e->b, p->ids, p->n_ids, &params, &c->id);
+        if (st == GPTC_OK) continue;
+        int status = st == GPTC_ERR_NOMEM                         ? 503
+                     : st == GPTC_ERR_IO || st == GPTC_ERR_FORMAT ? 500
+                                                                  : 400;
+        const char *msg = gptc_last_error();
+        const char *param = strncmp(msg, "presence_penalty", 16) == 0    ? "presence_penalty"
+                            : strncmp(msg, "frequency_penalty", 17) == 0 ? "frequency_penalty"
+                            : strncmp(msg, "kv_memory", 9) == 0          ? "max_tokens"
+                                                                         : "prompt";
+        serve_error_set(err, status, status == 400 ? param : NULL, "%s", msg);
+        break;
+    }
+    if (k == j->n_choices) return 1;
+    for (size_t i = 0; i < k; i++)
+        gptc_batch_cancel(e->b, j->choices[i].id);
+    return 0;
+}
+
+static int grow_active(serve_engine *e, size_t extra) {
+    if (e->n_act + extra <= e->cap_act) return 1;
+    size_t cap = e->cap_act ? e->cap_act : 64;
+    while (cap < e->n_act + extra)
+        cap *= 2;
+    active *p = realloc(e->act, cap * sizeof *p);
+    if (!p) return 0;
+    e->act = p;
+    e->cap_act = cap;
+    return 1;
+}
+
+static void *engine_main(void *arg) {
+    serve_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        while (!e->stop && !e->in_head && !e->n_act && !e->n_cancel && !e->want_cancel)
+            pthread_cond_wait(&e->cv, &e->mu);
+        if (e->stop) break;
+        if (e->want_cancel) {
+            e->want_cancel = 0;
+            for (size_t i = 0; i < e->n_act; i++) {
+                serve_job *j = e->act[i].job;
+                if (!j || !j->cancelled) continue;
+                push_cancel(e, e->act[i].id);
+                e->act[i].job = NULL;
+                choice_done_locked(e, j);
+            }
+            compact_active(e);
+        }
+        /* New jobs; those cancelled while they queued are done at once. */
+        serve_job *in = NULL, **tail = &in;
+        for (serve_job *j = e->in_head, *next; j; j = next) {
+            next = j->next;
+            j->next = NULL;
+            if (j->cancelled) {
+                e->n_seqs -= j->n_choices;
+                j->n_finished = j->n_choices;
+                j->state = SERVE_JOB_DONE;
+                job_unref(j);
+            } else {
+                *tail = j;
+                tail = &j->next;
+            }
+        }
+        e->in_head = e->in_tail = NULL;
+        pthread_mutex_unlock(&e->mu);
+
+        for (size_t i = 0; i < e->n_cancel; i++)
+            gptc_batch_cancel(e->b, e->cancel[i]);
+        e->n_cancel = 0;
+        for (serve_job *j = in, *next; j; j = next) {
+            next = j->next;
+            serve_error err;
+            int ok = add_job(e, j, &err);
+            if (ok && !grow_active(e, j->n_choices)) {
+                for (size_t i = 0; i < j->n_choices; i++)
+                    gptc_batch_cancel(e->b, j->choices[i].id);
+                serve_error_set(&err, 500, NULL, "out of memory");
+                ok = 0;
+            }
+            pthread_mutex_lock(&e->mu);
+            if (ok) {
+                size_t tokens = 0;
+                for (size_t i = 0; i < j->n_choices; i++) {
+                    e->act[e->n_act++] =
+                        (active){.id = j->choices[i].id, .job = j, .c = &j->choices[i]};
+                    tokens += j->req.prompts[j->choices[i].prompt].n_ids;
+                }
+                serve_metrics_prompt_tokens(e->metrics, tokens);
+                j->state = SERVE_JOB_RUNNING;
+                pthread_cond_broadcast(&j->cv);
+            } else
+                fail_job_locked(e, j, &err);
+            pthread_mutex_unlock(&e->mu);
+        }
+
+        const gptc_batch_event *ev = NULL;
+        size_t n_ev = 0;
+        gptc_status st = GPTC_OK;
+        if (e->n_act) st = gptc_batch_step(e->b, &ev, &n_ev);
+        serve_error step_err;
+        if (st != GPTC_OK)
+            serve_error_set(&step_err, 500, NULL, "the engine failed: %s", gptc_last_error());
+        double now = serve_now();
+        gptc_batch_stats stats = gptc_batch_get_stats(e->b);
+        pthread_mutex_lock(&e->mu);
+        e->stats = stats;
+        if (st != GPTC_OK) {
+            /* The batch's state after a failed step is unknown: every
+             * sequence in it ends, with an error to its client. */
+            for (size_t i = 0; i < e->n_act; i++)
+                if (e->act[i].job) fail_job_locked(e, e->act[i].job, &step_err);
+        } else
+            for (size_t i = 0; i < n_ev; i++) {
+                active *a = find_active(e, ev[i].id);
+                if (a && a->job) deliver_locked(e, a, &ev[i], now);
+            }
+        compact_active(e);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+gptc_status serve_engine_new(gptc_model *m, const gptc_tokenizer *tok, const gptc_batch_params *bp,
+                             size_t max_waiting, serve_metrics *metrics, serve_engine **out) {
+    *out = NULL;
+    serve_engine *e = calloc(1, sizeof *e);
+    if (!e) return GPTC_ERR_NOMEM;
+    gptc_status st = gptc_batch_new(m, tok, bp, &e->b);
+    if (st != GPTC_OK) {
+        free(e);
+        return st;
+    }
+    e->m = m;
+    e->tok = tok;
+    e->metrics = metrics;
+    e->max_batch =
+        bp->max_batch ? (size_t)bp->max_batch : (size_t)gptc_batch_default_params().max_batch;
+    e->max_seqs = e->max_batch + max_waiting;
+    e->stats = gptc_batch_get_stats(e->b);
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
+        serve_engine_free(e);
+        return GPTC_ERR_NOMEM;
+    }
+    e->started = 1;
+    *out = e;
+    return GPTC_OK;
+}
+
+void serve_engine_free(serve_engine *e) {
+    if (!e) return;
+    if (e->started) {
+        pthread_mutex_lock(&e->mu);
+        e->stop = 1;
+        pthread_cond_signal(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->thread, NULL);
+    }
+    serve_error err;
+    serve_error_set(&err, 503, NULL, "the server is shutting down");
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < e->n_act; i++)
+        if (e->act[i].job) fail_job_locked(e, e->act[i].job, &err);
+    for (serve_job *j = e->in_head, *next; j; j = next) {
+        next = j->next;
+        fail_job_locked(e, j, &err);
+    }
+    e->in_head = e->in_tail = NULL;
+    pthread_mutex_unlock(&e->mu);
+    gptc_batch_free(e->b);
+    pthread_cond_destroy(&e->cv);
+    pthread_mutex_destroy(&e->mu);
+    free(e->act);
+    free(e->cancel);
+    free(e);
+}
