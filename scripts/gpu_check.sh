@@ -14,7 +14,8 @@ cublas=$(ls -d /usr/local/cuda/lib64 2>/dev/null)
 torchlibs=$(python3 -c "import os, nvidia.cublas as c; print(os.path.join(os.path.dirname(c.__file__), 'lib'))" 2>/dev/null || true)
 export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib:${cublas}:${torchlibs}:${LD_LIBRARY_PATH:-}"
 # libcurl, for a machine without it (gpu_package.sh says why it is kept apart).
-ldconfig -p | grep -q 'libcurl\.so\.4 ' || export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib/curl:$LD_LIBRARY_PATH"
+{ ldconfig -p | grep -q 'libcurl\.so\.4 ' && ldconfig -p | grep -q 'libgnutls\.so\.30 '; } ||
+  export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib/curl:$LD_LIBRARY_PATH"
 export GPTC_ROOT=$PWD GPTC_BIN=$PWD/gpu-pkg/gptc
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/card.txt"
 status=0
@@ -48,8 +49,16 @@ compute-sanitizer --tool memcheck --error-exitcode 3 gpu-pkg/gptc generate \
 GPTC_CUDA_MEGA=1 GPTC_CUDA_MEGA_STRICT=1 compute-sanitizer --tool memcheck --error-exitcode 3 \
   gpu-pkg/gptc generate -m tests/fixtures/act-relu2 --backend cuda --prompt-ids 1,2,3,4,5 \
   --max-new-tokens 8 --ids 2>&1 | tail -3 || status=1
+echo "== compute-sanitizer memcheck: batched generation and beam search (the paged K/V cache)"
+printf '%s\n' "Hello world" "The quick brown fox jumps over the lazy dog and keeps running far away" "a" \
+  "Once upon a time, in a land far far away, there lived a king who had three daughters" > /tmp/prompts.txt
+compute-sanitizer --tool memcheck --error-exitcode 3 gpu-pkg/gptc generate -m tests/fixtures/gpt2vocab-f16 \
+  --backend cuda --prompts-file /tmp/prompts.txt --batch-size 3 --max-new-tokens 12 --ids 2>&1 | tail -2 || status=1
+compute-sanitizer --tool memcheck --error-exitcode 3 gpu-pkg/gptc generate -m tests/fixtures/gpt2vocab-f16 \
+  --backend cuda --prompt "Hello world, a test of beams" --num-beams 4 --max-new-tokens 12 --ids 2>&1 | tail -2 || status=1
 echo "== CLI on the GPU"
 gpu-pkg/gptc bench --backend cuda --shape gpt2 --prompt-len 16 --new-tokens 256
+gpu-pkg/gptc bench --backend cuda --shape gpt2 --prompt-len 16 --new-tokens 64 --batch 32
 echo "== benchmark (gptc vs transformers, same card)"
 python3 bench/gpu_bench.py --gptc gpu-pkg/gptc --out "$out" ${GPU_BENCH_ARGS:-} 2>&1 | grep -v -i warn | tail -20
 exit $status

@@ -17,11 +17,12 @@ strip --strip-unneeded gpu-pkg/gptc gpu-pkg/test_*
 # libraries (cuBLASLt) come from the GPU machine's own toolkit.
 for lib in $(ldd build-gpu/gptc | awk '/=> \// {print $3}'); do
   case "$(basename "$lib")" in
-    libpcre2-8.so*|libcjson.so*|libgomp.so*) cp -L "$lib" gpu-pkg/lib/ ;;
+    libpcre2-8.so*|libcjson.so*|libgomp.so*|libmicrohttpd.so*) cp -L "$lib" gpu-pkg/lib/ ;;
   esac
 done
 # libcurl (Hub downloads) and the libraries it needs beyond glibc, in lib/curl/:
-# gpu_check.sh puts them on the library path only on a machine without libcurl.
+# gpu_check.sh puts them on the library path only on a machine without libcurl
+# (or without GnuTLS, which libmicrohttpd, for gptc serve, needs too).
 mkdir -p gpu-pkg/lib/curl
 curl_so=$(ldd build-gpu/gptc | awk '/libcurl\.so/ {print $3}')
 for lib in $curl_so $(ldd "$curl_so" | awk '/=> \// {print $3}'); do

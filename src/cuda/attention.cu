@@ -25,6 +25,10 @@
  *     For fp16 and D = 64 the products run on tensor cores (wmma,
  *     attn_mma_kernel); bf16 and fp32 use CUDA cores (attn_tile_kernel):
  *     bf16's P rounding would eat most of the test's bf16 tolerance.
+ * Every kernel finds the queries' positions and K/V rows through a
+ * cuda_kv_map: a session's contiguous cache or the batch engine's paged one
+ * (a block table per sequence). The map changes where a row is read from,
+ * never the arithmetic: a query gets the same bits from either cache.
  */
 #include <mma.h>
 #include <stdlib.h>
@@ -34,6 +38,18 @@
 
 #define ATT_THREADS 256
 
+/* Query t's position, and the block table of its sequence (NULL: contiguous). */
+__device__ __forceinline__ int q_pos(const cuda_kv_map &m, int t) {
+    return m.tables ? m.pos[t] : *m.pos + t;
+}
+__device__ __forceinline__ const int32_t *q_table(const cuda_kv_map &m, int t) {
+    return m.tables ? m.tables + m.tab[t] : NULL;
+}
+/* The cache row of position j; only positions the sequence holds may be asked. */
+__device__ __forceinline__ size_t kv_row(const int32_t *table, int bs, int j) {
+    return table ? (size_t)table[j / bs] * bs + j % bs : (size_t)j;
+}
+
 /* Shared memory layout, in floats: q (D), red (32), part (ATT_THREADS), scores (max_len). */
 size_t cuda_attention_smem(int D, int max_len) {
     return ((size_t)D + 32 + ATT_THREADS + (size_t)max_len) * sizeof(float);
@@ -41,13 +57,15 @@ size_t cuda_attention_smem(int D, int max_len) {
 
 template <typename T>
 __global__ void __launch_bounds__(ATT_THREADS)
-    attention_kernel(T *out, const float *qkv, const T *kc, const T *vc, const int32_t *pos, int C,
+    attention_kernel(T *out, const float *qkv, const T *kc, const T *vc, cuda_kv_map m, int C,
                      int D, float scale) {
     extern __shared__ float sm[];
     float *q = sm, *red = q + D, *part = red + 32, *sc = part + ATT_THREADS;
     int h = blockIdx.x, t = blockIdx.y, tid = threadIdx.x;
     int lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
-    int L = *pos + t + 1; /* causal: this position and all before it */
+    int L = q_pos(m, t) + 1; /* causal: this position and all before it */
+    const int32_t *tb = q_table(m, t);
+    int bs = m.block_size;
     size_t hoff = (size_t)h * D;
 
     const float *qr = qkv + (size_t)t * 3 * C + hoff;
@@ -55,7 +73,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     __syncthreads();
 
     for (int j = warp; j < L; j += nw) {
-        const T *kr = kc + (size_t)j * C + hoff;
+        const T *kr = kc + kv_row(tb, bs, j) * C + hoff;
         float s = 0.0f;
         for (int d = lane; d < D; d += 32) s += q[d] * to_f(kr[d]);
         s = warp_sum(s);
@@ -80,7 +98,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
         int G = blockDim.x / D, g = tid / D, d = tid % D;
         if (g < G) {
             float acc = 0.0f;
-            for (int j = g; j < L; j += G) acc += sc[j] * to_f(vc[(size_t)j * C + hoff + d]);
+            for (int j = g; j < L; j += G) acc += sc[j] * to_f(vc[kv_row(tb, bs, j) * C + hoff + d]);
             part[g * D + d] = acc;
         }
         __syncthreads();
@@ -92,7 +110,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     } else {
         for (int d = tid; d < D; d += blockDim.x) {
             float acc = 0.0f;
-            for (int j = 0; j < L; j++) acc += sc[j] * to_f(vc[(size_t)j * C + hoff + d]);
+            for (int j = 0; j < L; j++) acc += sc[j] * to_f(vc[kv_row(tb, bs, j) * C + hoff + d]);
             orow[d] = from_f<T>(acc * inv);
         }
     }
@@ -102,24 +120,31 @@ __global__ void __launch_bounds__(ATT_THREADS)
 
 #define SPLIT_THREADS 128
 
-size_t cuda_attention_scratch_floats(int NH, int D, int max_len) {
+size_t cuda_attention_split_floats(int NH, int D, int T, int max_len) {
     size_t S = (size_t)(max_len + ATT_CHUNK - 1) / ATT_CHUNK;
-    return (size_t)NH * ATT_SPLIT_MAXT * S * (size_t)(D + 2);
+    return (size_t)NH * (size_t)T * S * (size_t)(D + 2);
 }
 
-template <typename T>
+size_t cuda_attention_scratch_floats(int NH, int D, int max_len) {
+    return cuda_attention_split_floats(NH, D, ATT_SPLIT_MAXT, max_len);
+}
+
+/* PAGED: the map has block tables (a template parameter, so that the
+ * session's decode step keeps the registers it had without them). */
+template <typename T, bool PAGED>
 __global__ void __launch_bounds__(SPLIT_THREADS)
     attn_split_kernel(T *out, const float *qkv, const T *__restrict__ kc, const T *__restrict__ vc,
-                      const int32_t *pos, int C, int D, float scale, float *part, int *tickets,
-                      int S) {
+                      cuda_kv_map km, int C, int D, float scale, float *part, int *tickets, int S) {
     __shared__ float q[256], p[ATT_CHUNK], red[32], accs[SPLIT_THREADS * 8];
     __shared__ int last;
     int h = blockIdx.x, t = blockIdx.y, s = blockIdx.z, tid = threadIdx.x;
     pdl_wait();
     pdl_trigger();
-    int L = *pos + t + 1;
+    int L = (PAGED ? km.pos[t] : *km.pos + t) + 1;
     int ns = (L + ATT_CHUNK - 1) / ATT_CHUNK;
     if (s >= ns) return;
+    const int32_t *tb = PAGED ? q_table(km, t) : NULL;
+    int bs = km.block_size;
     int start = s * ATT_CHUNK, nk = min(ATT_CHUNK, L - start);
     size_t hoff = (size_t)h * D;
     const float *qr = qkv + (size_t)t * 3 * C + hoff;
@@ -135,13 +160,13 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
 #pragma unroll
     for (int u = 0; u < 4; u++) {
         int k = g + u * groups;
-        if (g < groups && k < nk) load8(vc + (size_t)(start + k) * C + hoff + c * 8, vpre[u]);
+        if (g < groups && k < nk) load8(vc + kv_row(tb, bs, start + k) * C + hoff + c * 8, vpre[u]);
     }
     /* Scores: two threads per key, each half of the row's 16-byte chunks. */
     int key = tid >> 1, half = tid & 1;
     float sc = 0.0f;
     if (key < nk) {
-        const T *kr = kc + (size_t)(start + key) * C + hoff;
+        const T *kr = kc + kv_row(tb, bs, start + key) * C + hoff;
 #pragma unroll 4
         for (int c = half; c < nc; c += 2) {
             float kv[8];
@@ -171,7 +196,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
 #pragma unroll 4
         for (int k = g + 4 * groups; k < nk; k += groups) {
             float vv[8];
-            load8(vc + (size_t)(start + k) * C + hoff + c * 8, vv);
+            load8(vc + kv_row(tb, bs, start + k) * C + hoff + c * 8, vv);
             float pk = p[k];
 #pragma unroll
             for (int i = 0; i < 8; i++) a[i] += pk * vv[i];
@@ -241,7 +266,7 @@ static size_t tile_smem(int D) {
 template <typename T, int KD>
 __global__ void __launch_bounds__(TILE_THREADS)
     attn_tile_kernel(T *out, const float *qkv, const T *__restrict__ kc, const T *__restrict__ vc,
-                     const int32_t *pos, int T_, int C, int D, float scale) {
+                     cuda_kv_map m, int T_, int C, int D, float scale) {
     extern __shared__ float4 sm4[];
     int Dq = (D + 3) & ~3, Dk = Dq + 1;
     float *qs = reinterpret_cast<float *>(sm4), *ks = qs + TILE_Q * Dq, *vs = ks + TILE_K * Dk;
@@ -250,7 +275,8 @@ __global__ void __launch_bounds__(TILE_THREADS)
     int h = blockIdx.x, t0 = (gridDim.y - 1 - blockIdx.y) * TILE_Q, tid = threadIdx.x;
     int lane = tid & 31, warp = tid >> 5;
     pdl_wait();
-    int P0 = *pos;
+    int P0 = q_pos(m, 0), bs = m.block_size;
+    const int32_t *tb = q_table(m, 0);
     size_t hoff = (size_t)h * D;
     for (int i = tid; i < TILE_Q * Dq; i += TILE_THREADS) {
         int r = i / Dq, d = i % Dq, t = t0 + r;
@@ -275,7 +301,7 @@ __global__ void __launch_bounds__(TILE_THREADS)
                 int j = i / nc, c = i % nc;
                 float kv[8], vv[8];
                 if (j0 + j <= lastkey) {
-                    size_t g = (size_t)(j0 + j) * C + hoff + c * 8;
+                    size_t g = kv_row(tb, bs, j0 + j) * C + hoff + c * 8;
                     load8(kc + g, kv);
                     load8(vc + g, vv);
                 } else {
@@ -292,7 +318,7 @@ __global__ void __launch_bounds__(TILE_THREADS)
             for (int i = tid; i < TILE_K * Dq; i += TILE_THREADS) {
                 int j = i / Dq, d = i % Dq;
                 bool ok = j0 + j <= lastkey && d < D;
-                size_t g = (size_t)(j0 + j) * C + hoff + d;
+                size_t g = ok ? kv_row(tb, bs, j0 + j) * C + hoff + d : 0;
                 ks[j * Dk + d] = ok ? to_f(kc[g]) : 0.0f;
                 if (d < D) vs[j * D + d] = ok ? to_f(vc[g]) : 0.0f;
             }
@@ -389,7 +415,7 @@ static size_t mma_smem(void) {
  */
 __global__ void __launch_bounds__(MMA_THREADS)
     attn_mma_kernel(__half *out, const float *qkv, const __half *__restrict__ kc,
-                    const __half *__restrict__ vc, const int32_t *pos, int T_, int C, float scale) {
+                    const __half *__restrict__ vc, cuda_kv_map m, int T_, int C, float scale) {
     using namespace nvcuda;
     extern __shared__ float4 smm4[];
     __half *qs = reinterpret_cast<__half *>(smm4), *ks = qs + 64 * MMA_LD, *vs = ks + 64 * MMA_LD;
@@ -401,7 +427,8 @@ __global__ void __launch_bounds__(MMA_THREADS)
     __half *ps = ps_all + warp * 16 * MMA_LD;
     float *sf = sf_all + warp * 16 * MMA_LDF, *of = of_all + warp * 16 * MMA_LDF;
     pdl_wait();
-    int P0 = *pos;
+    int P0 = q_pos(m, 0), bs = m.block_size;
+    const int32_t *tb = q_table(m, 0);
     size_t hoff = (size_t)h * MMA_D;
     for (int i = tid; i < 64 * MMA_D; i += MMA_THREADS) {
         int r = i >> 6, d = i & 63, t = t0 + r;
@@ -418,7 +445,7 @@ __global__ void __launch_bounds__(MMA_THREADS)
             int j = i >> 3, c = i & 7;
             uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
             if (j0 + j <= lastkey) {
-                size_t g = (size_t)(j0 + j) * C + hoff + c * 8;
+                size_t g = kv_row(tb, bs, j0 + j) * C + hoff + c * 8;
                 kv = __ldg(reinterpret_cast<const uint4 *>(kc + g));
                 vv = __ldg(reinterpret_cast<const uint4 *>(vc + g));
             }
@@ -500,54 +527,73 @@ __global__ void __launch_bounds__(MMA_THREADS)
     }
 }
 
-cudaError_t cuda_attention(gptc_dtype dt, void *out, const float *qkv, const void *k_cache,
-                           const void *v_cache, const int32_t *pos, int T, int C, int NH,
-                           int max_len, float scale, float *scratch, int *tickets,
-                           cudaStream_t st) {
+int cuda_attention_kind(gptc_dtype dt, int T, int C, int NH) {
     int D = C / NH;
-    if (T < ATT_SPLIT_MAXT && D % 8 == 0 && D <= 256) {
-        int S = (max_len + ATT_CHUNK - 1) / ATT_CHUNK;
-        dim3 grid((unsigned)NH, (unsigned)T, (unsigned)S);
-        cudaError_t err;
-        GPTC_DISPATCH_DTYPE(dt, W,
-                            err = launch_pdl(attn_split_kernel<W>, grid, dim3(SPLIT_THREADS), 0, st,
-                                             (W *)out, qkv, (const W *)k_cache, (const W *)v_cache,
-                                             pos, C, D, scale, scratch, tickets, S));
-        return err != cudaSuccess ? err : cudaGetLastError();
-    }
+    if (T < ATT_SPLIT_MAXT && D % 8 == 0 && D <= 256) return CUDA_ATT_SPLIT;
     static int no_mma = -1; /* GPTC_CUDA_NO_MMA=1: the CUDA-core kernel, for comparisons */
     if (no_mma < 0) no_mma = getenv("GPTC_CUDA_NO_MMA") != NULL;
-    if (dt == GPTC_DTYPE_F16 && D == MMA_D && C % 8 == 0 && !no_mma) {
+    if (dt == GPTC_DTYPE_F16 && D == MMA_D && C % 8 == 0 && !no_mma) return CUDA_ATT_MMA;
+    return D <= 128 ? CUDA_ATT_TILE : CUDA_ATT_FULL;
+}
+
+cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *qkv,
+                               const void *k_cache, const void *v_cache, cuda_kv_map map, int T,
+                               int C, int NH, int max_len, float scale, float *scratch,
+                               int *tickets, cudaStream_t st) {
+    int D = C / NH;
+    cudaError_t err = cudaSuccess;
+    if (T < 1) return cudaSuccess;
+    if (kind == CUDA_ATT_SPLIT) {
+        int S = (max_len + ATT_CHUNK - 1) / ATT_CHUNK;
+        dim3 grid((unsigned)NH, (unsigned)T, (unsigned)S);
+        if (map.tables)
+            GPTC_DISPATCH_DTYPE(dt, W,
+                                err = launch_pdl(attn_split_kernel<W, true>, grid, dim3(SPLIT_THREADS),
+                                                 0, st, (W *)out, qkv, (const W *)k_cache,
+                                                 (const W *)v_cache, map, C, D, scale, scratch,
+                                                 tickets, S));
+        else
+            GPTC_DISPATCH_DTYPE(dt, W,
+                                err = launch_pdl(attn_split_kernel<W, false>, grid, dim3(SPLIT_THREADS),
+                                                 0, st, (W *)out, qkv, (const W *)k_cache,
+                                                 (const W *)v_cache, map, C, D, scale, scratch,
+                                                 tickets, S));
+    } else if (kind == CUDA_ATT_MMA) {
         dim3 grid((unsigned)NH, (unsigned)((T + MMA_Q - 1) / MMA_Q));
-        cudaError_t err = launch_pdl(attn_mma_kernel, grid, dim3(MMA_THREADS), mma_smem(), st,
-                                     (__half *)out, qkv, (const __half *)k_cache,
-                                     (const __half *)v_cache, pos, T, C, scale);
-        return err != cudaSuccess ? err : cudaGetLastError();
-    }
-    if (D <= 128) {
+        err = launch_pdl(attn_mma_kernel, grid, dim3(MMA_THREADS), mma_smem(), st, (__half *)out, qkv,
+                         (const __half *)k_cache, (const __half *)v_cache, map, T, C, scale);
+    } else if (kind == CUDA_ATT_TILE) {
         dim3 grid((unsigned)NH, (unsigned)((T + TILE_Q - 1) / TILE_Q));
-        cudaError_t err;
         if (D <= 64)
             GPTC_DISPATCH_DTYPE(dt, W,
                                 err = launch_pdl(attn_tile_kernel<W, 2>, grid, dim3(TILE_THREADS),
                                                  tile_smem(D), st, (W *)out, qkv,
-                                                 (const W *)k_cache, (const W *)v_cache, pos, T, C,
+                                                 (const W *)k_cache, (const W *)v_cache, map, T, C,
                                                  D, scale));
         else
             GPTC_DISPATCH_DTYPE(dt, W,
                                 err = launch_pdl(attn_tile_kernel<W, 4>, grid, dim3(TILE_THREADS),
                                                  tile_smem(D), st, (W *)out, qkv,
-                                                 (const W *)k_cache, (const W *)v_cache, pos, T, C,
+                                                 (const W *)k_cache, (const W *)v_cache, map, T, C,
                                                  D, scale));
-        return err != cudaSuccess ? err : cudaGetLastError();
+    } else {
+        size_t smem = cuda_attention_smem(D, max_len);
+        dim3 grid((unsigned)NH, (unsigned)T);
+        GPTC_DISPATCH_DTYPE(dt, W,
+                            attention_kernel<W><<<grid, ATT_THREADS, smem, st>>>(
+                                (W *)out, qkv, (const W *)k_cache, (const W *)v_cache, map, C, D,
+                                scale));
     }
-    size_t smem = cuda_attention_smem(D, max_len);
-    dim3 grid((unsigned)NH, (unsigned)T);
-    GPTC_DISPATCH_DTYPE(dt, W,
-                        attention_kernel<W><<<grid, ATT_THREADS, smem, st>>>(
-                            (W *)out, qkv, (const W *)k_cache, (const W *)v_cache, pos, C, D,
-                            scale));
-    return cudaGetLastError();
+    return err != cudaSuccess ? err : cudaGetLastError();
+}
+
+cudaError_t cuda_attention(gptc_dtype dt, void *out, const float *qkv, const void *k_cache,
+                           const void *v_cache, const int32_t *pos, int T, int C, int NH,
+                           int max_len, float scale, float *scratch, int *tickets,
+                           cudaStream_t st) {
+    cuda_kv_map map = {pos, NULL, NULL, 0};
+    return cuda_attention_run(cuda_attention_kind(dt, T, C, NH), dt, out, qkv, k_cache, v_cache,
+                              map, T, C, NH, max_len, scale, scratch, tickets, st);
 }
 
 cudaError_t cuda_attention_prepare(int D, int max_len) {
@@ -561,13 +607,13 @@ cudaError_t cuda_attention_prepare(int D, int max_len) {
     static int tile_max = 0, full_max = 0;
     if (D <= 128 && tile_smem(D) > 48 * 1024 && (int)tile_smem(D) > tile_max) {
         int b = tile_max = (int)tile_smem(D);
-        void (*fs[])(float *, const float *, const float *, const float *, const int32_t *, int, int,
+        void (*fs[])(float *, const float *, const float *, const float *, cuda_kv_map, int, int,
                      int, float) = {attn_tile_kernel<float, 2>, attn_tile_kernel<float, 4>};
-        void (*hs[])(__half *, const float *, const __half *, const __half *, const int32_t *, int,
+        void (*hs[])(__half *, const float *, const __half *, const __half *, cuda_kv_map, int,
                      int, int, float) = {attn_tile_kernel<__half, 2>, attn_tile_kernel<__half, 4>};
         void (*bs[])(__nv_bfloat16 *, const float *, const __nv_bfloat16 *, const __nv_bfloat16 *,
-                     const int32_t *, int, int, int, float) = {attn_tile_kernel<__nv_bfloat16, 2>,
-                                                                attn_tile_kernel<__nv_bfloat16, 4>};
+                     cuda_kv_map, int, int, int, float) = {attn_tile_kernel<__nv_bfloat16, 2>,
+                                                            attn_tile_kernel<__nv_bfloat16, 4>};
         for (int k = 0; k < 2; k++) {
             if ((e = cudaFuncSetAttribute(fs[k], cudaFuncAttributeMaxDynamicSharedMemorySize, b)) !=
                     cudaSuccess ||

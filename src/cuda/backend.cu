@@ -21,6 +21,8 @@
  * (a different token fed back, eval or a reset in between). Per step only
  * the 4-byte token id crosses to the host.
  *
+ * The batch engine's paged K/V cache (kv_new ... kv_eval) is paged.cu's.
+ *
  * Errors: every CUDA, cuBLASLt call and launch is checked; failures become a
  * gptc status with a one-line message, never an exit.
  */
@@ -30,85 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels.cuh"
+#include "backend.cuh"
 
-extern "C" {
-#include "backend.h"
-#include "internal.h"
-}
-
-/* Below this many tokens a product runs as GEMV kernels (bandwidth bound,
- * epilogue fused); from it on through cuBLASLt (compute bound). */
-#define LT_MIN_TOKENS 8
-#define LT_WORKSPACE_BYTES ((size_t)32 << 20)
-/* Logits of a prefill are computed and copied in chunks of at most this. */
-#define LOGITS_CHUNK_BYTES ((size_t)64 << 20)
-
-typedef struct {
-    void *attn_w, *proj_w, *fc_w, *mproj_w; /* dtype, rows padded to Cp / Fp */
-    float *ln1_w, *ln1_b, *attn_b, *proj_b, *ln2_w, *ln2_b, *fc_b, *mproj_b;
-} cuda_layer;
-
-typedef struct {
-    gptc_dtype dt;
-    size_t es;  /* bytes per element of dt */
-    int Cp, Fp; /* padded row lengths of matrices with C / F inputs */
-    char *arena;
-    void *wte, *lm_head; /* (V, Cp); lm_head == wte when tied */
-    float *wpe;          /* (P, C) */
-    float *lnf_w, *lnf_b;
-    cuda_layer *layers;
-    cublasLtHandle_t lt;
-} cuda_model;
-
-typedef struct {
-    cudaStream_t stream;
-    void *k_cache, *v_cache; /* (L, max_len, C) dtype */
-    float *x;                /* (max_len, C) residual stream */
-    float *qkv;              /* (max_len, 3C) */
-    float *tmp;              /* (max_len, max(3C, F)) cuBLASLt output before its epilogue */
-    void *xn;                /* (max_len, C) dtype: layer norm output */
-    void *att;               /* (max_len, C) dtype: attention output */
-    void *fc;                /* (max_len, F) dtype: activation output */
-    float *logits;           /* (logit_rows, V) */
-    int logit_rows;
-    int32_t *d_ids;  /* (max_len) */
-    int32_t *d_pos;  /* the position of the next token */
-    int32_t *d_tok;  /* decode input token; the argmax writes the next one here */
-    float *am_v;     /* argmax partials */
-    int32_t *am_i;
-    int32_t *h_next; /* pinned */
-    void *lt_ws;
-    float *att_scratch; /* split attention partials */
-    int *att_tickets;   /* (n_head * ATT_SPLIT_MAXT), zero between passes */
-    /* GPTC_CUDA_PROF=pos: one decode step at that position is run outside
-     * the graph with an event after each kernel; per-kernel times to stderr. */
-    int prof_on, prof_n;
-    cudaEvent_t prof_ev[1024];
-    const char *prof_name[1024];
-    /* The sampler (sample_init / eval_sample): parameters, state and the
-     * token history on the device; hist_n mirrors the device's count. */
-    cuda_sampler *d_samp;
-    cuda_sample_state *d_sstate;
-    int32_t *d_hist;    /* (max_len) */
-    uint8_t *d_present; /* (V) */
-    int hist_n, hist_ok, plain_greedy;
-    /* The decode step as one persistent kernel (decode.cu), when the shape
-     * allows it and GPTC_CUDA_MEGA=1 (an experiment: measured slower than
-     * the kernel-per-op graph so far, bench/NOTES-cuda.md): its arguments,
-     * per-layer table and barrier words. */
-    int mega;
-    cuda_decode_args dargs;
-    cuda_decode_layer *d_layers;
-    float *dec_part;
-    unsigned *dec_sync;
-    /* The decode step ending in the argmax (graph) or the sampler (graph_s). */
-    cudaGraph_t graph, graph_s;
-    cudaGraphExec_t exec, exec_s;
-    int32_t dev_pos, dev_tok; /* what d_pos / d_tok hold once the stream is idle; -1 unknown */
-} cuda_session;
-
-static gptc_status cuda_error(cudaError_t e, const char *what) {
+gptc_status cuda_error(cudaError_t e, const char *what) {
     (void)cudaGetLastError(); /* clear it, so the next call does not see it */
     if (e == cudaErrorMemoryAllocation)
         return gptc_fail(GPTC_ERR_NOMEM,
@@ -116,26 +42,6 @@ static gptc_status cuda_error(cudaError_t e, const char *what) {
     return gptc_fail(GPTC_ERR_UNSUPPORTED, "cuda: %s failed: %s (%s)", what, cudaGetErrorName(e),
                      cudaGetErrorString(e));
 }
-
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) return cuda_error(e_, #call);                                       \
-    } while (0)
-
-#define CKLT(call)                                                                                 \
-    do {                                                                                           \
-        cublasStatus_t s_ = (call);                                                                \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                           \
-            return gptc_fail(GPTC_ERR_UNSUPPORTED, "cuda: %s failed: %s", #call,                   \
-                             cublasLtGetStatusString(s_));                                         \
-    } while (0)
-
-#define CKST(call)                                                                                 \
-    do {                                                                                           \
-        gptc_status st_ = (call);                                                                  \
-        if (st_ != GPTC_OK) return st_;                                                            \
-    } while (0)
 
 static size_t dtype_size(gptc_dtype dt) { return dt == GPTC_DTYPE_F32 ? 4 : 2; }
 
@@ -593,9 +499,8 @@ static gptc_status lt_matmul(const cuda_model *cm, cuda_session *cs, float *out,
     return GPTC_OK;
 }
 
-/* A linear layer on T tokens: in (T, I) dtype, w (O, ldw), epilogue `e`. */
-static gptc_status linear(const cuda_model *cm, cuda_session *cs, const void *in, const void *w,
-                          int ldw, int T, int I, int O, cuda_epi e) {
+gptc_status cuda_linear(const cuda_model *cm, cuda_session *cs, const void *in, const void *w,
+                        int ldw, int T, int I, int O, cuda_epi e) {
     if (T >= LT_MIN_TOKENS) {
         int done = 0;
         /* The residual add and a plain store need no epilogue pass:
@@ -624,28 +529,16 @@ static gptc_status linear(const cuda_model *cm, cuda_session *cs, const void *in
     return GPTC_OK;
 }
 
-/* linear() of layernorm(cs->x) (T, I): the norm fused into the GEMV when the
- * product runs there, else a layer norm kernel into cs->xn first. */
-static gptc_status ln_linear(const cuda_model *cm, cuda_session *cs, const float *ln_w,
-                             const float *ln_b, float eps, const void *w, int ldw, int T, int I,
-                             int O, cuda_epi e) {
+gptc_status cuda_ln_linear(const cuda_model *cm, cuda_session *cs, const float *x, void *xn,
+                           const float *ln_w, const float *ln_b, float eps, const void *w, int ldw,
+                           int T, int I, int O, cuda_epi e) {
     if (T < LT_MIN_TOKENS) {
-        CK(cuda_gemv_ln(cm->dt, cs->x, ln_w, ln_b, eps, w, ldw, T, I, O, e, cs->stream));
+        CK(cuda_gemv_ln(cm->dt, x, ln_w, ln_b, eps, w, ldw, T, I, O, e, xn, cs->stream));
         return GPTC_OK;
     }
-    CK(cuda_layernorm(cm->dt, cs->xn, cs->x, ln_w, ln_b, T, I, eps, cs->stream));
+    CK(cuda_layernorm(cm->dt, xn, x, ln_w, ln_b, T, I, eps, cs->stream));
     prof_mark(cs, "layernorm");
-    return linear(cm, cs, cs->xn, w, ldw, T, I, O, e);
-}
-
-static cuda_epi epi(int mode, const float *bias, void *out, int ldo) {
-    cuda_epi e;
-    memset(&e, 0, sizeof e);
-    e.mode = mode;
-    e.bias = bias;
-    e.out = out;
-    e.ldo = ldo;
-    return e;
+    return cuda_linear(cm, cs, xn, w, ldw, T, I, O, e);
 }
 
 /* Enqueues the embedding and every block for T tokens whose ids are in
@@ -671,19 +564,23 @@ static gptc_status enqueue_blocks(const gptc_session *s, cuda_session *cs, const
         e.v_cache = vc;
         e.C = C;
         e.pos = cs->d_pos;
-        CKST(ln_linear(cm, cs, y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, T, C, 3 * C, e));
+        CKST(cuda_ln_linear(cm, cs, cs->x, cs->xn, y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, T, C,
+                            3 * C, e));
         prof_mark(cs, "qkv");
         CK(cuda_attention(cm->dt, cs->att, cs->qkv, kc, vc, cs->d_pos, T, C, c->n_head,
                           s->max_len, gptc_attn_scale(c, l), cs->att_scratch, cs->att_tickets, st));
         prof_mark(cs, "attention");
-        CKST(linear(cm, cs, cs->att, y->proj_w, Cp, T, C, C, epi(EPI_RESID, y->proj_b, cs->x, C)));
+        CKST(cuda_linear(cm, cs, cs->att, y->proj_w, Cp, T, C, C,
+                         epi(EPI_RESID, y->proj_b, cs->x, C)));
         prof_mark(cs, "proj");
 
         e = epi(EPI_ACT, y->fc_b, cs->fc, F);
         e.act = m->act;
-        CKST(ln_linear(cm, cs, y->ln2_w, y->ln2_b, eps, y->fc_w, Cp, T, C, F, e));
+        CKST(cuda_ln_linear(cm, cs, cs->x, cs->xn, y->ln2_w, y->ln2_b, eps, y->fc_w, Cp, T, C, F,
+                            e));
         prof_mark(cs, "fc");
-        CKST(linear(cm, cs, cs->fc, y->mproj_w, Fp, T, F, C, epi(EPI_RESID, y->mproj_b, cs->x, C)));
+        CKST(cuda_linear(cm, cs, cs->fc, y->mproj_w, Fp, T, F, C,
+                         epi(EPI_RESID, y->mproj_b, cs->x, C)));
         prof_mark(cs, "mproj");
     }
     return GPTC_OK;
@@ -739,7 +636,7 @@ static gptc_status forward(gptc_session *s, cuda_session *cs, const int32_t *ids
         for (int r = 0; r < n_logits; r += cs->logit_rows) {
             int nr = n_logits - r < cs->logit_rows ? n_logits - r : cs->logit_rows;
             const char *in = (const char *)cs->xn + (size_t)r * C * cm->es;
-            CKST(linear(cm, cs, in, cm->lm_head, cm->Cp, nr, C, V,
+            CKST(cuda_linear(cm, cs, in, cm->lm_head, cm->Cp, nr, C, V,
                         epi(EPI_STORE, NULL, cs->logits, V)));
             /* To pageable memory the copy returns when it is complete. */
             if (logits)
@@ -1006,5 +903,5 @@ static gptc_status cuda_eval_sample(gptc_session *s, const int32_t *ids, int n, 
 extern "C" const gptc_backend_ops gptc_cuda_backend = {
     "cuda",           cuda_model_init,  cuda_model_free, cuda_session_init, cuda_session_free,
     cuda_eval,        cuda_eval_greedy, cuda_sample_init, cuda_eval_sample, cuda_session_copy,
-    NULL,             NULL,             NULL,             NULL, /* no paged K/V cache yet */
+    cuda_kv_new,      cuda_kv_free,     cuda_kv_copy,     cuda_kv_eval,
 };

@@ -43,29 +43,43 @@ typedef struct {
     const float *bias; /* (O) or NULL */
     void *out;
     int ldo;
-    void *k_cache, *v_cache; /* EPI_QKV: this layer's (max_len, C) */
+    void *k_cache, *v_cache; /* EPI_QKV: this layer's cache, rows of C */
     int C;
-    const int32_t *pos; /* EPI_QKV: device position of token 0 */
-    gptc_act act;       /* EPI_ACT */
+    const int32_t *pos;  /* EPI_QKV: device position of token 0; token t goes to row *pos + t */
+    const int32_t *rows; /* EPI_QKV: or, when not NULL, each token's row (a paged cache) */
+    gptc_act act;        /* EPI_ACT */
 } cuda_epi;
 
 /* x (T, C) fp32 = wte[ids[t]] + wpe[*pos + t]; wte rows ldw apart. */
 cudaError_t cuda_embed(gptc_dtype dt, float *x, const void *wte, int ldw, const float *wpe,
                        const int32_t *ids, const int32_t *pos, int T, int C, cudaStream_t st);
+/* The same with each token's own position: wpe[pos[t]]. */
+cudaError_t cuda_embed_at(gptc_dtype dt, float *x, const void *wte, int ldw, const float *wpe,
+                          const int32_t *ids, const int32_t *pos, int T, int C, cudaStream_t st);
 
 /* out (T, C) dtype = layernorm(x (T, C)) * w + b, biased variance. */
 cudaError_t cuda_layernorm(gptc_dtype dt, void *out, const float *x, const float *w,
                            const float *b, int T, int C, float eps, cudaStream_t st);
+/* The same on gathered rows: out row r = layernorm(x row rows[r]), r < n. */
+cudaError_t cuda_layernorm_rows(gptc_dtype dt, void *out, const float *x, const int32_t *rows,
+                                const float *w, const float *b, int n, int C, float eps,
+                                cudaStream_t st);
 
 /* The matrix product in (T, I) dtype @ w (O, ldw)^T, one warp per output row
- * with the epilogue fused. For decode and small T. */
+ * with the epilogue fused. For decode and small T; blocks of 8 tokens from
+ * 16 tokens on (each weight row read once for them). Every token's outputs
+ * are summed in one order whatever T is: a token's result is bitwise the
+ * same in a launch of any T as alone (the paged pass relies on it). */
 cudaError_t cuda_gemv(gptc_dtype dt, const void *in, const void *w, int ldw, int T, int I, int O,
                       cuda_epi epi, cudaStream_t st);
 /* cuda_gemv of layernorm(x (T, I) fp32) * ln_w + ln_b (rounded to the dtype,
- * as cuda_layernorm's output) without the separate kernel. */
+ * as cuda_layernorm's output), fused into the product for one token. For
+ * T > 1, xn (T, I) dtype, when not NULL, takes the normalised rows first
+ * (the same values), so that the multi-token product can run; with NULL
+ * each token takes a block of its own. Batch-invariant either way. */
 cudaError_t cuda_gemv_ln(gptc_dtype dt, const float *x, const float *ln_w, const float *ln_b,
                          float eps, const void *w, int ldw, int T, int I, int O, cuda_epi epi,
-                         cudaStream_t st);
+                         void *xn, cudaStream_t st);
 /* Lets cuda_gemv / cuda_gemv_ln take rows up to max_ldw elements (dynamic shared memory). */
 cudaError_t cuda_gemv_prepare(int max_ldw, int max_ln_ldw);
 
@@ -74,9 +88,23 @@ cudaError_t cuda_epilogue(gptc_dtype dt, const float *tmp, int T, int O, cuda_ep
                           cudaStream_t st);
 
 /*
+ * Where attention finds its queries' positions and K/V rows. A session's
+ * cache is contiguous: query t is at position *pos + t, and position j is
+ * row j of the layer's cache. The batch engine's paged cache (tables not
+ * NULL): query t is at pos[t] of its own sequence, whose position j is row
+ * table[j / block_size] * block_size + j % block_size, table = tables +
+ * tab[t]. All device memory.
+ */
+typedef struct {
+    const int32_t *pos;
+    const int32_t *tables, *tab;
+    int block_size;
+} cuda_kv_map;
+
+/*
  * Causal attention of T queries at positions *pos + t over the cache rows
  * [0, *pos + t] of one layer. q is read from qkv (T, 3C) fp32; out (T, C)
- * dtype. See attention.cu for the three kernels and when each runs.
+ * dtype. See attention.cu for the kernels and when each runs.
  */
 cudaError_t cuda_attention(gptc_dtype dt, void *out, const float *qkv, const void *k_cache,
                            const void *v_cache, const int32_t *pos, int T, int C, int NH,
@@ -93,6 +121,23 @@ size_t cuda_attention_scratch_floats(int NH, int D, int max_len);
 size_t cuda_attention_smem(int D, int max_len);
 /* Raises the kernels' shared memory limit to that need. */
 cudaError_t cuda_attention_prepare(int D, int max_len);
+
+/* The kernels, as cuda_attention picks them for T queries of one sequence:
+ * SPLIT and FULL take every query on its own (any positions), MMA and TILE
+ * a run of queries at consecutive positions of one sequence. */
+enum { CUDA_ATT_SPLIT, CUDA_ATT_MMA, CUDA_ATT_TILE, CUDA_ATT_FULL };
+int cuda_attention_kind(gptc_dtype dt, int T, int C, int NH);
+/*
+ * cuda_attention with a given kernel and the queries' positions and rows
+ * from `map`; max_len is more than every query's position. SPLIT takes any
+ * T, with cuda_attention_split_floats(NH, D, T, max_len) floats of scratch
+ * and NH * T tickets (zero, and left zero).
+ */
+size_t cuda_attention_split_floats(int NH, int D, int T, int max_len);
+cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *qkv,
+                               const void *k_cache, const void *v_cache, cuda_kv_map map, int T,
+                               int C, int NH, int max_len, float scale, float *scratch,
+                               int *tickets, cudaStream_t st);
 
 /* Blocks of the first argmax stage: cuda_argmax's partial buffers hold this many. */
 #define CUDA_ARGMAX_PARTS 256

@@ -13,12 +13,13 @@
 
 #define ROW_THREADS 256
 
+/* each: token t is at pos[t] (a pass of the paged cache), else at *pos + t. */
 template <typename T>
 __global__ void embed_kernel(float *x, const T *wte, int ldw, const float *wpe, const int32_t *ids,
-                             const int32_t *pos, int C) {
+                             const int32_t *pos, int each, int C) {
     int t = blockIdx.x;
     const T *te = wte + (size_t)ids[t] * ldw;
-    const float *pe = wpe + (size_t)(*pos + t) * C;
+    const float *pe = wpe + (size_t)(each ? pos[t] : *pos + t) * C;
     float *xr = x + (size_t)t * C;
     for (int i = threadIdx.x; i < C; i += blockDim.x) xr[i] = to_f(te[i]) + pe[i];
 }
@@ -27,15 +28,25 @@ cudaError_t cuda_embed(gptc_dtype dt, float *x, const void *wte, int ldw, const 
                        const int32_t *ids, const int32_t *pos, int T, int C, cudaStream_t st) {
     GPTC_DISPATCH_DTYPE(dt, W,
                         embed_kernel<W><<<T, ROW_THREADS, 0, st>>>(x, (const W *)wte, ldw, wpe,
-                                                                    ids, pos, C));
+                                                                    ids, pos, 0, C));
     return cudaGetLastError();
 }
 
+cudaError_t cuda_embed_at(gptc_dtype dt, float *x, const void *wte, int ldw, const float *wpe,
+                          const int32_t *ids, const int32_t *pos, int T, int C, cudaStream_t st) {
+    GPTC_DISPATCH_DTYPE(dt, W,
+                        embed_kernel<W><<<T, ROW_THREADS, 0, st>>>(x, (const W *)wte, ldw, wpe,
+                                                                    ids, pos, 1, C));
+    return cudaGetLastError();
+}
+
+/* Output row blockIdx.x from input row rows[blockIdx.x], or the same row
+ * when rows is NULL. */
 template <typename T>
-__global__ void layernorm_kernel(T *out, const float *x, const float *w, const float *b, int C,
-                                 float eps) {
+__global__ void layernorm_kernel(T *out, const float *x, const int32_t *rows, const float *w,
+                                 const float *b, int C, float eps) {
     __shared__ float red[32];
-    const float *xr = x + (size_t)blockIdx.x * C;
+    const float *xr = x + (size_t)(rows ? rows[blockIdx.x] : (int32_t)blockIdx.x) * C;
     T *o = out + (size_t)blockIdx.x * C;
     float s = 0.0f;
     for (int i = threadIdx.x; i < C; i += blockDim.x) s += xr[i];
@@ -54,7 +65,17 @@ __global__ void layernorm_kernel(T *out, const float *x, const float *w, const f
 cudaError_t cuda_layernorm(gptc_dtype dt, void *out, const float *x, const float *w,
                            const float *b, int T, int C, float eps, cudaStream_t st) {
     GPTC_DISPATCH_DTYPE(dt, W,
-                        layernorm_kernel<W><<<T, ROW_THREADS, 0, st>>>((W *)out, x, w, b, C, eps));
+                        layernorm_kernel<W><<<T, ROW_THREADS, 0, st>>>((W *)out, x, NULL, w, b, C,
+                                                                        eps));
+    return cudaGetLastError();
+}
+
+cudaError_t cuda_layernorm_rows(gptc_dtype dt, void *out, const float *x, const int32_t *rows,
+                                const float *w, const float *b, int n, int C, float eps,
+                                cudaStream_t st) {
+    GPTC_DISPATCH_DTYPE(dt, W,
+                        layernorm_kernel<W><<<n, ROW_THREADS, 0, st>>>((W *)out, x, rows, w, b, C,
+                                                                        eps));
     return cudaGetLastError();
 }
 

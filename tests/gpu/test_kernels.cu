@@ -2,7 +2,9 @@
  * test_kernels.cu - every kernel launcher of src/cuda/kernels.cuh against a
  * float64 host reference, for each weight dtype, on seeded random inputs at
  * odd sizes. Needs a GPU. Not covered here: the sampler (sample.cu) and the
- * persistent decode kernel (decode.cu).
+ * persistent decode kernel (decode.cu). Attention is also run through block
+ * tables (the paged cache), and the GEMV and attention through those are
+ * compared bitwise with the plain launches (batch invariance).
  *
  * What a kernel reads in the weight dtype is rounded on the host first and
  * the reference computes from those rounded values, so the error measured
@@ -419,8 +421,9 @@ static void run_epi(const epi_job *j, int T, int mode, gptc_act act, int with_bi
 
 /* ---- gemv, gemv_ln ---- */
 
-#define TMAX 7 /* rows of input generated; the cases take the first T */
-static const int GEMV_T[] = {1, 2, 3, 7};
+#define TMAX 17 /* rows of input generated; the cases take the first T */
+/* 17: past GEMV_NT_MIN (16), blocks of 8 tokens, the last one partial */
+static const int GEMV_T[] = {1, 2, 3, 7, 17};
 
 typedef struct {
     gptc_dtype dt;
@@ -429,6 +432,7 @@ typedef struct {
     int ldw, I, O;
     const float *ln_w, *ln_b;
     float eps;
+    void *xn; /* gemv_ln: (T, I) dtype for the normalised rows of T > 1, or NULL */
 } gemv_ctx;
 static cudaError_t launch_gemv(const void *ctx, int T, cuda_epi e) {
     const gemv_ctx *c = (const gemv_ctx *)ctx;
@@ -437,7 +441,7 @@ static cudaError_t launch_gemv(const void *ctx, int T, cuda_epi e) {
 static cudaError_t launch_gemv_ln(const void *ctx, int T, cuda_epi e) {
     const gemv_ctx *c = (const gemv_ctx *)ctx;
     return cuda_gemv_ln(c->dt, (const float *)c->in, c->ln_w, c->ln_b, c->eps, c->w, c->ldw, T, c->I,
-                        c->O, e, g_st);
+                        c->O, e, c->xn, g_st);
 }
 static cudaError_t launch_epilogue(const void *ctx, int T, cuda_epi e) {
     const gemv_ctx *c = (const gemv_ctx *)ctx;
@@ -536,10 +540,14 @@ static void test_gemv(const dtype_info *d, int I, int O, int all_acts_T) {
     float *d_lw = (float *)dupload(lw, (size_t)I * sizeof(float));
     float *d_lb = (float *)dupload(lb, (size_t)I * sizeof(float));
     float *d_bias = (float *)dupload(bias, (size_t)O * sizeof(float));
-    gemv_ctx cg = {dt, d_in, d_w, ldw, I, O, NULL, NULL, 0.0f};
-    gemv_ctx cl = {dt, d_x, d_w, ldw, I, O, d_lw, d_lb, eps};
+    void *d_xn = dalloc((size_t)TMAX * I * d->es);
+    gemv_ctx cg = {dt, d_in, d_w, ldw, I, O, NULL, NULL, 0.0f, NULL};
+    gemv_ctx cl = {dt, d_x, d_w, ldw, I, O, d_lw, d_lb, eps, d_xn};
+    gemv_ctx cl0 = {dt, d_x, d_w, ldw, I, O, d_lw, d_lb, eps, NULL};
     epi_job jg = {"gemv", d, I, O, v, bias, d_bias, 1e-5, NULL, launch_gemv, &cg};
     epi_job jl = {"gemv_ln", d, I, O, vln, bias, d_bias, 1e-5, amb, launch_gemv_ln, &cl};
+    /* gemv_ln without rows for the layer norm: a token per block */
+    epi_job jl0 = {"gemv_ln-", d, I, O, vln, bias, d_bias, 1e-5, amb, launch_gemv_ln, &cl0};
     /* gemv_ln stages the row, ln_w and ln_b: 3 ldw floats of shared memory. */
     int ln_fits = (size_t)3 * ldw * sizeof(float) + 128 <= g_smem_optin;
     for (int k = 0; k < (int)(sizeof GEMV_T / sizeof GEMV_T[0]); k++) {
@@ -558,7 +566,9 @@ static void test_gemv(const dtype_info *d, int I, int O, int all_acts_T) {
         run_epi(&jl, T, EPI_ACT, ACT_GELU_TANH, 1, 0);
         run_epi(&jl, T, EPI_RESID, ACT_LINEAR, 0, 0);
         if (O % 3 == 0) run_epi(&jl, T, EPI_QKV, ACT_LINEAR, 1, 0);
+        if (T > 1) run_epi(&jl0, T, EPI_STORE, ACT_LINEAR, 1, 3);
     }
+    CK(cudaFree(d_xn));
     CK(cudaFree(d_w));
     CK(cudaFree(d_in));
     CK(cudaFree(d_x));
@@ -567,6 +577,121 @@ static void test_gemv(const dtype_info *d, int I, int O, int all_acts_T) {
     CK(cudaFree(d_bias));
     free(wf), free(wr), free(xin), free(xr), free(bias), free(x), free(lw), free(lb);
     free(v), free(vln), free(amb), free(xn);
+}
+
+/*
+ * Batch invariance of the GEMV: a launch of 19 tokens (multi-token blocks,
+ * the last one partial) gives every token the bytes a launch of that token
+ * alone gives, plain and with the layer norm. And the QKV epilogue with a row
+ * per token (the paged cache) puts K and V exactly there, nowhere else.
+ */
+static void test_gemv_invariance(const dtype_info *d, int I, int O) {
+    char label[128];
+    snprintf(label, sizeof label, "gemv rows %-4s I=%d O=%d T=19: = alone", d->name, I, O);
+    reseed(label);
+    gptc_dtype dt = d->dt;
+    const int T = 19;
+    int ldw = cuda_pad_row(I), C = O / 3;
+    unsigned char *wr = (unsigned char *)xcalloc((size_t)O * ldw, d->es), *xr = (unsigned char *)xmalloc((size_t)T * I * d->es);
+    for (int o = 0; o < O; o++)
+        for (int i = 0; i < I; i++) put(dt, wr, (size_t)o * ldw + i, uni(-0.1, 0.1));
+    for (size_t i = 0; i < (size_t)T * I; i++) put(dt, xr, i, uni(-1, 1));
+    float *x = (float *)xmalloc((size_t)T * I * sizeof(float)), *lw = (float *)xmalloc((size_t)I * sizeof(float));
+    float *lb = (float *)xmalloc((size_t)I * sizeof(float)), *bias = (float *)xmalloc((size_t)O * sizeof(float));
+    for (size_t i = 0; i < (size_t)T * I; i++) x[i] = 0.5f + uni(-1, 1);
+    for (int i = 0; i < I; i++) lw[i] = uni(0.5, 1.5), lb[i] = uni(-0.5, 0.5);
+    for (int o = 0; o < O; o++) bias[o] = uni(-1, 1);
+    void *d_w = dupload(wr, (size_t)O * ldw * d->es), *d_in = dupload(xr, (size_t)T * I * d->es);
+    float *d_x = (float *)dupload(x, (size_t)T * I * sizeof(float)), *d_lw = (float *)dupload(lw, (size_t)I * 4);
+    float *d_lb = (float *)dupload(lb, (size_t)I * 4), *d_bias = (float *)dupload(bias, (size_t)O * 4);
+    size_t n_out = (size_t)T * O * sizeof(float);
+    float *d_out = (float *)dalloc(n_out);
+    unsigned char *all = (unsigned char *)xmalloc(n_out), *one = (unsigned char *)xmalloc(n_out);
+    size_t wrong[3] = {0, 0, 0};
+    void *d_xn = dalloc((size_t)T * I * d->es);
+    cuda_epi e;
+    memset(&e, 0, sizeof e);
+    e.mode = EPI_STORE;
+    e.bias = d_bias;
+    e.ldo = O;
+    for (int ln = 0; ln < 3; ln++) { /* plain; layer norm through rows of xn; without them */
+        if (ln && (size_t)3 * ldw * sizeof(float) + 128 > g_smem_optin) continue;
+        CK(cudaMemset(d_out, 0xff, n_out));
+        e.out = d_out;
+        if (ln) CK(cuda_gemv_ln(dt, d_x, d_lw, d_lb, 1e-5f, d_w, ldw, T, I, O, e, ln == 1 ? d_xn : NULL, g_st));
+        else CK(cuda_gemv(dt, d_in, d_w, ldw, T, I, O, e, g_st));
+        download(all, d_out, n_out);
+        CK(cudaMemset(d_out, 0xff, n_out));
+        for (int t = 0; t < T; t++) {
+            e.out = d_out + (size_t)t * O;
+            if (ln) CK(cuda_gemv_ln(dt, d_x + (size_t)t * I, d_lw, d_lb, 1e-5f, d_w, ldw, 1, I, O, e, NULL, g_st));
+            else CK(cuda_gemv(dt, (const char *)d_in + (size_t)t * I * d->es, d_w, ldw, 1, I, O, e, g_st));
+        }
+        download(one, d_out, n_out);
+        wrong[ln] = count_changed(all, one, n_out);
+    }
+    /* QKV into the rows 2 (T - 1 - t) + 1 of a cache of 2 T rows. */
+    size_t wrong_rows = 0, other = 0;
+    if (O % 3 == 0) {
+        int32_t rows[19];
+        for (int t = 0; t < T; t++) rows[t] = 2 * (T - 1 - t) + 1;
+        size_t n_cache = (size_t)2 * T * C * d->es;
+        void *d_k = dalloc(n_cache), *d_v = dalloc(n_cache);
+        int32_t *d_rows = (int32_t *)dupload(rows, sizeof rows);
+        CK(cudaMemset(d_k, 0xff, n_cache));
+        CK(cudaMemset(d_v, 0xff, n_cache));
+        cuda_epi q = e;
+        q.mode = EPI_QKV;
+        q.out = d_out;
+        q.k_cache = d_k;
+        q.v_cache = d_v;
+        q.C = C;
+        q.rows = d_rows;
+        CK(cuda_gemv(dt, d_in, d_w, ldw, T, I, O, q, g_st));
+        download(all, d_out, n_out);
+        unsigned char *hk = (unsigned char *)xmalloc(n_cache), *hv = (unsigned char *)xmalloc(n_cache);
+        unsigned char *want = (unsigned char *)xmalloc(d->es);
+        download(hk, d_k, n_cache);
+        download(hv, d_v, n_cache);
+        for (int r = 0; r < 2 * T; r++) {
+            int t = r % 2 ? T - 1 - (r - 1) / 2 : -1;
+            for (int c = 0; c < C; c++) {
+                size_t k = (size_t)r * C + c;
+                if (t < 0) {
+                    other += !all_ones(hk + k * d->es, d->es) + !all_ones(hv + k * d->es, d->es);
+                    continue;
+                }
+                const float *o = (const float *)all + (size_t)t * O;
+                put(dt, want, 0, o[C + c]);
+                wrong_rows += memcmp(want, hk + k * d->es, d->es) != 0;
+                put(dt, want, 0, o[2 * C + c]);
+                wrong_rows += memcmp(want, hv + k * d->es, d->es) != 0;
+            }
+        }
+        free(hk), free(hv), free(want);
+        CK(cudaFree(d_k));
+        CK(cudaFree(d_v));
+        CK(cudaFree(d_rows));
+    }
+    report r;
+    rep_init(&r);
+    rep_exact(&r, "gemv", wrong[0]);
+    rep_exact(&r, "gemv_ln", wrong[1]);
+    rep_exact(&r, "gemv_ln a token per block", wrong[2]);
+    if (O % 3 == 0) {
+        rep_exact(&r, "qkv rows", wrong_rows);
+        rep_exact(&r, "other cache rows", other);
+    }
+    rep_end(&r, label);
+    CK(cudaFree(d_w));
+    CK(cudaFree(d_in));
+    CK(cudaFree(d_x));
+    CK(cudaFree(d_lw));
+    CK(cudaFree(d_lb));
+    CK(cudaFree(d_bias));
+    CK(cudaFree(d_out));
+    CK(cudaFree(d_xn));
+    free(wr), free(xr), free(x), free(lw), free(lb), free(bias), free(all), free(one);
 }
 
 /* cuda_epilogue on a given fp32 product: every mode, v + bias one fp32 add. */
@@ -581,7 +706,7 @@ static void test_epilogue(const dtype_info *d, int O) {
     for (int o = 0; o < O; o++) bias[o] = uni(-1, 1);
     void *d_tmp = dupload(tmp, (size_t)TMAX * O * sizeof(float));
     float *d_bias = (float *)dupload(bias, (size_t)O * sizeof(float));
-    gemv_ctx c = {d->dt, d_tmp, NULL, 0, O, O, NULL, NULL, 0.0f};
+    gemv_ctx c = {d->dt, d_tmp, NULL, 0, O, O, NULL, NULL, 0.0f, NULL};
     epi_job j = {"epilogue", d, O, O, v, bias, d_bias, 1e-6, NULL, launch_epilogue, &c};
     static const int Ts[] = {1, 5};
     for (int k = 0; k < 2; k++) {
@@ -855,6 +980,205 @@ static void test_attention(const dtype_info *d, const att_case *c) {
     free(qkv), free(kr), free(vr), free(kf), free(vf), free(out[0]), free(out[1]), free(tickets), free(p);
 }
 
+/*
+ * Attention through block tables (the batch engine's paged cache): several
+ * sequences of random lengths whose positions live in blocks scattered over
+ * a pool (block size bs, blocks handed out in a shuffled order, every row no
+ * sequence holds NaN), the last nq positions of each as queries. Two ways:
+ * "each" - one launch of the kernel that takes every query on its own (split,
+ * or full where split does not apply), all sequences together; "runs" - one
+ * launch per sequence of the kernel cuda_attention picks for nq queries.
+ * Checked against float64, and bitwise against cuda_attention on a
+ * contiguous copy of each sequence's cache where both run the same kernel:
+ * the block table may change where rows are read, never the result.
+ */
+typedef struct {
+    int C, NH, bs, nseq, max_len, nq, quick;
+} paged_case;
+static const paged_case PAGED_CASES[] = {
+    {768, 12, 16, 5, 300, 1, 1},  /* decode of five sequences */
+    {768, 12, 16, 3, 200, 20, 1}, /* prompts: tiled (mma for fp16) per run */
+    {768, 12, 1, 2, 150, 70, 0},  /* one position per block; two query tiles */
+    {40, 5, 5, 4, 70, 3, 1},      /* D = 8, an odd block size */
+    {36, 4, 7, 3, 50, 1, 1},      /* D = 9: full for "each", tiled for "runs" */
+    {264, 2, 3, 2, 40, 17, 0},    /* D = 132: full */
+    {1600, 25, 16, 3, 1100, 2, 0}, /* GPT-2 XL heads, 18 chunks */
+    {512, 4, 64, 6, 129, 9, 0},   /* D = 128, blocks of 64 */
+};
+
+static const char *att_kind_name(int k) {
+    return k == CUDA_ATT_SPLIT ? "split" : k == CUDA_ATT_MMA ? "mma" : k == CUDA_ATT_TILE ? "tiled" : "full";
+}
+
+static void test_paged_attention(const dtype_info *d, const paged_case *c, int each) {
+    gptc_dtype dt = d->dt;
+    int C = c->C, NH = c->NH, D = C / NH, bs = c->bs, ns = c->nseq, nq = c->nq;
+    float scale = 1.0f / sqrtf((float)D);
+    int kind_each = D % 8 == 0 && D <= 256 ? CUDA_ATT_SPLIT : CUDA_ATT_FULL;
+    int kind_run = cuda_attention_kind(dt, nq, C, NH);
+    char label[192];
+    snprintf(label, sizeof label, "paged attention %-4s C=%d NH=%d D=%d bs=%d seqs=%d queries=%d [%s]", d->name,
+             C, NH, D, bs, ns, nq, each ? att_kind_name(kind_each) : att_kind_name(kind_run));
+    reseed(label);
+    int len[16], nb[16], off[16], maxlen = 0, total_blocks = 0;
+    for (int s = 0; s < ns; s++) {
+        len[s] = nq + (int)(rnd64() % (uint64_t)(c->max_len - nq + 1));
+        if (s == 0) len[s] = c->max_len; /* the longest case is always there */
+        nb[s] = (len[s] + bs - 1) / bs;
+        off[s] = total_blocks;
+        total_blocks += nb[s];
+        if (len[s] > maxlen) maxlen = len[s];
+    }
+    /* Blocks 0 .. pool-1 shuffled; a few never used. */
+    int pool = total_blocks + 3;
+    int32_t *perm = (int32_t *)xmalloc((size_t)pool * sizeof(int32_t));
+    for (int i = 0; i < pool; i++) perm[i] = i;
+    for (int i = pool - 1; i > 0; i--) {
+        int j = (int)(rnd64() % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    size_t rows = (size_t)pool * bs;
+    unsigned char *kp = (unsigned char *)xmalloc(rows * C * d->es), *vp = (unsigned char *)xmalloc(rows * C * d->es);
+    memset(kp, 0xff, rows * C * d->es);
+    memset(vp, 0xff, rows * C * d->es);
+    /* Sequence s's values as floats (len, C), and in the pool. */
+    float *kf[16], *vf[16];
+    for (int s = 0; s < ns; s++) {
+        kf[s] = (float *)xmalloc((size_t)len[s] * C * sizeof(float));
+        vf[s] = (float *)xmalloc((size_t)len[s] * C * sizeof(float));
+        for (int j = 0; j < len[s]; j++) {
+            size_t r = (size_t)perm[off[s] + j / bs] * bs + j % bs;
+            for (int k = 0; k < C; k++) {
+                put(dt, kp, r * C + k, uni(-1, 1));
+                put(dt, vp, r * C + k, uni(-1, 1));
+                kf[s][(size_t)j * C + k] = get(dt, kp, r * C + k);
+                vf[s][(size_t)j * C + k] = get(dt, vp, r * C + k);
+            }
+        }
+    }
+    int T = ns * nq;
+    float *qkv = (float *)xmalloc((size_t)T * 3 * C * sizeof(float));
+    int32_t *pos = (int32_t *)xmalloc((size_t)T * sizeof(int32_t)), *tab = (int32_t *)xmalloc((size_t)T * sizeof(int32_t));
+    for (int s = 0; s < ns; s++)
+        for (int i = 0; i < nq; i++) {
+            int t = s * nq + i;
+            pos[t] = len[s] - nq + i;
+            tab[t] = off[s];
+            for (int k = 0; k < 3 * C; k++) qkv[(size_t)t * 3 * C + k] = k < C ? uni(-1, 1) : NAN;
+        }
+    float *d_qkv = (float *)dupload(qkv, (size_t)T * 3 * C * sizeof(float));
+    void *d_k = dupload(kp, rows * C * d->es), *d_v = dupload(vp, rows * C * d->es);
+    int32_t *d_tables = (int32_t *)dupload(perm, (size_t)pool * sizeof(int32_t));
+    int32_t *d_pos = (int32_t *)dupload(pos, (size_t)T * sizeof(int32_t));
+    int32_t *d_tab = (int32_t *)dupload(tab, (size_t)T * sizeof(int32_t));
+    size_t n_out = (size_t)T * C * d->es, n_scratch = cuda_attention_split_floats(NH, D, T, maxlen);
+    size_t n_tickets = (size_t)NH * T;
+    void *d_out = dalloc(n_out);
+    float *d_scratch = (float *)dalloc(n_scratch * sizeof(float));
+    int *d_tickets = (int *)dalloc(n_tickets * sizeof(int));
+    CK(cudaMemset(d_tickets, 0, n_tickets * sizeof(int)));
+    CK(cudaMemset(d_out, 0xff, n_out));
+    CK(cuda_attention_prepare(D, maxlen));
+    if (each) {
+        cuda_kv_map map = {d_pos, d_tables, d_tab, bs};
+        CK(cuda_attention_run(kind_each, dt, d_out, d_qkv, d_k, d_v, map, T, C, NH, maxlen, scale, d_scratch,
+                              d_tickets, g_st));
+    } else {
+        for (int s = 0; s < ns; s++) {
+            size_t t0 = (size_t)s * nq;
+            cuda_kv_map map = {d_pos + t0, d_tables, d_tab + t0, bs};
+            CK(cuda_attention_run(kind_run, dt, (char *)d_out + t0 * C * d->es, d_qkv + t0 * 3 * C, d_k, d_v,
+                                  map, nq, C, NH, len[s], scale, d_scratch, d_tickets, g_st));
+        }
+    }
+    unsigned char *out = (unsigned char *)xmalloc(n_out);
+    download(out, d_out, n_out);
+    int *tickets = (int *)xmalloc(n_tickets * sizeof(int));
+    download(tickets, d_tickets, n_tickets * sizeof(int));
+    size_t nz = 0;
+    for (size_t i = 0; i < n_tickets; i++) nz += tickets[i] != 0;
+
+    err_t e = {0, 0};
+    double *p = (double *)xmalloc((size_t)maxlen * sizeof(double));
+    for (int t = 0; t < T; t++) {
+        int s = t / nq, Lt = pos[t] + 1;
+        for (int h = 0; h < NH; h++) {
+            const float *q = qkv + (size_t)t * 3 * C + (size_t)h * D;
+            double m = -INFINITY, sum = 0;
+            for (int j = 0; j < Lt; j++) {
+                double sc = 0;
+                for (int k = 0; k < D; k++) sc += (double)q[k] * kf[s][(size_t)j * C + (size_t)h * D + k];
+                p[j] = sc * scale;
+                m = fmax(m, p[j]);
+            }
+            for (int j = 0; j < Lt; j++) sum += (p[j] = exp(p[j] - m));
+            for (int k = 0; k < D; k++) {
+                double o = 0;
+                for (int j = 0; j < Lt; j++) o += p[j] * vf[s][(size_t)j * C + (size_t)h * D + k];
+                err_add(&e, get(dt, out, (size_t)t * C + (size_t)h * D + k), o / sum);
+            }
+        }
+    }
+    /* The same queries through cuda_attention on a contiguous cache, one
+     * sequence at a time, where it picks the same kernel. */
+    size_t differ = 0;
+    int compared = 0;
+    if (cuda_attention_kind(dt, nq, C, NH) == (each ? kind_each : kind_run)) {
+        int ml = maxlen;
+        size_t n_cache = (size_t)ml * C * d->es;
+        unsigned char *kc = (unsigned char *)xmalloc(n_cache), *vc = (unsigned char *)xmalloc(n_cache);
+        unsigned char *o1 = (unsigned char *)xmalloc((size_t)nq * C * d->es);
+        void *d_kc = dalloc(n_cache), *d_vc = dalloc(n_cache), *d_o1 = dalloc((size_t)nq * C * d->es);
+        float *d_sc1 = (float *)dalloc(cuda_attention_scratch_floats(NH, D, ml) * sizeof(float));
+        int *d_tk1 = (int *)dalloc((size_t)NH * ATT_SPLIT_MAXT * sizeof(int));
+        int32_t *d_p1 = (int32_t *)dalloc(sizeof(int32_t));
+        CK(cudaMemset(d_tk1, 0, (size_t)NH * ATT_SPLIT_MAXT * sizeof(int)));
+        for (int s = 0; s < ns; s++) {
+            memset(kc, 0xff, n_cache);
+            memset(vc, 0xff, n_cache);
+            for (int j = 0; j < len[s]; j++) {
+                size_t r = (size_t)perm[off[s] + j / bs] * bs + j % bs;
+                memcpy(kc + (size_t)j * C * d->es, kp + r * C * d->es, (size_t)C * d->es);
+                memcpy(vc + (size_t)j * C * d->es, vp + r * C * d->es, (size_t)C * d->es);
+            }
+            CK(cudaMemcpy(d_kc, kc, n_cache, cudaMemcpyHostToDevice));
+            CK(cudaMemcpy(d_vc, vc, n_cache, cudaMemcpyHostToDevice));
+            int32_t p0 = len[s] - nq;
+            CK(cudaMemcpy(d_p1, &p0, sizeof p0, cudaMemcpyHostToDevice));
+            CK(cuda_attention(dt, d_o1, d_qkv + (size_t)s * nq * 3 * C, d_kc, d_vc, d_p1, nq, C, NH, ml, scale,
+                              d_sc1, d_tk1, g_st));
+            download(o1, d_o1, (size_t)nq * C * d->es);
+            differ += count_changed(o1, out + (size_t)s * nq * C * d->es, (size_t)nq * C * d->es);
+        }
+        compared = 1;
+        CK(cudaFree(d_kc));
+        CK(cudaFree(d_vc));
+        CK(cudaFree(d_o1));
+        CK(cudaFree(d_sc1));
+        CK(cudaFree(d_tk1));
+        CK(cudaFree(d_p1));
+        free(kc), free(vc), free(o1);
+    }
+    report r;
+    rep_init(&r);
+    int mma = !each && kind_run == CUDA_ATT_MMA;
+    rep_err(&r, "out", err_rel(&e), 1e-5 + (mma ? 6 : 2) * d->u);
+    rep_exact(&r, "tickets", nz);
+    if (compared) rep_exact(&r, "= contiguous", differ);
+    rep_end(&r, label);
+    CK(cudaFree(d_qkv));
+    CK(cudaFree(d_k));
+    CK(cudaFree(d_v));
+    CK(cudaFree(d_tables));
+    CK(cudaFree(d_pos));
+    CK(cudaFree(d_tab));
+    CK(cudaFree(d_out));
+    CK(cudaFree(d_scratch));
+    CK(cudaFree(d_tickets));
+    for (int s = 0; s < ns; s++) free(kf[s]), free(vf[s]);
+    free(perm), free(kp), free(vp), free(qkv), free(pos), free(tab), free(out), free(tickets), free(p);
+}
+
 /* ---- argmax, set_int ---- */
 
 /* Lowest index of the largest non-NaN value; 0 when every value is NaN. */
@@ -1022,6 +1346,11 @@ int main(int argc, char **argv) {
             if (!g_quick || GEMV_SIZES[k].quick)
                 test_gemv(&DTYPES[di], GEMV_SIZES[k].I, GEMV_SIZES[k].O, GEMV_SIZES[k].all_acts_T);
     for (int di = 0; di < 3; di++) {
+        test_gemv_invariance(&DTYPES[di], 37, 51);
+        test_gemv_invariance(&DTYPES[di], 768, 2304);
+        if (!g_quick) test_gemv_invariance(&DTYPES[di], 3072, 768);
+    }
+    for (int di = 0; di < 3; di++) {
         const int Os[] = {53, 111, 2304, 50257};
         for (int k = 0; k < 4; k++)
             if (!g_quick || k < 2) test_epilogue(&DTYPES[di], Os[k]);
@@ -1029,6 +1358,10 @@ int main(int argc, char **argv) {
     for (int di = 0; di < 3; di++)
         for (size_t k = 0; k < sizeof ATT_CASES / sizeof ATT_CASES[0]; k++)
             if (!g_quick || ATT_CASES[k].quick) test_attention(&DTYPES[di], &ATT_CASES[k]);
+    for (int di = 0; di < 3; di++)
+        for (size_t k = 0; k < sizeof PAGED_CASES / sizeof PAGED_CASES[0]; k++)
+            for (int each = 0; each < 2; each++)
+                if (!g_quick || PAGED_CASES[k].quick) test_paged_attention(&DTYPES[di], &PAGED_CASES[k], each);
     const int Vs[] = {1, 37, 256, 257, 50257, 100003};
     for (int k = 0; k < 6; k++) test_argmax(Vs[k], AM_RANDOM);
     for (int kind = AM_TIE_THREAD; kind <= AM_LAST; kind++) {

@@ -1,0 +1,698 @@
+/*
+ * paged.cu - the batch engine's paged K/V cache on the CUDA backend: the
+ * kv_new, kv_free, kv_copy and kv_eval ops of backend.h.
+ *
+ * K and V of every layer live on the device in pools of blocks, (L,
+ * n_blocks * block_size, C) each in the weight dtype: position j of a
+ * sequence is row table[j / block_size] * block_size + j % block_size of its
+ * layer's pool. A pass copies its integers (ids, positions, each token's
+ * cache row and block table, the rows whose logits are wanted) to the device
+ * in one transfer from pinned memory, runs the model on the device, and
+ * copies the logits of the requested rows back.
+ *
+ * Batch invariance. The pass is cut into segments, runs of tokens of one
+ * sequence at consecutive positions (a prompt, or one new token), and each
+ * segment is computed with the kernels and launch shapes a session uses for
+ * the same tokens in one eval (backend.cu's forward):
+ *   - segments under LT_MIN_TOKENS tokens (every decode token) go through
+ *     the GEMV kernels, all of them in one launch per product: a GEMV sums
+ *     each token's outputs in an order that depends on nothing else (gemv.cu);
+ *   - each longer segment (a prompt) is its own cuBLASLt product, of the
+ *     shape a session's prompt makes, from rows as aligned as a session's
+ *     buffers, so cuBLASLt's heuristic picks the same algorithm;
+ *   - attention: the split kernel for the tokens of segments under
+ *     ATT_SPLIT_MAXT (one launch, each query with its own position and block
+ *     table), a tiled kernel per longer segment; the block tables change
+ *     where a row is read, never the arithmetic (attention.cu);
+ *   - the final layer norm and the LM head (GEMV, per row) only for the
+ *     logit rows, as a session computes its last position's.
+ * So a token's logits are bitwise those a session gives its sequence when it
+ * evaluated the same segments (the prompt in one eval, then one token per
+ * eval), whatever else shares the pass: batched generation gives the tokens
+ * of one prompt at a time. This rests on cuBLASLt being deterministic for a
+ * given algorithm and shape (it is, on one GPU model), and holds for
+ * everything but the persistent decode kernel (GPTC_CUDA_MEGA=1), which
+ * sums in its own order.
+ *
+ * Rows of the pass's activations: the short segments' tokens first (rows
+ * 0 .. n_short - 1, in pass order), then each long segment from a row
+ * aligned as said.
+ *
+ * A decode pass (one token of each sequence, each with its logits) replays
+ * a CUDA graph captured once per token count: its kernels read every
+ * integer of the pass from device memory, and its split kernel spans n_ctx
+ * (blocks past a query's position exit at once), so one graph fits any
+ * positions and block tables. Measured on an H200, gpt2: 0.375 against
+ * 0.401 ms per step at batch 1, a few percent at 8 to 32.
+ *
+ * Errors: as backend.cu, a status and a message; bad positions, sequence
+ * ids, logit rows and block ids of a pass are refused before any launch.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend.cuh"
+
+#define PROF_MARKS 256
+
+typedef struct {
+    int32_t first, n; /* tokens [first, first + n) of the pass */
+    int32_t row;      /* the row of its first token in the activations */
+    int kind;         /* its attention kernel (CUDA_ATT_*) */
+} segment;
+
+typedef struct {
+    int32_t n_blocks, block_size;
+    size_t layer_rows; /* n_blocks * block_size */
+    void *k, *v;       /* (L, layer_rows, C) dtype */
+    /* The pass's workspace: stream, cuBLASLt workspace, and activations for
+     * cap_rows rows (x, qkv, tmp, xn, att, fc), logits for cap_logits rows,
+     * split-attention scratch and tickets. */
+    cuda_session ws;
+    int32_t cap_rows, cap_logits, cap_tickets;
+    size_t cap_scratch;
+    int32_t align; /* a long segment starts at a multiple of this row */
+    /* The pass's integers: pinned staging and its device copy. */
+    int32_t *h_int, *d_int;
+    size_t cap_int;
+    /* Host bookkeeping: segments, each token's row, per sequence id its
+     * highest position in the pass and its table's offset in the staging. */
+    segment *segs;
+    int32_t cap_segs;
+    int32_t *row_of;
+    int32_t cap_tok;
+    int32_t *seq_info;
+    int32_t cap_seq;
+    /* Decode passes (one token of each sequence, a logit row each) replay a
+     * CUDA graph captured for their token count; reallocating any buffer
+     * they use drops them all. GPTC_CUDA_NO_PASS_GRAPH=1 runs every pass
+     * uncaptured (for comparisons). */
+    cudaGraphExec_t *graphs;
+    int32_t cap_graphs;
+    int no_graph; /* a capture failed (a driver without it): never again */
+    /* GPTC_CUDA_PASS_PROF=1: the times of decode passes (after the first
+     * two), summed and printed by kv_free; =2: also per kernel kind, the
+     * passes run uncaptured with an event after each kernel. */
+    int prof, n_marks, prof_skip;
+    cudaEvent_t ev[3], mev[PROF_MARKS];
+    int mphase[PROF_MARKS];
+    double prof_ms[3], phase_ms[8];
+    long prof_n;
+} cuda_kv;
+
+static const char *const PHASES[8] = {"",     "embed", "qkv",   "attention",
+                                      "proj", "fc",    "mproj", "head"};
+
+static int env_flag(const char *name) {
+    const char *v = getenv(name);
+    return v && *v && *v != '0';
+}
+
+static void drop_graphs(cuda_kv *kv) {
+    for (int32_t i = 0; i < kv->cap_graphs; i++)
+        if (kv->graphs[i]) cudaGraphExecDestroy(kv->graphs[i]), kv->graphs[i] = NULL;
+}
+
+static void ws_free_rows(cuda_session *w) {
+    void *bufs[] = {w->x, w->qkv, w->tmp, w->xn, w->att, w->fc};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        cudaFree(bufs[i]);
+    w->x = w->qkv = w->tmp = NULL;
+    w->xn = w->att = w->fc = NULL;
+}
+
+void cuda_kv_free(gptc_model *m, void *kv_) {
+    (void)m;
+    cuda_kv *kv = (cuda_kv *)kv_;
+    if (!kv) return;
+    cuda_session *w = &kv->ws;
+    if (w->stream) cudaStreamSynchronize(w->stream);
+    if (kv->prof && kv->prof_n)
+        fprintf(
+            stderr,
+            "gptc cuda paged passes: %ld, per pass: device %.4f ms, logits to the host %.4f ms, "
+            "kv_eval on the host %.4f ms\n",
+            kv->prof_n, kv->prof_ms[0] / kv->prof_n, kv->prof_ms[1] / kv->prof_n,
+            kv->prof_ms[2] / kv->prof_n);
+    for (int i = 1; i < 8 && kv->prof == 2 && kv->prof_n; i++)
+        fprintf(stderr, "  %-10s %.4f ms per pass\n", PHASES[i], kv->phase_ms[i] / kv->prof_n);
+    for (int i = 0; i < 3; i++)
+        if (kv->ev[i]) cudaEventDestroy(kv->ev[i]);
+    for (int i = 0; i < PROF_MARKS; i++)
+        if (kv->mev[i]) cudaEventDestroy(kv->mev[i]);
+    drop_graphs(kv);
+    free(kv->graphs);
+    ws_free_rows(w);
+    void *bufs[] = {kv->k, kv->v, w->logits, w->lt_ws, w->att_scratch, w->att_tickets, kv->d_int};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        cudaFree(bufs[i]);
+    cudaFreeHost(kv->h_int);
+    if (w->stream) cudaStreamDestroy(w->stream);
+    (void)cudaGetLastError();
+    free(kv->segs);
+    free(kv->row_of);
+    free(kv->seq_info);
+    free(kv);
+}
+
+/* The smallest power of two r such that r rows of `bytes` each are a
+ * multiple of 256 bytes (cudaMalloc's alignment, which cuBLASLt assumes). */
+static int32_t rows_for_256(size_t bytes) {
+    int32_t r = 1;
+    while ((bytes * (size_t)r) % 256 != 0)
+        r *= 2;
+    return r;
+}
+
+static gptc_status kv_init(gptc_model *m, cuda_kv *kv, int32_t n_blocks, int32_t block_size) {
+    const gptc_config *c = &m->cfg;
+    const cuda_model *cm = (const cuda_model *)m->backend_state;
+    size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, es = cm->es;
+    int D = c->n_embd / c->n_head;
+    kv->n_blocks = n_blocks;
+    kv->block_size = block_size;
+    kv->layer_rows = (size_t)n_blocks * (size_t)block_size;
+    if (kv->layer_rows > INT32_MAX)
+        return gptc_fail(GPTC_ERR_RANGE,
+                         "cuda: %d blocks of %d positions are more rows than a pass can address",
+                         n_blocks, block_size);
+    /* The one-block-per-query kernel keeps a query's scores in shared
+     * memory: positions up to n_ctx, as a session of that length. */
+    cudaDeviceProp prop;
+    int dev = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaGetDeviceProperties(&prop, dev));
+    if (cuda_attention_smem(D, c->n_ctx) > prop.sharedMemPerBlockOptin)
+        return gptc_fail(GPTC_ERR_UNSUPPORTED,
+                         "cuda: n_ctx %d needs more shared memory for attention than the device "
+                         "has; use --backend cpu",
+                         c->n_ctx);
+    CK(cuda_attention_prepare(D, c->n_ctx));
+    CK(cudaStreamCreateWithFlags(&kv->ws.stream, cudaStreamNonBlocking));
+    size_t pool = (size_t)c->n_layer * kv->layer_rows * C * es;
+    cudaError_t e = cudaMalloc(&kv->k, pool);
+    if (e == cudaSuccess) e = cudaMalloc(&kv->v, pool);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return gptc_fail(GPTC_ERR_NOMEM,
+                         "cuda: cannot allocate a %zu MB K/V cache (%d blocks of %d positions): %s",
+                         2 * pool >> 20, n_blocks, block_size, cudaGetErrorString(e));
+    }
+    /* Rows no sequence has written are never read (attention stops at the
+     * query's position), but zeros make a stray read harmless, not NaN. */
+    CK(cudaMemsetAsync(kv->k, 0, pool, kv->ws.stream));
+    CK(cudaMemsetAsync(kv->v, 0, pool, kv->ws.stream));
+    CK(cudaMalloc(&kv->ws.lt_ws, LT_WORKSPACE_BYTES));
+    const char *pe = getenv("GPTC_CUDA_PASS_PROF");
+    kv->prof = pe && *pe ? atoi(pe) : 0;
+    for (int i = 0; i < 3 && kv->prof; i++)
+        CK(cudaEventCreate(&kv->ev[i]));
+    for (int i = 0; i < PROF_MARKS && kv->prof == 2; i++)
+        CK(cudaEventCreate(&kv->mev[i]));
+    size_t row_bytes[] = {C * 4, 3 * C * 4, C * es, F * es}; /* x, qkv, xn and att, fc */
+    kv->align = 1;
+    for (size_t i = 0; i < sizeof row_bytes / sizeof *row_bytes; i++) {
+        int32_t r = rows_for_256(row_bytes[i]);
+        if (r > kv->align) kv->align = r;
+    }
+    CK(cudaStreamSynchronize(kv->ws.stream));
+    return GPTC_OK;
+}
+
+gptc_status cuda_kv_new(gptc_model *m, int32_t n_blocks, int32_t block_size, void **out) {
+    *out = NULL;
+    cuda_kv *kv = (cuda_kv *)calloc(1, sizeof *kv);
+    if (!kv) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+    gptc_status st = kv_init(m, kv, n_blocks, block_size);
+    if (st != GPTC_OK) {
+        cuda_kv_free(m, kv);
+        return st;
+    }
+    *out = kv;
+    return GPTC_OK;
+}
+
+/* Block src's first n_pos rows into block dst, in every layer: one 2-D copy
+ * for K and one for V, ordered before the next pass on the pass's stream. */
+gptc_status cuda_kv_copy(gptc_model *m, void *kv_, int32_t dst, int32_t src, int32_t n_pos) {
+    cuda_kv *kv = (cuda_kv *)kv_;
+    const cuda_model *cm = (const cuda_model *)m->backend_state;
+    if (n_pos <= 0 || dst == src) return GPTC_OK;
+    size_t row = (size_t)m->cfg.n_embd * cm->es, pitch = kv->layer_rows * row;
+    size_t d = (size_t)dst * kv->block_size * row, s = (size_t)src * kv->block_size * row;
+    CK(cudaMemcpy2DAsync((char *)kv->k + d, pitch, (char *)kv->k + s, pitch, (size_t)n_pos * row,
+                         (size_t)m->cfg.n_layer, cudaMemcpyDeviceToDevice, kv->ws.stream));
+    CK(cudaMemcpy2DAsync((char *)kv->v + d, pitch, (char *)kv->v + s, pitch, (size_t)n_pos * row,
+                         (size_t)m->cfg.n_layer, cudaMemcpyDeviceToDevice, kv->ws.stream));
+    return GPTC_OK;
+}
+
+/* Grows a host array of `es`-byte elements to hold n. */
+static gptc_status grow(void **p, int32_t *cap, int32_t n, size_t es) {
+    if (n <= *cap) return GPTC_OK;
+    int32_t c = *cap ? *cap : 16;
+    while (c < n)
+        c = c > INT32_MAX / 2 ? n : 2 * c;
+    void *q = realloc(*p, (size_t)c * es);
+    if (!q) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+    *p = q;
+    *cap = c;
+    return GPTC_OK;
+}
+
+/* Device buffers for a pass of `rows` activation rows, `n_logits` logit rows
+ * (chunked as a session's), `scratch` floats and `tickets` tickets of split
+ * attention. Buffers only grow (by doubling), so passes of a running batch
+ * reallocate nothing. The stream is idle here (the last pass synchronised). */
+static gptc_status reserve(cuda_kv *kv, const gptc_model *m, int32_t rows, int32_t n_logits,
+                           size_t scratch, int32_t tickets) {
+    const gptc_config *c = &m->cfg;
+    const cuda_model *cm = (const cuda_model *)m->backend_state;
+    cuda_session *w = &kv->ws;
+    size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, V = (size_t)c->n_vocab, es = cm->es;
+    size_t wide = 3 * C > F ? 3 * C : F;
+    if (n_logits > rows) rows = n_logits; /* the final layer norm's rows go to xn */
+    if (rows > kv->cap_rows) {
+        drop_graphs(kv);
+        int32_t cap = kv->cap_rows ? kv->cap_rows : 16;
+        while (cap < rows)
+            cap = cap > INT32_MAX / 2 ? rows : 2 * cap;
+        ws_free_rows(w);
+        kv->cap_rows = 0;
+        size_t N = (size_t)cap;
+        CK(cudaMalloc((void **)&w->x, N * C * sizeof(float)));
+        CK(cudaMalloc((void **)&w->qkv, N * 3 * C * sizeof(float)));
+        CK(cudaMalloc((void **)&w->tmp, N * wide * sizeof(float)));
+        CK(cudaMalloc(&w->xn, N * C * es));
+        CK(cudaMalloc(&w->att, N * C * es));
+        CK(cudaMalloc(&w->fc, N * F * es));
+        kv->cap_rows = cap;
+    }
+    size_t per_chunk = LOGITS_CHUNK_BYTES / (V * sizeof(float));
+    int32_t lrows = (int32_t)(per_chunk < 1 ? 1 : per_chunk);
+    if (n_logits < lrows) lrows = n_logits;
+    if (lrows > kv->cap_logits) {
+        drop_graphs(kv);
+        cudaFree(w->logits);
+        w->logits = NULL;
+        kv->cap_logits = 0;
+        CK(cudaMalloc((void **)&w->logits, (size_t)lrows * V * sizeof(float)));
+        kv->cap_logits = lrows;
+    }
+    w->logit_rows = kv->cap_logits;
+    if (scratch > kv->cap_scratch) {
+        drop_graphs(kv);
+        cudaFree(w->att_scratch);
+        w->att_scratch = NULL;
+        kv->cap_scratch = 0;
+        CK(cudaMalloc((void **)&w->att_scratch, scratch * sizeof(float)));
+        kv->cap_scratch = scratch;
+    }
+    if (tickets > kv->cap_tickets) {
+        drop_graphs(kv);
+        cudaFree(w->att_tickets);
+        w->att_tickets = NULL;
+        kv->cap_tickets = 0;
+        CK(cudaMalloc((void **)&w->att_tickets, (size_t)tickets * sizeof(int)));
+        /* The split kernel leaves the tickets as it found them: zero. */
+        CK(cudaMemsetAsync(w->att_tickets, 0, (size_t)tickets * sizeof(int), w->stream));
+        kv->cap_tickets = tickets;
+    }
+    return GPTC_OK;
+}
+
+/* Pinned staging and device room for n integers. */
+static gptc_status reserve_ints(cuda_kv *kv, size_t n) {
+    if (n <= kv->cap_int) return GPTC_OK;
+    drop_graphs(kv);
+    size_t cap = kv->cap_int ? kv->cap_int : 1024;
+    while (cap < n)
+        cap *= 2;
+    cudaFreeHost(kv->h_int);
+    cudaFree(kv->d_int);
+    kv->h_int = kv->d_int = NULL;
+    kv->cap_int = 0;
+    CK(cudaMallocHost((void **)&kv->h_int, cap * sizeof(int32_t)));
+    CK(cudaMalloc((void **)&kv->d_int, cap * sizeof(int32_t)));
+    kv->cap_int = cap;
+    return GPTC_OK;
+}
+
+/* The pass's layout on the device: kv->d_int holds, for rows 0 .. rows - 1,
+ * ids, pos, cache row and table offset, then the logit rows, then the
+ * tables. */
+typedef struct {
+    int32_t rows, n_short, n_segs, max_pos_short;
+    const int32_t *ids, *pos, *crow, *tab, *lrows, *tables;
+} pass_layout;
+
+/* Cuts the pass into segments, places them in rows, and stages and uploads
+ * its integers. Checks what would make a kernel read or write out of bounds:
+ * positions past n_ctx, blocks past the pool. */
+static gptc_status stage_pass(cuda_kv *kv, const gptc_model *m, const gptc_pass *p,
+                              pass_layout *lay) {
+    const gptc_config *c = &m->cfg;
+    const cuda_model *cm = (const cuda_model *)m->backend_state;
+    int32_t T = p->n_tokens, bs = kv->block_size;
+    CKST(grow((void **)&kv->row_of, &kv->cap_tok, T, sizeof(int32_t)));
+    int32_t n_segs = 0, max_seq = -1;
+    for (int32_t t = 0; t < T; t++) {
+        if (p->pos[t] < 0 || p->pos[t] >= c->n_ctx)
+            return gptc_fail(GPTC_ERR_RANGE, "kv_eval: token %d is at position %d, outside [0, %d)",
+                             t, p->pos[t], c->n_ctx);
+        if (p->seq[t] < 0)
+            return gptc_fail(GPTC_ERR_ARG, "kv_eval: token %d has sequence %d", t, p->seq[t]);
+        if (p->seq[t] > max_seq) max_seq = p->seq[t];
+        if (t == 0 || p->seq[t] != p->seq[t - 1] || p->pos[t] != p->pos[t - 1] + 1) {
+            CKST(grow((void **)&kv->segs, &kv->cap_segs, n_segs + 1, sizeof(segment)));
+            kv->segs[n_segs++] = (segment){t, 0, 0, 0};
+        }
+        kv->segs[n_segs - 1].n++;
+    }
+    /* Rows: the short segments first, then each long one aligned. */
+    int32_t rows = 0, max_pos_short = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int32_t s = 0; s < n_segs; s++) {
+            segment *g = &kv->segs[s];
+            if ((g->n >= LT_MIN_TOKENS) != pass) continue;
+            if (pass) rows = (rows + kv->align - 1) / kv->align * kv->align;
+            g->row = rows;
+            g->kind = cuda_attention_kind(cm->dt, g->n, c->n_embd, c->n_head);
+            for (int32_t k = 0; k < g->n; k++)
+                kv->row_of[g->first + k] = rows + k;
+            if (!pass) {
+                int32_t last = p->pos[g->first + g->n - 1];
+                if (last > max_pos_short) max_pos_short = last;
+            }
+            rows += g->n;
+        }
+    int32_t n_short = 0;
+    for (int32_t s = 0; s < n_segs; s++)
+        if (kv->segs[s].n < LT_MIN_TOKENS) n_short += kv->segs[s].n;
+    /* Each sequence's table, as far as its highest position in the pass
+     * (seq_max; -1 for ids not in the pass), at seq_off in the tables. */
+    if (max_seq >= INT32_MAX / 2)
+        return gptc_fail(GPTC_ERR_RANGE, "kv_eval: sequence id %d", max_seq);
+    CKST(grow((void **)&kv->seq_info, &kv->cap_seq, 2 * (max_seq + 1), sizeof(int32_t)));
+    int32_t *seq_max = kv->seq_info, *seq_off = kv->seq_info + max_seq + 1;
+    for (int32_t s = 0; s <= max_seq; s++)
+        seq_max[s] = -1;
+    for (int32_t t = 0; t < T; t++)
+        if (p->pos[t] > seq_max[p->seq[t]]) seq_max[p->seq[t]] = p->pos[t];
+    size_t n_tab = 0;
+    for (int32_t s = 0; s <= max_seq; s++)
+        if (seq_max[s] >= 0) n_tab += (size_t)(seq_max[s] / bs + 1);
+    size_t base_l = 4 * (size_t)rows, base_t = base_l + (size_t)p->n_logits;
+    CKST(reserve_ints(kv, base_t + n_tab));
+    int32_t *h = kv->h_int, *ids = h, *pos = h + rows, *crow = h + 2 * rows, *tab = h + 3 * rows;
+    int32_t *tables = h + base_t;
+    size_t at = 0;
+    for (int32_t s = 0; s <= max_seq; s++) {
+        if (seq_max[s] < 0) continue;
+        int32_t nb = seq_max[s] / bs + 1;
+        for (int32_t k = 0; k < nb; k++) {
+            int32_t b = p->tables[s][k];
+            if (b < 0 || b >= kv->n_blocks)
+                return gptc_fail(GPTC_ERR_RANGE,
+                                 "kv_eval: sequence %d's block %d is %d, outside [0, %d)", s, k, b,
+                                 kv->n_blocks);
+            tables[at + (size_t)k] = b;
+        }
+        seq_off[s] = (int32_t)at;
+        at += (size_t)nb;
+    }
+    /* Alignment padding rows: token 0 of the vocabulary at position 0, never
+     * read by a product, attention or the logits. */
+    memset(h, 0, 4 * (size_t)rows * sizeof(int32_t));
+    for (int32_t t = 0; t < T; t++) {
+        int32_t r = kv->row_of[t], q = p->pos[t], s = p->seq[t];
+        ids[r] = p->ids[t];
+        pos[r] = q;
+        crow[r] = p->tables[s][q / bs] * bs + q % bs;
+        tab[r] = seq_off[s];
+    }
+    for (int32_t i = 0; i < p->n_logits; i++)
+        h[base_l + (size_t)i] = kv->row_of[p->logit_rows[i]];
+    CK(cudaMemcpyAsync(kv->d_int, h, (base_t + n_tab) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                       kv->ws.stream));
+    const int32_t *d = kv->d_int;
+    *lay = (pass_layout){rows,     n_short,      n_segs,       max_pos_short, d,
+                         d + rows, d + 2 * rows, d + 3 * rows, d + base_l,    d + base_t};
+    return GPTC_OK;
+}
+
+/* GPTC_CUDA_PASS_PROF=2: an event after the kernels of a phase. */
+static void mark(cuda_kv *kv, int phase) {
+    if (kv->prof != 2 || kv->n_marks >= PROF_MARKS) return;
+    cudaEventRecord(kv->mev[kv->n_marks], kv->ws.stream);
+    kv->mphase[kv->n_marks++] = phase;
+}
+
+/*
+ * The embedding and every layer for the pass laid out in `lay`. split_len:
+ * more than the position of every token of the short segments (the split
+ * kernel's span; n_ctx when the launch is captured, so that the graph fits
+ * every later pass of the same shape).
+ */
+static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_pass *p,
+                                  const pass_layout *lay, int short_split, int split_len) {
+    const gptc_config *c = &m->cfg;
+    const cuda_model *cm = (const cuda_model *)m->backend_state;
+    cuda_session *w = &kv->ws;
+    cudaStream_t st = w->stream;
+    int C = c->n_embd, F = c->n_inner, NH = c->n_head, Cp = cm->Cp, Fp = cm->Fp;
+    size_t es = cm->es;
+    float eps = c->layer_norm_epsilon;
+    mark(kv, 0);
+    CK(cuda_embed_at(cm->dt, w->x, cm->wte, Cp, cm->wpe, lay->ids, lay->pos, lay->rows, C, st));
+    mark(kv, 1);
+    size_t layer = kv->layer_rows * (size_t)C * es;
+    int ns = lay->n_short;
+    for (int l = 0; l < c->n_layer; l++) {
+        const cuda_layer *y = &cm->layers[l];
+        char *kl = (char *)kv->k + l * layer, *vl = (char *)kv->v + l * layer;
+        float scale = gptc_attn_scale(c, l);
+
+        /* LN1 + QKV, K and V into each token's cache row. */
+        cuda_epi e = epi(EPI_QKV, y->attn_b, w->qkv, 3 * C);
+        e.k_cache = kl;
+        e.v_cache = vl;
+        e.C = C;
+        e.rows = lay->crow;
+        if (ns)
+            CK(cuda_gemv_ln(cm->dt, w->x, y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, ns, C, 3 * C, e,
+                            w->xn, st));
+        for (int32_t s = 0; s < lay->n_segs; s++) {
+            const segment *g = &kv->segs[s];
+            if (g->n < LT_MIN_TOKENS) continue;
+            cuda_epi es_ = e;
+            es_.out = w->qkv + (size_t)g->row * 3 * C;
+            es_.rows = lay->crow + g->row;
+            CKST(cuda_ln_linear(cm, w, w->x + (size_t)g->row * C,
+                                (char *)w->xn + (size_t)g->row * C * es, y->ln1_w, y->ln1_b, eps,
+                                y->attn_w, Cp, g->n, C, 3 * C, es_));
+        }
+
+        mark(kv, 2);
+        /* Attention over each token's own sequence. */
+        cuda_kv_map map = {lay->pos, lay->tables, lay->tab, kv->block_size};
+        if (ns && short_split)
+            CK(cuda_attention_run(CUDA_ATT_SPLIT, cm->dt, w->att, w->qkv, kl, vl, map, ns, C, NH,
+                                  split_len, scale, w->att_scratch, w->att_tickets, st));
+        for (int32_t s = 0; s < lay->n_segs; s++) {
+            const segment *g = &kv->segs[s];
+            if (short_split && g->n < LT_MIN_TOKENS) continue;
+            cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size};
+            CK(cuda_attention_run(g->kind, cm->dt, (char *)w->att + (size_t)g->row * C * es,
+                                  w->qkv + (size_t)g->row * 3 * C, kl, vl, gm, g->n, C, NH,
+                                  p->pos[g->first + g->n - 1] + 1, scale, w->att_scratch,
+                                  w->att_tickets, st));
+        }
+
+        mark(kv, 3);
+        /* Projection, LN2 + FC, MLP projection, each on the short rows at
+         * once and on each long segment. */
+        if (ns)
+            CK(cuda_gemv(cm->dt, w->att, y->proj_w, Cp, ns, C, C,
+                         epi(EPI_RESID, y->proj_b, w->x, C), st));
+        for (int32_t s = 0; s < lay->n_segs; s++) {
+            const segment *g = &kv->segs[s];
+            if (g->n < LT_MIN_TOKENS) continue;
+            CKST(cuda_linear(cm, w, (char *)w->att + (size_t)g->row * C * es, y->proj_w, Cp, g->n,
+                             C, C, epi(EPI_RESID, y->proj_b, w->x + (size_t)g->row * C, C)));
+        }
+        mark(kv, 4);
+        e = epi(EPI_ACT, y->fc_b, w->fc, F);
+        e.act = m->act;
+        if (ns)
+            CK(cuda_gemv_ln(cm->dt, w->x, y->ln2_w, y->ln2_b, eps, y->fc_w, Cp, ns, C, F, e, w->xn,
+                            st));
+        for (int32_t s = 0; s < lay->n_segs; s++) {
+            const segment *g = &kv->segs[s];
+            if (g->n < LT_MIN_TOKENS) continue;
+            cuda_epi es_ = e;
+            es_.out = (char *)w->fc + (size_t)g->row * F * es;
+            CKST(cuda_ln_linear(cm, w, w->x + (size_t)g->row * C,
+                                (char *)w->xn + (size_t)g->row * C * es, y->ln2_w, y->ln2_b, eps,
+                                y->fc_w, Cp, g->n, C, F, es_));
+        }
+        mark(kv, 5);
+        if (ns)
+            CK(cuda_gemv(cm->dt, w->fc, y->mproj_w, Fp, ns, F, C,
+                         epi(EPI_RESID, y->mproj_b, w->x, C), st));
+        for (int32_t s = 0; s < lay->n_segs; s++) {
+            const segment *g = &kv->segs[s];
+            if (g->n < LT_MIN_TOKENS) continue;
+            CKST(cuda_linear(cm, w, (char *)w->fc + (size_t)g->row * F * es, y->mproj_w, Fp, g->n,
+                             F, C, epi(EPI_RESID, y->mproj_b, w->x + (size_t)g->row * C, C)));
+        }
+        mark(kv, 6);
+    }
+    return GPTC_OK;
+}
+
+/* Final layer norm of the logit rows, and the LM head (GEMV rows, as a
+ * session's last position) for rows [r, r + nr) into ws.logits. */
+static gptc_status enqueue_head(cuda_kv *kv, const gptc_model *m, const pass_layout *lay,
+                                int32_t n_logits, int32_t r, int32_t nr) {
+    const gptc_config *c = &m->cfg;
+    const cuda_model *cm = (const cuda_model *)m->backend_state;
+    cuda_session *w = &kv->ws;
+    int C = c->n_embd;
+    if (r == 0)
+        CK(cuda_layernorm_rows(cm->dt, w->xn, w->x, lay->lrows, cm->lnf_w, cm->lnf_b, n_logits, C,
+                               c->layer_norm_epsilon, w->stream));
+    CK(cuda_gemv(cm->dt, (const char *)w->xn + (size_t)r * C * cm->es, cm->lm_head, cm->Cp, nr, C,
+                 c->n_vocab, epi(EPI_STORE, NULL, w->logits, c->n_vocab), w->stream));
+    mark(kv, 7);
+    return GPTC_OK;
+}
+
+/* ws.logits' first n values to the caller's memory at dst. Directly into
+ * pageable memory (the copy returns when it is complete): through a pinned
+ * buffer and a memcpy measured no faster (bench/NOTES-cuda.md). */
+static gptc_status copy_logits(cuda_kv *kv, float *dst, size_t n) {
+    CK(cudaMemcpyAsync(dst, kv->ws.logits, n * sizeof(float), cudaMemcpyDeviceToHost,
+                       kv->ws.stream));
+    return GPTC_OK;
+}
+
+/* Captures the decode pass of lay->rows tokens into kv->graphs[rows]. */
+static gptc_status capture(cuda_kv *kv, const gptc_model *m, const gptc_pass *p,
+                           const pass_layout *lay) {
+    cudaStream_t st = kv->ws.stream;
+    int32_t T = lay->rows;
+    if (T >= kv->cap_graphs) {
+        int32_t old = kv->cap_graphs;
+        CKST(grow((void **)&kv->graphs, &kv->cap_graphs, T + 1, sizeof(cudaGraphExec_t)));
+        for (int32_t i = old; i < kv->cap_graphs; i++)
+            kv->graphs[i] = NULL;
+    }
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    gptc_status gs = enqueue_blocks(kv, m, p, lay, 1, m->cfg.n_ctx);
+    if (gs == GPTC_OK) gs = enqueue_head(kv, m, lay, T, 0, T);
+    cudaGraph_t g = NULL;
+    /* Capture must end whatever happened inside it. */
+    cudaError_t e = cudaStreamEndCapture(st, &g);
+    const char *what = "cudaStreamEndCapture";
+    if (gs == GPTC_OK && e == cudaSuccess) {
+        e = cudaGraphInstantiate(&kv->graphs[T], g, 0);
+        what = "cudaGraphInstantiate";
+    }
+    if (g) cudaGraphDestroy(g);
+    if (gs != GPTC_OK) return gs;
+    if (e != cudaSuccess) {
+        kv->graphs[T] = NULL;
+        return cuda_error(e, what);
+    }
+    return GPTC_OK;
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+gptc_status cuda_kv_eval(gptc_model *m, void *kv_, const gptc_pass *p, float *logits) {
+    cuda_kv *kv = (cuda_kv *)kv_;
+    const gptc_config *c = &m->cfg;
+    const cuda_model *cm = (const cuda_model *)m->backend_state;
+    cuda_session *w = &kv->ws;
+    cudaStream_t st = w->stream;
+    int C = c->n_embd, V = c->n_vocab, NH = c->n_head, D = C / NH;
+    if (p->n_tokens <= 0) return GPTC_OK;
+    double t0 = kv->prof ? now_ms() : 0;
+    for (int32_t i = 0; i < p->n_logits; i++)
+        if (p->logit_rows[i] < 0 || p->logit_rows[i] >= p->n_tokens)
+            return gptc_fail(GPTC_ERR_RANGE, "kv_eval: logit row %d is %d, outside [0, %d)", i,
+                             p->logit_rows[i], p->n_tokens);
+    pass_layout lay;
+    memset(&lay, 0, sizeof lay);
+    CKST(stage_pass(kv, m, p, &lay));
+
+    /* A decode pass - a token of each sequence, each with its logits - is
+     * replayed from a graph captured for its token count. Its split kernel
+     * spans n_ctx (blocks past a query's position exit at once), so the
+     * graph holds for any positions. */
+    int short_split = cuda_attention_kind(cm->dt, 1, C, NH) == CUDA_ATT_SPLIT;
+    size_t per_chunk = LOGITS_CHUNK_BYTES / ((size_t)V * sizeof(float));
+    int decode = lay.n_segs == p->n_tokens && p->n_logits == p->n_tokens;
+    int graph = short_split && decode && (size_t)p->n_logits <= per_chunk && !kv->no_graph &&
+                kv->prof != 2 && !env_flag("GPTC_CUDA_NO_PASS_GRAPH");
+    int split_len = graph ? c->n_ctx : lay.max_pos_short + 1;
+    /* Split attention's scratch: the short tokens in one launch, each other
+     * split segment in its own, one after another on the stream. */
+    size_t scratch = short_split ? cuda_attention_split_floats(NH, D, lay.n_short, split_len) : 0;
+    int32_t tickets = short_split ? NH * lay.n_short : 0;
+    for (int32_t s = 0; s < lay.n_segs; s++) {
+        const segment *g = &kv->segs[s];
+        if (g->kind != CUDA_ATT_SPLIT || (short_split && g->n < LT_MIN_TOKENS)) continue;
+        size_t f = cuda_attention_split_floats(NH, D, g->n, p->pos[g->first + g->n - 1] + 1);
+        if (f > scratch) scratch = f;
+        if (NH * g->n > tickets) tickets = NH * g->n;
+    }
+    CKST(reserve(kv, m, lay.rows, p->n_logits, scratch, tickets));
+
+    kv->n_marks = 0;
+    /* Without a graph the same launches run uncaptured: same results. */
+    if (graph && (lay.rows >= kv->cap_graphs || !kv->graphs[lay.rows]) &&
+        capture(kv, m, p, &lay) != GPTC_OK)
+        graph = 0, kv->no_graph = 1;
+    if (kv->prof) CK(cudaEventRecord(kv->ev[0], st));
+    if (graph) {
+        CK(cudaGraphLaunch(kv->graphs[lay.rows], st));
+        if (kv->prof) CK(cudaEventRecord(kv->ev[1], st));
+        CKST(copy_logits(kv, logits, (size_t)p->n_logits * V));
+    } else {
+        CKST(enqueue_blocks(kv, m, p, &lay, short_split, split_len));
+        /* The logits in chunks of the device buffer. */
+        for (int32_t r = 0; r < p->n_logits; r += kv->cap_logits) {
+            int32_t nr = p->n_logits - r < kv->cap_logits ? p->n_logits - r : kv->cap_logits;
+            CKST(enqueue_head(kv, m, &lay, p->n_logits, r, nr));
+            if (kv->prof && r == 0) CK(cudaEventRecord(kv->ev[1], st));
+            CKST(copy_logits(kv, logits + (size_t)r * V, (size_t)nr * V));
+        }
+        if (kv->prof && !p->n_logits) CK(cudaEventRecord(kv->ev[1], st));
+    }
+    if (kv->prof) CK(cudaEventRecord(kv->ev[2], st));
+    /* The staging is reused by the next pass: wait for this one. */
+    CK(cudaStreamSynchronize(st));
+    if (kv->prof && decode && ++kv->prof_skip > 2) {
+        float a = 0, b = 0;
+        cudaEventElapsedTime(&a, kv->ev[0], kv->ev[1]);
+        cudaEventElapsedTime(&b, kv->ev[1], kv->ev[2]);
+        kv->prof_ms[0] += a;
+        kv->prof_ms[1] += b;
+        kv->prof_ms[2] += now_ms() - t0;
+        kv->prof_n++;
+        for (int i = 1; i < kv->n_marks; i++) {
+            float ms = 0;
+            cudaEventElapsedTime(&ms, kv->mev[i - 1], kv->mev[i]);
+            kv->phase_ms[kv->mphase[i]] += ms;
+        }
+    }
+    return GPTC_OK;
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# On the GPU machine (carrying gpu-pkg/ from scripts/gpu_package.sh): the
+# checks of the paged K/V cache on CUDA in one run - kernel tests, the batch
+# and beam tests on the CUDA backend (also with the multi-token GEMV taking
+# every pass), test_cuda (sessions), memchecks of batched and beam runs, and
+# batched decode timings on the gpt2 shape with A/B variants (graph or not,
+# GEMV tokens per block) and a per-kernel profile. With gpu-pkg/base-gptc.xz
+# (an xz'd gptc built from a commit without the paged cache) the same
+# timings of the one-session-per-request fallback, for comparison.
+# Logs go to $OUT (if set). SKIP_TESTS=1: timings only; SKIP_TEST_CUDA=1:
+# without test_cuda; VARIANTS= (empty): without the A/B variants.
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+if [ -f gpu-pkg/bundle.tar.xz ] && [ ! -x gpu-pkg/gptc ]; then
+  python3 -c "import tarfile; tarfile.open('gpu-pkg/bundle.tar.xz').extractall('gpu-pkg')"
+fi
+if [ -f gpu-pkg/base-gptc.xz ] && [ ! -x /tmp/base-gptc ]; then
+  python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('gpu-pkg/base-gptc.xz'), open('/tmp/base-gptc', 'wb'))"
+  chmod +x /tmp/base-gptc
+fi
+out=${OUT:-/tmp/gptc-out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+{ ldconfig -p | grep -q 'libcurl\.so\.4 ' && ldconfig -p | grep -q 'libgnutls\.so\.30 '; } ||
+  export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib/curl:$LD_LIBRARY_PATH"
+export GPTC_ROOT=$PWD
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,noheader
+status=0
+run() { # name, command...: log to $out/name.log, print the failures and the last line
+  local name=$1; shift
+  local t0=$SECONDS
+  "$@" > "$out/$name.log" 2>&1 || status=1
+  echo "== $name ($((SECONDS - t0)) s): $(tail -1 "$out/$name.log")"
+  grep -E '^FAIL|FAIL:|differ' "$out/$name.log" | head -12
+}
+if [ -z "${SKIP_TESTS:-}" ]; then
+  run test_kernels gpu-pkg/test_kernels
+  grep -E 'paged|gemv rows' "$out/test_kernels.log" | head -60
+  run test_batch-cuda env GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
+  run test_beam-cuda env GPTC_BEAM_BACKEND=cuda gpu-pkg/test_beam
+  # The passes of these tests have fewer tokens than the multi-token GEMV
+  # takes (GEMV_NT_MIN): once more with it taking every pass of two or more.
+  run test_batch-cuda-nt2 env GPTC_BATCH_BACKEND=cuda GPTC_GEMV_NT_MIN=2 gpu-pkg/test_batch
+  run test_beam-cuda-nt2 env GPTC_BEAM_BACKEND=cuda GPTC_GEMV_NT_MIN=2 gpu-pkg/test_beam
+  [ -z "${SKIP_TEST_CUDA:-}" ] && run test_cuda gpu-pkg/test_cuda
+  printf '%s\n' "Hello world" "The quick brown fox jumps over the lazy dog and keeps running far away" \
+    "a" "Once upon a time, in a land far far away, there lived a king who had three daughters and a dog" \
+    "1 2 3" > /tmp/prompts.txt
+  for dt in f16 f32; do
+    echo "== memcheck: generate --prompts-file, $dt"
+    compute-sanitizer --tool memcheck --error-exitcode 3 gpu-pkg/gptc generate -m tests/fixtures/gpt2vocab-f16 \
+      --backend cuda --dtype $dt --prompts-file /tmp/prompts.txt --batch-size 3 --max-new-tokens 20 --ids \
+      > "$out/memcheck-batch-$dt.log" 2>&1 || status=1
+    tail -2 "$out/memcheck-batch-$dt.log"
+  done
+  echo "== memcheck: beam search (paged), bench --shape gpt2 --batch 3"
+  compute-sanitizer --tool memcheck --error-exitcode 3 gpu-pkg/gptc generate -m tests/fixtures/gpt2vocab-f16 \
+    --backend cuda --prompt "Hello world, this is a test of beams" --num-beams 4 --max-new-tokens 20 --ids 2>&1 | tail -2
+  compute-sanitizer --tool memcheck --error-exitcode 3 gpu-pkg/gptc bench --backend cuda --shape gpt2 \
+    --batch 3 --prompt-len 40 --new-tokens 3 2>&1 | tail -2
+fi
+echo "== timings (gpt2 shape, fp16): batch-1 session decode, then the batch engine"
+gpu-pkg/gptc bench --backend cuda --shape gpt2 --prompt-len 16 --new-tokens 128 2>&1 | grep -E 'decode|prefill'
+if [ -x /tmp/base-gptc ]; then
+  echo "-- the same, built without the paged cache (session path before this change)"
+  /tmp/base-gptc bench --backend cuda --shape gpt2 --prompt-len 16 --new-tokens 128 2>&1 | grep -E 'decode|prefill'
+fi
+bench() { # label, env..., -- then bench arguments
+  local label=$1; shift
+  local envs=()
+  while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  shift
+  printf '%-34s ' "$label"
+  env "${envs[@]}" "$@" 2>&1 | grep -E '^prefill|^decode|^beam|gptc cuda paged' | tr -s ' ' | tr '\n' ' '
+  echo
+}
+B="bench --backend cuda --shape gpt2 --prompt-len 16 --new-tokens 64"
+for n in ${BATCHES:-1 4 8 16 32 64}; do
+  bench "paged, graph, batch $n" GPTC_X=1 -- gpu-pkg/gptc $B --batch $n
+done
+if [ -x /tmp/base-gptc ]; then
+  for n in 8 32; do bench "sessions (fallback), batch $n" GPTC_X=1 -- /tmp/base-gptc $B --batch $n; done
+fi
+if [ -n "${VARIANTS-1}" ]; then
+  for n in 1 8 16 32; do
+    bench "no graph, batch $n" GPTC_CUDA_NO_PASS_GRAPH=1 -- gpu-pkg/gptc $B --batch $n
+    bench "GEMV 1 token/block, batch $n" GPTC_GEMV_NT_MIN=0 -- gpu-pkg/gptc $B --batch $n
+    bench "GEMV 8 tokens/block, batch $n" GPTC_GEMV_NT_MIN=2 -- gpu-pkg/gptc $B --batch $n
+  done
+  for v in GPTC_X=1; do
+    echo "profile per kernel kind (uncaptured), batch 32, $v:"
+    env $v GPTC_CUDA_PASS_PROF=2 gpu-pkg/gptc $B --batch 32 2>&1 | grep -E '^  [a-z]|paged passes|^decode'
+  done
+fi
+bench "beams 4, paged" GPTC_X=1 -- gpu-pkg/gptc $B --num-beams 4
+[ -x /tmp/base-gptc ] && bench "beams 4, sessions" GPTC_X=1 -- /tmp/base-gptc $B --num-beams 4
+exit $status
