@@ -316,9 +316,8 @@ gptc_status gptc_generate(gptc_model *model, const gptc_tokenizer *tok, const in
  * log-probabilities over new_len^length_penalty. With num_beams == 1 this is
  * gptc_generate (greedy or sampling) and the score NAN. With num_beams > 1,
  * stop strings and sampling (do_sample) are GPTC_ERR_UNSUPPORTED. `tok` may be
- * NULL. On the CPU the beams share the prompt's K/V cache (and that of any
- * common prefix) and are decoded in one pass per step; on CUDA (for now)
- * each beam holds a cache of prompt + max_new_tokens positions.
+ * NULL. The beams share the prompt's K/V cache (and that of any common
+ * prefix) and are decoded in one pass per step.
  */
 gptc_status gptc_generate_beams(gptc_model *model, const gptc_tokenizer *tok, const int32_t *prompt,
                                 size_t n_prompt, const gptc_generate_params *params,

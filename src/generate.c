@@ -75,8 +75,8 @@ static gptc_status check_params(const gptc_generate_params *p, const gptc_model 
     for (size_t i = 0; i < p->n_stop_strings; i++)
         if (!p->stop_strings[i] || !p->stop_strings[i][0])
             return gptc_fail(GPTC_ERR_ARG, "stop string %zu is empty", i + 1);
-    /* Each beam holds a K/V cache of its own (for now): the bound keeps a
-     * typo from asking for thousands of them. */
+    /* Every beam is a sequence of each pass: the bound keeps a typo from
+     * asking for thousands of them. */
     if (p->num_beams < 1 || p->num_beams > 1024)
         return gptc_fail(GPTC_ERR_ARG, "num_beams: %d is outside [1, 1024]", p->num_beams);
     if (p->num_return_sequences < 1 || p->num_return_sequences > p->num_beams)
