@@ -16,11 +16,12 @@ context length) at the card's measured copy bandwidth, and the fraction of it gp
 step reaches. GPU: fp16 weights; --cpu: the CPU backend (fp32) against transformers on the CPU
 (fp32). Writes bench/results/batch-<card or cpu>.md and prints it.
 """
-import argparse, json, os, statistics, subprocess, sys, time
+import argparse, json, os, subprocess, sys, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_bench import SIZES, copy_bandwidth  # noqa: E402  (the shapes, and the card's bandwidth the same way)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIZES = {"gpt2": (12, 768, 12), "gpt2-medium": (24, 1024, 16),
-         "gpt2-large": (36, 1280, 20), "gpt2-xl": (48, 1600, 25)}
 VOCAB, CTX = 50257, 1024
 
 
@@ -35,24 +36,6 @@ def gptc_run(gptc, args, cpu):
 def weight_bytes(shape, elem):
     L, C, _ = SIZES[shape]
     return elem * (VOCAB * C + CTX * C + L * (12 * C * C + 13 * C) + 2 * C)
-
-
-def copy_bandwidth(torch):
-    n = 1 << 30
-    a = torch.empty(n, dtype=torch.uint8, device="cuda").random_(0, 255)
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(10):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        b.copy_(a)
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) / 1e3)
-    return 2 * n / statistics.median(times) / 1e9
 
 
 class HF:

@@ -991,19 +991,17 @@ def main():
     torch.set_default_dtype(torch.float32)
     torch.use_deterministic_algorithms(True)
     out = os.path.abspath(args.out)
-    if args.beams_only:
+    # --beams-only / --batch-only: rewrite one kind of case file in the existing folders.
+    for flag, write, what in ((args.beams_only, write_beam_cases, "beam"),
+                              (args.batch_only, write_batch_cases, "batch")):
+        if not flag:
+            continue
         for s in FIXTURES:
             if s["beams"] and (not args.only or s["name"] in args.only):
                 t0 = time.time()
-                n = write_beam_cases(s, os.path.join(out, s["name"]))
-                print(f"  {s['name']:<38} {n} beam cases  {time.time() - t0:5.1f}s", flush=True)
-        return
-    if args.batch_only:
-        for s in FIXTURES:
-            if s["beams"] and (not args.only or s["name"] in args.only):
-                t0 = time.time()
-                n = write_batch_cases(s, os.path.join(out, s["name"]))
-                print(f"  {s['name']:<38} {n} batch cases  {time.time() - t0:5.1f}s", flush=True)
+                n = write(s, os.path.join(out, s["name"]))
+                print(f"  {s['name']:<38} {n} {what} cases  {time.time() - t0:5.1f}s", flush=True)
+    if args.beams_only or args.batch_only:
         return
     os.makedirs(out, exist_ok=True)
 
