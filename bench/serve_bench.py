@@ -15,14 +15,16 @@ request, so nothing is shared). Per level: requests/s, generated tokens/s
 mean inter-token latency each stream sees. Prints a Markdown table and, with
 --out, writes it.
 
-The client is Python threads over http.client: at tens of thousands of
-chunks per second (a GPU at high concurrency) it can be the bottleneck; its
-own CPU use is printed so that one can tell.
+The client is Python threads over http.client, spread over --client-procs
+processes: at tens of thousands of chunks per second (a GPU at high
+concurrency) it can still be the bottleneck; its CPU use (in cores: 100% is
+one core busy) is printed so that one can tell.
 Needs: build/gptc (or --gptc).
 """
 import argparse
 import http.client
 import json
+import multiprocessing as mp
 import os
 import platform
 import re
@@ -99,18 +101,17 @@ def one_request(host, port, body):
     return first - t0, time.perf_counter() - t0, tokens, gaps
 
 
-def run_level(host, port, args, c, model):
-    n_total = c * args.requests
-    lock = threading.Lock()
-    results, next_i = [], [0]
+def client_process(host, port, args, model, n_threads, counter, n_total, q):
+    """n_threads clients in one process, taking request numbers from the shared counter."""
+    results, lock = [], threading.Lock()
 
     def worker():
         while True:
-            with lock:
-                i = next_i[0]
+            with counter.get_lock():
+                i = counter.value
                 if i >= n_total:
                     return
-                next_i[0] += 1
+                counter.value += 1
             # a different prompt per request: ids that spell no cached prefix
             prompt = [(1000 + 37 * i + 11 * k) % 50000 for k in range(args.prompt_len)]
             body = {"model": model, "prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0,
@@ -119,14 +120,35 @@ def run_level(host, port, args, c, model):
             with lock:
                 results.append(res)
 
-    cpu0 = time.process_time()
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(c)]
+    threads = [threading.Thread(target=worker) for _ in range(n_threads)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    q.put(results)
+
+
+def run_level(host, port, args, c, model):
+    """C streams in flight, spread over processes (Python threads of one process share one core's
+    worth of interpreter, which thousands of chunks a second would saturate)."""
+    n_total = c * args.requests
+    n_proc = max(1, min(c, args.client_procs))
+    counter, q = mp.Value("i", 0), mp.Queue()
+    t_cpu0 = os.times()
+    t0 = time.perf_counter()
+    procs = [mp.Process(target=client_process,
+                        args=(host, port, args, model, c // n_proc + (k < c % n_proc), counter, n_total, q))
+             for k in range(n_proc)]
+    for p in procs:
+        p.start()
+    results = []
+    for _ in procs:
+        results += q.get()
+    for p in procs:
+        p.join()
     wall = time.perf_counter() - t0
+    t_cpu1 = os.times()
+    cpu = (t_cpu1.children_user - t_cpu0.children_user) + (t_cpu1.children_system - t_cpu0.children_system)
     tokens = sum(r[2] for r in results)
     ttft = [r[0] for r in results]
     lat = [r[1] for r in results]
@@ -135,7 +157,7 @@ def run_level(host, port, args, c, model):
             "tok_s": tokens / wall, "ttft_p50": pct(ttft, 50), "ttft_p99": pct(ttft, 99),
             "lat_p50": pct(lat, 50), "lat_p99": pct(lat, 99),
             "itl_ms": 1e3 * statistics.mean(gaps) if gaps else float("nan"),
-            "client_cpu": (time.process_time() - cpu0) / wall}
+            "client_cpu": cpu / wall}
 
 
 def main():
@@ -148,6 +170,8 @@ def main():
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--url", help="a running server instead of starting one")
+    ap.add_argument("--client-procs", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                    help="client processes (default: half the cores)")
     ap.add_argument("--gptc", default=os.path.join(ROOT, "build", "gptc"))
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -170,8 +194,9 @@ def main():
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
     head = ("`gptc serve`, model %s, %s; prompt %d tokens, %d generated per request (greedy, ignore_eos), "
-            "streaming; client: Python threads on the same machine (%s)." %
-            (model, args.backend or "default backend", args.prompt_len, args.max_tokens, platform.node()))
+            "streaming; client: Python threads in %d processes on the same machine (%s)." %
+            (model, args.backend or "default backend", args.prompt_len, args.max_tokens, args.client_procs,
+             platform.node()))
     lines = [head, "",
              "| concurrency | requests | requests/s | tokens/s | TTFT p50 ms | TTFT p99 ms | latency p50 s | "
              "latency p99 s | inter-token ms | client CPU |",

@@ -32,6 +32,12 @@ typedef struct {
     const int32_t *const *tables;   /* per sequence */
     int32_t n_logits;
     const int32_t *logit_rows; /* tokens whose logits are wanted, in output order */
+    /* Optional (NULL: every row's logits to the host): per logit row, 1 to
+     * get its argmax in next[i] (sample_argmax's choice) instead of its
+     * logits, which it need not write. A greedy batch's logits need not
+     * leave the device: 6.4 MB a step at batch 32, and the host's argmax. */
+    const uint8_t *argmax_only;
+    int32_t *next;
 } gptc_pass;
 
 typedef struct gptc_backend_ops {
@@ -77,8 +83,9 @@ typedef struct gptc_backend_ops {
      * kv_new allocates n_blocks blocks of block_size positions (all layers,
      * K and V); kv_copy makes the first n_pos rows of block dst a copy of
      * block src's; kv_eval runs a pass and writes the logits of its
-     * logit_rows to host memory, [n_logits][n_vocab]. A token's results do
-     * not depend on the other tokens of the pass.
+     * logit_rows to host memory, [n_logits][n_vocab] (a row marked
+     * argmax_only: its argmax in next instead). A token's results do not
+     * depend on the other tokens of the pass.
      */
     gptc_status (*kv_new)(gptc_model *m, int32_t n_blocks, int32_t block_size, void **kv);
     void (*kv_free)(gptc_model *m, void *kv);

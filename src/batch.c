@@ -13,9 +13,13 @@
  * running request never waits for memory and nothing has to be evicted;
  * requests that do not fit wait in order of arrival.
  *
- * A backend without a paged cache (CUDA, for now) runs each request in a
- * session of its own, one after another within the step: the same results
- * and the same API, without the shared weight reads.
+ * A request whose next token is the argmax of its logits (greedy, no
+ * processor) gets it from the backend (gptc_pass.argmax_only): its logits
+ * stay on the device. The others' logits come to the host for gen_seq_pick.
+ *
+ * A backend without a paged cache runs each request in a session of its
+ * own, one after another within the step: the same results and the same
+ * API, without the shared weight reads.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +63,9 @@ struct gptc_batch {
     size_t n_empty, cap_empty;
     uint64_t next_id;
     /* pass buffers */
-    int32_t *ids, *pos, *seq, *rows;
+    int32_t *ids, *pos, *seq, *rows, *next;
+    uint8_t *argmax_only;
+    int device_pick; /* rows whose pick is the argmax get it from the backend */
     size_t cap_tok;
     const int32_t **tables;
     float *logits;
@@ -100,6 +106,8 @@ void gptc_batch_free(gptc_batch *b) {
     kvb_destroy(&b->blocks);
     free(b->run);
     free(b->ids);
+    free(b->next);
+    free(b->argmax_only);
     free(b->tables);
     free(b->logits);
     free(b->ev);
@@ -134,9 +142,14 @@ gptc_status gptc_batch_new(gptc_model *m, const gptc_tokenizer *tok, const gptc_
     b->n_blocks = n_blocks;
     b->next_id = 1;
     b->paged = m->backend->kv_eval != NULL;
+    /* GPTC_HOST_SAMPLING=1: every pick on the host, from logits copied
+     * there (the "host logits" comparison of the benchmarks). */
+    b->device_pick = !getenv("GPTC_HOST_SAMPLING");
     b->run = calloc((size_t)p.max_batch, sizeof *b->run);
     b->tables = calloc((size_t)p.max_batch, sizeof *b->tables);
-    gptc_status st = b->run && b->tables ? GPTC_OK : gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+    b->next = calloc((size_t)p.max_batch, sizeof *b->next);
+    b->argmax_only = calloc((size_t)p.max_batch, 1);
+    gptc_status st = b->run && b->tables && b->next && b->argmax_only ? GPTC_OK : gptc_fail(GPTC_ERR_NOMEM, "out of memory");
     if (st == GPTC_OK && b->paged) {
         st = kvb_init(&b->blocks, (int32_t)n_blocks, BLOCK_SIZE);
         if (st == GPTC_OK) st = m->backend->kv_new(m, (int32_t)n_blocks, BLOCK_SIZE, &b->kv);
@@ -313,17 +326,19 @@ static gptc_status step_paged(gptc_batch *b, size_t *n_ev) {
         }
         b->rows[i] = (int32_t)t - 1;
         b->tables[i] = r->table;
+        b->argmax_only[i] = (uint8_t)(b->device_pick && gen_seq_pick_is_argmax(&r->g));
         r->n_kv += (int32_t)n;
         r->started = 1;
     }
     gptc_pass pass = {.n_tokens = (int32_t)n_tok, .ids = b->ids, .pos = b->pos, .seq = b->seq,
-                      .tables = b->tables, .n_logits = (int32_t)b->n_run, .logit_rows = b->rows};
+                      .tables = b->tables, .n_logits = (int32_t)b->n_run, .logit_rows = b->rows,
+                      .argmax_only = b->argmax_only, .next = b->next};
     if ((st = b->m->backend->kv_eval(b->m, b->kv, &pass, b->logits)) != GPTC_OK) return st;
     /* Backwards, so that removing request i (the last one moves into its
      * place) leaves the ones still to visit where they were. */
     for (size_t i = b->n_run; i-- > 0;) {
         request *r = b->run[i];
-        int32_t next = gen_seq_pick(&r->g, b->logits + i * V);
+        int32_t next = b->argmax_only[i] ? b->next[i] : gen_seq_pick(&r->g, b->logits + i * V);
         gptc_finish_reason why = gen_seq_push(&r->g, next);
         if (why == GPTC_FINISH_ERROR) return GPTC_ERR_NOMEM;
         if ((st = add_event(b, n_ev, r->id, next, why)) != GPTC_OK) return st;

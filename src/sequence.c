@@ -127,6 +127,13 @@ int32_t gen_seq_pick(gen_seq *g, float *logits) {
     return sample_categorical(logits, V, sample_uniform(p->seed, (uint64_t)step));
 }
 
+int gen_seq_pick_is_argmax(const gen_seq *g) {
+    const gptc_generate_params *p = &g->p;
+    int greedy = !p->do_sample || p->temperature == 0.0f;
+    int banning = (int64_t)gen_seq_new_tokens(g) < p->min_new_tokens && p->n_eos_token_ids > 0;
+    return greedy && p->repetition_penalty == 1.0f && !g->counts && p->no_repeat_ngram_size <= 0 && !banning;
+}
+
 gptc_finish_reason gen_seq_push(gen_seq *g, int32_t next) {
     const gptc_generate_params *p = &g->p;
     g->seq[g->n++] = next;

@@ -51,6 +51,10 @@ static inline size_t gen_seq_new_tokens(const gen_seq *g) { return g->n - g->n_p
  * vLLM applies them. */
 int32_t gen_seq_pick(gen_seq *g, float *logits);
 
+/* 1 when this step's gen_seq_pick is the argmax of the logits as they come
+ * (greedy, and no processor changes them): the backend may pick it. */
+int gen_seq_pick_is_argmax(const gen_seq *g);
+
 /*
  * Appends `next` and says whether the sequence ends with it: GPTC_FINISH_EOS,
  * _STOP_STRING, _LENGTH (max_new reached), or GPTC_FINISH_NONE to go on.

@@ -22,6 +22,7 @@
 #include "check.h"
 #include "gptc.h"
 #include "internal.h"
+#include "sampling.h"
 
 static const char *g_backend = "cpu";
 
@@ -488,6 +489,27 @@ static void test_pass_invariance(const char *name) {
                   "%s, %s: sequence %d's logits in a batch are bitwise those it gets alone", name,
                   phase ? "decode" : "prefill", s);
         }
+        /* The same pass again (it rewrites the same K/V) with some rows'
+         * argmax picked by the backend: their argmax is the host's, the
+         * other rows' logits are unchanged. Decode: every row (a graph). */
+        uint8_t am[NS] = {0, 1, 0};
+        if (phase) memset(am, 1, sizeof am);
+        int32_t picked[NS] = {-1, -1, -1};
+        float *again = malloc((size_t)NS * V * sizeof(float));
+        p.argmax_only = am;
+        p.next = picked;
+        CHECK(again && be->kv_eval(m, kv, &p, again) == GPTC_OK, "kv_eval, argmax_only: %s", gptc_last_error());
+        for (int s = 0; s < NS && again; s++) {
+            if (am[s])
+                CHECK(picked[s] == sample_argmax(batch + (size_t)s * V, V),
+                      "%s, %s: sequence %d's argmax from the backend (%d) is the host's (%d)", name,
+                      phase ? "decode" : "prefill", s, picked[s], sample_argmax(batch + (size_t)s * V, V));
+            else
+                CHECK(same_logits(batch + (size_t)s * V, again + (size_t)s * V, V),
+                      "%s, %s: sequence %d's logits beside rows picked by argmax", name,
+                      phase ? "decode" : "prefill", s);
+        }
+        free(again);
     }
     /* kv_copy: sequence 0's block (6 positions) copied to the unused block 0
      * continues as the original would. */

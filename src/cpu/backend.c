@@ -16,6 +16,7 @@
 #include "backend.h"
 #include "cpu/kernels.h"
 #include "internal.h"
+#include "sampling.h"
 
 /* Activations for up to `cap` tokens of a pass, grown on demand. */
 typedef struct {
@@ -162,6 +163,11 @@ static gptc_status cpu_kv_eval(gptc_model *m, void *kv_, const gptc_pass *p, flo
             cpu_layernorm(s->last + (size_t)r * C, s->x + (size_t)p->logit_rows[r] * C, m->lnf_w, m->lnf_b,
                           1, C, c->layer_norm_epsilon);
         cpu_matmul(logits, s->last, m->lm_head, NULL, p->n_logits, C, c->n_vocab, nt);
+        /* The logits are here already: argmax_only saves the caller nothing
+         * on the CPU, but keeps the contract every backend meets. */
+        if (p->argmax_only)
+            for (int r = 0; r < p->n_logits; r++)
+                if (p->argmax_only[r]) p->next[r] = sample_argmax(logits + (size_t)r * c->n_vocab, c->n_vocab);
     }
     return GPTC_OK;
 }

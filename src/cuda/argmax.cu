@@ -7,6 +7,9 @@
  * second stage writes the token where the next step's embedding reads it and
  * advances the device position: a replayed decode graph needs no host input
  * when the caller feeds back the token it was given.
+ *
+ * cuda_argmax_rows serves the batch engine's passes: one block per row of
+ * logits, every row at once on its own SM.
  */
 #include <limits.h>
 
@@ -65,5 +68,21 @@ cudaError_t cuda_argmax(const float *logits, int V, float *part_v, int32_t *part
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     argmax_final<<<1, ARGMAX_THREADS, 0, st>>>(part_v, part_i, CUDA_ARGMAX_PARTS, token, pos);
+    return cudaGetLastError();
+}
+
+#define ROWS_THREADS 1024
+
+__global__ void argmax_rows_kernel(const float *logits, int V, int32_t *out) {
+    const float *x = logits + (size_t)blockIdx.x * V;
+    float v = -INFINITY;
+    int i = INT_MAX;
+    for (int k = threadIdx.x; k < V; k += blockDim.x) better(v, i, x[k], k);
+    block_argmax(v, i);
+    if (threadIdx.x == 0) out[blockIdx.x] = i == INT_MAX ? 0 : i;
+}
+
+cudaError_t cuda_argmax_rows(const float *logits, int V, int n_rows, int32_t *out, cudaStream_t st) {
+    if (n_rows > 0) argmax_rows_kernel<<<n_rows, ROWS_THREADS, 0, st>>>(logits, V, out);
     return cudaGetLastError();
 }

@@ -145,6 +145,8 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
  * *pos += 1: the end of a decode step. part_v/part_i: CUDA_ARGMAX_PARTS each. */
 cudaError_t cuda_argmax(const float *logits, int V, float *part_v, int32_t *part_i, int32_t *token,
                         int32_t *pos, cudaStream_t st);
+/* out[r] = argmax of row r of logits (n_rows, V), as cuda_argmax picks. */
+cudaError_t cuda_argmax_rows(const float *logits, int V, int n_rows, int32_t *out, cudaStream_t st);
 
 /*
  * Logits processors and the sampler on the device (sample.cu), with the

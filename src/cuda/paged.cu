@@ -8,7 +8,9 @@
  * layer's pool. A pass copies its integers (ids, positions, each token's
  * cache row and block table, the rows whose logits are wanted) to the device
  * in one transfer from pinned memory, runs the model on the device, and
- * copies the logits of the requested rows back.
+ * copies back the logits of the requested rows, or only their argmax when
+ * the caller picks greedily (gptc_pass.argmax_only): at batch 32 that is
+ * 128 bytes instead of 6.4 MB a step, and no argmax on the host.
  *
  * Batch invariance. The pass is cut into segments, runs of tokens of one
  * sequence at consecutive positions (a prompt, or one new token), and each
@@ -341,11 +343,14 @@ static gptc_status reserve_ints(cuda_kv *kv, size_t n) {
 }
 
 /* The pass's layout on the device: kv->d_int holds, for rows 0 .. rows - 1,
- * ids, pos, cache row and table offset, then the logit rows, then the
- * tables. */
+ * ids, pos, cache row and table offset, then the logit rows, room for their
+ * argmax, then the tables (so that a decode pass's pointers depend on its
+ * token count only, as its graph needs). */
 typedef struct {
     int32_t rows, n_short, n_segs, max_pos_short;
     const int32_t *ids, *pos, *crow, *tab, *lrows, *tables;
+    int32_t *next;  /* the argmax of each logit row */
+    size_t next_at; /* ... at this offset of d_int and h_int */
 } pass_layout;
 
 /* Cuts the pass into segments, places them in rows, and stages and uploads
@@ -404,7 +409,8 @@ static gptc_status stage_pass(cuda_kv *kv, const gptc_model *m, const gptc_pass 
     size_t n_tab = 0;
     for (int32_t s = 0; s <= max_seq; s++)
         if (seq_max[s] >= 0) n_tab += (size_t)(seq_max[s] / bs + 1);
-    size_t base_l = 4 * (size_t)rows, base_t = base_l + (size_t)p->n_logits;
+    size_t base_l = 4 * (size_t)rows, base_n = base_l + (size_t)p->n_logits;
+    size_t base_t = base_n + (size_t)p->n_logits;
     CKST(reserve_ints(kv, base_t + n_tab));
     int32_t *h = kv->h_int, *ids = h, *pos = h + rows, *crow = h + 2 * rows, *tab = h + 3 * rows;
     int32_t *tables = h + base_t;
@@ -437,9 +443,9 @@ static gptc_status stage_pass(cuda_kv *kv, const gptc_model *m, const gptc_pass 
         h[base_l + (size_t)i] = kv->row_of[p->logit_rows[i]];
     CK(cudaMemcpyAsync(kv->d_int, h, (base_t + n_tab) * sizeof(int32_t), cudaMemcpyHostToDevice,
                        kv->ws.stream));
-    const int32_t *d = kv->d_int;
-    *lay = (pass_layout){rows,     n_short,      n_segs,       max_pos_short, d,
-                         d + rows, d + 2 * rows, d + 3 * rows, d + base_l,    d + base_t};
+    int32_t *d = kv->d_int;
+    *lay = (pass_layout){rows,         n_short,      n_segs,     max_pos_short, d,         d + rows,
+                         d + 2 * rows, d + 3 * rows, d + base_l, d + base_t,    d + base_n, base_n};
     return GPTC_OK;
 }
 
@@ -554,9 +560,10 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
 }
 
 /* Final layer norm of the logit rows, and the LM head (GEMV rows, as a
- * session's last position) for rows [r, r + nr) into ws.logits. */
+ * session's last position) for rows [r, r + nr) into ws.logits; with
+ * `argmax`, each row's argmax into lay->next. */
 static gptc_status enqueue_head(cuda_kv *kv, const gptc_model *m, const pass_layout *lay,
-                                int32_t n_logits, int32_t r, int32_t nr) {
+                                int32_t n_logits, int32_t r, int32_t nr, int argmax) {
     const gptc_config *c = &m->cfg;
     const cuda_model *cm = (const cuda_model *)m->backend_state;
     cuda_session *w = &kv->ws;
@@ -566,16 +573,35 @@ static gptc_status enqueue_head(cuda_kv *kv, const gptc_model *m, const pass_lay
                                c->layer_norm_epsilon, w->stream));
     CK(cuda_gemv(cm->dt, (const char *)w->xn + (size_t)r * C * cm->es, cm->lm_head, cm->Cp, nr, C,
                  c->n_vocab, epi(EPI_STORE, NULL, w->logits, c->n_vocab), w->stream));
+    if (argmax) CK(cuda_argmax_rows(w->logits, c->n_vocab, nr, lay->next + r, w->stream));
     mark(kv, 7);
     return GPTC_OK;
 }
 
-/* ws.logits' first n values to the caller's memory at dst. Directly into
- * pageable memory (the copy returns when it is complete): through a pinned
- * buffer and a memcpy measured no faster (bench/NOTES-cuda.md). */
-static gptc_status copy_logits(cuda_kv *kv, float *dst, size_t n) {
-    CK(cudaMemcpyAsync(dst, kv->ws.logits, n * sizeof(float), cudaMemcpyDeviceToHost,
-                       kv->ws.stream));
+/* Logit rows [r, r + nr) of the pass, in ws.logits' first nr rows, to the
+ * caller: the logits of each run of rows that want them, to dst (directly
+ * into pageable memory, the copy returns when it is complete: through a
+ * pinned buffer and a memcpy measured no faster, bench/NOTES-cuda.md); the
+ * argmax of the others to the pinned staging. */
+static gptc_status copy_rows(cuda_kv *kv, const gptc_pass *p, const pass_layout *lay, float *dst,
+                             int32_t r, int32_t nr, size_t V) {
+    const uint8_t *am = p->argmax_only;
+    cudaStream_t st = kv->ws.stream;
+    for (int32_t i = 0; i < nr;) {
+        if (am && am[r + i]) {
+            i++;
+            continue;
+        }
+        int32_t j = i;
+        while (j < nr && !(am && am[r + j]))
+            j++;
+        CK(cudaMemcpyAsync(dst + (size_t)(r + i) * V, kv->ws.logits + (size_t)i * V,
+                           (size_t)(j - i) * V * sizeof(float), cudaMemcpyDeviceToHost, st));
+        i = j;
+    }
+    if (am)
+        CK(cudaMemcpyAsync(kv->h_int + lay->next_at + r, lay->next + r, (size_t)nr * sizeof(int32_t),
+                           cudaMemcpyDeviceToHost, st));
     return GPTC_OK;
 }
 
@@ -592,7 +618,7 @@ static gptc_status capture(cuda_kv *kv, const gptc_model *m, const gptc_pass *p,
     }
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
     gptc_status gs = enqueue_blocks(kv, m, p, lay, 1, m->cfg.n_ctx);
-    if (gs == GPTC_OK) gs = enqueue_head(kv, m, lay, T, 0, T);
+    if (gs == GPTC_OK) gs = enqueue_head(kv, m, lay, T, 0, T, 1);
     cudaGraph_t g = NULL;
     /* Capture must end whatever happened inside it. */
     cudaError_t e = cudaStreamEndCapture(st, &g);
@@ -665,21 +691,24 @@ gptc_status cuda_kv_eval(gptc_model *m, void *kv_, const gptc_pass *p, float *lo
     if (graph) {
         CK(cudaGraphLaunch(kv->graphs[lay.rows], st));
         if (kv->prof) CK(cudaEventRecord(kv->ev[1], st));
-        CKST(copy_logits(kv, logits, (size_t)p->n_logits * V));
+        CKST(copy_rows(kv, p, &lay, logits, 0, p->n_logits, (size_t)V));
     } else {
         CKST(enqueue_blocks(kv, m, p, &lay, short_split, split_len));
         /* The logits in chunks of the device buffer. */
         for (int32_t r = 0; r < p->n_logits; r += kv->cap_logits) {
             int32_t nr = p->n_logits - r < kv->cap_logits ? p->n_logits - r : kv->cap_logits;
-            CKST(enqueue_head(kv, m, &lay, p->n_logits, r, nr));
+            CKST(enqueue_head(kv, m, &lay, p->n_logits, r, nr, p->argmax_only != NULL));
             if (kv->prof && r == 0) CK(cudaEventRecord(kv->ev[1], st));
-            CKST(copy_logits(kv, logits + (size_t)r * V, (size_t)nr * V));
+            CKST(copy_rows(kv, p, &lay, logits, r, nr, (size_t)V));
         }
         if (kv->prof && !p->n_logits) CK(cudaEventRecord(kv->ev[1], st));
     }
     if (kv->prof) CK(cudaEventRecord(kv->ev[2], st));
     /* The staging is reused by the next pass: wait for this one. */
     CK(cudaStreamSynchronize(st));
+    if (p->argmax_only)
+        for (int32_t i = 0; i < p->n_logits; i++)
+            if (p->argmax_only[i]) p->next[i] = kv->h_int[lay.next_at + (size_t)i];
     if (kv->prof && decode && ++kv->prof_skip > 2) {
         float a = 0, b = 0;
         cudaEventElapsedTime(&a, kv->ev[0], kv->ev[1]);

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# On the GPU machine (carrying gpu-pkg/ from scripts/gpu_package.sh), one run:
+# the batch tests on CUDA, the batch engine's decode-step split (device /
+# copy / host), bench/batch_bench.py (gptc and transformers side by side) and
+# bench/serve_bench.py against `gptc serve` on a random gpt2-shape model.
+# Results go to $OUT (if set). Parts: PARTS="tests split batch serve xl"
+# (default all but xl); SERVE_LEVELS (default 1,8,32,64).
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+if [ -f gpu-pkg/bundle.tar.xz ] && [ ! -x gpu-pkg/gptc ]; then
+  python3 -c "import tarfile; tarfile.open('gpu-pkg/bundle.tar.xz').extractall('gpu-pkg')"
+fi
+out=${OUT:-/tmp/gptc-out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+{ ldconfig -p | grep -q 'libcurl\.so\.4 ' && ldconfig -p | grep -q 'libgnutls\.so\.30 '; } ||
+  export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib/curl:$LD_LIBRARY_PATH"
+export GPTC_ROOT=$PWD
+parts=" ${PARTS:-tests split batch serve} "
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,noheader
+status=0
+if [[ $parts == *" tests "* ]]; then
+  for nt in "" 2; do
+    t0=$SECONDS
+    env GPTC_BATCH_BACKEND=cuda ${nt:+GPTC_GEMV_NT_MIN=$nt} gpu-pkg/test_batch > "$out/test_batch$nt.log" 2>&1 || status=1
+    echo "== test_batch cuda ${nt:+(GEMV_NT_MIN=$nt) }($((SECONDS - t0)) s): $(tail -1 "$out/test_batch$nt.log")"
+    grep -E '^FAIL' "$out/test_batch$nt.log" | head -8
+  done
+fi
+if [[ $parts == *" split "* ]]; then
+  echo "== decode step split (gpt2 shape, fp16, 128 + 64 tokens): device argmax, then host argmax"
+  for n in 1 8 32 64 128; do
+    for h in "" 1; do
+      printf 'batch %-4s %-14s ' "$n" "${h:+host argmax}"
+      env GPTC_CUDA_PASS_PROF=1 ${h:+GPTC_HOST_SAMPLING=1} gpu-pkg/gptc bench --backend cuda --shape gpt2 \
+        --prompt-len 128 --new-tokens 64 --batch "$n" 2>&1 | grep -E '^decode|paged passes' | tr -s ' ' | tr '\n' ' '
+      echo
+    done
+  done
+fi
+if [[ $parts == *" batch "* ]]; then
+  t0=$SECONDS
+  python3 bench/batch_bench.py --gptc gpu-pkg/gptc --shapes gpt2 --out "$out" 2> "$out/batch_bench.err" || status=1
+  echo "(batch_bench gpt2: $((SECONDS - t0)) s)"
+fi
+if [[ $parts == *" xl "* ]]; then
+  t0=$SECONDS
+  python3 bench/batch_bench.py --gptc gpu-pkg/gptc --shapes gpt2-xl --batches "${XL_BATCHES:-1,8,32,128}" \
+    --out "$out/xl" 2> "$out/batch_bench_xl.err" || status=1
+  echo "(batch_bench gpt2-xl: $((SECONDS - t0)) s)"
+fi
+if [[ $parts == *" serve "* ]]; then
+  # A gpt2-shape model with random weights in Hugging Face's layout, and the
+  # GPT-2 tokenizer of the fixtures.
+  model=/tmp/gpt2-random
+  python3 - "$model" <<'EOF'
+import os, shutil, sys, torch
+from transformers import GPT2Config, GPT2LMHeadModel
+d = sys.argv[1]
+torch.manual_seed(0)
+GPT2LMHeadModel(GPT2Config()).half().save_pretrained(d)
+for f in ("vocab.json", "merges.txt"):
+    shutil.copy(os.path.join("tests/fixtures/gpt2vocab-f16", f), d)
+EOF
+  t0=$SECONDS
+  python3 bench/serve_bench.py --gptc gpu-pkg/gptc -m "$model" --backend cuda \
+    --levels "${SERVE_LEVELS:-1,8,32,64}" --out "$out/serve.md" 2> "$out/serve_bench.err" || status=1
+  echo "(serve_bench: $((SECONDS - t0)) s)"
+  tail -5 "$out/serve_bench.err"
+fi
+exit $status
