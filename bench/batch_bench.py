@@ -7,7 +7,8 @@
 For each GPT-2 shape (random weights; speed does not depend on values), greedy, eos off (every
 sequence runs the full length), N prompts of --prompt tokens and --new new tokens each:
   - gptc: `gptc bench --batch N --json` (the batch engine: all prompts in the first step, then one
-    decode step for the whole batch per token) and `gptc bench --num-beams 4 --json`;
+    decode step for the whole batch per token), on a GPU from batch 8 also with `--fast-decode`
+    (tensor-core products, not bitwise batch-invariant), and `gptc bench --num-beams 4 --json`;
   - transformers: one generate() call with the N prompts as a batch (left padding, which equal
     lengths make a no-op), eager, its dynamic cache, same dtype; and num_beams=4 on one prompt.
 Tokens/s = N x new tokens / wall time of the whole generation (prefill included). On a GPU also
@@ -102,8 +103,9 @@ def main():
         L, C, _ = SIZES[shape]
         elem = 4 if a.cpu else 2
         for n in batches:
-            g = gptc_run(a.gptc, ["--shape", shape, "--batch", str(n), "--prompt-len", str(prompt),
-                                  "--new-tokens", str(new)], a.cpu)
+            args = ["--shape", shape, "--batch", str(n), "--prompt-len", str(prompt), "--new-tokens", str(new)]
+            g = gptc_run(a.gptc, args, a.cpu)
+            gf = gptc_run(a.gptc, args + ["--fast-decode"], a.cpu) if not a.cpu and n >= 8 else None
             h = None
             if hf:
                 try:
@@ -115,12 +117,12 @@ def main():
                 kv = n * (prompt + new / 2) * 2 * L * C * elem
                 floor_ms = (weight_bytes(shape, elem) + kv) / (bw * 1e9) * 1e3
                 frac = floor_ms / g["decode_ms_per_step"]
-            rows.append((shape, f"batch {n}", g, h, floor_ms, frac))
-            print(shape, n, g, h, file=sys.stderr)
+            rows.append((shape, f"batch {n}", g, h, floor_ms, frac, gf))
+            print(shape, n, g, gf, h, file=sys.stderr)
         g = gptc_run(a.gptc, ["--shape", shape, "--num-beams", str(a.beams), "--prompt-len", str(prompt),
                               "--new-tokens", str(new)], a.cpu)
         h = hf.generate(1, prompt, new, beams=a.beams) if hf else None
-        rows.append((shape, f"{a.beams} beams", g, h, None, None))
+        rows.append((shape, f"{a.beams} beams", g, h, None, None, None))
         print(shape, "beams", g, h, file=sys.stderr)
         del hf
         if not a.cpu:
@@ -132,18 +134,28 @@ def main():
              f"transformers {__import__('transformers').__version__} (torch {torch.__version__}), one generate() "
              "call per batch (eager, dynamic cache).", "",
              "| shape | case | gptc tokens/s | transformers tokens/s | speed-up | gptc prefill ms | "
-             "gptc decode ms/step | floor ms/step | of floor |", "|---|---|---|---|---|---|---|---|---|"]
-    for shape, case, g, h, floor_ms, frac in rows:
+             "gptc decode ms/step | floor ms/step | of floor | --fast-decode tokens/s | speed-up | "
+             "decode ms/step |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for shape, case, g, h, floor_ms, frac, gf in rows:
         if "error" in g:
-            lines.append(f"| {shape} | {case} | error: {g['error'][:80]} | {fmt(h)} | | | | | |")
+            lines.append(f"| {shape} | {case} | error: {g['error'][:80]} | {fmt(h)} | | | | | | | | |")
             continue
         t = g["tokens_per_s"]
+        fast = "| - | - | - |"
+        if gf and "error" in gf:
+            fast = f"| error: {gf['error'][:60]} | | |"
+        elif gf:
+            tf = gf["tokens_per_s"]
+            fast = (f"| {fmt(tf)} | {fmt(tf / h, 1) + 'x' if h else '-'} | "
+                    f"{fmt(gf.get('decode_ms_per_step'), 3)} |")
         lines.append(f"| {shape} | {case} | {fmt(t)} | {fmt(h)} | {fmt(t / h, 1) + 'x' if h else '-'} | "
                      f"{fmt(g.get('prefill_ms'), 2)} | {fmt(g.get('decode_ms_per_step'), 3)} | "
-                     f"{fmt(floor_ms, 3)} | {fmt(frac * 100, 0) + '%' if frac else '-'} |")
+                     f"{fmt(floor_ms, 3)} | {fmt(frac * 100, 0) + '%' if frac else '-'} " + fast)
     lines += ["", "Floor: weights read once plus every sequence's K/V cache at the mean context length "
               "(prompt + new/2), at the measured copy bandwidth; of floor = floor / gptc's median decode step.",
-              "Beam rows: tokens/s of the one returned sequence."]
+              "Beam rows: tokens/s of the one returned sequence. --fast-decode: the decode tokens of a step "
+              "share tensor-core products (a sequence's logits then depend on the batch in their last bits; "
+              "the default is bitwise what each sequence gets alone)."]
     os.makedirs(a.out, exist_ok=True)
     name = "cpu" if a.cpu else card.lower().replace(" ", "-")
     path = os.path.join(a.out, f"batch-{name}.md")

@@ -4,7 +4,8 @@
 # copy / host), bench/batch_bench.py (gptc and transformers side by side) and
 # bench/serve_bench.py against `gptc serve` on a random gpt2-shape model.
 # Results go to $OUT (if set). Parts: PARTS="tests split batch serve xl"
-# (default all but xl); SERVE_LEVELS (default 1,8,32,64).
+# (default all but xl); SERVE_LEVELS (default 1,8,32,64). serve and batch
+# also run with --fast-decode.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 if [ -f gpu-pkg/bundle.tar.xz ] && [ ! -x gpu-pkg/gptc ]; then
@@ -28,13 +29,20 @@ if [[ $parts == *" tests "* ]]; then
   done
 fi
 if [[ $parts == *" split "* ]]; then
-  echo "== decode step split (gpt2 shape, fp16, 128 + 64 tokens): device argmax, then host argmax"
-  for n in 1 8 32 64 128; do
-    for h in "" 1; do
-      printf 'batch %-4s %-14s ' "$n" "${h:+host argmax}"
-      env GPTC_CUDA_PASS_PROF=1 ${h:+GPTC_HOST_SAMPLING=1} gpu-pkg/gptc bench --backend cuda --shape gpt2 \
-        --prompt-len 128 --new-tokens 64 --batch "$n" 2>&1 | grep -E '^decode|paged passes' | tr -s ' ' | tr '\n' ' '
-      echo
+  echo "== decode step split (fp16, 128 + 64 tokens): default, host argmax, --fast-decode"
+  for shape in gpt2 gpt2-xl; do
+    for n in 1 8 32 64 128; do
+      for v in "" host fast; do
+        [ "$v" = host ] && [ "$shape" != gpt2 ] && continue
+        printf '%-8s batch %-4s %-5s ' "$shape" "$n" "$v"
+        hs=GPTC_X=0 fd=
+        [ "$v" = host ] && hs=GPTC_HOST_SAMPLING=1
+        [ "$v" = fast ] && fd=--fast-decode
+        env GPTC_CUDA_PASS_PROF=1 $hs gpu-pkg/gptc bench --backend cuda \
+          --shape "$shape" --prompt-len 128 --new-tokens 64 --batch "$n" $fd 2>&1 |
+          grep -E '^decode|paged passes' | tr -s ' ' | tr '\n' ' '
+        echo
+      done
     done
   done
 fi
@@ -65,6 +73,8 @@ EOF
   t0=$SECONDS
   python3 bench/serve_bench.py --gptc gpu-pkg/gptc -m "$model" --backend cuda \
     --levels "${SERVE_LEVELS:-1,8,32,64}" --out "$out/serve.md" 2> "$out/serve_bench.err" || status=1
+  python3 bench/serve_bench.py --gptc gpu-pkg/gptc -m "$model" --backend cuda --server-arg=--fast-decode \
+    --levels "${SERVE_LEVELS:-1,8,32,64}" --out "$out/serve-fast.md" 2>> "$out/serve_bench.err" || status=1
   echo "(serve_bench: $((SECONDS - t0)) s)"
   tail -5 "$out/serve_bench.err"
 fi

@@ -55,6 +55,7 @@ def start_server(args):
         cmd += ["--backend", args.backend]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    cmd += args.server_arg
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     port = None
     for line in p.stderr:
@@ -170,6 +171,8 @@ def main():
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--url", help="a running server instead of starting one")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="one more argument for gptc serve (repeatable), e.g. --server-arg=--fast-decode")
     ap.add_argument("--client-procs", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                     help="client processes (default: half the cores)")
     ap.add_argument("--gptc", default=os.path.join(ROOT, "build", "gptc"))
@@ -193,9 +196,9 @@ def main():
         if proc:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
-    head = ("`gptc serve`, model %s, %s; prompt %d tokens, %d generated per request (greedy, ignore_eos), "
+    head = ("`gptc serve %s`, model %s, %s; prompt %d tokens, %d generated per request (greedy, ignore_eos), "
             "streaming; client: Python threads in %d processes on the same machine (%s)." %
-            (model, args.backend or "default backend", args.prompt_len, args.max_tokens, args.client_procs,
+            (" ".join(args.server_arg), model, args.backend or "default backend", args.prompt_len, args.max_tokens, args.client_procs,
              platform.node()))
     lines = [head, "",
              "| concurrency | requests | requests/s | tokens/s | TTFT p50 ms | TTFT p99 ms | latency p50 s | "

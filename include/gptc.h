@@ -343,6 +343,14 @@ typedef struct {
     uint64_t kv_memory;
     int32_t max_batch;          /* sequences decoded together; 0: 32 */
     int32_t max_prefill_tokens; /* prompt tokens taken into one step (at least one prompt); 0: 2048 */
+    /* 1: on CUDA, the decode tokens of a step share tensor-core products
+     * once there are 8 or more (the CPU ignores it). Several times faster
+     * for large batches of large models, but a sequence's logits then
+     * depend on what else is in the batch, in the last bits (as in vLLM):
+     * greedy ids can differ from gptc_generate's where two tokens nearly
+     * tie. 0 (default): every sequence's logits are bitwise what it gets
+     * alone. */
+    int32_t fast_decode;
 } gptc_batch_params;
 
 gptc_batch_params gptc_batch_default_params(void);

@@ -38,6 +38,10 @@ typedef struct {
      * leave the device: 6.4 MB a step at batch 32, and the host's argmax. */
     const uint8_t *argmax_only;
     int32_t *next;
+    /* 1: tokens of one-token (or short) segments may share products that
+     * sum in another order than a session's (tensor cores): faster, but a
+     * token's logits then depend on the pass (gptc_batch_params.fast_decode). */
+    int32_t fast_decode;
 } gptc_pass;
 
 typedef struct gptc_backend_ops {

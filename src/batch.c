@@ -124,6 +124,8 @@ gptc_status gptc_batch_new(gptc_model *m, const gptc_tokenizer *tok, const gptc_
     if (p.max_prefill_tokens == 0) p.max_prefill_tokens = 2048;
     if (p.max_batch < 1 || p.max_batch > 65536)
         return gptc_fail(GPTC_ERR_ARG, "max_batch: %d is outside [1, 65536]", p.max_batch);
+    if (p.fast_decode != 0 && p.fast_decode != 1)
+        return gptc_fail(GPTC_ERR_ARG, "fast_decode: %d is not 0 or 1", p.fast_decode);
     if (p.max_prefill_tokens < 1)
         return gptc_fail(GPTC_ERR_ARG, "max_prefill_tokens: %d is not positive", p.max_prefill_tokens);
     const gptc_config *c = &m->cfg;
@@ -332,7 +334,7 @@ static gptc_status step_paged(gptc_batch *b, size_t *n_ev) {
     }
     gptc_pass pass = {.n_tokens = (int32_t)n_tok, .ids = b->ids, .pos = b->pos, .seq = b->seq,
                       .tables = b->tables, .n_logits = (int32_t)b->n_run, .logit_rows = b->rows,
-                      .argmax_only = b->argmax_only, .next = b->next};
+                      .argmax_only = b->argmax_only, .next = b->next, .fast_decode = b->p.fast_decode};
     if ((st = b->m->backend->kv_eval(b->m, b->kv, &pass, b->logits)) != GPTC_OK) return st;
     /* Backwards, so that removing request i (the last one moves into its
      * place) leaves the ones still to visit where they were. */

@@ -40,6 +40,7 @@ int main(void) {
     FIELD(gptc_batch_params, kv_memory);
     FIELD(gptc_batch_params, max_batch);
     FIELD(gptc_batch_params, max_prefill_tokens);
+    FIELD(gptc_batch_params, fast_decode);
     printf("}},\n \"gptc_generate_params\": {\"sizeof\": %zu, \"fields\": {",
            sizeof(gptc_generate_params));
     first = 1;

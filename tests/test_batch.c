@@ -209,11 +209,11 @@ static void test_model(const char *name) {
             const char *what;
             gptc_batch_params bp;
         } shapes[] = {
-            {"default batch", {0, 0, 0}},
-            {"batch of 3", {0, 3, 0}},
-            {"one prompt per step", {0, 32, 1}},
+            {"default batch", {.max_batch = 0}},
+            {"batch of 3", {.max_batch = 3}},
+            {"one prompt per step", {.max_batch = 32, .max_prefill_tokens = 1}},
             /* Room for about two requests: the others wait for blocks. */
-            {"a cache for two", {0, 32, 0}},
+            {"a cache for two", {.max_batch = 32}},
         };
         /* the cache is fp32 here on either backend (dtype f32) */
         const gptc_config *c = gptc_model_config(m);
@@ -232,7 +232,7 @@ static void test_model(const char *name) {
         run_single(m, tok, &w, want, wlen);
         const int32_t *prompts[NP];
         for (int i = 0; i < NP; i++) prompts[i] = w.prompt[i];
-        gptc_batch_params bp = {0, 4, 0};
+        gptc_batch_params bp = {.max_batch = 4};
         gptc_status st = gptc_generate_batch(m, tok, NP, prompts, w.len, &w.p[0], &bp, NULL, NULL, got, glen);
         CHECK(st == GPTC_OK, "gptc_generate_batch: %s", gptc_last_error());
         if (st == GPTC_OK) compare(&w, want, wlen, got, glen, sampled ? "generate_batch sampled" : "generate_batch greedy", name);
@@ -269,7 +269,7 @@ static void test_stops(void) {
     int32_t *want[NP], *got[NP];
     size_t wlen[NP], glen[NP];
     run_single(m, tok, &w, want, wlen);
-    gptc_batch_params bp = {0, 5, 0};
+    gptc_batch_params bp = {.max_batch = 5};
     run_batch(m, tok, &w, &bp, got, glen, "stop strings and eos");
     compare(&w, want, wlen, got, glen, "stop strings and eos", "gpt2vocab-f16");
     int short_ones = 0;
@@ -535,6 +535,74 @@ static void test_pass_invariance(const char *name) {
     gptc_model_free(m);
 }
 
+/*
+ * gptc_pass.fast_decode: with 8 or more short-segment tokens the CUDA pass
+ * runs their products through cuBLASLt, summing in another order than a
+ * session, so the logits need only be close (a product wired to the wrong
+ * rows or weights is off by far more than rounding). The CPU ignores the
+ * flag and stays bitwise equal. Prompts of 2 to 5 tokens (short segments:
+ * the prefill pass takes the fast path too), then one decode pass, twice
+ * (the second replays its graph).
+ */
+static void test_fast_decode(const char *name) {
+    gptc_model *m = load(name);
+    if (!m) return;
+    const gptc_backend_ops *be = m->backend;
+    if (!be->kv_eval) {
+        gptc_model_free(m);
+        return;
+    }
+    int V = gptc_model_config(m)->n_vocab;
+    enum { NS = 10, BS = 16 };
+    int32_t prompt[NS][8], tables[NS][1];
+    size_t len[NS];
+    const int32_t *tab[NS];
+    for (int s = 0; s < NS; s++) {
+        len[s] = 2 + (size_t)s % 4;
+        for (size_t k = 0; k < 8; k++) prompt[s][k] = (int32_t)rnd((uint32_t)V);
+        tables[s][0] = NS - 1 - s;
+        tab[s] = tables[s];
+    }
+    void *kv = NULL;
+    float *batch = malloc((size_t)NS * V * sizeof(float)), *alone = malloc((size_t)V * sizeof(float));
+    CHECK(be->kv_new(m, NS, BS, &kv) == GPTC_OK && batch && alone, "kv_new: %s", gptc_last_error());
+    int32_t ids[64], pos[64], seq[64], rows[NS];
+    double worst = 0;
+    for (int phase = 0; phase < 3 && kv; phase++) {
+        int T = 0;
+        for (int s = 0; s < NS; s++) {
+            size_t from = phase ? len[s] + (size_t)phase - 1 : 0, to = phase ? from + 1 : len[s];
+            for (size_t k = from; k < to; k++, T++) ids[T] = prompt[s][k], pos[T] = (int32_t)k, seq[T] = s;
+            rows[s] = T - 1;
+        }
+        gptc_pass p = {.n_tokens = T, .ids = ids, .pos = pos, .seq = seq, .tables = tab, .n_logits = NS,
+                       .logit_rows = rows, .fast_decode = 1};
+        CHECK(be->kv_eval(m, kv, &p, batch) == GPTC_OK, "kv_eval, fast_decode: %s", gptc_last_error());
+        for (int s = 0; s < NS; s++) {
+            gptc_session *ss = NULL;
+            size_t n = len[s] + (size_t)phase;
+            CHECK(gptc_session_new(m, (int32_t)n, &ss) == GPTC_OK &&
+                      gptc_session_eval(ss, prompt[s], n, 1, alone) == GPTC_OK,
+                  "session: %s", gptc_last_error());
+            gptc_session_free(ss);
+            double diff = 0, mag = 0;
+            for (int i = 0; i < V; i++) {
+                diff = fmax(diff, fabs((double)alone[i] - batch[(size_t)s * V + i]));
+                mag = fmax(mag, fabs((double)alone[i]));
+            }
+            double rel = diff / (mag > 0 ? mag : 1);
+            worst = fmax(worst, rel);
+            CHECK(rel <= 1e-2, "%s, fast_decode, pass %d: sequence %d's logits within 1%% of its own (%.3g)", name,
+                  phase, s, rel);
+        }
+    }
+    fprintf(stderr, "  %s: fast_decode logits within %.3g (relative) of a session's\n", name, worst);
+    if (kv) be->kv_free(m, kv);
+    free(batch);
+    free(alone);
+    gptc_model_free(m);
+}
+
 int main(int argc, char **argv) {
     if (getenv("GPTC_BATCH_BACKEND")) g_backend = getenv("GPTC_BATCH_BACKEND");
     const char *only = argc > 1 ? argv[1] : NULL;
@@ -549,6 +617,8 @@ int main(int argc, char **argv) {
         test_pass_invariance("base-gelu_new");
         test_pass_invariance("gpt2vocab-f16");
         test_pass_invariance("orig-f32-gelu");
+        test_fast_decode("gpt2vocab-f16");
+        test_fast_decode("orig-f32-gelu");
         test_stops();
         test_api();
         test_callback();

@@ -426,6 +426,9 @@ class GptcTest(unittest.TestCase):
             alone = [self.model.generate(x, return_ids=True, **kw, **extra) for x in prompts]
             self.assertEqual(self.model.generate(prompts, return_ids=True, **kw, **extra), alone)
             self.assertEqual(self.model.generate(prompts, return_ids=True, batch_size=2, **kw, **extra), alone)
+            # fast_decode changes nothing on the CPU (and reaches the library:
+            # gptc_batch_params has the field where ctypes puts it)
+            self.assertEqual(self.model.generate(prompts, return_ids=True, fast_decode=True, **kw, **extra), alone)
         texts = self.model.generate(prompts, **kw)
         self.assertEqual(texts, [self.model.generate(x, **kw) for x in prompts])
         ids = [self.model.tokenizer.encode(x) for x in prompts]
@@ -439,6 +442,9 @@ class GptcTest(unittest.TestCase):
         with self.assertRaises(gptc.ArgumentError) as e:
             self.model.generate("x", batch_size=2)
         self.assertIn("only with a list", str(e.exception))
+        with self.assertRaises(gptc.ArgumentError) as e:
+            self.model.generate("x", fast_decode=True)
+        self.assertIn("fast_decode", str(e.exception))
         with self.assertRaises(gptc.RangeError) as e:
             self.model.generate(prompts, max_new_tokens=50, kv_memory=4096)
         self.assertIn("kv_memory", str(e.exception))

@@ -334,6 +334,10 @@ static const char *k_generate_help =
     "                              prompt at a time\n"
     "  --prompt-ids-file FILE      the same with prompts as token ids, comma-separated\n"
     "  --batch-size N              prompts decoded together (default 32)\n"
+    "  --fast-decode               (CUDA) decode tokens share tensor-core products: much\n"
+    "                              faster for large batches of large models, but a\n"
+    "                              prompt's output may then differ from its output alone\n"
+    "                              where two tokens nearly tie\n"
     "  --kv-memory SIZE            cap on the K/V cache, e.g. 512MiB, 4GiB, 1G (default:\n"
     "                              room for the batch at n_positions each); prompts wait\n"
     "                              for room, one that can never fit is an error\n";
@@ -497,7 +501,7 @@ static int cmd_generate(int argc, char **argv) {
     int has_temp = 0, has_topk = 0, has_topp = 0, truncate = 0;
     long max_new = -2, min_new = -1, top_k = 0, ngram = -1, seed = -1, beams = -1, n_ret = -1;
     double temp = 1, top_p = 1, rep = -1, len_pen = NAN;
-    int early = -1;
+    int early = -1, fast_decode = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int r = common_flag(argc, argv, &i, &co);
@@ -511,6 +515,7 @@ static int cmd_generate(int argc, char **argv) {
         if (strcmp(a, "--do-sample") == 0) { mode = 2; continue; }
         if (strcmp(a, "--ids") == 0) { want_ids = 1; continue; }
         if (strcmp(a, "--truncate") == 0) { truncate = 1; continue; }
+        if (strcmp(a, "--fast-decode") == 0) { fast_decode = 1; continue; }
         if (i + 1 >= argc) return usage_error("%s: unknown flag or missing value%s", a, "");
         const char *v = argv[++i];
         if (strcmp(a, "--prompt") == 0) prompt = v;
@@ -557,8 +562,9 @@ static int cmd_generate(int argc, char **argv) {
         return usage_error("--prompt, --prompt-ids and --prompts-file / --prompt-ids-file: give one%s%s", "", "");
     if (!prompt && !prompt_ids && !prompts_file)
         return usage_error("no prompt: give --prompt TEXT or --prompt-ids IDS (or --prompts-file FILE)%s%s", "", "");
-    if (!prompts_file && (batch_size || kv_memory))
-        return usage_error("%s: only with --prompts-file%s", batch_size ? "--batch-size" : "--kv-memory", "");
+    if (!prompts_file && (batch_size || kv_memory || fast_decode))
+        return usage_error("%s: only with --prompts-file%s",
+                           batch_size ? "--batch-size" : kv_memory ? "--kv-memory" : "--fast-decode", "");
     if (prompt && !*prompt) return usage_error("--prompt: empty prompt%s%s", "", "");
 
     int32_t *ids = NULL, *out = NULL;
@@ -629,6 +635,7 @@ static int cmd_generate(int argc, char **argv) {
         gptc_batch_params bp = gptc_batch_default_params();
         if (batch_size) bp.max_batch = (int32_t)batch_size;
         bp.kv_memory = kv_memory;
+        bp.fast_decode = fast_decode;
         rc = generate_file(m, tok, prompts_file, file_ids, &p, &bp, want_ids);
         goto done;
     }
@@ -991,6 +998,8 @@ static const char *k_bench_help =
     "                     step (what keeping them on the GPU saves)\n"
     "  --batch N          N prompts at once through the batch engine (greedy, no eos):\n"
     "                     prefill time, decode ms per step and tokens/s\n"
+    "  --fast-decode      with --batch: tensor-core products for the decode tokens\n"
+    "                     (CUDA; not bitwise batch-invariant, see generate --help)\n"
     "  --num-beams N      beam search with N beams (no eos, to --new-tokens): tokens/s\n"
     "  --json             one JSON object per line\n";
 
@@ -1086,7 +1095,7 @@ static uint64_t kv_bytes_per_position(const gptc_model *m, int dtype) {
  * others are decode steps of the whole batch.
  */
 static int bench_batch(gptc_model *m, const char *name, int dtype, long n, long beams, long prompt_len,
-                       long new_tokens, int json) {
+                       long new_tokens, int fast_decode, int json) {
     const gptc_config *c = gptc_model_config(m);
     gptc_generate_params p = gptc_generate_default_params(m);
     p.do_sample = 0;
@@ -1117,6 +1126,7 @@ static int bench_batch(gptc_model *m, const char *name, int dtype, long n, long 
         gptc_batch_params bp = gptc_batch_default_params();
         bp.max_batch = (int32_t)n;
         bp.max_prefill_tokens = (int32_t)(n * prompt_len);
+        bp.fast_decode = fast_decode;
         /* Exactly the room the batch needs, in blocks of 16 positions. */
         bp.kv_memory = (uint64_t)n * (uint64_t)((prompt_len + new_tokens + 15) / 16 * 16) * kv_bytes_per_position(m, dtype);
         if (gptc_batch_new(m, NULL, &bp, &b) != GPTC_OK) { rc = lib_error(); goto done; }
@@ -1151,9 +1161,9 @@ static int bench_batch(gptc_model *m, const char *name, int dtype, long n, long 
         printf("{\"model\":");
         json_str(name);
         printf(",\"backend\":\"%s\",\"threads\":%d,\"batch\":%ld,\"num_beams\":%ld,\"prompt_len\":%ld,"
-               "\"new_tokens\":%ld,\"total_s\":%.6g,\"tokens_per_s\":%.6g",
+               "\"new_tokens\":%ld,\"fast_decode\":%s,\"total_s\":%.6g,\"tokens_per_s\":%.6g",
                gptc_model_backend(m), gptc_model_n_threads(m), seqs, beams > 1 ? beams : 1, prompt_len,
-               new_tokens, total_s, tok_s);
+               new_tokens, fast_decode ? "true" : "false", total_s, tok_s);
         if (beams <= 1)
             printf(",\"prefill_ms\":%.6g,\"decode_ms_per_step\":%.6g,\"decode_tokens_per_s\":%.6g",
                    prefill_s * 1e3, decode_s * 1e3, (double)n / decode_s);
@@ -1181,7 +1191,7 @@ static int cmd_bench(int argc, char **argv) {
     common_opts co = {.dtype = -1};
     const char *shape = NULL, *tok_dir = NULL, *text_file = NULL;
     long prompt_len = 16, new_tokens = 64, batch = 0, beams = 0;
-    int json = 0, kv_cache = 1, host_logits = 0;
+    int json = 0, kv_cache = 1, host_logits = 0, fast_decode = 0;
     for (int i = 1; i < argc; i++) {
         int r = common_flag(argc, argv, &i, &co);
         if (r < 0) return 2;
@@ -1193,6 +1203,7 @@ static int cmd_bench(int argc, char **argv) {
         }
         if (strcmp(a, "--json") == 0) { json = 1; continue; }
         if (strcmp(a, "--host-logits") == 0) { host_logits = 1; continue; }
+        if (strcmp(a, "--fast-decode") == 0) { fast_decode = 1; continue; }
         if (i + 1 >= argc) return usage_error("%s: unknown flag or missing value%s", a, "");
         const char *v = argv[++i];
         if (strcmp(a, "--shape") == 0) shape = v;
@@ -1212,6 +1223,7 @@ static int cmd_bench(int argc, char **argv) {
     if (shape && co.model_dir) return usage_error("-m and --shape: give one, not both%s%s", "", "");
     if (!shape && !co.model_dir) shape = "gpt2";
     if (batch && beams > 1) return usage_error("--batch and --num-beams: give one, not both%s%s", "", "");
+    if (fast_decode && !batch) return usage_error("--fast-decode: only with --batch%s%s", "", "");
     if ((batch || beams > 1) && (!kv_cache || host_logits || text_file))
         return usage_error("--batch / --num-beams: not with --kv-cache off, --host-logits or --text%s%s", "", "");
     if ((batch || beams > 1) && new_tokens < 1) return usage_error("--batch / --num-beams: --new-tokens must be >= 1%s%s", "", "");
@@ -1240,7 +1252,7 @@ static int cmd_bench(int argc, char **argv) {
     }
     if (batch || beams > 1) {
         rc = bench_batch(m, shape ? shape : co.model_dir, co.dtype >= 0 ? co.dtype : GPTC_DTYPE_F16,
-                         batch ? batch : 1, beams, prompt_len, new_tokens, json);
+                         batch ? batch : 1, beams, prompt_len, new_tokens, fast_decode, json);
         goto done;
     }
     double tok_mb_s = NAN;

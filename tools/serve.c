@@ -51,6 +51,9 @@ static const char *k_serve_help =
     "  --port PORT                 default 8080; 0: any free port (printed)\n"
     "  --served-model-name NAME    the model's name in the API (default: -m as given)\n"
     "  --max-batch N               sequences decoded together (default 32)\n"
+    "  --fast-decode               (CUDA) decode steps through tensor-core products:\n"
+    "                              faster at large batches, but a greedy result may then\n"
+    "                              depend on the other requests where two tokens nearly tie\n"
     "  --max-queue N               sequences that may wait beyond those; more get 429\n"
     "                              (default 256)\n"
     "  --kv-memory SIZE            K/V cache size, e.g. 2GiB (default: max-batch full-\n"
@@ -146,6 +149,7 @@ int serve_main(int argc, char **argv, const serve_cli *cli) {
     const char *host = "127.0.0.1", *model_arg = NULL, *name = NULL,
                *api_key = getenv("GPTC_API_KEY");
     long port = 8080, max_batch = 0, max_queue = 256, max_conn = 1024;
+    int fast_decode = 0;
     double timeout = 600;
     unsigned long long kv_memory = 0, max_body = 1 << 20;
     for (int i = 1; i < argc; i++) {
@@ -159,6 +163,10 @@ int serve_main(int argc, char **argv, const serve_cli *cli) {
         int r = cli->model_flag(cli->opts, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
+        if (strcmp(a, "--fast-decode") == 0) {
+            fast_decode = 1;
+            continue;
+        }
         if (i + 1 >= argc) return usage(a, "unknown flag or missing value");
         const char *v = argv[++i];
         if (strcmp(a, "--host") == 0)
@@ -238,6 +246,7 @@ int serve_main(int argc, char **argv, const serve_cli *cli) {
     L.bp = gptc_batch_default_params();
     if (max_batch) L.bp.max_batch = (int32_t)max_batch;
     L.bp.kv_memory = kv_memory;
+    L.bp.fast_decode = fast_decode;
     pthread_t lt;
     if (pthread_create(&lt, NULL, load_main, &L) != 0) {
         serve_http_stop(http);

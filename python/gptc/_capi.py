@@ -88,6 +88,7 @@ class CBatchParams(ctypes.Structure):
         ("kv_memory", ctypes.c_uint64),
         ("max_batch", ctypes.c_int32),
         ("max_prefill_tokens", ctypes.c_int32),
+        ("fast_decode", ctypes.c_int32),
     ]
 
 

@@ -295,7 +295,7 @@ class Model(Closing):
     def generate(self, prompt, max_new_tokens=None, *, max_length=None, min_new_tokens=None, do_sample=None,
                  temperature=None, top_k=None, top_p=None, repetition_penalty=None, no_repeat_ngram_size=None,
                  seed=None, eos_token_id=None, stop=None, num_beams=None, num_return_sequences=None, truncate=False,
-                 return_ids=False, batch_size=None, kv_memory=None):
+                 return_ids=False, batch_size=None, kv_memory=None, fast_decode=False):
         """Generates a continuation of `prompt` (text, or a list of token ids).
 
         Returns the generated text (the prompt is not repeated, eos is not
@@ -322,7 +322,10 @@ class Model(Closing):
         batch (continuous batching, weights read once per step for all) and
         returns a list of results in the same order, each exactly what the
         prompt gives alone. batch_size: prompts decoded together (default
-        32); kv_memory: bytes the K/V cache may take (prompts wait for room).
+        32); kv_memory: bytes the K/V cache may take (prompts wait for room);
+        fast_decode=True (CUDA): tensor-core products for the decode steps,
+        much faster for large batches of large models, but a result may then
+        differ from the prompt's alone where two tokens nearly tie.
         Beam search runs the prompts one after another.
         """
         p, keep = self._params(max_new_tokens, max_length, min_new_tokens, do_sample, temperature, top_k, top_p,
@@ -331,10 +334,11 @@ class Model(Closing):
         if _is_batch(prompt):
             if num_return_sequences is not None:
                 raise ArgumentError("num_return_sequences: not with a list of prompts")
-            return self._generate_batch(prompt, p, keep, return_ids, batch_size, kv_memory)
-        if batch_size is not None or kv_memory is not None:
+            return self._generate_batch(prompt, p, keep, return_ids, batch_size, kv_memory, fast_decode)
+        if batch_size is not None or kv_memory is not None or fast_decode:
             raise ArgumentError("%s: only with a list of prompts" %
-                                ("batch_size" if batch_size is not None else "kv_memory"))
+                                ("batch_size" if batch_size is not None else
+                                 "kv_memory" if kv_memory is not None else "fast_decode"))
         ids, n = self._prompt(prompt)
         # Text, and stop strings, need the tokenizer; ids alone do not.
         tok = self.tokenizer if p.n_stop_strings or not return_ids else None
@@ -347,7 +351,7 @@ class Model(Closing):
                 run.close()
         return self._run_one(ids, n, p, keep, return_ids)
 
-    def _generate_batch(self, prompts, p, keep, return_ids, batch_size, kv_memory):
+    def _generate_batch(self, prompts, p, keep, return_ids, batch_size, kv_memory, fast_decode):
         """gptc_generate_batch over the prompts (tokenized here), on the
         worker thread like every generation."""
         encoded = [self._prompt(x) for x in prompts]
@@ -358,6 +362,7 @@ class Model(Closing):
             bp.max_batch = int_arg("batch_size", batch_size, 1, 65536)
         if kv_memory is not None:
             bp.kv_memory = int_arg("kv_memory", kv_memory, 1, (1 << 64) - 1)
+        bp.fast_decode = 1 if fast_decode else 0
         tok = self.tokenizer if p.n_stop_strings or not return_ids else None
         n = len(encoded)
         arr = (ctypes.POINTER(ctypes.c_int32) * n)(*[ids for ids, _ in encoded])

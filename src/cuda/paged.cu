@@ -36,6 +36,11 @@
  * everything but the persistent decode kernel (GPTC_CUDA_MEGA=1), which
  * sums in its own order.
  *
+ * gptc_pass.fast_decode gives that up for speed: the short segments' tokens
+ * (8 or more) then share cuBLASLt products, as a prompt of that many tokens
+ * would, and the LM head too; tensor cores instead of a GEMV per token
+ * on CUDA cores (gpt2-xl at batch 32: the products are compute-bound).
+ *
  * Rows of the pass's activations: the short segments' tokens first (rows
  * 0 .. n_short - 1, in pass order), then each long segment from a row
  * aligned as said.
@@ -93,7 +98,8 @@ typedef struct {
      * uncaptured (for comparisons). */
     cudaGraphExec_t *graphs;
     int32_t cap_graphs;
-    int no_graph; /* a capture failed (a driver without it): never again */
+    int no_graph;   /* a capture failed (a driver without it): never again */
+    int graph_fast; /* the fast_decode the graphs were captured with */
     /* GPTC_CUDA_PASS_PROF=1: the times of decode passes (after the first
      * two), summed and printed by kv_free; =2: also per kernel kind, the
      * passes run uncaptured with an event after each kernel. */
@@ -476,6 +482,9 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
     mark(kv, 1);
     size_t layer = kv->layer_rows * (size_t)C * es;
     int ns = lay->n_short;
+    /* fast_decode: the short rows' products through cuBLASLt (tensor
+     * cores), as one prompt of ns tokens would run. */
+    int lt = p->fast_decode && ns >= LT_MIN_TOKENS;
     for (int l = 0; l < c->n_layer; l++) {
         const cuda_layer *y = &cm->layers[l];
         char *kl = (char *)kv->k + l * layer, *vl = (char *)kv->v + l * layer;
@@ -487,7 +496,10 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
         e.v_cache = vl;
         e.C = C;
         e.rows = lay->crow;
-        if (ns)
+        if (lt)
+            CKST(cuda_ln_linear(cm, w, w->x, w->xn, y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, ns, C,
+                                3 * C, e));
+        else if (ns)
             CK(cuda_gemv_ln(cm->dt, w->x, y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, ns, C, 3 * C, e,
                             w->xn, st));
         for (int32_t s = 0; s < lay->n_segs; s++) {
@@ -520,7 +532,9 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
         mark(kv, 3);
         /* Projection, LN2 + FC, MLP projection, each on the short rows at
          * once and on each long segment. */
-        if (ns)
+        if (lt)
+            CKST(cuda_linear(cm, w, w->att, y->proj_w, Cp, ns, C, C, epi(EPI_RESID, y->proj_b, w->x, C)));
+        else if (ns)
             CK(cuda_gemv(cm->dt, w->att, y->proj_w, Cp, ns, C, C,
                          epi(EPI_RESID, y->proj_b, w->x, C), st));
         for (int32_t s = 0; s < lay->n_segs; s++) {
@@ -532,7 +546,9 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
         mark(kv, 4);
         e = epi(EPI_ACT, y->fc_b, w->fc, F);
         e.act = m->act;
-        if (ns)
+        if (lt)
+            CKST(cuda_ln_linear(cm, w, w->x, w->xn, y->ln2_w, y->ln2_b, eps, y->fc_w, Cp, ns, C, F, e));
+        else if (ns)
             CK(cuda_gemv_ln(cm->dt, w->x, y->ln2_w, y->ln2_b, eps, y->fc_w, Cp, ns, C, F, e, w->xn,
                             st));
         for (int32_t s = 0; s < lay->n_segs; s++) {
@@ -545,7 +561,9 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
                                 y->fc_w, Cp, g->n, C, F, es_));
         }
         mark(kv, 5);
-        if (ns)
+        if (lt)
+            CKST(cuda_linear(cm, w, w->fc, y->mproj_w, Fp, ns, F, C, epi(EPI_RESID, y->mproj_b, w->x, C)));
+        else if (ns)
             CK(cuda_gemv(cm->dt, w->fc, y->mproj_w, Fp, ns, F, C,
                          epi(EPI_RESID, y->mproj_b, w->x, C), st));
         for (int32_t s = 0; s < lay->n_segs; s++) {
@@ -562,8 +580,9 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
 /* Final layer norm of the logit rows, and the LM head (GEMV rows, as a
  * session's last position) for rows [r, r + nr) into ws.logits; with
  * `argmax`, each row's argmax into lay->next. */
-static gptc_status enqueue_head(cuda_kv *kv, const gptc_model *m, const pass_layout *lay,
-                                int32_t n_logits, int32_t r, int32_t nr, int argmax) {
+static gptc_status enqueue_head(cuda_kv *kv, const gptc_model *m, const gptc_pass *p,
+                                const pass_layout *lay, int32_t n_logits, int32_t r, int32_t nr,
+                                int argmax) {
     const gptc_config *c = &m->cfg;
     const cuda_model *cm = (const cuda_model *)m->backend_state;
     cuda_session *w = &kv->ws;
@@ -571,8 +590,10 @@ static gptc_status enqueue_head(cuda_kv *kv, const gptc_model *m, const pass_lay
     if (r == 0)
         CK(cuda_layernorm_rows(cm->dt, w->xn, w->x, lay->lrows, cm->lnf_w, cm->lnf_b, n_logits, C,
                                c->layer_norm_epsilon, w->stream));
-    CK(cuda_gemv(cm->dt, (const char *)w->xn + (size_t)r * C * cm->es, cm->lm_head, cm->Cp, nr, C,
-                 c->n_vocab, epi(EPI_STORE, NULL, w->logits, c->n_vocab), w->stream));
+    const void *in = (const char *)w->xn + (size_t)r * C * cm->es;
+    cuda_epi e = epi(EPI_STORE, NULL, w->logits, c->n_vocab);
+    if (p->fast_decode) CKST(cuda_linear(cm, w, in, cm->lm_head, cm->Cp, nr, C, c->n_vocab, e));
+    else CK(cuda_gemv(cm->dt, in, cm->lm_head, cm->Cp, nr, C, c->n_vocab, e, w->stream));
     if (argmax) CK(cuda_argmax_rows(w->logits, c->n_vocab, nr, lay->next + r, w->stream));
     mark(kv, 7);
     return GPTC_OK;
@@ -618,7 +639,7 @@ static gptc_status capture(cuda_kv *kv, const gptc_model *m, const gptc_pass *p,
     }
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
     gptc_status gs = enqueue_blocks(kv, m, p, lay, 1, m->cfg.n_ctx);
-    if (gs == GPTC_OK) gs = enqueue_head(kv, m, lay, T, 0, T, 1);
+    if (gs == GPTC_OK) gs = enqueue_head(kv, m, p, lay, T, 0, T, 1);
     cudaGraph_t g = NULL;
     /* Capture must end whatever happened inside it. */
     cudaError_t e = cudaStreamEndCapture(st, &g);
@@ -683,6 +704,10 @@ gptc_status cuda_kv_eval(gptc_model *m, void *kv_, const gptc_pass *p, float *lo
     CKST(reserve(kv, m, lay.rows, p->n_logits, scratch, tickets));
 
     kv->n_marks = 0;
+    if (graph && kv->graph_fast != p->fast_decode) {
+        drop_graphs(kv);
+        kv->graph_fast = p->fast_decode;
+    }
     /* Without a graph the same launches run uncaptured: same results. */
     if (graph && (lay.rows >= kv->cap_graphs || !kv->graphs[lay.rows]) &&
         capture(kv, m, p, &lay) != GPTC_OK)
@@ -697,7 +722,7 @@ gptc_status cuda_kv_eval(gptc_model *m, void *kv_, const gptc_pass *p, float *lo
         /* The logits in chunks of the device buffer. */
         for (int32_t r = 0; r < p->n_logits; r += kv->cap_logits) {
             int32_t nr = p->n_logits - r < kv->cap_logits ? p->n_logits - r : kv->cap_logits;
-            CKST(enqueue_head(kv, m, &lay, p->n_logits, r, nr, p->argmax_only != NULL));
+            CKST(enqueue_head(kv, m, p, &lay, p->n_logits, r, nr, p->argmax_only != NULL));
             if (kv->prof && r == 0) CK(cudaEventRecord(kv->ev[1], st));
             CKST(copy_rows(kv, p, &lay, logits, r, nr, (size_t)V));
         }
