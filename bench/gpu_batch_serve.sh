@@ -27,6 +27,29 @@ if [[ $parts == *" tests "* ]]; then
     echo "== test_batch cuda ${nt:+(GEMV_NT_MIN=$nt) }($((SECONDS - t0)) s): $(tail -1 "$out/test_batch$nt.log")"
     grep -E '^FAIL' "$out/test_batch$nt.log" | head -8
   done
+  t0=$SECONDS
+  gpu-pkg/test_cuda > "$out/test_cuda.log" 2>&1 || status=1
+  echo "== test_cuda ($((SECONDS - t0)) s): $(tail -1 "$out/test_cuda.log")"
+  # Sampled and processed requests of a batch draw on the device: memcheck it.
+  printf '%s\n' "Hello world" "The quick brown fox jumps over the lazy dog" "a" "Once upon a time" > /tmp/prompts.txt
+  for extra in "--do-sample --temperature 0.9 --top-k 40 --seed 3" "--do-sample --top-p 0.8 --seed 5" \
+               "--repetition-penalty 1.3 --no-repeat-ngram-size 2 --min-new-tokens 5"; do
+    echo "== memcheck: generate --prompts-file $extra"
+    compute-sanitizer --tool memcheck --error-exitcode 3 gpu-pkg/gptc generate -m tests/fixtures/gpt2vocab-f16 \
+      --backend cuda --prompts-file /tmp/prompts.txt --batch-size 3 --max-new-tokens 12 --ids $extra \
+      > "$out/memcheck-sampled.log" 2>&1 || status=1
+    tail -1 "$out/memcheck-sampled.log"
+    # the same prompts one at a time (sessions): the same ids
+    : > /tmp/alone.txt
+    while IFS= read -r line; do
+      gpu-pkg/gptc generate -m tests/fixtures/gpt2vocab-f16 --backend cuda --prompt "$line" \
+        --max-new-tokens 12 --ids $extra >> /tmp/alone.txt 2>/dev/null
+    done < /tmp/prompts.txt
+    gpu-pkg/gptc generate -m tests/fixtures/gpt2vocab-f16 --backend cuda --prompts-file /tmp/prompts.txt \
+      --batch-size 3 --max-new-tokens 12 --ids $extra > /tmp/batch.txt 2>/dev/null
+    if cmp -s /tmp/alone.txt /tmp/batch.txt; then echo "   batch = one at a time"; else
+      echo "   DIFFERENT from one at a time"; status=1; diff /tmp/alone.txt /tmp/batch.txt | head -6; fi
+  done
 fi
 if [[ $parts == *" split "* ]]; then
   echo "== decode step split (fp16, 128 + 64 tokens): default, host argmax, --fast-decode"
@@ -75,6 +98,11 @@ EOF
     --levels "${SERVE_LEVELS:-1,8,32,64}" --out "$out/serve.md" 2> "$out/serve_bench.err" || status=1
   python3 bench/serve_bench.py --gptc gpu-pkg/gptc -m "$model" --backend cuda --server-arg=--fast-decode \
     --levels "${SERVE_LEVELS:-1,8,32,64}" --out "$out/serve-fast.md" 2>> "$out/serve_bench.err" || status=1
+  python3 bench/serve_bench.py --gptc gpu-pkg/gptc -m "$model" --backend cuda --temperature 1 --top-p 0.9 \
+    --levels "${SERVE_LEVELS:-1,8,32,64}" --out "$out/serve-sampled.md" 2>> "$out/serve_bench.err" || status=1
+  python3 bench/serve_bench.py --gptc gpu-pkg/gptc -m "$model" --backend cuda --temperature 1 --top-p 0.9 \
+    --server-arg=--fast-decode --levels "${SERVE_LEVELS:-1,8,32,64}" --out "$out/serve-sampled-fast.md" \
+    2>> "$out/serve_bench.err" || status=1
   echo "(serve_bench: $((SECONDS - t0)) s)"
   tail -5 "$out/serve_bench.err"
 fi

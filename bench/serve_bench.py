@@ -8,7 +8,7 @@
 Starts `gptc serve` on a free loopback port (or uses --url), then for each
 concurrency level C keeps C streams in flight, each client sending its next
 request as soon as the last one ended, until C x --requests requests are done.
-Every request is greedy with ignore_eos, so each generates exactly
+Every request is greedy (or --temperature T [--top-p P], seeded) with ignore_eos, so each generates exactly
 --max-tokens tokens, over a prompt of --prompt-len tokens (different per
 request, so nothing is shared). Per level: requests/s, generated tokens/s
 (aggregate), p50/p99 time to first token, p50/p99 request latency, and the
@@ -115,7 +115,8 @@ def client_process(host, port, args, model, n_threads, counter, n_total, q):
                 counter.value += 1
             # a different prompt per request: ids that spell no cached prefix
             prompt = [(1000 + 37 * i + 11 * k) % 50000 for k in range(args.prompt_len)]
-            body = {"model": model, "prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0,
+            body = {"model": model, "prompt": prompt, "max_tokens": args.max_tokens,
+                    "temperature": args.temperature, "top_p": args.top_p, "seed": i,
                     "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
             res = one_request(host, port, body)
             with lock:
@@ -170,6 +171,8 @@ def main():
     ap.add_argument("--requests", type=int, default=2, help="requests per client at each level")
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
+    ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--url", help="a running server instead of starting one")
     ap.add_argument("--server-arg", action="append", default=[],
                     help="one more argument for gptc serve (repeatable), e.g. --server-arg=--fast-decode")
@@ -196,9 +199,10 @@ def main():
         if proc:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
-    head = ("`gptc serve %s`, model %s, %s; prompt %d tokens, %d generated per request (greedy, ignore_eos), "
+    head = ("`gptc serve %s`, model %s, %s; prompt %d tokens, %d generated per request (%s, ignore_eos), "
             "streaming; client: Python threads in %d processes on the same machine (%s)." %
-            (" ".join(args.server_arg), model, args.backend or "default backend", args.prompt_len, args.max_tokens, args.client_procs,
+            (" ".join(args.server_arg), model, args.backend or "default backend", args.prompt_len, args.max_tokens,
+             "greedy" if args.temperature == 0 else "temperature %g, top_p %g, seeded" % (args.temperature, args.top_p), args.client_procs,
              platform.node()))
     lines = [head, "",
              "| concurrency | requests | requests/s | tokens/s | TTFT p50 ms | TTFT p99 ms | latency p50 s | "

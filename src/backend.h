@@ -42,6 +42,12 @@ typedef struct {
      * sum in another order than a session's (tensor cores): faster, but a
      * token's logits then depend on the pass (gptc_batch_params.fast_decode). */
     int32_t fast_decode;
+    /* Optional (NULL: none): per logit row, a sampler from kv_sampler_new,
+     * or NULL. A row with one gets its next token drawn on the backend into
+     * next[i] (generate()'s processors and sampler, as eval_sample), its
+     * logits not written. Its first pick starts from the history the
+     * sampler was made with; each later one first appends the row's token. */
+    void *const *samplers;
 } gptc_pass;
 
 typedef struct gptc_backend_ops {
@@ -95,6 +101,15 @@ typedef struct gptc_backend_ops {
     void (*kv_free)(gptc_model *m, void *kv);
     gptc_status (*kv_copy)(gptc_model *m, void *kv, int32_t dst, int32_t src, int32_t n_pos);
     gptc_status (*kv_eval)(gptc_model *m, void *kv, const gptc_pass *p, float *logits);
+    /*
+     * Optional (both or neither): a sequence's sampler for kv_eval's passes
+     * (gptc_pass.samplers): parameters already checked, presence/frequency
+     * penalties zero; hist: the n tokens so far (the prompt); room for
+     * max_len tokens of history.
+     */
+    gptc_status (*kv_sampler_new)(gptc_model *m, void *kv, const gptc_generate_params *p,
+                                  const int32_t *hist, int32_t n, int32_t max_len, void **sampler);
+    void (*kv_sampler_free)(gptc_model *m, void *kv, void *sampler);
 } gptc_backend_ops;
 
 /* session.c's checked entry points to the optional sampler ops. */

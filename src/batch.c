@@ -14,8 +14,11 @@
  * requests that do not fit wait in order of arrival.
  *
  * A request whose next token is the argmax of its logits (greedy, no
- * processor) gets it from the backend (gptc_pass.argmax_only): its logits
- * stay on the device. The others' logits come to the host for gen_seq_pick.
+ * processor) gets it from the backend (gptc_pass.argmax_only), one that
+ * samples or has processors from a sampler of its own on the backend
+ * (kv_sampler_new; CUDA): either way its logits stay on the device. The
+ * others' (presence/frequency penalties, or a backend without these) come
+ * to the host for gen_seq_pick.
  *
  * A backend without a paged cache runs each request in a session of its
  * own, one after another within the step: the same results and the same
@@ -42,6 +45,7 @@ typedef struct request {
     int32_t reserve; /* blocks reserved: prompt + max_new positions */
     int32_t n_kv;    /* positions in the cache */
     int started;
+    void *sampler;      /* the backend's sampler for this request, or NULL */
     gptc_session *sess; /* backends without a paged cache */
     int on_device;      /* sess samples on the device */
     struct request *next; /* queue order */
@@ -65,6 +69,7 @@ struct gptc_batch {
     /* pass buffers */
     int32_t *ids, *pos, *seq, *rows, *next;
     uint8_t *argmax_only;
+    void **samplers;
     int device_pick; /* rows whose pick is the argmax get it from the backend */
     size_t cap_tok;
     const int32_t **tables;
@@ -87,6 +92,7 @@ static void request_free(gptc_batch *b, request *r) {
     if (!r) return;
     for (int32_t i = 0; i < r->n_table; i++) kvb_release(&b->blocks, r->table[i]);
     free(r->table);
+    if (r->sampler) b->m->backend->kv_sampler_free(b->m, b->kv, r->sampler);
     gptc_session_free(r->sess);
     gen_seq_free(&r->g);
     free(r);
@@ -108,6 +114,7 @@ void gptc_batch_free(gptc_batch *b) {
     free(b->ids);
     free(b->next);
     free(b->argmax_only);
+    free(b->samplers);
     free(b->tables);
     free(b->logits);
     free(b->ev);
@@ -151,7 +158,10 @@ gptc_status gptc_batch_new(gptc_model *m, const gptc_tokenizer *tok, const gptc_
     b->tables = calloc((size_t)p.max_batch, sizeof *b->tables);
     b->next = calloc((size_t)p.max_batch, sizeof *b->next);
     b->argmax_only = calloc((size_t)p.max_batch, 1);
-    gptc_status st = b->run && b->tables && b->next && b->argmax_only ? GPTC_OK : gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+    b->samplers = calloc((size_t)p.max_batch, sizeof *b->samplers);
+    gptc_status st = b->run && b->tables && b->next && b->argmax_only && b->samplers
+                         ? GPTC_OK
+                         : gptc_fail(GPTC_ERR_NOMEM, "out of memory");
     if (st == GPTC_OK && b->paged) {
         st = kvb_init(&b->blocks, (int32_t)n_blocks, BLOCK_SIZE);
         if (st == GPTC_OK) st = m->backend->kv_new(m, (int32_t)n_blocks, BLOCK_SIZE, &b->kv);
@@ -321,6 +331,11 @@ static gptc_status step_paged(gptc_batch *b, size_t *n_ev) {
         size_t n = r->started ? 1 : r->g.n_prompt;
         const int32_t *src = r->started ? &r->g.seq[r->g.n - 1] : r->g.seq;
         grow_table(b, r, r->n_kv + (int32_t)n);
+        if (!r->started && b->device_pick && b->m->backend->kv_sampler_new && gen_seq_wants_sampler(&r->g)) {
+            st = b->m->backend->kv_sampler_new(b->m, b->kv, &r->g.p, r->g.seq, (int32_t)r->g.n_prompt,
+                                               (int32_t)(r->g.n_prompt + (size_t)r->g.max_new), &r->sampler);
+            if (st != GPTC_OK) return st;
+        }
         for (size_t k = 0; k < n; k++, t++) {
             b->ids[t] = src[k];
             b->pos[t] = r->n_kv + (int32_t)k;
@@ -328,19 +343,21 @@ static gptc_status step_paged(gptc_batch *b, size_t *n_ev) {
         }
         b->rows[i] = (int32_t)t - 1;
         b->tables[i] = r->table;
-        b->argmax_only[i] = (uint8_t)(b->device_pick && gen_seq_pick_is_argmax(&r->g));
+        b->samplers[i] = r->sampler;
+        b->argmax_only[i] = (uint8_t)(b->device_pick && !r->sampler && gen_seq_pick_is_argmax(&r->g));
         r->n_kv += (int32_t)n;
         r->started = 1;
     }
     gptc_pass pass = {.n_tokens = (int32_t)n_tok, .ids = b->ids, .pos = b->pos, .seq = b->seq,
                       .tables = b->tables, .n_logits = (int32_t)b->n_run, .logit_rows = b->rows,
-                      .argmax_only = b->argmax_only, .next = b->next, .fast_decode = b->p.fast_decode};
+                      .argmax_only = b->argmax_only, .next = b->next, .fast_decode = b->p.fast_decode,
+                      .samplers = b->samplers};
     if ((st = b->m->backend->kv_eval(b->m, b->kv, &pass, b->logits)) != GPTC_OK) return st;
     /* Backwards, so that removing request i (the last one moves into its
      * place) leaves the ones still to visit where they were. */
     for (size_t i = b->n_run; i-- > 0;) {
         request *r = b->run[i];
-        int32_t next = b->argmax_only[i] ? b->next[i] : gen_seq_pick(&r->g, b->logits + i * V);
+        int32_t next = b->argmax_only[i] || r->sampler ? b->next[i] : gen_seq_pick(&r->g, b->logits + i * V);
         gptc_finish_reason why = gen_seq_push(&r->g, next);
         if (why == GPTC_FINISH_ERROR) return GPTC_ERR_NOMEM;
         if ((st = add_event(b, n_ev, r->id, next, why)) != GPTC_OK) return st;

@@ -134,6 +134,14 @@ int gen_seq_pick_is_argmax(const gen_seq *g) {
     return greedy && p->repetition_penalty == 1.0f && !g->counts && p->no_repeat_ngram_size <= 0 && !banning;
 }
 
+int gen_seq_wants_sampler(const gen_seq *g) {
+    const gptc_generate_params *p = &g->p;
+    int greedy = !p->do_sample || p->temperature == 0.0f;
+    int bans = p->min_new_tokens > 0 && p->n_eos_token_ids > 0;
+    int plain = greedy && p->repetition_penalty == 1.0f && p->no_repeat_ngram_size <= 0 && !bans;
+    return !g->counts && !plain;
+}
+
 gptc_finish_reason gen_seq_push(gen_seq *g, int32_t next) {
     const gptc_generate_params *p = &g->p;
     g->seq[g->n++] = next;

@@ -55,6 +55,11 @@ int32_t gen_seq_pick(gen_seq *g, float *logits);
  * (greedy, and no processor changes them): the backend may pick it. */
 int gen_seq_pick_is_argmax(const gen_seq *g);
 
+/* 1 when a backend's sampler (eval_sample's processors and draw) can make
+ * every pick of this sequence (no presence/frequency penalties) and some
+ * pick needs more than a plain argmax. */
+int gen_seq_wants_sampler(const gen_seq *g);
+
 /*
  * Appends `next` and says whether the sequence ends with it: GPTC_FINISH_EOS,
  * _STOP_STRING, _LENGTH (max_new reached), or GPTC_FINISH_NONE to go on.

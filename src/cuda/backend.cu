@@ -833,10 +833,7 @@ static gptc_status cuda_eval_greedy(gptc_session *s, int32_t id, int32_t *next) 
 
 /* ---- the sampler ---- */
 
-static gptc_status cuda_sample_init(gptc_session *s, const gptc_generate_params *p,
-                                    const int32_t *hist, int n) {
-    cuda_session *cs = (cuda_session *)s->impl;
-    cudaStream_t st = cs->stream;
+cuda_sampler cuda_sampler_of(const gptc_generate_params *p) {
     cuda_sampler h;
     memset(&h, 0, sizeof h);
     h.repetition_penalty = p->repetition_penalty;
@@ -849,6 +846,14 @@ static gptc_status cuda_sample_init(gptc_session *s, const gptc_generate_params 
     h.top_k = p->top_k;
     h.top_p = p->top_p;
     h.seed = p->seed;
+    return h;
+}
+
+static gptc_status cuda_sample_init(gptc_session *s, const gptc_generate_params *p,
+                                    const int32_t *hist, int n) {
+    cuda_session *cs = (cuda_session *)s->impl;
+    cudaStream_t st = cs->stream;
+    cuda_sampler h = cuda_sampler_of(p);
     /* Plain greedy needs neither history nor the sampler: the argmax graph
      * (a two-stage reduction over many blocks) is faster. */
     cs->plain_greedy = !h.do_sample && h.repetition_penalty == 1.0f && h.no_repeat_ngram_size == 0 &&
@@ -904,4 +909,5 @@ extern "C" const gptc_backend_ops gptc_cuda_backend = {
     "cuda",           cuda_model_init,  cuda_model_free, cuda_session_init, cuda_session_free,
     cuda_eval,        cuda_eval_greedy, cuda_sample_init, cuda_eval_sample, cuda_session_copy,
     cuda_kv_new,      cuda_kv_free,     cuda_kv_copy,     cuda_kv_eval,
+    cuda_kv_sampler_new, cuda_kv_sampler_free,
 };

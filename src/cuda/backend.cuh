@@ -143,5 +143,11 @@ gptc_status cuda_kv_new(gptc_model *m, int32_t n_blocks, int32_t block_size, voi
 void cuda_kv_free(gptc_model *m, void *kv);
 gptc_status cuda_kv_copy(gptc_model *m, void *kv, int32_t dst, int32_t src, int32_t n_pos);
 gptc_status cuda_kv_eval(gptc_model *m, void *kv, const gptc_pass *p, float *logits);
+gptc_status cuda_kv_sampler_new(gptc_model *m, void *kv, const gptc_generate_params *p,
+                                const int32_t *hist, int32_t n, int32_t max_len, void **sampler);
+void cuda_kv_sampler_free(gptc_model *m, void *kv, void *sampler);
+
+/* generate()'s parameters as the device sampler takes them. */
+cuda_sampler cuda_sampler_of(const gptc_generate_params *p);
 
 #endif

@@ -185,6 +185,23 @@ typedef struct {
 cudaError_t cuda_sample(const cuda_sampler *p, cuda_sample_state *state, float *logits, int V,
                         int32_t *hist, uint8_t *present, int32_t *token, int32_t *pos, int append,
                         cudaStream_t st);
+/*
+ * The batch engine's sampler: one row of a pass's logits, with its
+ * sequence's own parameters, state, history and mask (as cuda_sample's),
+ * or p NULL for a row left alone. `token` is the token to append when
+ * `append` (the one the pass evaluated for this sequence).
+ */
+typedef struct {
+    const cuda_sampler *p;
+    cuda_sample_state *state;
+    int32_t *hist;
+    uint8_t *present;
+    int32_t token, append;
+} cuda_sample_row;
+/* cuda_sample for each row r of logits (n_rows, V) whose rows[r].p is set,
+ * a block per row, the drawn token to tokens[r]; rows[] in device memory. */
+cudaError_t cuda_sample_rows(const cuda_sample_row *rows, int n_rows, float *logits, int V,
+                             int32_t *tokens, cudaStream_t st);
 /* present[hist[i]] = 1 for i in [from, to): after the host wrote hist. */
 cudaError_t cuda_mark_present(uint8_t *present, const int32_t *hist, int from, int to,
                               cudaStream_t st);

@@ -100,6 +100,10 @@ typedef struct {
     int32_t cap_graphs;
     int no_graph;   /* a capture failed (a driver without it): never again */
     int graph_fast; /* the fast_decode the graphs were captured with */
+    /* The rows of the pass's samplers (cuda_sample_row): pinned staging and
+     * its device copy, cap_srows rows. */
+    cuda_sample_row *h_rows, *d_rows;
+    size_t cap_srows;
     /* GPTC_CUDA_PASS_PROF=1: the times of decode passes (after the first
      * two), summed and printed by kv_free; =2: also per kernel kind, the
      * passes run uncaptured with an event after each kernel. */
@@ -109,6 +113,17 @@ typedef struct {
     double prof_ms[3], phase_ms[8];
     long prof_n;
 } cuda_kv;
+
+/* A sequence's sampler (kv_sampler_new): its parameters, state, history and
+ * mask in one device allocation. */
+typedef struct {
+    char *mem;
+    cuda_sampler *p;
+    cuda_sample_state *state;
+    int32_t *hist;
+    uint8_t *present;
+    int32_t picks; /* passes that drew for it: each after the first appends */
+} cuda_kv_sampler;
 
 static const char *const PHASES[8] = {"",     "embed", "qkv",   "attention",
                                       "proj", "fc",    "mproj", "head"};
@@ -153,10 +168,12 @@ void cuda_kv_free(gptc_model *m, void *kv_) {
     drop_graphs(kv);
     free(kv->graphs);
     ws_free_rows(w);
-    void *bufs[] = {kv->k, kv->v, w->logits, w->lt_ws, w->att_scratch, w->att_tickets, kv->d_int};
+    void *bufs[] = {kv->k, kv->v, w->logits, w->lt_ws, w->att_scratch, w->att_tickets, kv->d_int,
+                    kv->d_rows};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         cudaFree(bufs[i]);
     cudaFreeHost(kv->h_int);
+    cudaFreeHost(kv->h_rows);
     if (w->stream) cudaStreamDestroy(w->stream);
     (void)cudaGetLastError();
     free(kv->segs);
@@ -331,21 +348,30 @@ static gptc_status reserve(cuda_kv *kv, const gptc_model *m, int32_t rows, int32
     return GPTC_OK;
 }
 
+/* Pinned staging *h and its device twin *d with room for n elements of es
+ * bytes (capacity *cap, doubling from `first`); growing drops the graphs,
+ * which captured the old device address. */
+static gptc_status reserve_pinned(cuda_kv *kv, void **h, void **d, size_t *cap, size_t n, size_t es,
+                                  size_t first) {
+    if (n <= *cap) return GPTC_OK;
+    drop_graphs(kv);
+    size_t c = *cap ? *cap : first;
+    while (c < n)
+        c *= 2;
+    cudaFreeHost(*h);
+    cudaFree(*d);
+    *h = *d = NULL;
+    *cap = 0;
+    CK(cudaMallocHost(h, c * es));
+    CK(cudaMalloc(d, c * es));
+    *cap = c;
+    return GPTC_OK;
+}
+
 /* Pinned staging and device room for n integers. */
 static gptc_status reserve_ints(cuda_kv *kv, size_t n) {
-    if (n <= kv->cap_int) return GPTC_OK;
-    drop_graphs(kv);
-    size_t cap = kv->cap_int ? kv->cap_int : 1024;
-    while (cap < n)
-        cap *= 2;
-    cudaFreeHost(kv->h_int);
-    cudaFree(kv->d_int);
-    kv->h_int = kv->d_int = NULL;
-    kv->cap_int = 0;
-    CK(cudaMallocHost((void **)&kv->h_int, cap * sizeof(int32_t)));
-    CK(cudaMalloc((void **)&kv->d_int, cap * sizeof(int32_t)));
-    kv->cap_int = cap;
-    return GPTC_OK;
+    return reserve_pinned(kv, (void **)&kv->h_int, (void **)&kv->d_int, &kv->cap_int, n, sizeof(int32_t),
+                          1024);
 }
 
 /* The pass's layout on the device: kv->d_int holds, for rows 0 .. rows - 1,
@@ -579,10 +605,11 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
 
 /* Final layer norm of the logit rows, and the LM head (GEMV rows, as a
  * session's last position) for rows [r, r + nr) into ws.logits; with
- * `argmax`, each row's argmax into lay->next. */
+ * `argmax`, each row's argmax into lay->next; with `sampled`, the draw of
+ * each row that kv->d_rows gives a sampler, there too. */
 static gptc_status enqueue_head(cuda_kv *kv, const gptc_model *m, const gptc_pass *p,
                                 const pass_layout *lay, int32_t n_logits, int32_t r, int32_t nr,
-                                int argmax) {
+                                int argmax, int sampled) {
     const gptc_config *c = &m->cfg;
     const cuda_model *cm = (const cuda_model *)m->backend_state;
     cuda_session *w = &kv->ws;
@@ -595,6 +622,8 @@ static gptc_status enqueue_head(cuda_kv *kv, const gptc_model *m, const gptc_pas
     if (p->fast_decode) CKST(cuda_linear(cm, w, in, cm->lm_head, cm->Cp, nr, C, c->n_vocab, e));
     else CK(cuda_gemv(cm->dt, in, cm->lm_head, cm->Cp, nr, C, c->n_vocab, e, w->stream));
     if (argmax) CK(cuda_argmax_rows(w->logits, c->n_vocab, nr, lay->next + r, w->stream));
+    /* After the argmax: a sampler's draw replaces it. */
+    if (sampled) CK(cuda_sample_rows(kv->d_rows + r, nr, w->logits, c->n_vocab, lay->next + r, w->stream));
     mark(kv, 7);
     return GPTC_OK;
 }
@@ -604,57 +633,137 @@ static gptc_status enqueue_head(cuda_kv *kv, const gptc_model *m, const gptc_pas
  * into pageable memory, the copy returns when it is complete: through a
  * pinned buffer and a memcpy measured no faster, bench/NOTES-cuda.md); the
  * argmax of the others to the pinned staging. */
+static int picked_on_device(const gptc_pass *p, int32_t i) {
+    return (p->argmax_only && p->argmax_only[i]) || (p->samplers && p->samplers[i]);
+}
+
 static gptc_status copy_rows(cuda_kv *kv, const gptc_pass *p, const pass_layout *lay, float *dst,
                              int32_t r, int32_t nr, size_t V) {
-    const uint8_t *am = p->argmax_only;
     cudaStream_t st = kv->ws.stream;
     for (int32_t i = 0; i < nr;) {
-        if (am && am[r + i]) {
+        if (picked_on_device(p, r + i)) {
             i++;
             continue;
         }
         int32_t j = i;
-        while (j < nr && !(am && am[r + j]))
+        while (j < nr && !picked_on_device(p, r + j))
             j++;
         CK(cudaMemcpyAsync(dst + (size_t)(r + i) * V, kv->ws.logits + (size_t)i * V,
                            (size_t)(j - i) * V * sizeof(float), cudaMemcpyDeviceToHost, st));
         i = j;
     }
-    if (am)
+    if (p->argmax_only || p->samplers)
         CK(cudaMemcpyAsync(kv->h_int + lay->next_at + r, lay->next + r, (size_t)nr * sizeof(int32_t),
                            cudaMemcpyDeviceToHost, st));
     return GPTC_OK;
 }
 
-/* Captures the decode pass of lay->rows tokens into kv->graphs[rows]. */
+/* Captures the decode pass of lay->rows tokens, with samplers or not, into
+ * kv->graphs[key]. */
 static gptc_status capture(cuda_kv *kv, const gptc_model *m, const gptc_pass *p,
-                           const pass_layout *lay) {
+                           const pass_layout *lay, int32_t key, int sampled) {
     cudaStream_t st = kv->ws.stream;
     int32_t T = lay->rows;
-    if (T >= kv->cap_graphs) {
+    if (key >= kv->cap_graphs) {
         int32_t old = kv->cap_graphs;
-        CKST(grow((void **)&kv->graphs, &kv->cap_graphs, T + 1, sizeof(cudaGraphExec_t)));
+        CKST(grow((void **)&kv->graphs, &kv->cap_graphs, key + 1, sizeof(cudaGraphExec_t)));
         for (int32_t i = old; i < kv->cap_graphs; i++)
             kv->graphs[i] = NULL;
     }
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
     gptc_status gs = enqueue_blocks(kv, m, p, lay, 1, m->cfg.n_ctx);
-    if (gs == GPTC_OK) gs = enqueue_head(kv, m, p, lay, T, 0, T, 1);
+    if (gs == GPTC_OK) gs = enqueue_head(kv, m, p, lay, T, 0, T, 1, sampled);
     cudaGraph_t g = NULL;
     /* Capture must end whatever happened inside it. */
     cudaError_t e = cudaStreamEndCapture(st, &g);
     const char *what = "cudaStreamEndCapture";
     if (gs == GPTC_OK && e == cudaSuccess) {
-        e = cudaGraphInstantiate(&kv->graphs[T], g, 0);
+        e = cudaGraphInstantiate(&kv->graphs[key], g, 0);
         what = "cudaGraphInstantiate";
     }
     if (g) cudaGraphDestroy(g);
     if (gs != GPTC_OK) return gs;
     if (e != cudaSuccess) {
-        kv->graphs[T] = NULL;
+        kv->graphs[key] = NULL;
         return cuda_error(e, what);
     }
     return GPTC_OK;
+}
+
+/* The pass's sampler rows to the device: each logit row's sampler, the
+ * token it appends (the row's token, from its second pick on). */
+static gptc_status stage_samplers(cuda_kv *kv, const gptc_pass *p) {
+    int32_t n = p->n_logits;
+    CKST(reserve_pinned(kv, (void **)&kv->h_rows, (void **)&kv->d_rows, &kv->cap_srows, (size_t)n,
+                        sizeof(cuda_sample_row), 32));
+    for (int32_t i = 0; i < n; i++) {
+        const cuda_kv_sampler *s = (const cuda_kv_sampler *)p->samplers[i];
+        cuda_sample_row r;
+        memset(&r, 0, sizeof r);
+        if (s) {
+            r.p = s->p, r.state = s->state, r.hist = s->hist, r.present = s->present;
+            r.token = p->ids[p->logit_rows[i]];
+            r.append = s->picks > 0;
+        }
+        kv->h_rows[i] = r;
+    }
+    CK(cudaMemcpyAsync(kv->d_rows, kv->h_rows, (size_t)n * sizeof(cuda_sample_row),
+                       cudaMemcpyHostToDevice, kv->ws.stream));
+    return GPTC_OK;
+}
+
+static size_t round256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+gptc_status cuda_kv_sampler_new(gptc_model *m, void *kv_, const gptc_generate_params *p,
+                                const int32_t *hist, int32_t n, int32_t max_len, void **out) {
+    cuda_kv *kv = (cuda_kv *)kv_;
+    cudaStream_t st = kv->ws.stream;
+    size_t V = (size_t)m->cfg.n_vocab;
+    *out = NULL;
+    if (n < 0 || max_len < n || max_len < 1)
+        return gptc_fail(GPTC_ERR_ARG, "kv_sampler_new: history of %d in room for %d", n, max_len);
+    cuda_kv_sampler *s = (cuda_kv_sampler *)calloc(1, sizeof *s);
+    if (!s) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+    size_t a = round256(sizeof(cuda_sampler)), b = round256(sizeof(cuda_sample_state));
+    size_t c = round256((size_t)max_len * sizeof(int32_t));
+    cudaError_t e = cudaMalloc((void **)&s->mem, a + b + c + V);
+    if (e != cudaSuccess) {
+        free(s);
+        return cuda_error(e, "cudaMalloc (a sequence's sampler)");
+    }
+    s->p = (cuda_sampler *)s->mem;
+    s->state = (cuda_sample_state *)(s->mem + a);
+    s->hist = (int32_t *)(s->mem + a + b);
+    s->present = (uint8_t *)(s->mem + a + b + c);
+    cuda_sampler h = cuda_sampler_of(p);
+    cuda_sample_state z = {n, 0};
+    /* From pageable memory these copies return once the source is read. */
+    gptc_status st_ = GPTC_OK;
+    if ((e = cudaMemcpyAsync(s->p, &h, sizeof h, cudaMemcpyHostToDevice, st)) != cudaSuccess ||
+        (e = cudaMemcpyAsync(s->state, &z, sizeof z, cudaMemcpyHostToDevice, st)) != cudaSuccess ||
+        (e = cudaMemsetAsync(s->present, 0, V, st)) != cudaSuccess ||
+        (n && (e = cudaMemcpyAsync(s->hist, hist, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                   st)) != cudaSuccess) ||
+        (e = cuda_mark_present(s->present, s->hist, 0, n, st)) != cudaSuccess)
+        st_ = cuda_error(e, "a sequence's sampler");
+    if (st_ != GPTC_OK) {
+        cuda_kv_sampler_free(m, kv, s);
+        return st_;
+    }
+    *out = s;
+    return GPTC_OK;
+}
+
+void cuda_kv_sampler_free(gptc_model *m, void *kv_, void *sampler) {
+    (void)m;
+    cuda_kv *kv = (cuda_kv *)kv_;
+    cuda_kv_sampler *s = (cuda_kv_sampler *)sampler;
+    if (!s) return;
+    /* Passes synchronise before they return: none uses it now. */
+    if (kv && kv->ws.stream) cudaStreamSynchronize(kv->ws.stream);
+    cudaFree(s->mem);
+    (void)cudaGetLastError();
+    free(s);
 }
 
 static double now_ms(void) {
@@ -702,6 +811,10 @@ gptc_status cuda_kv_eval(gptc_model *m, void *kv_, const gptc_pass *p, float *lo
         if (NH * g->n > tickets) tickets = NH * g->n;
     }
     CKST(reserve(kv, m, lay.rows, p->n_logits, scratch, tickets));
+    int sampled = 0;
+    for (int32_t i = 0; p->samplers && i < p->n_logits; i++)
+        sampled |= p->samplers[i] != NULL;
+    if (sampled) CKST(stage_samplers(kv, p));
 
     kv->n_marks = 0;
     if (graph && kv->graph_fast != p->fast_decode) {
@@ -709,12 +822,13 @@ gptc_status cuda_kv_eval(gptc_model *m, void *kv_, const gptc_pass *p, float *lo
         kv->graph_fast = p->fast_decode;
     }
     /* Without a graph the same launches run uncaptured: same results. */
-    if (graph && (lay.rows >= kv->cap_graphs || !kv->graphs[lay.rows]) &&
-        capture(kv, m, p, &lay) != GPTC_OK)
+    int32_t key = 2 * lay.rows + sampled;
+    if (graph && (key >= kv->cap_graphs || !kv->graphs[key]) &&
+        capture(kv, m, p, &lay, key, sampled) != GPTC_OK)
         graph = 0, kv->no_graph = 1;
     if (kv->prof) CK(cudaEventRecord(kv->ev[0], st));
     if (graph) {
-        CK(cudaGraphLaunch(kv->graphs[lay.rows], st));
+        CK(cudaGraphLaunch(kv->graphs[key], st));
         if (kv->prof) CK(cudaEventRecord(kv->ev[1], st));
         CKST(copy_rows(kv, p, &lay, logits, 0, p->n_logits, (size_t)V));
     } else {
@@ -722,7 +836,7 @@ gptc_status cuda_kv_eval(gptc_model *m, void *kv_, const gptc_pass *p, float *lo
         /* The logits in chunks of the device buffer. */
         for (int32_t r = 0; r < p->n_logits; r += kv->cap_logits) {
             int32_t nr = p->n_logits - r < kv->cap_logits ? p->n_logits - r : kv->cap_logits;
-            CKST(enqueue_head(kv, m, p, &lay, p->n_logits, r, nr, p->argmax_only != NULL));
+            CKST(enqueue_head(kv, m, p, &lay, p->n_logits, r, nr, p->argmax_only != NULL, sampled));
             if (kv->prof && r == 0) CK(cudaEventRecord(kv->ev[1], st));
             CKST(copy_rows(kv, p, &lay, logits, r, nr, (size_t)V));
         }
@@ -731,9 +845,10 @@ gptc_status cuda_kv_eval(gptc_model *m, void *kv_, const gptc_pass *p, float *lo
     if (kv->prof) CK(cudaEventRecord(kv->ev[2], st));
     /* The staging is reused by the next pass: wait for this one. */
     CK(cudaStreamSynchronize(st));
-    if (p->argmax_only)
-        for (int32_t i = 0; i < p->n_logits; i++)
-            if (p->argmax_only[i]) p->next[i] = kv->h_int[lay.next_at + (size_t)i];
+    for (int32_t i = 0; i < p->n_logits; i++)
+        if (picked_on_device(p, i)) p->next[i] = kv->h_int[lay.next_at + (size_t)i];
+    for (int32_t i = 0; sampled && i < p->n_logits; i++)
+        if (p->samplers[i]) ((cuda_kv_sampler *)p->samplers[i])->picks++;
     if (kv->prof && decode && ++kv->prof_skip > 2) {
         float a = 0, b = 0;
         cudaEventElapsedTime(&a, kv->ev[0], kv->ev[1]);

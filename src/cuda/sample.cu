@@ -741,10 +741,13 @@ __device__ __forceinline__ int draw(const View v, float M, double u, sample_red 
     return tok >= 0 ? tok : last >= 0 ? last : 0;
 }
 
+/* One sampling step by the whole block (cuda_sample's contract); the token
+ * appended comes from *in_token, the one drawn goes to *token. */
 template <bool SMEM>
-__global__ void __launch_bounds__(SAMPLE_THREADS, 1)
-    sample_kernel(const cuda_sampler *pp, cuda_sample_state *state, float *logits, int V,
-                  int32_t *hist, uint8_t *present, int32_t *token, int32_t *pos, int append) {
+__device__ __forceinline__ void sample_block(const cuda_sampler *pp, cuda_sample_state *state,
+                                             float *logits, int V, int32_t *hist, uint8_t *present,
+                                             const int32_t *in_token, int32_t *token, int32_t *pos,
+                                             int append) {
     extern __shared__ float4 sample_dyn[];
     __shared__ uint32_t area[2 * LIST_CAP]; /* the list: scores, then ids */
     __shared__ uint32_t khist[1 << TOPK_BITS];
@@ -772,7 +775,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
         p = *pp;
         int n = state->hist_n;
         if (append) {
-            int32_t t = *token;
+            int32_t t = *in_token;
             hist[n++] = t;
             if (present) present[t] = 1;
             state->hist_n = n;
@@ -1075,6 +1078,23 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
     PROF(7);
 }
 
+template <bool SMEM>
+__global__ void __launch_bounds__(SAMPLE_THREADS, 1)
+    sample_kernel(const cuda_sampler *pp, cuda_sample_state *state, float *logits, int V,
+                  int32_t *hist, uint8_t *present, int32_t *token, int32_t *pos, int append) {
+    sample_block<SMEM>(pp, state, logits, V, hist, present, token, token, pos, append);
+}
+
+/* A block per row of a batch pass's logits; rows without a sampler exit. */
+template <bool SMEM>
+__global__ void __launch_bounds__(SAMPLE_THREADS, 1)
+    sample_rows_kernel(const cuda_sample_row *rows, float *logits, int V, int32_t *tokens) {
+    const cuda_sample_row *r = rows + blockIdx.x;
+    if (!r->p) return;
+    sample_block<SMEM>(r->p, r->state, logits + (size_t)blockIdx.x * V, V, r->hist, r->present,
+                       &r->token, tokens + blockIdx.x, NULL, r->append);
+}
+
 __global__ void mark_present_kernel(uint8_t *present, const int32_t *hist, int from, int to) {
     int i = from + blockIdx.x * blockDim.x + threadIdx.x;
     if (i < to) present[hist[i]] = 1;
@@ -1094,8 +1114,18 @@ size_t sample_smem_limit(int dev) {
         cudaFuncGetAttributes(&fa, sample_kernel<true>) == cudaSuccess &&
         (size_t)optin > fa.sharedSizeBytes) {
         lim = (size_t)optin - fa.sharedSizeBytes;
-        if (cudaFuncSetAttribute(sample_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)lim) != cudaSuccess)
+        cudaFuncAttributes fr;
+        /* Both kernels run the same block code: the smaller room serves both. */
+        if (cudaFuncGetAttributes(&fr, sample_rows_kernel<true>) != cudaSuccess ||
+            (size_t)optin <= fr.sharedSizeBytes)
+            lim = 0;
+        else if ((size_t)optin - fr.sharedSizeBytes < lim)
+            lim = (size_t)optin - fr.sharedSizeBytes;
+        if (lim && (cudaFuncSetAttribute(sample_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)lim) != cudaSuccess ||
+                    cudaFuncSetAttribute(sample_rows_kernel<true>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)lim) != cudaSuccess))
             lim = 0;
     }
     if (!lim) (void)cudaGetLastError(); /* the global-memory kernel serves instead */
@@ -1119,6 +1149,20 @@ cudaError_t cuda_sample(const cuda_sampler *p, cuda_sample_state *state, float *
         e = launch_pdl(sample_kernel<false>, dim3(1), dim3(SAMPLE_THREADS), 0, st, p, state,
                        logits, V, hist, present, token, pos, append);
     return e != cudaSuccess ? e : cudaGetLastError();
+}
+
+cudaError_t cuda_sample_rows(const cuda_sample_row *rows, int n_rows, float *logits, int V,
+                             int32_t *tokens, cudaStream_t st) {
+    if (n_rows <= 0) return cudaSuccess;
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return e;
+    size_t need = (size_t)V * sizeof(float);
+    if (need <= sample_smem_limit(dev))
+        sample_rows_kernel<true><<<n_rows, SAMPLE_THREADS, need, st>>>(rows, logits, V, tokens);
+    else
+        sample_rows_kernel<false><<<n_rows, SAMPLE_THREADS, 0, st>>>(rows, logits, V, tokens);
+    return cudaGetLastError();
 }
 
 cudaError_t cuda_mark_present(uint8_t *present, const int32_t *hist, int from, int to,
