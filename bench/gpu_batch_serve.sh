@@ -8,15 +8,7 @@
 # also run with --fast-decode.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
-if [ -f gpu-pkg/bundle.tar.xz ] && [ ! -x gpu-pkg/gptc ]; then
-  python3 -c "import tarfile; tarfile.open('gpu-pkg/bundle.tar.xz').extractall('gpu-pkg')"
-fi
-out=${OUT:-/tmp/gptc-out}
-mkdir -p "$out"
-export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-{ ldconfig -p | grep -q 'libcurl\.so\.4 ' && ldconfig -p | grep -q 'libgnutls\.so\.30 '; } ||
-  export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib/curl:$LD_LIBRARY_PATH"
-export GPTC_ROOT=$PWD
+. scripts/gpu_env.sh
 parts=" ${PARTS:-tests split batch serve} "
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,noheader
 status=0

@@ -4,19 +4,7 @@
 # against transformers on the same card. Results go to $OUT (if set).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
-# gpu_package.sh ships the binaries compressed.
-if [ -f gpu-pkg/bundle.tar.xz ] && [ ! -x gpu-pkg/gptc ]; then
-  python3 -c "import tarfile; tarfile.open('gpu-pkg/bundle.tar.xz').extractall('gpu-pkg')"
-fi
-out=${OUT:-/tmp/gptc-out}
-mkdir -p "$out"
-cublas=$(ls -d /usr/local/cuda/lib64 2>/dev/null)
-torchlibs=$(python3 -c "import os, nvidia.cublas as c; print(os.path.join(os.path.dirname(c.__file__), 'lib'))" 2>/dev/null || true)
-export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib:${cublas}:${torchlibs}:${LD_LIBRARY_PATH:-}"
-# libcurl, for a machine without it (gpu_package.sh says why it is kept apart).
-{ ldconfig -p | grep -q 'libcurl\.so\.4 ' && ldconfig -p | grep -q 'libgnutls\.so\.30 '; } ||
-  export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib/curl:$LD_LIBRARY_PATH"
-export GPTC_ROOT=$PWD GPTC_BIN=$PWD/gpu-pkg/gptc
+. scripts/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/card.txt"
 status=0
 for t in gpu-pkg/test_*; do

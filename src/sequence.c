@@ -127,19 +127,20 @@ int32_t gen_seq_pick(gen_seq *g, float *logits) {
     return sample_categorical(logits, V, sample_uniform(p->seed, (uint64_t)step));
 }
 
-int gen_seq_pick_is_argmax(const gen_seq *g) {
+/* 1 when gen_seq_pick, once `step` tokens are generated, is the argmax of
+ * the raw logits: greedy, and no processor changes them at that step. */
+static int plain_argmax_at(const gen_seq *g, int64_t step) {
     const gptc_generate_params *p = &g->p;
     int greedy = !p->do_sample || p->temperature == 0.0f;
-    int banning = (int64_t)gen_seq_new_tokens(g) < p->min_new_tokens && p->n_eos_token_ids > 0;
+    int banning = step < p->min_new_tokens && p->n_eos_token_ids > 0;
     return greedy && p->repetition_penalty == 1.0f && !g->counts && p->no_repeat_ngram_size <= 0 && !banning;
 }
 
+int gen_seq_pick_is_argmax(const gen_seq *g) { return plain_argmax_at(g, (int64_t)gen_seq_new_tokens(g)); }
+
 int gen_seq_wants_sampler(const gen_seq *g) {
-    const gptc_generate_params *p = &g->p;
-    int greedy = !p->do_sample || p->temperature == 0.0f;
-    int bans = p->min_new_tokens > 0 && p->n_eos_token_ids > 0;
-    int plain = greedy && p->repetition_penalty == 1.0f && p->no_repeat_ngram_size <= 0 && !bans;
-    return !g->counts && !plain;
+    /* Step 0 is the one that bans the most (min_new_tokens). */
+    return !g->counts && !plain_argmax_at(g, 0);
 }
 
 gptc_finish_reason gen_seq_push(gen_seq *g, int32_t next) {

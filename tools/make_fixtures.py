@@ -461,13 +461,18 @@ def greedy_ids(model, prompt, n):
     return ids[len(prompt):]
 
 
+def load_both(folder):
+    """The checkpoint in float64 and float32, its vocabulary size and its generation_config's eos ids."""
+    m64, m32 = load(folder, torch.float64), load(folder, torch.float32)
+    ge = m64.generation_config.eos_token_id
+    default_eos = [e for e in (ge if isinstance(ge, list) else [ge]) if e is not None]
+    return m64, m32, m64.config.vocab_size, default_eos
+
+
 def write_beam_cases(spec, folder):
     """beam.json for one fixture folder; returns the number of cases."""
     name = spec["name"]
-    m64, m32 = load(folder, torch.float64), load(folder, torch.float32)
-    V = m64.config.vocab_size
-    ge = m64.generation_config.eos_token_id
-    default_eos = [e for e in (ge if isinstance(ge, list) else [ge]) if e is not None]
+    m64, m32, V, default_eos = load_both(folder)
     cases, tried = [], 0
     for cname, L, ckw, eos_mode, want in BEAM_CASES:
         kw = dict(max_new_tokens=BEAM_MAX_NEW, do_sample=False, pad_token_id=0)
@@ -570,10 +575,7 @@ def write_batch_cases(spec, folder):
     transformers' batched float64 output equals each prompt run alone, every greedy step of each
     alone run has the float64 margin MARGIN_REL, and the float32 checkpoint batched gives the same."""
     name = spec["name"]
-    m64, m32 = load(folder, torch.float64), load(folder, torch.float32)
-    V = m64.config.vocab_size
-    ge = m64.generation_config.eos_token_id
-    default_eos = [e for e in (ge if isinstance(ge, list) else [ge]) if e is not None]
+    m64, m32, V, default_eos = load_both(folder)
     cases, tried = [], 0
     for cname, lens, ckw, eos_mode in BATCH_CASES:
         found = None

@@ -68,6 +68,36 @@ __device__ __forceinline__ void epi_store(const cuda_epi &e, int t, int o, float
  * output would be, so the product sees the same values without the extra
  * launch and round trip.
  */
+/*
+ * Stages one token's fp32 residual row x (I) into xs (xs4 is the same
+ * memory) and returns its layer-norm statistics: mean, then the biased
+ * variance over the staged values, as layernorm_kernel. The fused GEMV and
+ * ln_stage_kernel share it, so the two sum in one order (block_sum of this
+ * block's threads): a token normalised by either gets the same values.
+ */
+__device__ __forceinline__ void ln_stage_row(const float *__restrict__ x, float *xs, float4 *xs4, int I,
+                                             float eps, float *red, float &mean, float &rstd) {
+    int nthr = blockDim.x;
+    float sum = 0.0f;
+    if ((I & 3) == 0) {
+        for (int i = threadIdx.x * 4; i < I; i += nthr * 4) {
+            float4 v = __ldg(reinterpret_cast<const float4 *>(x + i));
+            xs4[i >> 2] = v;
+            sum += (v.x + v.y) + (v.z + v.w);
+        }
+    } else {
+        for (int i = threadIdx.x; i < I; i += nthr) sum += (xs[i] = x[i]);
+    }
+    mean = block_sum(sum, red) / (float)I; /* barriers publish xs */
+    float var = 0.0f;
+    for (int i = threadIdx.x; i < I; i += nthr) {
+        float d = xs[i] - mean;
+        var += d * d;
+    }
+    var = block_sum(var, red) / (float)I;
+    rstd = 1.0f / sqrtf(var + eps);
+}
+
 template <typename T, int NCL, bool LN, int R, int NT>
 __global__ void __launch_bounds__(256)
     gemv_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O,
@@ -119,25 +149,8 @@ __global__ void __launch_bounds__(256)
              * fetched at once, the loads in flight together. */
             if (NT == 1) {
                 if (LN) {
-                    const float *x = (const float *)in_ + (size_t)t0 * I;
-                    float sum = 0.0f;
-                    if ((I & 3) == 0) {
-                        for (int i = threadIdx.x * 4; i < I; i += nthr * 4) {
-                            float4 v = __ldg(reinterpret_cast<const float4 *>(x + i));
-                            xs4[i >> 2] = v;
-                            sum += (v.x + v.y) + (v.z + v.w);
-                        }
-                    } else {
-                        for (int i = threadIdx.x; i < I; i += nthr) sum += (xs[i] = x[i]);
-                    }
-                    float mean = block_sum(sum, red) / (float)I; /* barriers publish xs */
-                    float var = 0.0f;
-                    for (int i = threadIdx.x; i < I; i += nthr) {
-                        float d = xs[i] - mean;
-                        var += d * d;
-                    }
-                    var = block_sum(var, red) / (float)I;
-                    float rstd = 1.0f / sqrtf(var + eps);
+                    float mean, rstd;
+                    ln_stage_row((const float *)in_ + (size_t)t0 * I, xs, xs4, I, eps, red, mean, rstd);
                     for (int i = threadIdx.x; i < ldw; i += nthr)
                         xs[i] = i < I ? to_f(from_f<T>((xs[i] - mean) * rstd * lw[i] + lb[i])) : 0.0f;
                 } else {
@@ -229,25 +242,8 @@ __global__ void __launch_bounds__(1024)
     int nthr = blockDim.x;
     pdl_wait();
     pdl_trigger();
-    const float *xr = x + (size_t)blockIdx.x * I;
-    float sum = 0.0f;
-    if ((I & 3) == 0) {
-        for (int i = threadIdx.x * 4; i < I; i += nthr * 4) {
-            float4 v = __ldg(reinterpret_cast<const float4 *>(xr + i));
-            xs4[i >> 2] = v;
-            sum += (v.x + v.y) + (v.z + v.w);
-        }
-    } else {
-        for (int i = threadIdx.x; i < I; i += nthr) sum += (xs[i] = xr[i]);
-    }
-    float mean = block_sum(sum, red) / (float)I; /* barriers publish xs */
-    float var = 0.0f;
-    for (int i = threadIdx.x; i < I; i += nthr) {
-        float d = xs[i] - mean;
-        var += d * d;
-    }
-    var = block_sum(var, red) / (float)I;
-    float rstd = 1.0f / sqrtf(var + eps);
+    float mean, rstd;
+    ln_stage_row(x + (size_t)blockIdx.x * I, xs, xs4, I, eps, red, mean, rstd);
     T *o = xn + (size_t)blockIdx.x * I;
     for (int i = threadIdx.x; i < I; i += nthr)
         o[i] = from_f<T>((xs[i] - mean) * rstd * __ldg(ln_w + i) + __ldg(ln_b + i));

@@ -489,6 +489,45 @@ static void mark(cuda_kv *kv, int phase) {
 }
 
 /*
+ * One linear layer of the pass: the short rows at once (GEMV kernels, or
+ * with `lt` one cuBLASLt product), then each long segment as a session's
+ * prompt through cuBLASLt. in: rows of in_es bytes per element (the fp32
+ * residual when ln_w is set: the layer norm comes first, fused into the
+ * GEMV or through ws.xn); e writes row 0, out_es bytes per output element,
+ * and its cache rows (QKV) follow the segment.
+ */
+static gptc_status pass_product(cuda_kv *kv, const cuda_model *cm, const pass_layout *lay, int lt,
+                                const void *in, size_t in_es, const float *ln_w, const float *ln_b,
+                                float eps, const void *w, int ldw, int I, int O, cuda_epi e,
+                                size_t out_es) {
+    cuda_session *ws = &kv->ws;
+    int ns = lay->n_short;
+    if (lt && ln_w)
+        CKST(cuda_ln_linear(cm, ws, (const float *)in, ws->xn, ln_w, ln_b, eps, w, ldw, ns, I, O, e));
+    else if (lt)
+        CKST(cuda_linear(cm, ws, in, w, ldw, ns, I, O, e));
+    else if (ns && ln_w)
+        CK(cuda_gemv_ln(cm->dt, (const float *)in, ln_w, ln_b, eps, w, ldw, ns, I, O, e, ws->xn,
+                        ws->stream));
+    else if (ns)
+        CK(cuda_gemv(cm->dt, in, w, ldw, ns, I, O, e, ws->stream));
+    for (int32_t s = 0; s < lay->n_segs; s++) {
+        const segment *g = &kv->segs[s];
+        if (g->n < LT_MIN_TOKENS) continue;
+        const void *gin = (const char *)in + (size_t)g->row * I * in_es;
+        cuda_epi ge = e;
+        ge.out = (char *)e.out + (size_t)g->row * e.ldo * out_es;
+        if (e.rows) ge.rows = e.rows + g->row;
+        if (ln_w)
+            CKST(cuda_ln_linear(cm, ws, (const float *)gin, (char *)ws->xn + (size_t)g->row * I * cm->es,
+                                ln_w, ln_b, eps, w, ldw, g->n, I, O, ge));
+        else
+            CKST(cuda_linear(cm, ws, gin, w, ldw, g->n, I, O, ge));
+    }
+    return GPTC_OK;
+}
+
+/*
  * The embedding and every layer for the pass laid out in `lay`. split_len:
  * more than the position of every token of the short segments (the split
  * kernel's span; n_ctx when the launch is captured, so that the graph fits
@@ -522,22 +561,8 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
         e.v_cache = vl;
         e.C = C;
         e.rows = lay->crow;
-        if (lt)
-            CKST(cuda_ln_linear(cm, w, w->x, w->xn, y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, ns, C,
-                                3 * C, e));
-        else if (ns)
-            CK(cuda_gemv_ln(cm->dt, w->x, y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, ns, C, 3 * C, e,
-                            w->xn, st));
-        for (int32_t s = 0; s < lay->n_segs; s++) {
-            const segment *g = &kv->segs[s];
-            if (g->n < LT_MIN_TOKENS) continue;
-            cuda_epi es_ = e;
-            es_.out = w->qkv + (size_t)g->row * 3 * C;
-            es_.rows = lay->crow + g->row;
-            CKST(cuda_ln_linear(cm, w, w->x + (size_t)g->row * C,
-                                (char *)w->xn + (size_t)g->row * C * es, y->ln1_w, y->ln1_b, eps,
-                                y->attn_w, Cp, g->n, C, 3 * C, es_));
-        }
+        CKST(pass_product(kv, cm, lay, lt, w->x, sizeof(float), y->ln1_w, y->ln1_b, eps, y->attn_w,
+                          Cp, C, 3 * C, e, sizeof(float)));
 
         mark(kv, 2);
         /* Attention over each token's own sequence. */
@@ -558,46 +583,16 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
         mark(kv, 3);
         /* Projection, LN2 + FC, MLP projection, each on the short rows at
          * once and on each long segment. */
-        if (lt)
-            CKST(cuda_linear(cm, w, w->att, y->proj_w, Cp, ns, C, C, epi(EPI_RESID, y->proj_b, w->x, C)));
-        else if (ns)
-            CK(cuda_gemv(cm->dt, w->att, y->proj_w, Cp, ns, C, C,
-                         epi(EPI_RESID, y->proj_b, w->x, C), st));
-        for (int32_t s = 0; s < lay->n_segs; s++) {
-            const segment *g = &kv->segs[s];
-            if (g->n < LT_MIN_TOKENS) continue;
-            CKST(cuda_linear(cm, w, (char *)w->att + (size_t)g->row * C * es, y->proj_w, Cp, g->n,
-                             C, C, epi(EPI_RESID, y->proj_b, w->x + (size_t)g->row * C, C)));
-        }
+        CKST(pass_product(kv, cm, lay, lt, w->att, es, NULL, NULL, 0.0f, y->proj_w, Cp, C, C,
+                          epi(EPI_RESID, y->proj_b, w->x, C), sizeof(float)));
         mark(kv, 4);
         e = epi(EPI_ACT, y->fc_b, w->fc, F);
         e.act = m->act;
-        if (lt)
-            CKST(cuda_ln_linear(cm, w, w->x, w->xn, y->ln2_w, y->ln2_b, eps, y->fc_w, Cp, ns, C, F, e));
-        else if (ns)
-            CK(cuda_gemv_ln(cm->dt, w->x, y->ln2_w, y->ln2_b, eps, y->fc_w, Cp, ns, C, F, e, w->xn,
-                            st));
-        for (int32_t s = 0; s < lay->n_segs; s++) {
-            const segment *g = &kv->segs[s];
-            if (g->n < LT_MIN_TOKENS) continue;
-            cuda_epi es_ = e;
-            es_.out = (char *)w->fc + (size_t)g->row * F * es;
-            CKST(cuda_ln_linear(cm, w, w->x + (size_t)g->row * C,
-                                (char *)w->xn + (size_t)g->row * C * es, y->ln2_w, y->ln2_b, eps,
-                                y->fc_w, Cp, g->n, C, F, es_));
-        }
+        CKST(pass_product(kv, cm, lay, lt, w->x, sizeof(float), y->ln2_w, y->ln2_b, eps, y->fc_w, Cp,
+                          C, F, e, es));
         mark(kv, 5);
-        if (lt)
-            CKST(cuda_linear(cm, w, w->fc, y->mproj_w, Fp, ns, F, C, epi(EPI_RESID, y->mproj_b, w->x, C)));
-        else if (ns)
-            CK(cuda_gemv(cm->dt, w->fc, y->mproj_w, Fp, ns, F, C,
-                         epi(EPI_RESID, y->mproj_b, w->x, C), st));
-        for (int32_t s = 0; s < lay->n_segs; s++) {
-            const segment *g = &kv->segs[s];
-            if (g->n < LT_MIN_TOKENS) continue;
-            CKST(cuda_linear(cm, w, (char *)w->fc + (size_t)g->row * F * es, y->mproj_w, Fp, g->n,
-                             F, C, epi(EPI_RESID, y->mproj_b, w->x + (size_t)g->row * C, C)));
-        }
+        CKST(pass_product(kv, cm, lay, lt, w->fc, es, NULL, NULL, 0.0f, y->mproj_w, Fp, F, C,
+                          epi(EPI_RESID, y->mproj_b, w->x, C), sizeof(float)));
         mark(kv, 6);
     }
     return GPTC_OK;
@@ -759,7 +754,8 @@ void cuda_kv_sampler_free(gptc_model *m, void *kv_, void *sampler) {
     cuda_kv *kv = (cuda_kv *)kv_;
     cuda_kv_sampler *s = (cuda_kv_sampler *)sampler;
     if (!s) return;
-    /* Passes synchronise before they return: none uses it now. */
+    /* No pass uses it now (passes synchronise before they return), but
+     * kv_sampler_new's copies may still be queued. */
     if (kv && kv->ws.stream) cudaStreamSynchronize(kv->ws.stream);
     cudaFree(s->mem);
     (void)cudaGetLastError();

@@ -11,19 +11,11 @@
 # without test_cuda; VARIANTS= (empty): without the A/B variants.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
-if [ -f gpu-pkg/bundle.tar.xz ] && [ ! -x gpu-pkg/gptc ]; then
-  python3 -c "import tarfile; tarfile.open('gpu-pkg/bundle.tar.xz').extractall('gpu-pkg')"
-fi
+. scripts/gpu_env.sh
 if [ -f gpu-pkg/base-gptc.xz ] && [ ! -x /tmp/base-gptc ]; then
   python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('gpu-pkg/base-gptc.xz'), open('/tmp/base-gptc', 'wb'))"
   chmod +x /tmp/base-gptc
 fi
-out=${OUT:-/tmp/gptc-out}
-mkdir -p "$out"
-export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-{ ldconfig -p | grep -q 'libcurl\.so\.4 ' && ldconfig -p | grep -q 'libgnutls\.so\.30 '; } ||
-  export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib/curl:$LD_LIBRARY_PATH"
-export GPTC_ROOT=$PWD
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,noheader
 status=0
 run() { # name, command...: log to $out/name.log, print the failures and the last line
