@@ -3,7 +3,7 @@
 # the batch tests on CUDA, the batch engine's decode-step split (device /
 # copy / host), bench/batch_bench.py (gptc and transformers side by side) and
 # bench/serve_bench.py against `gptc serve` on a random gpt2-shape model.
-# Results go to $OUT (if set). Parts: PARTS="tests split batch serve xl"
+# Results go to $OUT (if set). Parts: PARTS="tests serve-tests split batch serve xl"
 # (default all but xl); SERVE_LEVELS (default 1,8,32,64). serve and batch
 # also run with --fast-decode.
 set -u -o pipefail
@@ -42,6 +42,14 @@ if [[ $parts == *" tests "* ]]; then
     if cmp -s /tmp/alone.txt /tmp/batch.txt; then echo "   batch = one at a time"; else
       echo "   DIFFERENT from one at a time"; status=1; diff /tmp/alone.txt /tmp/batch.txt | head -6; fi
   done
+fi
+if [[ $parts == *" serve-tests "* ]]; then
+  # The server's whole test on CUDA (every server and reference picks CUDA;
+  # --devices 0,0: two engines on the one GPU).
+  t0=$SECONDS
+  GPTC_DEVICES_BACKEND=cuda python3 tests/test_serve.py > "$out/test_serve.log" 2>&1 || status=1
+  echo "== test_serve.py on CUDA ($((SECONDS - t0)) s): $(tail -1 "$out/test_serve.log")"
+  grep -E '^FAIL' "$out/test_serve.log" | cut -c1-400 | head -12
 fi
 if [[ $parts == *" split "* ]]; then
   echo "== decode step split (fp16, 128 + 64 tokens): default, host argmax, --fast-decode"

@@ -137,6 +137,11 @@ typedef struct {
      * 1 once the backend has the weights). */
     void (*progress)(float fraction, void *user);
     void *progress_user;
+    /* cuda: the GPU (CUDA device ordinal, as nvidia-smi numbers them unless
+     * CUDA_VISIBLE_DEVICES says otherwise); each model may live on its own,
+     * and every call on it runs there, from any thread. The cpu backend
+     * takes only 0. */
+    int32_t device;
 } gptc_model_params;
 
 gptc_model_params gptc_model_default_params(void);
@@ -273,7 +278,8 @@ typedef struct {
     /* OpenAI's penalties (not transformers' repetition_penalty): before
      * sampling, the logit of each token t generated so far (the prompt does
      * not count) is lowered by frequency_penalty * count(t) + presence_penalty.
-     * Finite; 0: off. CPU backend only, not with beam search (for now). */
+     * Finite; 0: off. Not with beam search (for now). On CUDA the logits
+     * of such a sequence come to the host for its pick. */
     float presence_penalty;
     float frequency_penalty;
 } gptc_generate_params;
@@ -372,10 +378,26 @@ gptc_status gptc_batch_add(gptc_batch *b, const int32_t *prompt, size_t n_prompt
  * more events. GPTC_ERR_ARG for an id that is not (any longer) there. */
 gptc_status gptc_batch_cancel(gptc_batch *b, uint64_t id);
 
+/* Asks for log-probabilities in request `id`'s events (see below): the
+ * chosen token's and those of the n_top (0 .. GPTC_MAX_TOP_LOGPROBS) most
+ * likely tokens. Before the request's first step (GPTC_ERR_ARG after, or for
+ * an unknown id). Its logits then come to the host at every step. */
+#define GPTC_MAX_TOP_LOGPROBS 20
+gptc_status gptc_batch_logprobs(gptc_batch *b, uint64_t id, int32_t n_top);
+
 typedef struct {
     uint64_t id;
     int32_t token;             /* the new token; -1 when none (max_new_tokens 0) */
     gptc_finish_reason finish; /* GPTC_FINISH_NONE while the request goes on */
+    /* With gptc_batch_logprobs (else NAN, 0, NULL): the token's
+     * log-probability under the model - the log-softmax of its raw logits,
+     * before temperature and the other processors (what vLLM reports) - and
+     * the n_top most likely tokens with theirs, most likely first (ties: the
+     * lower id). The arrays stay valid until the next step. */
+    float logprob;
+    int32_t n_top;
+    const int32_t *top_ids;
+    const float *top_logprobs;
 } gptc_batch_event;
 
 /*

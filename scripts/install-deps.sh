@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake pkg-config libpcre2-dev libcjson-dev libcurl4-openssl-dev libmicrohttpd-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(clang libclang-rt-dev python3 python3-venv python3-pip curl)
+  pkgs+=(clang libclang-rt-dev python3 python3-venv python3-pip curl nginx)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -17,13 +17,14 @@
  * processor) gets it from the backend (gptc_pass.argmax_only), one that
  * samples or has processors from a sampler of its own on the backend
  * (kv_sampler_new; CUDA): either way its logits stay on the device. The
- * others' (presence/frequency penalties, or a backend without these) come
- * to the host for gen_seq_pick.
+ * others' (presence/frequency penalties, log-probabilities asked for, or a
+ * backend without these) come to the host for gen_seq_pick.
  *
  * A backend without a paged cache runs each request in a session of its
  * own, one after another within the step: the same results and the same
  * API, without the shared weight reads.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@
 #include "internal.h"
 #include "kvblocks.h"
 #include "model.h"
+#include "sampling.h"
 #include "sequence.h"
 
 #define BLOCK_SIZE 16
@@ -48,6 +50,7 @@ typedef struct request {
     void *sampler;      /* the backend's sampler for this request, or NULL */
     gptc_session *sess; /* backends without a paged cache */
     int on_device;      /* sess samples on the device */
+    int32_t logprobs;   /* -1, or the n_top of gptc_batch_logprobs */
     struct request *next; /* queue order */
 } request;
 
@@ -74,6 +77,10 @@ struct gptc_batch {
     size_t cap_tok;
     const int32_t **tables;
     float *logits;
+    /* this step's log-probabilities, per running row: [max_batch][GPTC_MAX_TOP_LOGPROBS] */
+    int32_t *lp_ids;
+    float *lp_vals;
+    float *lp_raw; /* one row of raw logits */
     gptc_batch_event *ev;
     size_t cap_ev;
 };
@@ -117,6 +124,9 @@ void gptc_batch_free(gptc_batch *b) {
     free(b->samplers);
     free(b->tables);
     free(b->logits);
+    free(b->lp_ids);
+    free(b->lp_vals);
+    free(b->lp_raw);
     free(b->ev);
     free(b);
 }
@@ -208,6 +218,7 @@ gptc_status gptc_batch_add(gptc_batch *b, const int32_t *prompt, size_t n_prompt
             b->cap_empty = cap;
         }
         r->id = b->next_id++;
+        r->logprobs = -1;
         b->empty[b->n_empty++] = r;
         if (id) *id = r->id;
         return GPTC_OK;
@@ -217,6 +228,7 @@ gptc_status gptc_batch_add(gptc_batch *b, const int32_t *prompt, size_t n_prompt
         return st;
     }
     r->reserve = (int32_t)need;
+    r->logprobs = -1;
     r->table = malloc((size_t)need * sizeof *r->table);
     if (!r->table) {
         request_free(b, r);
@@ -228,6 +240,37 @@ gptc_status gptc_batch_add(gptc_batch *b, const int32_t *prompt, size_t n_prompt
     b->tail = r;
     b->n_wait++;
     if (id) *id = r->id;
+    return GPTC_OK;
+}
+
+gptc_status gptc_batch_logprobs(gptc_batch *b, uint64_t id, int32_t n_top) {
+    if (!b) return gptc_fail(GPTC_ERR_ARG, "gptc_batch_logprobs: batch is NULL");
+    if (n_top < 0 || n_top > GPTC_MAX_TOP_LOGPROBS)
+        return gptc_fail(GPTC_ERR_ARG, "logprobs: %d is outside [0, %d]", n_top, GPTC_MAX_TOP_LOGPROBS);
+    request *r = NULL;
+    for (request *w = b->head; w && !r; w = w->next)
+        if (w->id == id) r = w;
+    for (size_t i = 0; i < b->n_empty && !r; i++)
+        if (b->empty[i]->id == id) r = b->empty[i];
+    if (!r)
+        return gptc_fail(GPTC_ERR_ARG, "gptc_batch_logprobs: no waiting request %llu (it started, ended or was never added)",
+                         (unsigned long long)id);
+    if (!b->lp_ids) {
+        size_t n = (size_t)b->p.max_batch * GPTC_MAX_TOP_LOGPROBS;
+        b->lp_ids = malloc(n * sizeof *b->lp_ids);
+        b->lp_vals = malloc(n * sizeof *b->lp_vals);
+        b->lp_raw = malloc((size_t)b->m->cfg.n_vocab * sizeof *b->lp_raw);
+        if (!b->lp_ids || !b->lp_vals || !b->lp_raw) {
+            free(b->lp_ids);
+            free(b->lp_vals);
+            free(b->lp_raw);
+            b->lp_ids = NULL;
+            b->lp_vals = NULL;
+            b->lp_raw = NULL;
+            return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+        }
+    }
+    r->logprobs = n_top;
     return GPTC_OK;
 }
 
@@ -285,8 +328,18 @@ static gptc_status add_event(gptc_batch *b, size_t *n, uint64_t id, int32_t toke
         b->ev = e;
         b->cap_ev = cap;
     }
-    b->ev[(*n)++] = (gptc_batch_event){.id = id, .token = token, .finish = why};
+    b->ev[(*n)++] = (gptc_batch_event){.id = id, .token = token, .finish = why, .logprob = NAN};
     return GPTC_OK;
+}
+
+/* The log-probabilities of request r's pick `next`, from the raw logits in
+ * lp_raw, into its event; `row` (its place in this step) owns the arrays. */
+static void add_logprobs(gptc_batch *b, const request *r, size_t row, int32_t next, gptc_batch_event *ev) {
+    int32_t *ids = b->lp_ids + row * GPTC_MAX_TOP_LOGPROBS;
+    float *vals = b->lp_vals + row * GPTC_MAX_TOP_LOGPROBS;
+    ev->n_top = sample_logprobs(b->lp_raw, b->m->cfg.n_vocab, next, r->logprobs, &ev->logprob, ids, vals);
+    ev->top_ids = ids;
+    ev->top_logprobs = vals;
 }
 
 /* Starts waiting requests, in order, while there is room in the batch, the
@@ -331,7 +384,8 @@ static gptc_status step_paged(gptc_batch *b, size_t *n_ev) {
         size_t n = r->started ? 1 : r->g.n_prompt;
         const int32_t *src = r->started ? &r->g.seq[r->g.n - 1] : r->g.seq;
         grow_table(b, r, r->n_kv + (int32_t)n);
-        if (!r->started && b->device_pick && b->m->backend->kv_sampler_new && gen_seq_wants_sampler(&r->g)) {
+        if (!r->started && b->device_pick && r->logprobs < 0 && b->m->backend->kv_sampler_new &&
+            gen_seq_wants_sampler(&r->g)) {
             st = b->m->backend->kv_sampler_new(b->m, b->kv, &r->g.p, r->g.seq, (int32_t)r->g.n_prompt,
                                                (int32_t)(r->g.n_prompt + (size_t)r->g.max_new), &r->sampler);
             if (st != GPTC_OK) return st;
@@ -344,7 +398,8 @@ static gptc_status step_paged(gptc_batch *b, size_t *n_ev) {
         b->rows[i] = (int32_t)t - 1;
         b->tables[i] = r->table;
         b->samplers[i] = r->sampler;
-        b->argmax_only[i] = (uint8_t)(b->device_pick && !r->sampler && gen_seq_pick_is_argmax(&r->g));
+        b->argmax_only[i] =
+            (uint8_t)(b->device_pick && !r->sampler && r->logprobs < 0 && gen_seq_pick_is_argmax(&r->g));
         r->n_kv += (int32_t)n;
         r->started = 1;
     }
@@ -357,10 +412,14 @@ static gptc_status step_paged(gptc_batch *b, size_t *n_ev) {
      * place) leaves the ones still to visit where they were. */
     for (size_t i = b->n_run; i-- > 0;) {
         request *r = b->run[i];
-        int32_t next = b->argmax_only[i] || r->sampler ? b->next[i] : gen_seq_pick(&r->g, b->logits + i * V);
+        float *logits = b->logits + i * V;
+        /* the raw logits, before gen_seq_pick's processors change them in place */
+        if (r->logprobs >= 0) memcpy(b->lp_raw, logits, V * sizeof *logits);
+        int32_t next = b->argmax_only[i] || r->sampler ? b->next[i] : gen_seq_pick(&r->g, logits);
         gptc_finish_reason why = gen_seq_push(&r->g, next);
         if (why == GPTC_FINISH_ERROR) return GPTC_ERR_NOMEM;
         if ((st = add_event(b, n_ev, r->id, next, why)) != GPTC_OK) return st;
+        if (r->logprobs >= 0) add_logprobs(b, r, i, next, &b->ev[*n_ev - 1]);
         if (why != GPTC_FINISH_NONE) finish_running(b, i);
     }
     return GPTC_OK;
@@ -383,17 +442,20 @@ static gptc_status step_sessions(gptc_batch *b, size_t *n_ev) {
         if (!r->started) {
             st = gptc_session_new(b->m, (int32_t)(g->n_prompt + (size_t)g->max_new), &r->sess);
             if (st != GPTC_OK) return st;
-            r->on_device = gptc_session_can_sample(r->sess) && !getenv("GPTC_HOST_SAMPLING");
+            r->on_device = gptc_session_can_sample(r->sess) && !getenv("GPTC_HOST_SAMPLING") && r->logprobs < 0 &&
+                           gen_seq_device_can_pick(g);
             if (r->on_device && (st = gptc_session_sample_init(r->sess, &g->p, NULL, 0)) != GPTC_OK) return st;
             r->started = 1;
         }
         if (r->on_device) st = gptc_session_eval_sample(r->sess, src, n, &next);
         else st = gptc_session_eval(r->sess, src, n, 1, b->logits);
         if (st != GPTC_OK) return st;
+        if (r->logprobs >= 0) memcpy(b->lp_raw, b->logits, V * sizeof *b->logits);
         if (!r->on_device) next = gen_seq_pick(g, b->logits);
         gptc_finish_reason why = gen_seq_push(g, next);
         if (why == GPTC_FINISH_ERROR) return GPTC_ERR_NOMEM;
         if ((st = add_event(b, n_ev, r->id, next, why)) != GPTC_OK) return st;
+        if (r->logprobs >= 0) add_logprobs(b, r, i, next, &b->ev[*n_ev - 1]);
         if (why != GPTC_FINISH_NONE) finish_running(b, i);
     }
     return GPTC_OK;

@@ -102,9 +102,8 @@ static gptc_status check_params(const gptc_generate_params *p, const gptc_model 
         return gptc_fail(GPTC_ERR_ARG, "frequency_penalty: %g is not a finite number", (double)p->frequency_penalty);
     if (p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f) {
         const char *which = p->presence_penalty != 0.0f ? "presence_penalty" : "frequency_penalty";
-        /* The device sampler and beam search do not apply them (yet). */
-        if (m->backend != &gptc_cpu_backend)
-            return gptc_fail(GPTC_ERR_UNSUPPORTED, "%s: supported on the cpu backend only (for now)", which);
+        /* The device samplers leave them to the host (gen_seq_pick), beam
+         * search does not apply them (yet). */
         if (p->num_beams > 1)
             return gptc_fail(GPTC_ERR_UNSUPPORTED, "%s: not supported with beam search (num_beams > 1)", which);
     }
@@ -202,7 +201,7 @@ gptc_status gptc_generate(gptc_model *m, const gptc_tokenizer *tok, const int32_
     /* A backend with its own sampler runs the processors and the draw where
      * the logits are (on a GPU only the ids cross); else they run here.
      * GPTC_HOST_SAMPLING=1 forces the host path, to compare the two. */
-    int on_device = gptc_session_can_sample(s) && !getenv("GPTC_HOST_SAMPLING");
+    int on_device = gptc_session_can_sample(s) && !getenv("GPTC_HOST_SAMPLING") && gen_seq_device_can_pick(&g);
     int32_t next = 0;
     if (on_device) {
         if ((st = gptc_session_sample_init(s, p, NULL, 0)) != GPTC_OK) goto done;

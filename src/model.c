@@ -52,6 +52,13 @@ static gptc_status attach_backend(gptc_model *m, const gptc_model_params *p) {
 #endif
     } else
         return gptc_fail(GPTC_ERR_ARG, "backend: unknown backend '%.32s' (cpu, cuda, auto)", name);
+    m->device = p ? p->device : 0;
+    if (m->device < 0 || (m->device != 0 && m->backend == &gptc_cpu_backend)) {
+        m->backend = NULL;
+        return m->device < 0 ? gptc_fail(GPTC_ERR_ARG, "device: %d is negative", m->device)
+                             : gptc_fail(GPTC_ERR_ARG, "device: %d, but the cpu backend has only device 0 "
+                                                       "(a GPU needs --backend cuda)", m->device);
+    }
     gptc_status st = m->backend->model_init(m, dtype);
     if (st != GPTC_OK) m->backend = NULL;
     m->weight_bytes = m->backend != &gptc_cpu_backend && dtype != GPTC_DTYPE_F32 ? 2 : 4;

@@ -84,6 +84,7 @@ struct gptc_model {
     int tied;         /* lm_head shares wte */
     int weight_bytes; /* bytes per weight element as the backend holds them */
     int n_threads;
+    int32_t device; /* gptc_model_params.device */
     void (*progress)(float fraction, void *user); /* while loading; may be NULL */
     void *progress_user;
     float *arena;

@@ -127,13 +127,43 @@ int32_t sample_argmax(const float *scores, int V) {
     return best;
 }
 
-int32_t sample_categorical(const float *scores, int V, double u) {
+/* sum(exp(scores - max)) in double, and the max: softmax's denominator. */
+static double softmax_total(const float *scores, int V, float *max) {
     float mx = -INFINITY;
     for (int i = 0; i < V; i++)
         if (scores[i] > mx) mx = scores[i];
     double total = 0;
     for (int i = 0; i < V; i++)
         if (scores[i] > -INFINITY) total += exp((double)(scores[i] - mx));
+    *max = mx;
+    return total;
+}
+
+int sample_logprobs(const float *scores, int V, int32_t id, int k, float *lp, int32_t *top_ids,
+                    float *top_lps) {
+    float mx;
+    double total = softmax_total(scores, V, &mx);
+    double lse = (double)mx + log(total);
+    *lp = (float)((double)scores[id] - lse);
+    /* k is small (<= 20): insertion into a sorted list beats sorting V. */
+    int n = 0;
+    for (int i = 0; i < V && k > 0; i++) {
+        float s = scores[i];
+        if (n == k && !(s > scores[top_ids[n - 1]])) continue;
+        int at = n < k ? n++ : n - 1;
+        while (at > 0 && s > scores[top_ids[at - 1]]) {
+            top_ids[at] = top_ids[at - 1];
+            at--;
+        }
+        top_ids[at] = i;
+    }
+    for (int i = 0; i < n; i++) top_lps[i] = (float)((double)scores[top_ids[i]] - lse);
+    return n;
+}
+
+int32_t sample_categorical(const float *scores, int V, double u) {
+    float mx;
+    double total = softmax_total(scores, V, &mx);
     double target = u * total, cum = 0;
     int32_t last = -1;
     for (int i = 0; i < V; i++) {

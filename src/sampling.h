@@ -36,6 +36,11 @@ void warp_top_k(float *scores, int V, int top_k, scored_id *scratch);
 void warp_top_p(float *scores, int V, float top_p, scored_id *scratch);
 /* torch.argmax: the first index of the maximum. */
 int32_t sample_argmax(const float *scores, int V);
+/* log_softmax(scores)[id] in *lp, and the k most likely ids (ties: the
+ * lower id first) with their log-probabilities, most likely first; returns
+ * how many (k, or V if smaller). */
+int sample_logprobs(const float *scores, int V, int32_t id, int k, float *lp, int32_t *top_ids,
+                    float *top_lps);
 /* softmax + multinomial with the uniform variate u in [0, 1). */
 int32_t sample_categorical(const float *scores, int V, double u);
 /* The uniform variate for step `step` of a stream seeded with `seed`. */

@@ -138,9 +138,11 @@ static int plain_argmax_at(const gen_seq *g, int64_t step) {
 
 int gen_seq_pick_is_argmax(const gen_seq *g) { return plain_argmax_at(g, (int64_t)gen_seq_new_tokens(g)); }
 
+int gen_seq_device_can_pick(const gen_seq *g) { return !g->counts; }
+
 int gen_seq_wants_sampler(const gen_seq *g) {
     /* Step 0 is the one that bans the most (min_new_tokens). */
-    return !g->counts && !plain_argmax_at(g, 0);
+    return gen_seq_device_can_pick(g) && !plain_argmax_at(g, 0);
 }
 
 gptc_finish_reason gen_seq_push(gen_seq *g, int32_t next) {

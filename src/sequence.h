@@ -56,8 +56,11 @@ int32_t gen_seq_pick(gen_seq *g, float *logits);
 int gen_seq_pick_is_argmax(const gen_seq *g);
 
 /* 1 when a backend's sampler (eval_sample's processors and draw) can make
- * every pick of this sequence (no presence/frequency penalties) and some
- * pick needs more than a plain argmax. */
+ * every pick of this sequence: no presence/frequency penalties, which only
+ * gen_seq_pick applies. */
+int gen_seq_device_can_pick(const gen_seq *g);
+/* 1 when a backend's sampler can make every pick and some pick needs more
+ * than a plain argmax. */
 int gen_seq_wants_sampler(const gen_seq *g);
 
 /*

@@ -35,6 +35,7 @@ int main(void) {
     FIELD(gptc_model_params, dtype);
     FIELD(gptc_model_params, progress);
     FIELD(gptc_model_params, progress_user);
+    FIELD(gptc_model_params, device);
     printf("}},\n \"gptc_batch_params\": {\"sizeof\": %zu, \"fields\": {", sizeof(gptc_batch_params));
     first = 1;
     FIELD(gptc_batch_params, kv_memory);

@@ -98,6 +98,8 @@ static gptc_generate_params params_for(const gptc_model *m, int i, int sampled) 
     if (i % 4 == 1) p.repetition_penalty = 1.3f;
     if (i % 5 == 2) p.no_repeat_ngram_size = 2;
     if (i % 6 == 3) p.min_new_tokens = 2;
+    /* OpenAI's penalties: picked on the host on every backend */
+    if (i % 7 == 4) p.presence_penalty = 0.5f, p.frequency_penalty = 0.3f;
     return p;
 }
 
@@ -603,6 +605,112 @@ static void test_fast_decode(const char *name) {
     gptc_model_free(m);
 }
 
+/*
+ * gptc_batch_logprobs: each event's log-probability and top tokens are those
+ * of the log-softmax of the raw logits a session gets for the same sequence
+ * (computed here in float64 from gptc_session_eval), whatever the request's
+ * processors; asking for them does not change the tokens (on the CPU, where
+ * every draw is the host's: on CUDA a sampled request with logprobs draws on
+ * the host instead of the device, so only greedy ids are compared there).
+ */
+static void test_logprobs(const char *name) {
+    gptc_model *m = load(name);
+    if (!m) return;
+    int V = gptc_model_config(m)->n_vocab;
+    enum { NR = 3, NEW = 6 };
+    int32_t prompt[NR][4] = {{11, 22, 33, 44}, {5, 6, 7, 8}, {9, 8, 7, 6}};
+    int32_t n_top[NR] = {5, 3, -1};
+    gptc_generate_params p[NR];
+    for (int r = 0; r < NR; r++) {
+        p[r] = gptc_generate_default_params(m);
+        p[r].max_new_tokens = NEW;
+        p[r].n_eos_token_ids = 0;
+    }
+    p[1].do_sample = 1, p[1].temperature = 0.8f, p[1].top_k = 20, p[1].repetition_penalty = 1.3f, p[1].seed = 7;
+    gptc_batch *b = NULL;
+    uint64_t id[NR];
+    CHECK(gptc_batch_new(m, NULL, NULL, &b) == GPTC_OK, "batch: %s", gptc_last_error());
+    if (!b) {
+        gptc_model_free(m);
+        return;
+    }
+    for (int r = 0; r < NR; r++) {
+        CHECK(gptc_batch_add(b, prompt[r], 4, &p[r], &id[r]) == GPTC_OK, "add: %s", gptc_last_error());
+        if (n_top[r] >= 0)
+            CHECK(gptc_batch_logprobs(b, id[r], n_top[r]) == GPTC_OK, "logprobs: %s", gptc_last_error());
+    }
+    CHECK(gptc_batch_logprobs(b, id[0], GPTC_MAX_TOP_LOGPROBS + 1) == GPTC_ERR_ARG &&
+              strstr(gptc_last_error(), "logprobs"),
+          "n_top over the maximum refused: %s", gptc_last_error());
+    CHECK(gptc_batch_logprobs(b, 999, 1) == GPTC_ERR_ARG, "an unknown id refused");
+    int32_t got[NR][NEW];
+    float lp[NR][NEW], top_lp[NR][NEW][GPTC_MAX_TOP_LOGPROBS];
+    int32_t top_id[NR][NEW][GPTC_MAX_TOP_LOGPROBS], ntop[NR][NEW];
+    int n_got[NR] = {0}, left = NR, steps = 0;
+    while (left && steps++ < 3 * NEW) {
+        const gptc_batch_event *ev;
+        size_t n;
+        if (gptc_batch_step(b, &ev, &n) != GPTC_OK) {
+            CHECK(0, "step: %s", gptc_last_error());
+            break;
+        }
+        if (steps == 1)
+            CHECK(gptc_batch_logprobs(b, id[2], 1) == GPTC_ERR_ARG, "logprobs refused once the request started");
+        for (size_t e = 0; e < n; e++) {
+            int r = (int)(ev[e].id - id[0]);
+            if (r < 0 || r >= NR || n_got[r] >= NEW) continue;
+            int k = n_got[r]++;
+            got[r][k] = ev[e].token;
+            lp[r][k] = ev[e].logprob;
+            ntop[r][k] = ev[e].n_top;
+            for (int t = 0; t < ev[e].n_top && t < GPTC_MAX_TOP_LOGPROBS; t++)
+                top_id[r][k][t] = ev[e].top_ids[t], top_lp[r][k][t] = ev[e].top_logprobs[t];
+            if (n_top[r] < 0)
+                CHECK(isnan(ev[e].logprob) && ev[e].n_top == 0 && !ev[e].top_ids,
+                      "no log-probabilities where none were asked for");
+            if (ev[e].finish != GPTC_FINISH_NONE) left--;
+        }
+    }
+    gptc_batch_free(b);
+    CHECK(left == 0, "%s: every request finished", name);
+    float *logits = malloc((size_t)V * sizeof *logits);
+    for (int r = 0; r < NR && logits && !left; r++) {
+        int32_t *alone = NULL;
+        size_t n_alone = 0;
+        CHECK(gptc_generate(m, NULL, prompt[r], 4, &p[r], NULL, NULL, &alone, &n_alone) == GPTC_OK,
+              "generate: %s", gptc_last_error());
+        if (r != 1 || strcmp(g_backend, "cpu") == 0)
+            CHECK(same(alone, n_alone, got[r], (size_t)n_got[r]), "%s: request %d's tokens are those it gets alone",
+                  name, r);
+        free(alone);
+        if (n_top[r] < 0) continue;
+        gptc_session *ss = NULL;
+        CHECK(gptc_session_new(m, 4 + NEW, &ss) == GPTC_OK && gptc_session_eval(ss, prompt[r], 4, 1, logits) == GPTC_OK,
+              "session: %s", gptc_last_error());
+        int bad = 0;
+        for (int k = 0; k < n_got[r] && ss; k++) {
+            double mx = -INFINITY, sum = 0;
+            for (int i = 0; i < V; i++) mx = fmax(mx, logits[i]);
+            for (int i = 0; i < V; i++) sum += exp((double)logits[i] - mx);
+            double lse = mx + log(sum);
+            bad += ntop[r][k] != n_top[r] || fabs(lp[r][k] - ((double)logits[got[r][k]] - lse)) > 1e-5;
+            for (int t = 0; t < ntop[r][k]; t++) {
+                int32_t i = top_id[r][k][t];
+                int above = 0; /* tokens strictly more likely than the t-th: exactly t */
+                for (int j = 0; j < V; j++) above += logits[j] > logits[i];
+                bad += above != t || fabs(top_lp[r][k][t] - ((double)logits[i] - lse)) > 1e-5 ||
+                       (t && top_lp[r][k][t] > top_lp[r][k][t - 1]);
+            }
+            if (k + 1 < n_got[r]) CHECK(gptc_session_eval(ss, &got[r][k], 1, 1, logits) == GPTC_OK, "eval");
+        }
+        CHECK(!bad, "%s: request %d's log-probabilities and top %d are a session's log-softmax (%d wrong)", name, r,
+              n_top[r], bad);
+        gptc_session_free(ss);
+    }
+    free(logits);
+    gptc_model_free(m);
+}
+
 int main(int argc, char **argv) {
     if (getenv("GPTC_BATCH_BACKEND")) g_backend = getenv("GPTC_BATCH_BACKEND");
     const char *only = argc > 1 ? argv[1] : NULL;
@@ -619,6 +727,8 @@ int main(int argc, char **argv) {
         test_pass_invariance("orig-f32-gelu");
         test_fast_decode("gpt2vocab-f16");
         test_fast_decode("orig-f32-gelu");
+        test_logprobs("gpt2vocab-f16");
+        test_logprobs("orig-f32-gelu");
         test_stops();
         test_api();
         test_callback();

@@ -328,6 +328,8 @@ class GptcTest(unittest.TestCase):
         cases = [
             (lambda: gptc.Model("/nonexistent/model"), gptc.FileError,
              cli_error("generate", "-m", "/nonexistent/model", "--prompt", "x")),
+            (lambda: gptc.Model(m.path, backend="cpu", device=1), gptc.ArgumentError,
+             cli_error("generate", "-m", m.path, "--backend", "cpu", "--device", "1", "--prompt", "x")),
             (lambda: m.generate(PROMPT, temperature=-1.0, do_sample=True), gptc.ArgumentError,
              "temperature: -1 must be a finite number >= 0"),
             (lambda: m.generate(PROMPT, top_p=1.5), gptc.ArgumentError, "top_p: 1.5 is outside (0, 1]"),

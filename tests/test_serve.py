@@ -441,6 +441,14 @@ def test_openai(port):
           r.choices[0].text == exp.text and r.usage.completion_tokens == exp.tokens, (r.choices[0].text, exp.text))
     LEDGER.add(r.usage.model_dump())
 
+    r = client.completions.create(model=NAME, prompt=P1, max_tokens=4, temperature=0, logprobs=2)
+    lp = r.choices[0].logprobs
+    check("openai: logprobs=2 parse into the client's Logprobs (a token, its log-probability, 2 or 3 top ones)",
+          lp is not None and len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) ==
+          r.usage.completion_tokens and all(2 <= len(d) <= 3 for d in lp.top_logprobs) and
+          all(v <= 0 for v in lp.token_logprobs), r)
+    LEDGER.add(r.usage.model_dump())
+
     # the wrong key
     bad = openai.OpenAI(base_url="http://127.0.0.1:%d/v1" % port, api_key="sk-wrong", max_retries=0)
     try:
@@ -490,6 +498,131 @@ def test_penalties(port):
     check("... and they change the greedy output of this model", exp.text != plain.text, plain.text)
     if st == 200:
         LEDGER.add(r["usage"])
+
+
+def token_name(t):
+    """OpenAI's name of a token in logprobs: its text, or bytes:\\xNN... when
+    its bytes are not whole UTF-8 characters."""
+    b = TOKEN_BYTES[t]
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join("\\x%02x" % c for c in b)
+
+
+def text_chars_before(gen, k):
+    """Characters of the text the first k generated tokens make (a token that
+    ends inside a character adds nothing until the character is whole)."""
+    b = b"".join(TOKEN_BYTES[t] for t in gen[:k])
+    for cut in range(4):
+        try:
+            return len(b[:len(b) - cut].decode("utf-8"))
+        except UnicodeDecodeError:
+            pass
+    return None
+
+
+def test_logprobs(port):
+    """logprobs: the log-softmax of the model's raw logits (numpy over `gptc
+    logits`, float64) for the chosen token and the top ones, OpenAI's shape
+    (tokens, token_logprobs, top_logprobs with the chosen token added,
+    text_offset in characters), streamed and not, greedy and sampled."""
+    try:
+        import numpy as np
+    except ImportError:
+        print("skip the logprobs reference test: numpy is not installed")
+        return
+    ids = tokenize(P1)
+    steps, k = 6, 3
+
+    def want_for(gen):
+        out = []
+        for i, t in enumerate(gen):
+            z = np.array(cli("logits", "-m", MODEL, "--prompt-ids", ",".join(map(str, ids + gen[:i])),
+                             "--threads", "1").split(), dtype=np.float64)
+            lsm = z - (z.max() + np.log(np.exp(z - z.max()).sum()))
+            top = sorted(range(len(z)), key=lambda j: (-z[j], j))[:k]
+            out.append((lsm[t], {token_name(j): lsm[j] for j in top + ([t] if t not in top else [])}))
+        return out
+
+    def close_to(lp, gen, want):
+        if not lp or lp.get("tokens") != [token_name(t) for t in gen] or len(lp.get("token_logprobs", [])) != len(gen):
+            return False
+        for i, (w_lp, w_top) in enumerate(want):
+            got_top = lp["top_logprobs"][i]
+            if abs(lp["token_logprobs"][i] - w_lp) > 1e-4 or set(got_top) != set(w_top):
+                return False
+            if any(abs(got_top[n] - w_top[n]) > 1e-4 for n in w_top):
+                return False
+            if list(got_top.values())[:k] != sorted(list(got_top.values())[:k], reverse=True):
+                return False
+        offs = [text_chars_before(gen, i) for i in range(len(gen))]
+        return None in offs or lp["text_offset"] == offs
+
+    greedy = reference(ids, steps)
+    want = want_for(greedy.ids)
+    st, r = complete(port, {"prompt": P1, "max_tokens": steps, "temperature": 0, "logprobs": k})
+    lp = r["choices"][0].get("logprobs") if st == 200 else None
+    check("logprobs (greedy): tokens, log-softmax of the raw logits, top %d, text_offset" % k,
+          st == 200 and r["choices"][0]["text"] == greedy.text and close_to(lp, greedy.ids, want), (st, r, want))
+    if st == 200:
+        LEDGER.add(r["usage"])
+    st, ev, done, ok, _ = stream(port, {"prompt": P1, "max_tokens": steps, "temperature": 0, "logprobs": k})
+    merged = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for e in ev:
+        for c in e.get("choices", []):
+            for key in merged:
+                merged[key] += (c.get("logprobs") or {}).get(key, [])
+    check("logprobs streamed: the chunks' logprobs together are the whole list",
+          st == 200 and done and merged == lp, (merged, lp))
+    if st == 200:
+        LEDGER.add({"prompt_tokens": len(ids), "completion_tokens": greedy.tokens})
+
+    # Sampled: the same tokens as without logprobs; the log-probabilities are
+    # the model's, not those after temperature or top-k.
+    extra = ["--temperature", "0.7", "--top-k", "5"]
+    sampled = reference(ids, steps, seed=9, extra=extra)
+    st, r = complete(port, {"prompt": P1, "max_tokens": steps, "seed": 9, "temperature": 0.7, "top_k": 5,
+                            "logprobs": k})
+    check("logprobs (sampled, temperature 0.7, top_k 5): the same tokens, the model's log-probabilities",
+          st == 200 and r["choices"][0]["text"] == sampled.text and
+          close_to(r["choices"][0].get("logprobs"), sampled.ids, want_for(sampled.ids)), (st, r))
+    if st == 200:
+        LEDGER.add(r["usage"])
+    st, r = complete(port, {"prompt": P1, "max_tokens": 3, "temperature": 0})
+    check("no logprobs asked: logprobs is null", st == 200 and r["choices"][0]["logprobs"] is None, r)
+    if st == 200:
+        LEDGER.add(r["usage"])
+    st, r = complete(port, {"prompt": P1, "max_tokens": 3, "temperature": 0, "logprobs": 0})
+    lp0 = r["choices"][0].get("logprobs") if st == 200 else None
+    check("logprobs 0: the chosen token alone in top_logprobs",
+          lp0 is not None and all(len(t) == 1 for t in lp0["top_logprobs"]) and len(lp0["tokens"]) == 3, r)
+    if st == 200:
+        LEDGER.add(r["usage"])
+
+
+def test_nul(port):
+    """A NUL character (\u0000) in a prompt is part of it, not where it ends
+    (cJSON's strings would cut it there)."""
+    ids = [int(x) for x in cli("tokenize", "-m", MODEL, stdin=b"a\x00b c").split()]
+    st, r = complete(port, {"prompt": "a\u0000b c", "max_tokens": 4, "temperature": 0, "echo": True})
+    ref = reference(ids, 4)
+    check("a prompt with \\u0000: tokenized whole (as the CLI does), echoed whole, continued as its ids",
+          st == 200 and r["usage"]["prompt_tokens"] == len(ids) and len(ids) >= 3 and
+          r["choices"][0]["text"] == "a\x00b c" + ref.text, (st, r, ids, ref.text))
+    if st == 200:
+        LEDGER.add(r["usage"])
+    st, r = complete(port, {"prompt": ["\\u0000", "x\u0000"], "max_tokens": 0, "echo": True})
+    check("an escaped backslash before u0000 is text; several prompts with NUL",
+          st == 200 and [c["text"] for c in r["choices"]] == ["\\u0000", "x\x00"], (st, r))
+    if st == 200:
+        LEDGER.add(r["usage"])
+    st, r = complete(port, {"prompt": "a", "stop": ["x\u0000"]})
+    check("\\u0000 in a stop sequence: 400 naming stop",
+          st == 400 and r.get("error", {}).get("param") == "stop", (st, r))
+    st, hd, data = request(port, "POST", "/v1/completions", b'{"prompt": "a\\u0000 \\ufdd0"}')
+    check("\\u0000 and U+FDD0 in one body: 400, one line", st == 400 and b"FDD0" in data and b"\n" not in data.strip(),
+          (st, data))
 
 
 def test_metrics_exact(port):
@@ -758,7 +891,9 @@ def test_bad_requests(port):
         ("model a number", {"prompt": "a", "model": 3}, 400, "model", ""),
         ("an unknown model", {"prompt": "a", "model": "gpt-4"}, 400, "model", "gpt-4"),
         ("an unknown field", {"prompt": "a", "temprature": 0}, 400, "temprature", "unrecognized"),
-        ("logprobs (not supported)", {"prompt": "a", "logprobs": 2}, 400, "logprobs", "logprobs"),
+        ("logprobs 21", {"prompt": "a", "logprobs": 21}, 400, "logprobs", "logprobs"),
+        ("logprobs a string", {"prompt": "a", "logprobs": "2"}, 400, "logprobs", "integer"),
+        ("logprobs with echo", {"prompt": "a", "logprobs": 2, "echo": True}, 400, "logprobs", "echo"),
         ("suffix (not supported)", {"prompt": "a", "suffix": "b"}, 400, "suffix", ""),
         ("best_of above n", {"prompt": "a", "best_of": 3}, 400, "best_of", ""),
         ("num_beams 4 (not batched)", {"prompt": "a", "num_beams": 4}, 400, "num_beams", ""),
@@ -1002,6 +1137,49 @@ def test_startup_errors():
           (rc, srv.stderr()))
 
 
+def test_devices():
+    """--devices 0,0 on the CPU: two engines (each with --max-batch 1) in one
+    server, as --devices 0,1 puts one on each GPU. Two long requests run at
+    the same time (one engine could run only one), each gets its own tokens,
+    and /metrics adds the engines up."""
+    backend = os.environ.get("GPTC_DEVICES_BACKEND", "cpu")  # cuda on the GPU machine
+    srv = Server("--api-key", KEY, "--backend", backend, "--devices", "0,0", "--max-batch", "1", model=DEMO)
+    try:
+        port = srv.port
+        m = metrics(port)
+        check("--devices 0,0: two engines of max batch 1 make a max batch of 2 in /metrics",
+              m.get("gptc_max_batch_size") == 2 and "devices 0,0" in srv.stderr(), (m.get("gptc_max_batch_size"),
+                                                                                    srv.stderr()))
+        reqs = [{"prompt": "ROMEO:", "max_tokens": 300, "temperature": 0, "ignore_eos": True},
+                {"prompt": "JULIET:", "max_tokens": 300, "temperature": 0, "ignore_eos": True}]
+        rs = [StreamReader(port, r) for r in reqs]
+        for r in rs:
+            r.start()
+        for r in rs:
+            r.first.wait(300)
+        both = metrics(port).get("gptc_running_batch_size")
+        for r in rs:
+            r.join(300)
+        texts = [joined(r.events)[0][0] for r in rs]
+        alone = []
+        for q in reqs:
+            st, body = complete(port, q)
+            alone.append(body["choices"][0]["text"] if st == 200 else None)
+        check("--devices 0,0: two requests run at once, one on each engine (running batch 2)",
+              both == 2 and all(r.done for r in rs), (both, [r.done for r in rs], [r.error for r in rs]))
+        check("--devices 0,0: each stream is what the same request gets alone",
+              texts == alone and texts[0] != texts[1], (texts, alone))
+    finally:
+        stop_server(srv, "the two-engine server")
+    r = subprocess.run([BIN, "serve", "-m", MODEL, "--backend", backend, "--devices", "0,1" if backend == "cpu"
+                        else "0,1023", "--port", "0"], capture_output=True, timeout=120)
+    err = r.stderr.decode()
+    check("--devices naming a device the backend lacks: exits non-zero naming the device",
+          r.returncode not in (0, None) and "device: 1" in err and not sanitizer_hit(err), (r.returncode, err))
+    r = subprocess.run([BIN, "serve", "--devices", "0,x"], capture_output=True, timeout=60)
+    check("--devices 0,x: exit 2 naming the flag", r.returncode == 2 and "--devices" in r.stderr.decode(), r.stderr)
+
+
 def main():
     if not os.path.isfile(os.path.join(MODEL, "config.json")):
         print("fixture model not found: %s" % MODEL)
@@ -1015,6 +1193,8 @@ def main():
         test_curl(port)
         test_openai(port)
         test_penalties(port)
+        test_logprobs(port)
+        test_nul(port)
         test_metrics_exact(port)
         test_concurrent(port)
         test_bad_requests(port)
@@ -1029,6 +1209,7 @@ def main():
         stop_server(demo, "the demo server")
     test_limits()
     test_timeout()
+    test_devices()
     print("%d passed, %d failed (%.1f s)" % (passed, failed, time.monotonic() - t_start))
     return 1 if failed else 0
 

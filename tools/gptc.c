@@ -187,6 +187,7 @@ typedef struct {
     long threads;
     const char *backend;
     int dtype; /* a gptc_dtype, or -1 for the default */
+    long device;
 } common_opts;
 
 /* Loading progress on a terminal's stderr, once loading has taken long enough
@@ -211,13 +212,14 @@ static gptc_model_params model_params(const common_opts *o) {
     mp.n_threads = (int)o->threads;
     mp.backend = o->backend;
     if (o->dtype >= 0) mp.dtype = (gptc_dtype)o->dtype;
+    mp.device = (int32_t)o->device;
     mp.progress = on_load_progress;
     mp.progress_user = &t0;
     return mp;
 }
 
-/* Handles -m/--model, --revision, --threads, --backend and --dtype; returns 1
- * if argv[*i] was one of them, 0 if not, -1 on error. */
+/* Handles -m/--model, --revision, --threads, --backend, --dtype and --device;
+ * returns 1 if argv[*i] was one of them, 0 if not, -1 on error. */
 static int common_flag(int argc, char **argv, int *i, common_opts *o) {
     const char *a = argv[*i];
     if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) {
@@ -233,6 +235,10 @@ static int common_flag(int argc, char **argv, int *i, common_opts *o) {
     if (strcmp(a, "--threads") == 0) {
         if (*i + 1 >= argc) return usage_error("%s needs a value%s", a, ""), -1;
         return parse_long(a, argv[++*i], 1, 4096, &o->threads) ? 1 : -1;
+    }
+    if (strcmp(a, "--device") == 0) {
+        if (*i + 1 >= argc) return usage_error("%s needs a value%s", a, ""), -1;
+        return parse_long(a, argv[++*i], 0, 1023, &o->device) ? 1 : -1;
     }
     if (strcmp(a, "--backend") == 0) {
         if (*i + 1 >= argc) return usage_error("%s needs a value%s", a, ""), -1;
@@ -324,6 +330,7 @@ static const char *k_generate_help =
     "  --threads N                 CPU threads (default: all cores)\n"
     "  --backend cpu|cuda|auto     where to run (default auto: cuda when a GPU is usable)\n"
     "  --dtype f16|bf16|f32        weights on the GPU (default f16); the CPU computes in fp32\n"
+    "  --device N                  the GPU to run on (CUDA device ordinal, default 0)\n"
     "  --ids                       print only the generated token ids, on one line\n"
     "\n"
     "Many prompts, batched (continuous batching: a finished prompt's place is\n"
@@ -990,6 +997,7 @@ static const char *k_bench_help =
     "  --threads N        CPU threads (default: all cores)\n"
     "  --backend B        cpu, cuda or auto (default)\n"
     "  --dtype D          f16 (default), bf16 or f32 weights on the GPU\n"
+    "  --device N         the GPU (CUDA device ordinal, default 0)\n"
     "  --tokenizer DIR    tokenizer for the tokenize timing (default: the model folder)\n"
     "  --text FILE        text for the tokenize timing (default: none, reported as null)\n"
     "  --kv-cache off     recompute the whole sequence every step (what a missing\n"
@@ -1397,7 +1405,8 @@ done:
 
 static int serve_model_flag(void *o, int argc, char **argv, int *i) { return common_flag(argc, argv, i, o); }
 
-static int serve_load_model(void *o, gptc_model **m, const char **dir) {
+static int serve_load_model(void *o, int device, gptc_model **m, const char **dir) {
+    if (device >= 0) ((common_opts *)o)->device = device;
     int rc = load_model(o, m);
     *dir = ((common_opts *)o)->resolved;
     return rc;

@@ -45,6 +45,9 @@ static const char *k_serve_help =
     "  --revision REV              Hub branch, tag or commit hash (default main)\n"
     "  --backend cpu|cuda|auto     where to run (default auto: cuda when a GPU is usable)\n"
     "  --dtype f16|bf16|f32        weights on the GPU (default f16)\n"
+    "  --devices 0,1,...           (CUDA) an engine per GPU, each with the whole model and\n"
+    "                              its own --max-batch; a request goes to the least busy\n"
+    "                              (default: one engine on --device, 0)\n"
     "  --threads N                 CPU threads (default: all cores)\n"
     "  --host HOST                 address to listen on (default 127.0.0.1: this machine\n"
     "                              only; 0.0.0.0 or :: for every interface)\n"
@@ -65,6 +68,8 @@ static const char *k_serve_help =
     "                              an error (default 600; 0: never)\n"
     "  --max-connections N         open connections at most (default 1024)\n";
 
+#define MAX_DEVICES 64
+
 typedef struct {
     const serve_cli *cli;
     const char *model_name;
@@ -73,9 +78,12 @@ typedef struct {
     serve_metrics *metrics;
     serve_http *http;
     pthread_t main_thread;
+    const int *devices; /* NULL: the CLI's --device */
+    size_t n_devices;
     /* results */
     int rc; /* 0, or the exit status after printing why */
-    gptc_model *m;
+    gptc_model *m[MAX_DEVICES];
+    size_t n_m;
     gptc_tokenizer *tok;
     serve_engine *engine;
 } loader;
@@ -89,33 +97,43 @@ static void err_line(const char *msg, const char *detail) {
 static void *load_main(void *arg) {
     loader *L = arg;
     const char *dir = NULL;
-    L->rc = L->cli->load_model(L->cli->opts, &L->m, &dir);
+    for (size_t i = 0; i < (L->devices ? L->n_devices : 1) && !L->rc; i++) {
+        L->rc = L->cli->load_model(L->cli->opts, L->devices ? L->devices[i] : -1, &L->m[i], &dir);
+        if (!L->rc) L->n_m++;
+    }
     if (!L->rc && gptc_tokenizer_load(dir, &L->tok) != GPTC_OK) {
         err_line(gptc_last_error(), NULL);
         L->rc = 1;
     }
     if (!L->rc &&
-        serve_engine_new(L->m, L->tok, &L->bp, L->max_waiting, L->metrics, &L->engine) != GPTC_OK) {
+        serve_engine_new(L->m, L->n_m, L->tok, &L->bp, L->max_waiting, L->metrics, &L->engine) != GPTC_OK) {
         err_line(gptc_last_error()[0] ? gptc_last_error() : "cannot start the engine", NULL);
         L->rc = strstr(gptc_last_error(), "kv_memory") || strstr(gptc_last_error(), "max_batch")
                     ? 2
                     : 1;
     }
     if (!L->rc) {
-        const gptc_config *c = gptc_model_config(L->m);
+        const gptc_config *c = gptc_model_config(L->m[0]);
         serve_limits lim = {.model_name = L->model_name,
                             .tok = L->tok,
                             .n_vocab = c->n_vocab,
                             .n_ctx = c->n_ctx,
-                            .defaults = gptc_generate_default_params(L->m),
+                            .defaults = gptc_generate_default_params(L->m[0]),
                             .max_sequences = serve_engine_max_sequences(L->engine)};
         serve_http_ready(L->http, L->engine, &lim);
         serve_gauges g;
         serve_engine_gauges(L->engine, &g);
+        char where[64] = "";
+        if (L->devices) {
+            int k = snprintf(where, sizeof where, " (devices");
+            for (size_t i = 0; i < L->n_devices && k > 0 && (size_t)k < sizeof where; i++)
+                k += snprintf(where + k, sizeof where - (size_t)k, "%s%d", i ? "," : " ", L->devices[i]);
+            if (k > 0 && (size_t)k < sizeof where) snprintf(where + k, sizeof where - (size_t)k, ")");
+        }
         fprintf(stderr,
-                "gptc serve: ready: %s on %s, %d threads, max batch %zu, K/V cache %zu positions\n",
-                L->model_name, gptc_model_backend(L->m), gptc_model_n_threads(L->m), g.max_batch,
-                g.kv_total);
+                "gptc serve: ready: %s on %s%s, %d threads, max batch %zu, K/V cache %zu positions\n",
+                L->model_name, gptc_model_backend(L->m[0]), where, gptc_model_n_threads(L->m[0]),
+                g.max_batch, g.kv_total);
     }
     pthread_kill(L->main_thread, SIGUSR1);
     return NULL;
@@ -145,11 +163,29 @@ static int usage(const char *flag, const char *what) {
     return 2;
 }
 
+/* "0,1,3": device ordinals, an engine each (a device named twice gets two);
+ * 0 after printing why. */
+static int parse_devices(const char *v, int *out, size_t *n) {
+    *n = 0;
+    for (const char *p = v;;) {
+        char *end;
+        errno = 0;
+        long d = strtol(p, &end, 10);
+        if (end == p || errno || d < 0 || d > 1023 || (*end && *end != ','))
+            return usage("--devices", "expected GPU numbers separated by commas, such as 0,1"), 0;
+        if (*n == MAX_DEVICES) return usage("--devices", "more than 64 GPUs"), 0;
+        out[(*n)++] = (int)d;
+        if (!*end) return 1;
+        p = end + 1;
+    }
+}
+
 int serve_main(int argc, char **argv, const serve_cli *cli) {
     const char *host = "127.0.0.1", *model_arg = NULL, *name = NULL,
                *api_key = getenv("GPTC_API_KEY");
     long port = 8080, max_batch = 0, max_queue = 256, max_conn = 1024;
-    int fast_decode = 0;
+    int fast_decode = 0, devices[MAX_DEVICES];
+    size_t n_devices = 0;
     double timeout = 600;
     unsigned long long kv_memory = 0, max_body = 1 << 20;
     for (int i = 1; i < argc; i++) {
@@ -189,6 +225,8 @@ int serve_main(int argc, char **argv, const serve_cli *cli) {
         } else if (strcmp(a, "--api-key") == 0) {
             if (!*v) return usage(a, "empty key");
             api_key = v;
+        } else if (strcmp(a, "--devices") == 0) {
+            if (!parse_devices(v, devices, &n_devices)) return 2;
         } else if (strcmp(a, "--request-timeout") == 0) {
             char *end;
             errno = 0;
@@ -243,6 +281,7 @@ int serve_main(int argc, char **argv, const serve_cli *cli) {
                 .metrics = metrics,
                 .http = http,
                 .main_thread = pthread_self()};
+    if (n_devices) L.devices = devices, L.n_devices = n_devices;
     L.bp = gptc_batch_default_params();
     if (max_batch) L.bp.max_batch = (int32_t)max_batch;
     L.bp.kv_memory = kv_memory;
@@ -289,7 +328,8 @@ int serve_main(int argc, char **argv, const serve_cli *cli) {
     serve_http_stop(http);
     serve_engine_free(L.engine);
     gptc_tokenizer_free(L.tok);
-    gptc_model_free(L.m);
+    for (size_t i = 0; i < L.n_m; i++)
+        gptc_model_free(L.m[i]);
     serve_metrics_free(metrics);
     if (!rc) err_line("stopped", NULL);
     return rc;

@@ -18,9 +18,10 @@ typedef struct {
      * model flag, -1 bad (the error is printed). */
     int (*model_flag)(void *opts, int argc, char **argv, int *i);
     /* Resolves -m (the demo model when absent; a Hub id through the cache) and
-     * loads it: 0, or the exit status after printing the error. *dir is the
-     * resolved folder, owned by opts. */
-    int (*load_model)(void *opts, gptc_model **m, const char **dir);
+     * loads it on `device` (gptc_model_params.device; -1: the CLI's --device):
+     * 0, or the exit status
+     * after printing the error. *dir is the resolved folder, owned by opts. */
+    int (*load_model)(void *opts, int device, gptc_model **m, const char **dir);
     /* "4GiB" and the like; 0 on error (printed, naming flag). */
     int (*parse_size)(const char *flag, const char *s, unsigned long long *out);
     /* A decimal integer in [lo, hi]; 0 on error (printed, naming flag). */

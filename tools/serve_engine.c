@@ -1,7 +1,10 @@
 /*
- * serve_engine.c - the engine thread (see serve_engine.h).
+ * serve_engine.c - the engine's threads (see serve_engine.h): a worker per
+ * model (per GPU with --devices), each with its own gptc_batch; a job goes
+ * to the worker with the fewest sequences and stays there. One lock covers
+ * every worker and job: it is held only around bookkeeping, never a step.
  *
- * Loop: take new jobs and cancellations under the lock; then, without it,
+ * A worker's loop: take new jobs and cancellations under the lock; then, without it,
  * cancel, add the new sequences to the gptc_batch and run one step; then,
  * under the lock again, hand each step's tokens to their jobs and wake their
  * HTTP threads. A job joins the running batch at the next step, however long
@@ -31,24 +34,31 @@ typedef struct {
     serve_choice *c;
 } active;
 
-struct serve_engine {
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* wakes the engine thread */
+/* One model (one GPU with --devices) and the thread that steps its batch. */
+typedef struct worker {
+    serve_engine *e;
     pthread_t thread;
-    int started, stop, want_cancel;
-    gptc_model *m;
-    const gptc_tokenizer *tok;
+    int started, want_cancel;
+    pthread_cond_t cv; /* wakes the thread */
     gptc_batch *b;
-    serve_metrics *metrics;
-    serve_job *in_head, *in_tail; /* submitted, not yet added */
-    size_t n_seqs, max_seqs;      /* sequences submitted and not finished */
-    size_t max_batch;
-    gptc_batch_stats stats; /* after the last step */
-    /* the engine thread's own */
+    serve_job *in_head, *in_tail; /* submitted to it, not yet added */
+    size_t n_seqs;                /* its sequences submitted and not finished */
+    gptc_batch_stats stats;       /* after its last step */
+    /* the thread's own */
     active *act;
     size_t n_act, cap_act;
     uint64_t *cancel; /* batch ids to cancel before the next step */
     size_t n_cancel, cap_cancel;
+} worker;
+
+struct serve_engine {
+    pthread_mutex_t mu; /* over every worker and job */
+    int stop;
+    const gptc_tokenizer *tok;
+    serve_metrics *metrics;
+    size_t max_batch, max_seqs; /* per worker */
+    worker *w;
+    size_t n_w;
 };
 
 double serve_now(void) {
@@ -68,6 +78,8 @@ static void job_free(serve_job *j) {
         serve_choice *c = &j->choices[i];
         serve_buf_free(&c->text);
         free(c->pieces);
+        free(c->piece_lps);
+        free(c->lps);
         gptc_detok_free(c->detok);
     }
     free(j->choices);
@@ -94,9 +106,34 @@ static int push_piece(serve_choice *c) {
         size_t *p = realloc(c->pieces, cap * sizeof *p);
         if (!p) return 0;
         c->pieces = p;
+        if (!(p = realloc(c->piece_lps, cap * sizeof *p))) return 0;
+        c->piece_lps = p;
         c->cap_pieces = cap;
     }
+    c->piece_lps[c->n_pieces] = c->n_lps;
     c->pieces[c->n_pieces++] = c->ready;
+    return 1;
+}
+
+/* The event's log-probabilities, for a token whose text starts at the end
+ * of the choice's text so far. */
+static int push_logprob(serve_choice *c, const gptc_batch_event *ev) {
+    if (c->n_lps == c->cap_lps) {
+        size_t cap = c->cap_lps ? 2 * c->cap_lps : 16;
+        serve_logprob *p = realloc(c->lps, cap * sizeof *p);
+        if (!p) return 0;
+        c->lps = p;
+        c->cap_lps = cap;
+    }
+    serve_logprob *l = &c->lps[c->n_lps++];
+    l->token = ev->token;
+    l->logprob = ev->logprob;
+    l->text_off = c->text.len;
+    l->n_top = ev->n_top < GPTC_MAX_TOP_LOGPROBS ? ev->n_top : GPTC_MAX_TOP_LOGPROBS;
+    for (int32_t i = 0; i < l->n_top; i++) {
+        l->top_ids[i] = ev->top_ids[i];
+        l->top_logprobs[i] = ev->top_logprobs[i];
+    }
     return 1;
 }
 
@@ -137,8 +174,12 @@ int serve_engine_submit(serve_engine *e, serve_completion *req, double t_arrival
     j->t_arrival = t_arrival;
     j->refs = 2; /* the caller's and the engine's */
     pthread_mutex_lock(&e->mu);
-    if (e->n_seqs + n > e->max_seqs) {
-        size_t busy = e->n_seqs;
+    /* The least busy worker takes it (the first of equals). */
+    worker *w = &e->w[0];
+    for (size_t i = 1; i < e->n_w; i++)
+        if (e->w[i].n_seqs < w->n_seqs) w = &e->w[i];
+    if (w->n_seqs + n > e->max_seqs) {
+        size_t busy = w->n_seqs;
         pthread_mutex_unlock(&e->mu);
         job_free(j);
         serve_error_set(
@@ -150,13 +191,14 @@ int serve_engine_submit(serve_engine *e, serve_completion *req, double t_arrival
         err->code = "queue_full";
         return 0;
     }
-    e->n_seqs += n;
-    if (e->in_tail)
-        e->in_tail->next = j;
+    w->n_seqs += n;
+    j->worker = w;
+    if (w->in_tail)
+        w->in_tail->next = j;
     else
-        e->in_head = j;
-    e->in_tail = j;
-    pthread_cond_signal(&e->cv);
+        w->in_head = j;
+    w->in_tail = j;
+    pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&e->mu);
     *out = j;
     return 1;
@@ -175,9 +217,10 @@ int serve_job_has_news(const serve_job *j) {
 
 static void cancel_locked(serve_engine *e, serve_job *j) {
     if (serve_job_finished(j) || j->cancelled) return;
+    (void)e;
     j->cancelled = 1;
-    e->want_cancel = 1;
-    pthread_cond_signal(&e->cv);
+    j->worker->want_cancel = 1;
+    pthread_cond_signal(&j->worker->cv);
 }
 
 void serve_job_cancel(serve_engine *e, serve_job *j) {
@@ -235,73 +278,77 @@ int serve_job_wait(serve_engine *e, serve_job *j, serve_job_pred pred, int fd, d
 }
 
 void serve_engine_gauges(serve_engine *e, serve_gauges *g) {
+    memset(g, 0, sizeof *g);
     pthread_mutex_lock(&e->mu);
-    g->running = e->stats.running;
-    g->queued = e->n_seqs > e->stats.running ? e->n_seqs - e->stats.running : 0;
-    g->kv_used = e->stats.kv_positions_used;
-    g->kv_reserved = e->stats.kv_positions_reserved;
-    g->kv_total = e->stats.kv_positions_total;
-    g->max_batch = e->max_batch;
+    for (size_t i = 0; i < e->n_w; i++) {
+        const worker *w = &e->w[i];
+        g->running += w->stats.running;
+        g->queued += w->n_seqs > w->stats.running ? w->n_seqs - w->stats.running : 0;
+        g->kv_used += w->stats.kv_positions_used;
+        g->kv_reserved += w->stats.kv_positions_reserved;
+        g->kv_total += w->stats.kv_positions_total;
+        g->max_batch += e->max_batch;
+    }
     pthread_mutex_unlock(&e->mu);
 }
 
 /* ---- the engine thread; functions below run on it, "locked" ones with the lock ---- */
 
-static int push_cancel(serve_engine *e, uint64_t id) {
-    if (e->n_cancel == e->cap_cancel) {
-        size_t cap = e->cap_cancel ? 2 * e->cap_cancel : 64;
-        uint64_t *p = realloc(e->cancel, cap * sizeof *p);
+static int push_cancel(worker *w, uint64_t id) {
+    if (w->n_cancel == w->cap_cancel) {
+        size_t cap = w->cap_cancel ? 2 * w->cap_cancel : 64;
+        uint64_t *p = realloc(w->cancel, cap * sizeof *p);
         if (!p) return 0;
-        e->cancel = p;
-        e->cap_cancel = cap;
+        w->cancel = p;
+        w->cap_cancel = cap;
     }
-    e->cancel[e->n_cancel++] = id;
+    w->cancel[w->n_cancel++] = id;
     return 1;
 }
 
 /* A sequence of j ended (finished, stopped, cancelled): the job is done with
  * its last one, and the engine's reference goes. */
-static void choice_done_locked(serve_engine *e, serve_job *j) {
-    e->n_seqs--;
+static void choice_done_locked(worker *w, serve_job *j) {
+    w->n_seqs--;
     if (++j->n_finished < j->n_choices) return;
     if (j->state != SERVE_JOB_FAILED) j->state = SERVE_JOB_DONE;
-    if (!j->cancelled) serve_metrics_e2e(e->metrics, serve_now() - j->t_arrival);
+    if (!j->cancelled) serve_metrics_e2e(w->e->metrics, serve_now() - j->t_arrival);
     pthread_cond_broadcast(&j->cv);
     job_unref(j);
 }
 
 /* Ends a job with an error: its sequences still in the batch are cancelled. */
-static void fail_job_locked(serve_engine *e, serve_job *j, const serve_error *err) {
-    for (size_t i = 0; i < e->n_act; i++)
-        if (e->act[i].job == j) {
-            push_cancel(e, e->act[i].id); /* a failed push: the sequence runs to its end unseen */
-            e->act[i].job = NULL;
+static void fail_job_locked(worker *w, serve_job *j, const serve_error *err) {
+    for (size_t i = 0; i < w->n_act; i++)
+        if (w->act[i].job == j) {
+            push_cancel(w, w->act[i].id); /* a failed push: the sequence runs to its end unseen */
+            w->act[i].job = NULL;
         }
     j->state = SERVE_JOB_FAILED;
     j->error = *err;
-    e->n_seqs -= j->n_choices - j->n_finished;
+    w->n_seqs -= j->n_choices - j->n_finished;
     j->n_finished = j->n_choices;
     pthread_cond_broadcast(&j->cv);
     job_unref(j);
 }
 
-static active *find_active(serve_engine *e, uint64_t id) {
-    size_t lo = 0, hi = e->n_act;
+static active *find_active(worker *w, uint64_t id) {
+    size_t lo = 0, hi = w->n_act;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (e->act[mid].id < id)
+        if (w->act[mid].id < id)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo < e->n_act && e->act[lo].id == id ? &e->act[lo] : NULL;
+    return lo < w->n_act && w->act[lo].id == id ? &w->act[lo] : NULL;
 }
 
-static void compact_active(serve_engine *e) {
+static void compact_active(worker *w) {
     size_t k = 0;
-    for (size_t i = 0; i < e->n_act; i++)
-        if (e->act[i].job) e->act[k++] = e->act[i];
-    e->n_act = k;
+    for (size_t i = 0; i < w->n_act; i++)
+        if (w->act[i].job) w->act[k++] = w->act[i];
+    w->n_act = k;
 }
 
 /* The earliest stop sequence in the generated text that ends in its last
@@ -352,22 +399,23 @@ static int append_text(const serve_job *j, serve_choice *c, const char *t, size_
     return 1;
 }
 
-static void deliver_locked(serve_engine *e, active *a, const gptc_batch_event *ev, double now) {
+static void deliver_locked(worker *w, active *a, const gptc_batch_event *ev, double now) {
     serve_job *j = a->job;
     serve_choice *c = a->c;
     int stopped = 0, ok = 1;
     if (ev->token >= 0) {
         c->n_tokens++;
-        serve_metrics_generated_token(e->metrics);
+        serve_metrics_generated_token(w->e->metrics);
         if (c->n_tokens > 1)
-            serve_metrics_itl(e->metrics, now - c->t_last);
+            serve_metrics_itl(w->e->metrics, now - c->t_last);
         else if (!j->first_token) {
             j->first_token = 1;
-            serve_metrics_ttft(e->metrics, now - j->t_arrival);
+            serve_metrics_ttft(w->e->metrics, now - j->t_arrival);
         }
         c->t_last = now;
+        if (j->req.logprobs >= 0) ok = push_logprob(c, ev);
         /* eos ends the text without being part of it */
-        if (ev->finish != GPTC_FINISH_EOS) {
+        if (ok && ev->finish != GPTC_FINISH_EOS) {
             const char *t;
             size_t n;
             ok = gptc_detok_push(c->detok, ev->token, &t, &n) == GPTC_OK;
@@ -389,7 +437,7 @@ static void deliver_locked(serve_engine *e, active *a, const gptc_batch_event *e
     if (!ok) {
         serve_error err;
         serve_error_set(&err, 500, NULL, "out of memory");
-        fail_job_locked(e, j, &err);
+        fail_job_locked(w, j, &err);
         return;
     }
     pthread_cond_broadcast(&j->cv);
@@ -397,14 +445,14 @@ static void deliver_locked(serve_engine *e, active *a, const gptc_batch_event *e
     c->finish = stopped || ev->finish == GPTC_FINISH_EOS || ev->finish == GPTC_FINISH_STOP_STRING
                     ? "stop"
                     : "length";
-    if (ev->finish == GPTC_FINISH_NONE) push_cancel(e, a->id);
+    if (ev->finish == GPTC_FINISH_NONE) push_cancel(w, a->id);
     a->job = NULL;
-    choice_done_locked(e, j);
+    choice_done_locked(w, j);
 }
 
 /* Adds a job's sequences to the batch (without the lock: the batch and the
  * job's request are the engine's). On failure the ones added are cancelled. */
-static int add_job(serve_engine *e, serve_job *j, serve_error *err) {
+static int add_job(worker *w, serve_job *j, serve_error *err) {
     const serve_completion *r = &j->req;
     size_t k = 0;
     for (; k < j->n_choices; k++) {
@@ -414,7 +462,11 @@ static int add_job(serve_engine *e, serve_job *j, serve_error *err) {
         /* choice i of a prompt: seed + i, so that n = 1 with seed s is the
          * CLI's --seed s, and the n choices differ */
         params.seed = r->params.seed + (uint64_t)(c->index % r->n);
-        gptc_status st = gptc_batch_add(e->b, p->ids, p->n_ids, &params, &c->id);
+        gptc_status st = gptc_batch_add(w->b, p->ids, p->n_ids, &params, &c->id);
+        if (st == GPTC_OK && r->logprobs >= 0) {
+            st = gptc_batch_logprobs(w->b, c->id, r->logprobs);
+            if (st != GPTC_OK) gptc_batch_cancel(w->b, c->id);
+        }
         if (st == GPTC_OK) continue;
         int status = st == GPTC_ERR_NOMEM                         ? 503
                      : st == GPTC_ERR_IO || st == GPTC_ERR_FORMAT ? 500
@@ -429,47 +481,47 @@ static int add_job(serve_engine *e, serve_job *j, serve_error *err) {
     }
     if (k == j->n_choices) return 1;
     for (size_t i = 0; i < k; i++)
-        gptc_batch_cancel(e->b, j->choices[i].id);
+        gptc_batch_cancel(w->b, j->choices[i].id);
     return 0;
 }
 
-static int grow_active(serve_engine *e, size_t extra) {
-    if (e->n_act + extra <= e->cap_act) return 1;
-    size_t cap = e->cap_act ? e->cap_act : 64;
-    while (cap < e->n_act + extra)
+static int grow_active(worker *w, size_t extra) {
+    if (w->n_act + extra <= w->cap_act) return 1;
+    size_t cap = w->cap_act ? w->cap_act : 64;
+    while (cap < w->n_act + extra)
         cap *= 2;
-    active *p = realloc(e->act, cap * sizeof *p);
+    active *p = realloc(w->act, cap * sizeof *p);
     if (!p) return 0;
-    e->act = p;
-    e->cap_act = cap;
+    w->act = p;
+    w->cap_act = cap;
     return 1;
 }
 
 static void *engine_main(void *arg) {
-    serve_engine *e = arg;
-    pthread_mutex_lock(&e->mu);
+    worker *w = arg;
+    pthread_mutex_lock(&w->e->mu);
     for (;;) {
-        while (!e->stop && !e->in_head && !e->n_act && !e->n_cancel && !e->want_cancel)
-            pthread_cond_wait(&e->cv, &e->mu);
-        if (e->stop) break;
-        if (e->want_cancel) {
-            e->want_cancel = 0;
-            for (size_t i = 0; i < e->n_act; i++) {
-                serve_job *j = e->act[i].job;
+        while (!w->e->stop && !w->in_head && !w->n_act && !w->n_cancel && !w->want_cancel)
+            pthread_cond_wait(&w->cv, &w->e->mu);
+        if (w->e->stop) break;
+        if (w->want_cancel) {
+            w->want_cancel = 0;
+            for (size_t i = 0; i < w->n_act; i++) {
+                serve_job *j = w->act[i].job;
                 if (!j || !j->cancelled) continue;
-                push_cancel(e, e->act[i].id);
-                e->act[i].job = NULL;
-                choice_done_locked(e, j);
+                push_cancel(w, w->act[i].id);
+                w->act[i].job = NULL;
+                choice_done_locked(w, j);
             }
-            compact_active(e);
+            compact_active(w);
         }
         /* New jobs; those cancelled while they queued are done at once. */
         serve_job *in = NULL, **tail = &in;
-        for (serve_job *j = e->in_head, *next; j; j = next) {
+        for (serve_job *j = w->in_head, *next; j; j = next) {
             next = j->next;
             j->next = NULL;
             if (j->cancelled) {
-                e->n_seqs -= j->n_choices;
+                w->n_seqs -= j->n_choices;
                 j->n_finished = j->n_choices;
                 j->state = SERVE_JOB_DONE;
                 job_unref(j);
@@ -478,117 +530,128 @@ static void *engine_main(void *arg) {
                 tail = &j->next;
             }
         }
-        e->in_head = e->in_tail = NULL;
-        pthread_mutex_unlock(&e->mu);
+        w->in_head = w->in_tail = NULL;
+        pthread_mutex_unlock(&w->e->mu);
 
-        for (size_t i = 0; i < e->n_cancel; i++)
-            gptc_batch_cancel(e->b, e->cancel[i]);
-        e->n_cancel = 0;
+        for (size_t i = 0; i < w->n_cancel; i++)
+            gptc_batch_cancel(w->b, w->cancel[i]);
+        w->n_cancel = 0;
         for (serve_job *j = in, *next; j; j = next) {
             next = j->next;
             serve_error err;
-            int ok = add_job(e, j, &err);
-            if (ok && !grow_active(e, j->n_choices)) {
+            int ok = add_job(w, j, &err);
+            if (ok && !grow_active(w, j->n_choices)) {
                 for (size_t i = 0; i < j->n_choices; i++)
-                    gptc_batch_cancel(e->b, j->choices[i].id);
+                    gptc_batch_cancel(w->b, j->choices[i].id);
                 serve_error_set(&err, 500, NULL, "out of memory");
                 ok = 0;
             }
-            pthread_mutex_lock(&e->mu);
+            pthread_mutex_lock(&w->e->mu);
             if (ok) {
                 size_t tokens = 0;
                 for (size_t i = 0; i < j->n_choices; i++) {
-                    e->act[e->n_act++] =
+                    w->act[w->n_act++] =
                         (active){.id = j->choices[i].id, .job = j, .c = &j->choices[i]};
                     tokens += j->req.prompts[j->choices[i].prompt].n_ids;
                 }
-                serve_metrics_prompt_tokens(e->metrics, tokens);
+                serve_metrics_prompt_tokens(w->e->metrics, tokens);
                 j->state = SERVE_JOB_RUNNING;
                 pthread_cond_broadcast(&j->cv);
             } else
-                fail_job_locked(e, j, &err);
-            pthread_mutex_unlock(&e->mu);
+                fail_job_locked(w, j, &err);
+            pthread_mutex_unlock(&w->e->mu);
         }
 
         const gptc_batch_event *ev = NULL;
         size_t n_ev = 0;
         gptc_status st = GPTC_OK;
-        if (e->n_act) st = gptc_batch_step(e->b, &ev, &n_ev);
+        if (w->n_act) st = gptc_batch_step(w->b, &ev, &n_ev);
         serve_error step_err;
         if (st != GPTC_OK)
             serve_error_set(&step_err, 500, NULL, "the engine failed: %s", gptc_last_error());
         double now = serve_now();
-        gptc_batch_stats stats = gptc_batch_get_stats(e->b);
-        pthread_mutex_lock(&e->mu);
-        e->stats = stats;
+        gptc_batch_stats stats = gptc_batch_get_stats(w->b);
+        pthread_mutex_lock(&w->e->mu);
+        w->stats = stats;
         if (st != GPTC_OK) {
             /* The batch's state after a failed step is unknown: every
              * sequence in it ends, with an error to its client. */
-            for (size_t i = 0; i < e->n_act; i++)
-                if (e->act[i].job) fail_job_locked(e, e->act[i].job, &step_err);
+            for (size_t i = 0; i < w->n_act; i++)
+                if (w->act[i].job) fail_job_locked(w, w->act[i].job, &step_err);
         } else
             for (size_t i = 0; i < n_ev; i++) {
-                active *a = find_active(e, ev[i].id);
-                if (a && a->job) deliver_locked(e, a, &ev[i], now);
+                active *a = find_active(w, ev[i].id);
+                if (a && a->job) deliver_locked(w, a, &ev[i], now);
             }
-        compact_active(e);
+        compact_active(w);
     }
-    pthread_mutex_unlock(&e->mu);
+    pthread_mutex_unlock(&w->e->mu);
     return NULL;
 }
 
-gptc_status serve_engine_new(gptc_model *m, const gptc_tokenizer *tok, const gptc_batch_params *bp,
-                             size_t max_waiting, serve_metrics *metrics, serve_engine **out) {
+static void worker_free(worker *w) {
+    if (w->started) pthread_join(w->thread, NULL);
+    serve_error err;
+    serve_error_set(&err, 503, NULL, "the server is shutting down");
+    pthread_mutex_lock(&w->e->mu);
+    for (size_t i = 0; i < w->n_act; i++)
+        if (w->act[i].job) fail_job_locked(w, w->act[i].job, &err);
+    for (serve_job *j = w->in_head, *next; j; j = next) {
+        next = j->next;
+        fail_job_locked(w, j, &err);
+    }
+    w->in_head = w->in_tail = NULL;
+    pthread_mutex_unlock(&w->e->mu);
+    gptc_batch_free(w->b);
+    pthread_cond_destroy(&w->cv);
+    free(w->act);
+    free(w->cancel);
+}
+
+gptc_status serve_engine_new(gptc_model *const *models, size_t n_models, const gptc_tokenizer *tok,
+                             const gptc_batch_params *bp, size_t max_waiting, serve_metrics *metrics,
+                             serve_engine **out) {
     *out = NULL;
     serve_engine *e = calloc(1, sizeof *e);
-    if (!e) return GPTC_ERR_NOMEM;
-    gptc_status st = gptc_batch_new(m, tok, bp, &e->b);
-    if (st != GPTC_OK) {
+    if (!e || !(e->w = calloc(n_models, sizeof *e->w))) {
         free(e);
-        return st;
+        return GPTC_ERR_NOMEM;
     }
-    e->m = m;
+    pthread_mutex_init(&e->mu, NULL);
     e->tok = tok;
     e->metrics = metrics;
     e->max_batch =
         bp->max_batch ? (size_t)bp->max_batch : (size_t)gptc_batch_default_params().max_batch;
     e->max_seqs = e->max_batch + max_waiting;
-    e->stats = gptc_batch_get_stats(e->b);
-    pthread_mutex_init(&e->mu, NULL);
-    pthread_cond_init(&e->cv, NULL);
-    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
-        serve_engine_free(e);
-        return GPTC_ERR_NOMEM;
+    gptc_status st = GPTC_OK;
+    for (size_t i = 0; i < n_models && st == GPTC_OK; i++) {
+        worker *w = &e->w[i];
+        w->e = e;
+        pthread_cond_init(&w->cv, NULL);
+        e->n_w++;
+        if ((st = gptc_batch_new(models[i], tok, bp, &w->b)) != GPTC_OK) break;
+        w->stats = gptc_batch_get_stats(w->b);
+        if (pthread_create(&w->thread, NULL, engine_main, w) != 0) st = GPTC_ERR_NOMEM;
+        else w->started = 1;
     }
-    e->started = 1;
+    if (st != GPTC_OK) {
+        serve_engine_free(e);
+        return st;
+    }
     *out = e;
     return GPTC_OK;
 }
 
 void serve_engine_free(serve_engine *e) {
     if (!e) return;
-    if (e->started) {
-        pthread_mutex_lock(&e->mu);
-        e->stop = 1;
-        pthread_cond_signal(&e->cv);
-        pthread_mutex_unlock(&e->mu);
-        pthread_join(e->thread, NULL);
-    }
-    serve_error err;
-    serve_error_set(&err, 503, NULL, "the server is shutting down");
     pthread_mutex_lock(&e->mu);
-    for (size_t i = 0; i < e->n_act; i++)
-        if (e->act[i].job) fail_job_locked(e, e->act[i].job, &err);
-    for (serve_job *j = e->in_head, *next; j; j = next) {
-        next = j->next;
-        fail_job_locked(e, j, &err);
-    }
-    e->in_head = e->in_tail = NULL;
+    e->stop = 1;
+    for (size_t i = 0; i < e->n_w; i++)
+        pthread_cond_signal(&e->w[i].cv);
     pthread_mutex_unlock(&e->mu);
-    gptc_batch_free(e->b);
-    pthread_cond_destroy(&e->cv);
+    for (size_t i = 0; i < e->n_w; i++)
+        worker_free(&e->w[i]);
     pthread_mutex_destroy(&e->mu);
-    free(e->act);
-    free(e->cancel);
+    free(e->w);
     free(e);
 }

@@ -1,10 +1,10 @@
 /*
- * serve_engine.h - the server's engine: one thread that owns the model's
- * gptc_batch and steps it, and the jobs (completion requests) that HTTP
- * threads hand to it and wait on.
+ * serve_engine.h - the server's engine: a thread per model (one per GPU with
+ * --devices) that owns its gptc_batch and steps it, and the jobs (completion
+ * requests) that HTTP threads hand to it and wait on.
  *
- * Threads: a gptc_batch is used by one thread at a time, so only the engine
- * thread touches it. HTTP threads submit jobs and read their results; a job's
+ * Threads: a gptc_batch is used by one thread at a time, so only its
+ * engine thread touches it. HTTP threads submit jobs and read their results; a job's
  * fields below are shared and read or written only with the engine's lock
  * held (serve_engine_lock), except `req`, which is fixed once submitted.
  */
@@ -20,6 +20,16 @@
 #include "serve_metrics.h"
 #include "serve_request.h"
 
+/* One generated token's log-probabilities (the request's logprobs). */
+typedef struct {
+    int32_t token;
+    float logprob;
+    size_t text_off; /* where its text starts in the choice's text (bytes) */
+    int32_t n_top;
+    int32_t top_ids[GPTC_MAX_TOP_LOGPROBS];
+    float top_logprobs[GPTC_MAX_TOP_LOGPROBS];
+} serve_logprob;
+
 /* One sequence of a job: prompt `prompt`, choice `index` of the response. */
 typedef struct {
     int32_t index;
@@ -30,8 +40,12 @@ typedef struct {
     /* One piece per token (and one first for the echo): the end of the
      * ready text after it. A stream sends each piece as one chunk. */
     size_t *pieces;
+    size_t *piece_lps; /* n_lps when each piece was made */
     size_t n_pieces, cap_pieces;
     size_t sent;        /* pieces a stream has sent (the HTTP side's) */
+    serve_logprob *lps; /* one per generated token, when asked for */
+    size_t n_lps, cap_lps;
+    size_t lps_sent; /* the HTTP side's */
     int32_t n_tokens;   /* generated, eos included: what usage counts */
     const char *finish; /* "stop" or "length" once done; NULL while running */
     /* the engine's */
@@ -56,6 +70,7 @@ typedef struct serve_job {
     int cancelled;
     double t_arrival;
     /* the engine's */
+    struct worker *worker; /* the one that runs it */
     int refs;
     int first_token;
     pthread_cond_t cv;
@@ -65,18 +80,21 @@ typedef struct serve_job {
 typedef struct serve_engine serve_engine;
 
 /*
- * Starts the engine thread over a loaded model: a gptc_batch with `bp`;
- * `max_waiting` sequences may wait for room in the batch beyond max_batch
- * running ones (more is 429). The model and tokenizer stay the caller's and
- * must outlive the engine.
+ * Starts the engine: a thread and a gptc_batch with `bp` for each of the
+ * n_models models (one per GPU with --devices; all of one checkpoint), each
+ * request going to the least busy one. `max_waiting` sequences may wait for
+ * room in a batch beyond max_batch running ones (more is 429). The models
+ * and tokenizer stay the caller's and must outlive the engine.
  */
-gptc_status serve_engine_new(gptc_model *m, const gptc_tokenizer *tok, const gptc_batch_params *bp,
-                             size_t max_waiting, serve_metrics *metrics, serve_engine **out);
-/* Stops the thread; jobs still running fail ("shutting down"). Every HTTP
+gptc_status serve_engine_new(gptc_model *const *models, size_t n_models, const gptc_tokenizer *tok,
+                             const gptc_batch_params *bp, size_t max_waiting, serve_metrics *metrics,
+                             serve_engine **out);
+/* Stops the threads; jobs still running fail ("shutting down"). Every HTTP
  * thread must be gone (no job referenced). */
 void serve_engine_free(serve_engine *e);
 
-/* Sequences one request may ask for at most (max_batch + max_waiting). */
+/* Sequences one request may ask for at most (max_batch + max_waiting: one
+ * worker's). */
 size_t serve_engine_max_sequences(const serve_engine *e);
 
 /*

@@ -14,6 +14,7 @@
  */
 #include "serve_http.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -129,11 +130,84 @@ static void completion_head(serve_buf *o, const serve_http *h, const char *id, l
     json_cstr(o, h->cfg.model_name);
 }
 
+/* A token as OpenAI names it in logprobs: its text, or "bytes:\xNN..." when
+ * its bytes are not whole UTF-8 characters (a character split over tokens). */
+static void token_json(serve_buf *o, const gptc_tokenizer *tok, int32_t id) {
+    size_t n = 0, bad;
+    const char *b = gptc_tokenizer_token_bytes(tok, id, &n);
+    if (!b) b = "", n = 0;
+    if (serve_utf8_valid(b, n, &bad)) {
+        json_str(o, b, n);
+        return;
+    }
+    serve_buf_str(o, "\"bytes:");
+    for (size_t i = 0; i < n; i++)
+        serve_buf_printf(o, "\\\\x%02x", (unsigned char)b[i]);
+    serve_buf_str(o, "\"");
+}
+
+/* Characters (not bytes, as OpenAI counts) in the first `off` bytes of s. */
+static size_t utf8_chars(const char *s, size_t off) {
+    size_t k = 0;
+    for (size_t i = 0; i < off; i++)
+        k += ((unsigned char)s[i] & 0xc0) != 0x80;
+    return k;
+}
+
+/* JSON has no infinity: vLLM writes -9999 for a log-probability of -inf. */
+static double lp_value(float v) { return isfinite(v) ? (double)v : -9999.0; }
+
+/* OpenAI's logprobs object of the choice's tokens [t0, t1). */
+static void logprobs_json(serve_buf *o, const gptc_tokenizer *tok, const serve_choice *c, size_t t0,
+                          size_t t1) {
+    serve_buf_str(o, "{\"tokens\":[");
+    for (size_t t = t0; t < t1; t++) {
+        if (t > t0) serve_buf_str(o, ",");
+        token_json(o, tok, c->lps[t].token);
+    }
+    serve_buf_str(o, "],\"token_logprobs\":[");
+    for (size_t t = t0; t < t1; t++)
+        serve_buf_printf(o, "%s%.9g", t > t0 ? "," : "", lp_value(c->lps[t].logprob));
+    /* The top tokens, most likely first, and the chosen one when it is not
+     * among them (OpenAI: "up to logprobs + 1 elements"). */
+    serve_buf_str(o, "],\"top_logprobs\":[");
+    for (size_t t = t0; t < t1; t++) {
+        const serve_logprob *l = &c->lps[t];
+        int chosen_in = 0;
+        serve_buf_str(o, t > t0 ? ",{" : "{");
+        for (int32_t i = 0; i < l->n_top; i++) {
+            if (i) serve_buf_str(o, ",");
+            token_json(o, tok, l->top_ids[i]);
+            serve_buf_printf(o, ":%.9g", lp_value(l->top_logprobs[i]));
+            chosen_in |= l->top_ids[i] == l->token;
+        }
+        if (!chosen_in) {
+            if (l->n_top) serve_buf_str(o, ",");
+            token_json(o, tok, l->token);
+            serve_buf_printf(o, ":%.9g", lp_value(l->logprob));
+        }
+        serve_buf_str(o, "}");
+    }
+    serve_buf_str(o, "],\"text_offset\":[");
+    for (size_t t = t0; t < t1; t++) {
+        size_t off = c->lps[t].text_off < c->text.len ? c->lps[t].text_off : c->text.len;
+        serve_buf_printf(o, "%s%zu", t > t0 ? "," : "", utf8_chars(c->text.data ? c->text.data : "", off));
+    }
+    serve_buf_str(o, "]}");
+}
+
+/* A choice with text [from, to) and, when tok is given, the logprobs of
+ * tokens [t0, t1). */
 static void choice_json(serve_buf *o, const serve_choice *c, size_t from, size_t to,
-                        const char *finish) {
+                        const char *finish, const gptc_tokenizer *tok, size_t t0, size_t t1) {
     serve_buf_str(o, "{\"text\":");
     json_str(o, c->text.data ? c->text.data + from : "", to - from);
-    serve_buf_printf(o, ",\"index\":%d,\"logprobs\":null,\"finish_reason\":", c->index);
+    serve_buf_printf(o, ",\"index\":%d,\"logprobs\":", c->index);
+    if (tok)
+        logprobs_json(o, tok, c, t0, t1);
+    else
+        serve_buf_str(o, "null");
+    serve_buf_str(o, ",\"finish_reason\":");
     if (finish)
         json_cstr(o, finish);
     else
@@ -244,11 +318,14 @@ static void stream_news_locked(stream *s) {
         for (; c->sent < c->n_pieces; c->sent++) {
             size_t from = c->sent ? c->pieces[c->sent - 1] : 0, to = c->pieces[c->sent];
             int last = c->finish && c->sent + 1 == c->n_pieces;
-            if (to == from && !last) continue; /* a token with no text yet */
+            if (to == from && !last) continue; /* a token with no text yet: its logprobs go with the next */
             serve_buf_str(o, "data: ");
             completion_head(o, s->h, s->id, s->created);
             serve_buf_str(o, ",\"choices\":[");
-            choice_json(o, c, from, to, last ? c->finish : NULL);
+            size_t t1 = last ? c->n_lps : c->piece_lps[c->sent];
+            choice_json(o, c, from, to, last ? c->finish : NULL, j->req.logprobs >= 0 ? s->h->limits.tok : NULL,
+                        c->lps_sent, t1);
+            c->lps_sent = t1;
             serve_buf_str(o, "]}\n\n");
         }
     }
@@ -398,7 +475,8 @@ static enum MHD_Result completions(struct MHD_Connection *conn, req_ctx *x) {
     serve_buf_str(&o, ",\"choices\":[");
     for (size_t i = 0; i < j->n_choices; i++) {
         if (i) serve_buf_str(&o, ",");
-        choice_json(&o, &j->choices[i], 0, j->choices[i].text.len, j->choices[i].finish);
+        choice_json(&o, &j->choices[i], 0, j->choices[i].text.len, j->choices[i].finish,
+                    j->req.logprobs >= 0 ? h->limits.tok : NULL, 0, j->choices[i].n_lps);
     }
     serve_buf_str(&o, "],\"usage\":");
     usage_json(&o, j);

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -201,14 +202,56 @@ static int add_prompt(serve_completion *c, serve_error *err) {
     return 1;
 }
 
-static int dup_text(serve_prompt *p, const char *s, size_t n, serve_error *err) {
+/*
+ * cJSON ends its strings at a NUL, so a "\u0000" in a prompt would silently
+ * cut it there. A body with such escapes is parsed with each one replaced by
+ * "\ufdd0" (a noncharacter, and an escape of the same length), which prompt
+ * strings turn back into NUL bytes. A body that holds U+FDD0 itself besides
+ * is refused rather than guessed at.
+ */
+#define NUL_STANDIN "\xef\xb7\x90" /* U+FDD0 in UTF-8 */
+
+/* 0: no NUL escape; 1: *copy is the body with them replaced; -1: the body
+ * also holds U+FDD0; -2: out of memory. */
+static int replace_nul_escapes(const char *s, size_t n, char **copy) {
+    int found = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i + 2 < n && memcmp(s + i, NUL_STANDIN, 3) == 0) return -1;
+        if (s[i] != '\\' || i + 1 >= n) continue;
+        if (s[i + 1] == 'u' && i + 5 < n) {
+            if (memcmp(s + i + 2, "0000", 4) == 0) found = 1;
+            if (strncasecmp(s + i + 2, "fdd0", 4) == 0) return -1;
+        }
+        i++; /* the escaped character is not a backslash of its own */
+    }
+    if (!found) return 0;
+    if (!(*copy = malloc(n + 1))) return -2;
+    memcpy(*copy, s, n);
+    (*copy)[n] = '\0';
+    for (size_t i = 0; i + 5 < n; i++) {
+        if ((*copy)[i] != '\\') continue;
+        if (memcmp(*copy + i + 1, "u0000", 5) == 0) memcpy(*copy + i + 1, "ufdd0", 5);
+        i++;
+    }
+    return 1;
+}
+
+/* The prompt's text, with NUL bytes back where the body had \u0000. */
+static int dup_text(serve_prompt *p, const char *s, size_t n, int nul_subst, serve_error *err) {
     if (!(p->text = malloc(n + 1))) {
         serve_error_set(err, 500, NULL, "out of memory");
         return 0;
     }
-    memcpy(p->text, s, n);
-    p->text[n] = '\0';
-    p->text_len = n;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (nul_subst && i + 2 < n && memcmp(s + i, NUL_STANDIN, 3) == 0) {
+            p->text[k++] = '\0';
+            i += 2;
+        } else
+            p->text[k++] = s[i];
+    }
+    p->text[k] = '\0';
+    p->text_len = k;
     return 1;
 }
 
@@ -217,9 +260,8 @@ static int prompt_string(serve_completion *c, const char *s, const char *name,
                          const serve_limits *lim, serve_error *err) {
     if (!add_prompt(c, err)) return 0;
     serve_prompt *p = &c->prompts[c->n_prompts - 1];
-    size_t n = strlen(s);
-    if (!dup_text(p, s, n, err)) return 0;
-    if (n == 0) {
+    if (!dup_text(p, s, strlen(s), c->nul_subst, err)) return 0;
+    if (p->text_len == 0) {
         int32_t eos = gptc_tokenizer_eos_id(lim->tok);
         if (eos < 0) {
             serve_error_set(err, 400, "prompt",
@@ -234,7 +276,7 @@ static int prompt_string(serve_completion *c, const char *s, const char *name,
         p->n_ids = 1;
         return 1;
     }
-    if (gptc_tokenizer_encode(lim->tok, s, n, &p->ids, &p->n_ids) != GPTC_OK) {
+    if (gptc_tokenizer_encode(lim->tok, p->text, p->text_len, &p->ids, &p->n_ids) != GPTC_OK) {
         serve_error_set(err, 500, "prompt", "%s: %s", name, gptc_last_error());
         return 0;
     }
@@ -351,6 +393,10 @@ static int parse_stop(const cJSON *root, serve_completion *c, serve_error *err) 
             return 0;
         }
         size_t len = strlen(e->valuestring);
+        if (c->nul_subst && strstr(e->valuestring, NUL_STANDIN)) {
+            serve_error_set(err, 400, "stop", "stop: a NUL character (\\u0000) cannot be in a stop sequence");
+            return 0;
+        }
         if (len == 0 || len > MAX_STOP_LEN) {
             char name[32] = "stop";
             if (!cJSON_IsString(v)) snprintf(name, sizeof name, "stop[%d]", k);
@@ -372,12 +418,6 @@ static int parse_stop(const cJSON *root, serve_completion *c, serve_error *err) 
  * value is accepted. */
 static int parse_unsupported(const cJSON *root, serve_error *err) {
     const cJSON *v;
-    if ((v = field(root, "logprobs"))) {
-        serve_error_set(err, 400, "logprobs",
-                        "logprobs: not supported by this server (the batch engine does not return "
-                        "log-probabilities yet); leave it out or null");
-        return 0;
-    }
     if ((v = field(root, "suffix"))) {
         serve_error_set(err, 400, "suffix",
                         "suffix: not supported (GPT-2 does not do insertion); leave it out");
@@ -436,6 +476,16 @@ static int parse_fields(const cJSON *root, const serve_limits *lim, serve_comple
     }
     if (!get_bool(root, "stream", &c->stream, err) || !get_bool(root, "echo", &c->echo, err))
         return 0;
+    /* OpenAI allows 5; vLLM's default limit is 20, as is the library's. */
+    int64_t logprobs = -1;
+    if (!get_int(root, "logprobs", 0, GPTC_MAX_TOP_LOGPROBS, &logprobs, err)) return 0;
+    if (logprobs >= 0 && c->echo) {
+        serve_error_set(err, 400, "logprobs",
+                        "logprobs: not supported together with echo (the prompt's "
+                        "log-probabilities are not computed); leave out one of them");
+        return 0;
+    }
+    c->logprobs = (int32_t)logprobs;
     if ((v = field(root, "stream_options"))) {
         if (!cJSON_IsObject(v)) {
             serve_error_set(err, 400, "stream_options",
@@ -512,10 +562,26 @@ int serve_completion_parse(const char *body, size_t len, const serve_limits *lim
         serve_error_set(err, 400, NULL, "request body: not valid UTF-8 (byte %zu)", bad);
         return 0;
     }
+    char *copy = NULL;
+    int nul = replace_nul_escapes(body, len, &copy);
+    if (nul == -1) {
+        serve_error_set(err, 400, NULL,
+                        "request body: holds both \\u0000 and U+FDD0, which gptc cannot tell apart");
+        return 0;
+    }
+    if (nul == -2) {
+        serve_error_set(err, 500, NULL, "out of memory");
+        return 0;
+    }
+    c->nul_subst = nul;
     const char *end = NULL;
+    const char *text = copy ? copy : body;
     pthread_mutex_lock(&g_parse_mu);
-    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     pthread_mutex_unlock(&g_parse_mu);
+    /* positions in the copy are those of the body */
+    if (end) end = body + (end - text);
+    free(copy);
     if (!root) {
         size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
         serve_error_set(err, 400, NULL, "request body: not valid JSON (at byte %zu of %zu)", at,

@@ -43,6 +43,8 @@ typedef struct {
     char **stops;
     size_t n_stops;
     int stream, include_usage, echo;
+    int32_t logprobs; /* -1: none; else the top tokens wanted beside each chosen one */
+    int nul_subst;    /* while parsing: U+FDD0 in strings stands for NUL (serve_request.c) */
 } serve_completion;
 
 /* What the checks need to know about the model and the server. */

@@ -52,6 +52,7 @@ class CModelParams(ctypes.Structure):
         ("dtype", ctypes.c_int),  # gptc_dtype
         ("progress", ctypes.c_void_p),  # void (*)(float, void *); unused from Python
         ("progress_user", ctypes.c_void_p),
+        ("device", ctypes.c_int32),
     ]
 
 

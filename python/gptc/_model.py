@@ -95,7 +95,7 @@ def _float_arg(name, v):
 class Model(Closing):
     """A Hugging Face GPT-2-family checkpoint (GPT2LMHeadModel) on libgptc.
 
-    model = gptc.Model(name_or_path, backend="auto", dtype="f16", threads=None, revision="main")
+    model = gptc.Model(name_or_path, backend="auto", dtype="f16", threads=None, revision="main", device=0)
 
     name_or_path: a checkpoint folder, or a Hub model id ("gpt2", "org/name")
     at `revision` (branch, tag or commit), found in the Hugging Face cache or
@@ -105,6 +105,7 @@ class Model(Closing):
     backend: "auto" (CUDA when a GPU is usable, else CPU), "cpu" or "cuda".
     dtype: weights on the GPU, "f16", "bf16" or "f32" (the CPU computes in fp32).
     threads: CPU threads (None: all cores).
+    device: the GPU (CUDA device ordinal) for the cuda backend.
     tokenizer: a folder, a Hub id or a gptc.Tokenizer (default: the model's
     own, loaded when first needed).
 
@@ -113,7 +114,7 @@ class Model(Closing):
     """
 
     def __init__(self, name_or_path, backend="auto", dtype="f16", threads=None, *, revision="main",
-                 tokenizer=None):
+                 tokenizer=None, device=0):
         self._h = None
         self._lock = threading.Lock()      # one computation at a time
         self._tok_lock = threading.Lock()  # the tokenizer's first load
@@ -130,6 +131,7 @@ class Model(Closing):
         params.n_threads = 0 if threads is None else int_arg("threads", threads, 1, 4096)
         params.backend = backend.encode()
         params.dtype = _DTYPES[dtype]
+        params.device = int_arg("device", device, 0, 1023)
         self.path = _capi.hub_resolve(name_or_path, revision)  # the folder
         out = ctypes.c_void_p()
         _capi.check(_capi.lib.gptc_model_load(os.fsencode(self.path), ctypes.byref(params), ctypes.byref(out)))

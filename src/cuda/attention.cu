@@ -603,8 +603,11 @@ cudaError_t cuda_attention_prepare(int D, int max_len) {
                                                 (int)mma_smem())) != cudaSuccess)
         return e;
     /* The limits only grow: a process may hold models of several shapes,
-     * and lowering a limit would break the launches of an earlier one. */
-    static int tile_max = 0, full_max = 0;
+     * and lowering a limit would break the launches of an earlier one. A
+     * kernel's limit is set per device (models on several GPUs). */
+    static int tile_maxes[CUDA_MAX_DEVICES], full_maxes[CUDA_MAX_DEVICES];
+    int dev = cuda_device_slot();
+    int &tile_max = tile_maxes[dev], &full_max = full_maxes[dev];
     if (D <= 128 && tile_smem(D) > 48 * 1024 && (int)tile_smem(D) > tile_max) {
         int b = tile_max = (int)tile_smem(D);
         void (*fs[])(float *, const float *, const float *, const float *, cuda_kv_map, int, int,

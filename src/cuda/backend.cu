@@ -154,7 +154,11 @@ static gptc_status model_init(gptc_model *m, gptc_dtype dt, float **staging) {
                          cudaGetErrorName(e), cudaGetErrorString(e));
     }
     if (n < 1) return gptc_fail(GPTC_ERR_UNSUPPORTED, "cuda: no CUDA device found; use --backend cpu");
-    CK(cudaGetDevice(&dev));
+    if (m->device >= n)
+        return gptc_fail(GPTC_ERR_ARG, "device: %d, but this machine has %d CUDA device%s (0 to %d)", m->device, n,
+                         n == 1 ? "" : "s", n - 1);
+    CK(cudaSetDevice(m->device));
+    dev = m->device;
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, dev));
     if (prop.major < 8)
@@ -905,9 +909,86 @@ static gptc_status cuda_eval_sample(gptc_session *s, const int32_t *ids, int n, 
     return GPTC_OK;
 }
 
+/* ---- the ops: each makes the model's GPU current first ----
+ *
+ * The current device is a per-thread setting of the CUDA runtime, and a
+ * model may be used from any thread (a server runs one engine thread per
+ * GPU, each with its own model): so every entry point sets it. When it is
+ * already current this costs well under a microsecond. */
+
+static gptc_status use_device(const gptc_model *m) {
+    cudaError_t e = cudaSetDevice(m->device);
+    return e == cudaSuccess ? GPTC_OK : cuda_error(e, "cudaSetDevice");
+}
+
+#define ON_DEVICE(m)                                                                               \
+    do {                                                                                           \
+        gptc_status st_ = use_device(m);                                                           \
+        if (st_ != GPTC_OK) return st_;                                                            \
+    } while (0)
+
+static gptc_status op_model_init(gptc_model *m, gptc_dtype dtype) { return cuda_model_init(m, dtype); }
+static void op_model_free(gptc_model *m) {
+    (void)use_device(m);
+    cuda_model_free(m);
+}
+static gptc_status op_session_init(gptc_session *s) {
+    ON_DEVICE(s->model);
+    return cuda_session_init(s);
+}
+static void op_session_free(gptc_session *s) {
+    (void)use_device(s->model);
+    cuda_session_free(s);
+}
+static gptc_status op_eval(gptc_session *s, const int32_t *ids, int T, int n_logits, float *logits) {
+    ON_DEVICE(s->model);
+    return cuda_eval(s, ids, T, n_logits, logits);
+}
+static gptc_status op_eval_greedy(gptc_session *s, int32_t id, int32_t *next) {
+    ON_DEVICE(s->model);
+    return cuda_eval_greedy(s, id, next);
+}
+static gptc_status op_sample_init(gptc_session *s, const gptc_generate_params *p, const int32_t *hist, int n) {
+    ON_DEVICE(s->model);
+    return cuda_sample_init(s, p, hist, n);
+}
+static gptc_status op_eval_sample(gptc_session *s, const int32_t *ids, int n, int32_t *next) {
+    ON_DEVICE(s->model);
+    return cuda_eval_sample(s, ids, n, next);
+}
+static gptc_status op_session_copy(gptc_session *dst, const gptc_session *src) {
+    ON_DEVICE(dst->model);
+    return cuda_session_copy(dst, src);
+}
+static gptc_status op_kv_new(gptc_model *m, int32_t n_blocks, int32_t block_size, void **kv) {
+    ON_DEVICE(m);
+    return cuda_kv_new(m, n_blocks, block_size, kv);
+}
+static void op_kv_free(gptc_model *m, void *kv) {
+    (void)use_device(m);
+    cuda_kv_free(m, kv);
+}
+static gptc_status op_kv_copy(gptc_model *m, void *kv, int32_t dst, int32_t src, int32_t n_pos) {
+    ON_DEVICE(m);
+    return cuda_kv_copy(m, kv, dst, src, n_pos);
+}
+static gptc_status op_kv_eval(gptc_model *m, void *kv, const gptc_pass *p, float *logits) {
+    ON_DEVICE(m);
+    return cuda_kv_eval(m, kv, p, logits);
+}
+static gptc_status op_kv_sampler_new(gptc_model *m, void *kv, const gptc_generate_params *p, const int32_t *hist,
+                                     int32_t n, int32_t max_len, void **sampler) {
+    ON_DEVICE(m);
+    return cuda_kv_sampler_new(m, kv, p, hist, n, max_len, sampler);
+}
+static void op_kv_sampler_free(gptc_model *m, void *kv, void *sampler) {
+    (void)use_device(m);
+    cuda_kv_sampler_free(m, kv, sampler);
+}
+
 extern "C" const gptc_backend_ops gptc_cuda_backend = {
-    "cuda",           cuda_model_init,  cuda_model_free, cuda_session_init, cuda_session_free,
-    cuda_eval,        cuda_eval_greedy, cuda_sample_init, cuda_eval_sample, cuda_session_copy,
-    cuda_kv_new,      cuda_kv_free,     cuda_kv_copy,     cuda_kv_eval,
-    cuda_kv_sampler_new, cuda_kv_sampler_free,
+    "cuda",        op_model_init,  op_model_free,  op_session_init, op_session_free,
+    op_eval,       op_eval_greedy, op_sample_init, op_eval_sample,  op_session_copy,
+    op_kv_new,     op_kv_free,     op_kv_copy,     op_kv_eval,      op_kv_sampler_new,
+    op_kv_sampler_free,
 };

@@ -165,6 +165,18 @@ static inline cudaError_t launch_pdl(void (*k)(KArgs...), dim3 grid, dim3 block,
     return cudaLaunchKernelEx(&cfg, k, ((KArgs)args)...);
 }
 
+/* Per-device state of the launchers (a kernel's shared-memory limit is set
+ * per device): the current device's slot. */
+#define CUDA_MAX_DEVICES 64
+static inline int cuda_device_slot(void) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= CUDA_MAX_DEVICES) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return dev;
+}
+
 /* Calls F<T>(args...) for the runtime dtype: the launchers' one dispatch. */
 #define GPTC_DISPATCH_DTYPE(dt, T, ...)                                                        \
     do {                                                                                       \

@@ -379,8 +379,11 @@ template <typename W> static cudaError_t gemv_prepare_nt(int bytes) {
     return e;
 }
 cudaError_t cuda_gemv_prepare(int max_ldw, int max_ln_ldw) {
-    /* The limits only grow (see cuda_attention_prepare). */
-    static int max_bytes = 0, max_ln_bytes = 0;
+    /* The limits only grow, per device (see cuda_attention_prepare). */
+    static int max_bytes_of[CUDA_MAX_DEVICES], max_ln_bytes_of[CUDA_MAX_DEVICES];
+    static bool nt_ready[CUDA_MAX_DEVICES];
+    int slot = cuda_device_slot();
+    int &max_bytes = max_bytes_of[slot], &max_ln_bytes = max_ln_bytes_of[slot];
     int bytes = max_ldw * (int)sizeof(float), ln_bytes = 3 * max_ln_ldw * (int)sizeof(float);
     if (bytes < max_bytes) bytes = max_bytes;
     if (ln_bytes < max_ln_bytes) ln_bytes = max_ln_bytes;
@@ -396,7 +399,7 @@ cudaError_t cuda_gemv_prepare(int max_ldw, int max_ln_ldw) {
          (e = gemv_prepare1<__half, true>(ln_bytes)) != cudaSuccess ||
          (e = gemv_prepare1<__nv_bfloat16, true>(ln_bytes)) != cudaSuccess))
         return e;
-    if (!g_smem_optin) {
+    if (!nt_ready[slot]) {
         int dev = 0, optin = 0;
         if ((e = cudaGetDevice(&dev)) != cudaSuccess ||
             (e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) !=
@@ -408,7 +411,10 @@ cudaError_t cuda_gemv_prepare(int max_ldw, int max_ln_ldw) {
             (e = gemv_prepare_nt<__half>(nt_bytes)) != cudaSuccess ||
             (e = gemv_prepare_nt<__nv_bfloat16>(nt_bytes)) != cudaSuccess)
             return e;
-        g_smem_optin = (size_t)nt_bytes;
+        /* the same on every device a process uses, in practice; the
+         * smallest is safe */
+        if (!g_smem_optin || (size_t)nt_bytes < g_smem_optin) g_smem_optin = (size_t)nt_bytes;
+        nt_ready[slot] = true;
     }
     return cudaSuccess;
 }
