@@ -625,6 +625,32 @@ def test_nul(port):
           (st, data))
 
 
+def test_beams(port):
+    """num_beams > 1: beam search, as `gptc generate --num-beams` (which the
+    fixtures tie to transformers), the n best beams as the n choices, best
+    first; streamed too."""
+    ids = tokenize(P2)
+    out = cli("generate", "-m", MODEL, "--prompt-ids", ",".join(map(str, ids)), "--max-new-tokens", "10", "--ids",
+              "--threads", "1", "--num-beams", "4", "--num-return-sequences", "2", "--length-penalty", "0.5",
+              "--early-stopping", "true")
+    refs = [Ref([int(x) for x in line.split()], 10) for line in out.strip().split("\n")]
+    req = {"prompt": P2, "max_tokens": 10, "temperature": 0, "num_beams": 4, "n": 2, "length_penalty": 0.5,
+           "early_stopping": True}
+    st, r = complete(port, req)
+    check("num_beams 4, n 2: the CLI's two best beams, best first, usage exact",
+          st == 200 and len(refs) == 2 and [c["text"] for c in r["choices"]] == [x.text for x in refs] and
+          [c["finish_reason"] for c in r["choices"]] == [x.finish for x in refs] and
+          r["usage"]["completion_tokens"] == sum(x.tokens for x in refs), (st, r, [x.text for x in refs]))
+    if st == 200:
+        LEDGER.add(r["usage"], n_choices=2)
+    st, ev, done, ok, _ = stream(port, req)
+    texts, finish, _ = joined(ev, 2)
+    check("num_beams streamed: the same two texts, then [DONE]",
+          st == 200 and done and ok and texts == [x.text for x in refs], (st, texts))
+    if st == 200:
+        LEDGER.add({"prompt_tokens": len(ids), "completion_tokens": sum(x.tokens for x in refs)}, n_choices=2)
+
+
 def test_metrics_exact(port):
     m = metrics(port)
     ok_reqs = m.get('gptc_requests_total{endpoint="/v1/completions",status="200"}', 0)
@@ -896,7 +922,14 @@ def test_bad_requests(port):
         ("logprobs with echo", {"prompt": "a", "logprobs": 2, "echo": True}, 400, "logprobs", "echo"),
         ("suffix (not supported)", {"prompt": "a", "suffix": "b"}, 400, "suffix", ""),
         ("best_of above n", {"prompt": "a", "best_of": 3}, 400, "best_of", ""),
-        ("num_beams 4 (not batched)", {"prompt": "a", "num_beams": 4}, 400, "num_beams", ""),
+        ("num_beams 4 with the default temperature 1", {"prompt": "a", "num_beams": 4}, 400, "temperature",
+         "temperature 0"),
+        ("num_beams 65", {"prompt": "a", "num_beams": 65, "temperature": 0}, 400, "num_beams", ""),
+        ("n above num_beams", {"prompt": "a", "num_beams": 2, "n": 3, "temperature": 0}, 400, "n", "num_beams"),
+        ("early_stopping 'sometimes'", {"prompt": "a", "num_beams": 2, "temperature": 0,
+                                        "early_stopping": "sometimes"}, 400, "early_stopping", ""),
+        ("logprobs with num_beams", {"prompt": "a", "num_beams": 2, "temperature": 0, "logprobs": 1}, 400,
+         "logprobs", "beam"),
         ("stream_options without stream", {"prompt": "a", "stream_options": {"include_usage": True}}, 400,
          "stream_options", ""),
         ("a prompt too long for the context", {"prompt": list(range(120)), "max_tokens": 16}, 400, "prompt",
@@ -1195,6 +1228,7 @@ def main():
         test_penalties(port)
         test_logprobs(port)
         test_nul(port)
+        test_beams(port)
         test_metrics_exact(port)
         test_concurrent(port)
         test_bad_requests(port)

@@ -22,6 +22,7 @@
 #include "serve_engine.h"
 
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,8 @@ typedef struct worker {
     pthread_t thread;
     int started, want_cancel;
     pthread_cond_t cv; /* wakes the thread */
-    gptc_batch *b;
+    gptc_model *m;
+    gptc_batch *b; /* NULL: the beam-search worker */
     serve_job *in_head, *in_tail; /* submitted to it, not yet added */
     size_t n_seqs;                /* its sequences submitted and not finished */
     gptc_batch_stats stats;       /* after its last step */
@@ -59,6 +61,10 @@ struct serve_engine {
     size_t max_batch, max_seqs; /* per worker */
     worker *w;
     size_t n_w;
+    /* Beam search (num_beams > 1) is not batched with other requests: one
+     * search at a time runs on a thread of its own, beside the batches, on
+     * the first model. */
+    worker beams;
 };
 
 double serve_now(void) {
@@ -174,10 +180,12 @@ int serve_engine_submit(serve_engine *e, serve_completion *req, double t_arrival
     j->t_arrival = t_arrival;
     j->refs = 2; /* the caller's and the engine's */
     pthread_mutex_lock(&e->mu);
-    /* The least busy worker takes it (the first of equals). */
+    /* The least busy worker takes it (the first of equals); beam search
+     * its own. */
     worker *w = &e->w[0];
     for (size_t i = 1; i < e->n_w; i++)
         if (e->w[i].n_seqs < w->n_seqs) w = &e->w[i];
+    if (j->req.params.num_beams > 1) w = &e->beams;
     if (w->n_seqs + n > e->max_seqs) {
         size_t busy = w->n_seqs;
         pthread_mutex_unlock(&e->mu);
@@ -445,7 +453,7 @@ static void deliver_locked(worker *w, active *a, const gptc_batch_event *ev, dou
     c->finish = stopped || ev->finish == GPTC_FINISH_EOS || ev->finish == GPTC_FINISH_STOP_STRING
                     ? "stop"
                     : "length";
-    if (ev->finish == GPTC_FINISH_NONE) push_cancel(w, a->id);
+    if (ev->finish == GPTC_FINISH_NONE && w->b) push_cancel(w, a->id);
     a->job = NULL;
     choice_done_locked(w, j);
 }
@@ -589,6 +597,102 @@ static void *engine_main(void *arg) {
     return NULL;
 }
 
+/*
+ * The beam-search worker: each job's prompts in turn through
+ * gptc_generate_beams (the n best beams of one search per prompt: choice i
+ * of a prompt is beam i), then their tokens to the choices as a batch
+ * worker delivers them, all at the end (a search's beams are not final
+ * before). A search cannot be stopped midway: a job cancelled while it runs
+ * is dropped when it ends.
+ */
+static void *beam_main(void *arg) {
+    worker *w = arg;
+    serve_engine *e = w->e;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        while (!e->stop && !w->in_head)
+            pthread_cond_wait(&w->cv, &e->mu);
+        if (e->stop) break;
+        serve_job *j = w->in_head;
+        w->in_head = j->next;
+        if (!w->in_head) w->in_tail = NULL;
+        j->next = NULL;
+        if (j->cancelled) {
+            w->n_seqs -= j->n_choices - j->n_finished;
+            j->n_finished = j->n_choices;
+            j->state = SERVE_JOB_DONE;
+            job_unref(j);
+            continue;
+        }
+        j->state = SERVE_JOB_RUNNING;
+        pthread_cond_broadcast(&j->cv);
+        size_t tokens = 0;
+        for (size_t i = 0; i < j->req.n_prompts; i++)
+            tokens += j->req.prompts[i].n_ids * (size_t)j->req.n;
+        serve_metrics_prompt_tokens(e->metrics, tokens);
+        pthread_mutex_unlock(&e->mu);
+
+        const serve_completion *r = &j->req;
+        size_t n = (size_t)r->n, n_p = r->n_prompts;
+        int32_t **ids = calloc(n_p, sizeof *ids);
+        size_t *lens = calloc(n_p * n, sizeof *lens);
+        serve_error err = {0};
+        gptc_status st = ids && lens ? GPTC_OK : GPTC_ERR_NOMEM;
+        for (size_t p = 0; p < n_p && st == GPTC_OK; p++) {
+            st = gptc_generate_beams(w->m, e->tok, r->prompts[p].ids, r->prompts[p].n_ids, &r->params, &ids[p],
+                                     lens + p * n, NULL);
+            if (st != GPTC_OK)
+                serve_error_set(&err, st == GPTC_ERR_NOMEM ? 503 : st == GPTC_ERR_ARG || st == GPTC_ERR_RANGE ? 400 : 500,
+                                NULL, "%s", gptc_last_error());
+        }
+        if (st == GPTC_ERR_NOMEM && !err.status) serve_error_set(&err, 503, NULL, "out of memory");
+
+        pthread_mutex_lock(&e->mu);
+        if (st != GPTC_OK)
+            fail_job_locked(w, j, &err);
+        else if (j->cancelled) {
+            w->n_seqs -= j->n_choices - j->n_finished;
+            j->n_finished = j->n_choices;
+            j->state = SERVE_JOB_DONE;
+            pthread_cond_broadcast(&j->cv);
+            job_unref(j);
+        } else {
+            /* Choices are prompt-major: choice k is beam k % n of prompt k / n.
+             * A reference of our own while they are fed: a failure (out of
+             * memory) ends the job and drops the engine's. */
+            double now = serve_now();
+            j->refs++;
+            for (size_t k = 0; k < j->n_choices && j->state != SERVE_JOB_FAILED; k++) {
+                size_t p = k / n, b = k % n, off = 0;
+                for (size_t q = 0; q < b; q++)
+                    off += lens[p * n + q];
+                size_t len = lens[p * n + b];
+                active a = {.id = 0, .job = j, .c = &j->choices[k]};
+                for (size_t t = 0; t < len && a.job && j->state != SERVE_JOB_FAILED; t++) {
+                    int32_t id = ids[p][off + t];
+                    int eos = 0;
+                    for (int32_t q = 0; q < r->params.n_eos_token_ids; q++)
+                        eos |= id == r->params.eos_token_ids[q];
+                    gptc_batch_event ev = {.id = 0, .token = id, .logprob = NAN};
+                    ev.finish = eos ? GPTC_FINISH_EOS : t + 1 == len ? GPTC_FINISH_LENGTH : GPTC_FINISH_NONE;
+                    deliver_locked(w, &a, &ev, now);
+                }
+                if (a.job && j->state != SERVE_JOB_FAILED) { /* no token at all (max_tokens 0) */
+                    gptc_batch_event ev = {.id = 0, .token = -1, .finish = GPTC_FINISH_LENGTH, .logprob = NAN};
+                    deliver_locked(w, &a, &ev, now);
+                }
+            }
+            job_unref(j);
+        }
+        for (size_t p = 0; ids && p < n_p; p++)
+            free(ids[p]);
+        free(ids);
+        free(lens);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
 static void worker_free(worker *w) {
     if (w->started) pthread_join(w->thread, NULL);
     serve_error err;
@@ -602,7 +706,7 @@ static void worker_free(worker *w) {
     }
     w->in_head = w->in_tail = NULL;
     pthread_mutex_unlock(&w->e->mu);
-    gptc_batch_free(w->b);
+    if (w->b) gptc_batch_free(w->b);
     pthread_cond_destroy(&w->cv);
     free(w->act);
     free(w->cancel);
@@ -624,9 +728,15 @@ gptc_status serve_engine_new(gptc_model *const *models, size_t n_models, const g
         bp->max_batch ? (size_t)bp->max_batch : (size_t)gptc_batch_default_params().max_batch;
     e->max_seqs = e->max_batch + max_waiting;
     gptc_status st = GPTC_OK;
+    e->beams.e = e;
+    e->beams.m = models[0];
+    pthread_cond_init(&e->beams.cv, NULL);
+    if (pthread_create(&e->beams.thread, NULL, beam_main, &e->beams) != 0) st = GPTC_ERR_NOMEM;
+    else e->beams.started = 1;
     for (size_t i = 0; i < n_models && st == GPTC_OK; i++) {
         worker *w = &e->w[i];
         w->e = e;
+        w->m = models[i];
         pthread_cond_init(&w->cv, NULL);
         e->n_w++;
         if ((st = gptc_batch_new(models[i], tok, bp, &w->b)) != GPTC_OK) break;
@@ -648,9 +758,11 @@ void serve_engine_free(serve_engine *e) {
     e->stop = 1;
     for (size_t i = 0; i < e->n_w; i++)
         pthread_cond_signal(&e->w[i].cv);
+    pthread_cond_signal(&e->beams.cv);
     pthread_mutex_unlock(&e->mu);
     for (size_t i = 0; i < e->n_w; i++)
         worker_free(&e->w[i]);
+    if (e->beams.e) worker_free(&e->beams);
     pthread_mutex_destroy(&e->mu);
     free(e->w);
     free(e);

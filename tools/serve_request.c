@@ -29,6 +29,7 @@
  * stream while they may be the start of one. */
 #define MAX_STOP_LEN 256
 #define MAX_N 128
+#define MAX_BEAMS 64 /* each beam is a sequence of every step */
 
 void serve_error_set(serve_error *e, int status, const char *param, const char *fmt, ...) {
     e->status = status;
@@ -177,6 +178,8 @@ static const char *const k_fields[] = {
     "min_tokens",
     "ignore_eos",
     "num_beams",
+    "length_penalty",
+    "early_stopping",
 };
 
 static uint64_t random_seed(void) {
@@ -524,11 +527,44 @@ static int parse_fields(const cJSON *root, const serve_limits *lim, serve_comple
         return 0;
     }
     if (!get_bool(root, "ignore_eos", &ignore_eos, err)) return 0;
-    if (!get_int(root, "num_beams", 1, 1024, &beams, err)) return 0;
-    if (beams != 1) {
-        serve_error_set(err, 400, "num_beams",
-                        "num_beams: beam search is not served (it is not batched); use 1");
-        return 0;
+    if (!get_int(root, "num_beams", 1, MAX_BEAMS, &beams, err)) return 0;
+    double length_penalty = 1.0;
+    if (!get_number(root, "length_penalty", -1e6, 0, 1e6, &length_penalty, err)) return 0;
+    gptc_early_stopping early = GPTC_EARLY_STOPPING_FALSE;
+    if ((v = field(root, "early_stopping"))) {
+        if (cJSON_IsBool(v))
+            early = cJSON_IsTrue(v) ? GPTC_EARLY_STOPPING_TRUE : GPTC_EARLY_STOPPING_FALSE;
+        else if (cJSON_IsString(v) && strcmp(v->valuestring, "never") == 0)
+            early = GPTC_EARLY_STOPPING_NEVER;
+        else {
+            serve_error_set(err, 400, "early_stopping",
+                            "early_stopping: expected true, false or \"never\", got %s", type_name(v));
+            return 0;
+        }
+    }
+    if (beams > 1) {
+        /* as vLLM: beam search does not sample */
+        if (temperature != 0) {
+            serve_error_set(err, 400, "temperature",
+                            "temperature: beam search (num_beams %lld) does not sample; set temperature 0",
+                            (long long)beams);
+            return 0;
+        }
+        if (n > beams) {
+            serve_error_set(err, 400, "n", "n: %lld is more than num_beams %lld (the n best beams are returned)",
+                            (long long)n, (long long)beams);
+            return 0;
+        }
+        if (c->logprobs >= 0) {
+            serve_error_set(err, 400, "logprobs", "logprobs: not supported with beam search (num_beams > 1)");
+            return 0;
+        }
+        if (presence != 0 || frequency != 0) {
+            serve_error_set(err, 400, presence != 0 ? "presence_penalty" : "frequency_penalty",
+                            "%s: not supported with beam search (num_beams > 1)",
+                            presence != 0 ? "presence_penalty" : "frequency_penalty");
+            return 0;
+        }
     }
     p->max_new_tokens = (int32_t)max_tokens;
     p->min_new_tokens = (int32_t)min_tokens;
@@ -543,8 +579,11 @@ static int parse_fields(const cJSON *root, const serve_limits *lim, serve_comple
     p->stop_strings = NULL;
     p->n_stop_strings = 0;
     p->truncate_prompt = 0;
-    p->num_beams = 1;
-    p->num_return_sequences = 1;
+    p->num_beams = (int32_t)beams;
+    /* beam search returns the n best beams of one search per prompt */
+    p->num_return_sequences = beams > 1 ? (int32_t)n : 1;
+    p->length_penalty = length_penalty;
+    p->early_stopping = early;
     if (ignore_eos) p->n_eos_token_ids = 0;
     c->n = (int32_t)n;
     return parse_stop(root, c, err);

@@ -98,6 +98,9 @@ __device__ __forceinline__ void ln_stage_row(const float *__restrict__ x, float 
     rstd = 1.0f / sqrtf(var + eps);
 }
 
+/* Where element i of a staged row goes in the multi-token layout. */
+__device__ __forceinline__ int nt_slot(int i, int nch) { return ((i >> 3) + ((i & 4) ? nch : 0)) * 4 + (i & 3); }
+
 template <typename T, int NCL, bool LN, int R, int NT>
 __global__ void __launch_bounds__(256)
     gemv_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O,
@@ -168,6 +171,11 @@ __global__ void __launch_bounds__(256)
                     }
                 }
             } else {
+                /* Split layout (nt_slot): a chunk's first four values in
+                 * the row's first half, the last four in its second, so
+                 * that a warp's 16-byte reads of them are contiguous (no
+                 * bank conflicts); the same values as the one-token
+                 * layout, so the same sums. */
                 const T *x0 = (const T *)in_ + (size_t)t0 * I;
                 if ((I & 7) == 0) {
                     int n8 = I / 8;
@@ -176,18 +184,18 @@ __global__ void __launch_bounds__(256)
                         int j = q / n8, c = q - j * n8;
                         float v[8];
                         load8(x0 + (size_t)j * I + c * 8, v);
-                        xs4[j * ld4 + 2 * c] = make_float4(v[0], v[1], v[2], v[3]);
-                        xs4[j * ld4 + 2 * c + 1] = make_float4(v[4], v[5], v[6], v[7]);
+                        xs4[j * ld4 + c] = make_float4(v[0], v[1], v[2], v[3]);
+                        xs4[j * ld4 + nch + c] = make_float4(v[4], v[5], v[6], v[7]);
                     }
                     for (int q = threadIdx.x; q < nt * (ldw - I); q += nthr) {
                         int j = q / (ldw - I);
-                        xs[j * ldw + I + (q - j * (ldw - I))] = 0.0f;
+                        xs[j * ldw + nt_slot(I + (q - j * (ldw - I)), nch)] = 0.0f;
                     }
                 } else {
 #pragma unroll 4
                     for (int q = threadIdx.x; q < nt * ldw; q += nthr) {
                         int j = q / ldw, i = q - j * ldw;
-                        xs[q] = i < I ? to_f(x0[(size_t)j * I + i]) : 0.0f;
+                        xs[j * ldw + nt_slot(i, nch)] = i < I ? to_f(x0[(size_t)j * I + i]) : 0.0f;
                     }
                 }
             }
@@ -200,7 +208,8 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
                 for (int j = 0; j < NT; j++) {
                     if (j >= nt) break;
-                    float4 xa = xs4[j * ld4 + 2 * c], xb = xs4[j * ld4 + 2 * c + 1];
+                    float4 xa = NT == 1 ? xs4[2 * c] : xs4[j * ld4 + c];
+                    float4 xb = NT == 1 ? xs4[2 * c + 1] : xs4[j * ld4 + nch + c];
 #pragma unroll
                     for (int q = 0; q < R; q++) acc[q][j] += wv[q][k].dot(xa, xb);
                 }
