@@ -102,10 +102,9 @@ __device__ __forceinline__ void ln_stage_row(const float *__restrict__ x, float 
 __device__ __forceinline__ int nt_slot(int i, int nch) { return ((i >> 3) + ((i & 4) ? nch : 0)) * 4 + (i & 3); }
 
 template <typename T, int NCL, bool LN, int R, int NT>
-__global__ void __launch_bounds__(256)
-    gemv_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O,
-                int n_tok, cuda_epi e, const float *__restrict__ ln_w,
-                const float *__restrict__ ln_b, float eps) {
+__device__ __forceinline__ void gemv_body(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I,
+                                          int O, int n_tok, cuda_epi e, const float *__restrict__ ln_w,
+                                          const float *__restrict__ ln_b, float eps) {
     static_assert(!LN || NT == 1, "several tokens take their layer norm from ln_stage_kernel");
     extern __shared__ float4 xs4[]; /* NT rows of ldw floats; LN: then ln_w, ln_b */
     __shared__ float red[32];
@@ -232,6 +231,25 @@ __global__ void __launch_bounds__(256)
     }
 }
 
+template <typename T, int NCL, bool LN, int R, int NT>
+__global__ void __launch_bounds__(256)
+    gemv_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O,
+                int n_tok, cuda_epi e, const float *__restrict__ ln_w,
+                const float *__restrict__ ln_b, float eps) {
+    gemv_body<T, NCL, LN, R, NT>(in_, w, ldw, I, O, n_tok, e, ln_w, ln_b, eps);
+}
+
+/* The multi-token product held to 3 blocks per SM (so at most 85 registers
+ * a thread, and 4 chunks in flight a lane): measured on an H100, 25% faster
+ * than 2 blocks per SM with 8 chunks in flight (bench/NOTES-cuda.md). */
+template <typename T, bool LN, int R, int NT>
+__global__ void __launch_bounds__(256, 3)
+    gemv_nt_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O,
+                   int n_tok, cuda_epi e, const float *__restrict__ ln_w,
+                   const float *__restrict__ ln_b, float eps) {
+    gemv_body<T, 4, LN, R, NT>(in_, w, ldw, I, O, n_tok, e, ln_w, ln_b, eps);
+}
+
 /*
  * The layer norm of gemv_kernel<LN>'s staging, for products of several
  * tokens: a block of as many threads per token takes the same sums in the
@@ -263,6 +281,8 @@ static int env_int(const char *name, int def) {
     return v && *v ? atoi(v) : def;
 }
 
+static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb;
+
 /* Tokens per block of a launch of T > 1 (T = 1: one). */
 #define GEMV_NT 8
 /* The largest dynamic shared memory a block may have (the multi-token
@@ -282,6 +302,11 @@ static cudaError_t gemv_launch_nt(const void *in, const void *w, int ldw, int T,
     dim3 grid = rows_x ? dim3(row_blocks, groups) : dim3(groups, row_blocks);
     int per_lane = (ldw / 8 + 31) / 32;
     const W *wp = (const W *)w;
+    if constexpr (NT > 1) {
+        if (g_ntb == 3)
+            return launch_pdl(gemv_nt_kernel<W, LN, R, NT>, grid, dim3(warps * 32), smem, st, in, wp,
+                              ldw, I, O, T, epi, ln_w, ln_b, eps);
+    }
     if (per_lane <= 4)
         return launch_pdl(gemv_kernel<W, 4, LN, R, NT>, grid, dim3(warps * 32), smem, st, in, wp,
                           ldw, I, O, T, epi, ln_w, ln_b, eps);
@@ -293,13 +318,13 @@ static cudaError_t gemv_launch_nt(const void *in, const void *w, int ldw, int T,
 }
 
 /* The launch shapes, from the environment once (see gemv_launch). */
-static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr;
 static void gemv_shapes(void) {
     if (g_lnw >= 0) return;
     g_lnw = env_int("GPTC_GEMV_LNW", 8), g_lnr = env_int("GPTC_GEMV_LNR", 2);
     g_nw = env_int("GPTC_GEMV_W", 8), g_nr = env_int("GPTC_GEMV_R", 2);
     g_nt_min = env_int("GPTC_GEMV_NT_MIN", 16), g_ntw = env_int("GPTC_GEMV_NTW", 8);
     g_ntr = env_int("GPTC_GEMV_NTR", 2);
+    g_ntb = env_int("GPTC_GEMV_NTB", 3);
 }
 
 template <typename W, bool LN>
@@ -316,7 +341,8 @@ static cudaError_t gemv_launch(const void *in, const void *w, int ldw, int T, in
      * about the same at 16, and 5.0-5.5 against 4.6-4.9 at 32 (gpt2, H200).
      * GPTC_GEMV_{LNW,LNR,W,R} override, for
      * measurements, and GPTC_GEMV_NT_MIN (T from which blocks take several
-     * tokens; 0: never) and GPTC_GEMV_NT{W,R} (their warps and rows). */
+     * tokens; 0: never), GPTC_GEMV_NT{W,R} (their warps and rows) and
+     * GPTC_GEMV_NTB (3: gemv_nt_kernel; 1: gemv_kernel's 2 blocks per SM). */
     gemv_shapes();
     size_t row = (size_t)ldw * sizeof(float);
     int multi = g_nt_min > 0 && T >= g_nt_min && T > 1 && GEMV_NT * row <= g_smem_optin;
@@ -382,6 +408,12 @@ template <typename W, bool LN> static cudaError_t gemv_prepare1(int bytes) {
 template <typename W> static cudaError_t gemv_prepare_nt(int bytes) {
     cudaError_t e = gemv_prepare3<W, false, 1, GEMV_NT>(bytes);
     if (e == cudaSuccess) e = gemv_prepare3<W, false, 2, GEMV_NT>(bytes);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(gemv_nt_kernel<W, false, 2, GEMV_NT>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(gemv_nt_kernel<W, false, 1, GEMV_NT>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute(ln_stage_kernel<W>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  bytes);
