@@ -38,12 +38,15 @@ import threading
 import time
 import traceback
 
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_client import COUNTS, KEY, check, complete, metrics, request, sanitizer_hit  # noqa: E402
+
 BIN = os.environ.get("GPTC_BIN", "gptc")
 ROOT = os.environ.get("GPTC_ROOT", os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 MODEL = os.path.join(ROOT, "tests", "fixtures", "gpt2vocab-f16")
 CONF = os.path.join(ROOT, "deploy", "nginx", "gptc.conf")
 NAME = "fixture-model"
-KEY = "sk-test-5a1b2c3d"
 SAN = os.environ.get("GPTC_SANITIZE") == "1"
 # Startup and shutdown are slower under the sanitizers.
 SLOW = 120 if SAN else 30
@@ -53,65 +56,12 @@ MAX_BODY = 1 << 20  # gptc's --max-body default, and the config's client_max_bod
 # long enough for a stream to be visibly token by token.
 LONG = 110
 
-passed, failed = 0, 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print("ok   " + name, flush=True)
-    else:
-        failed += 1
-        print("FAIL %s %s" % (name, str(detail)[:2000]), flush=True)
-    return ok
-
-
-def sanitizer_hit(text):
-    return any(s in text for s in ("AddressSanitizer", "runtime error:", "LeakSanitizer", "UndefinedBehavior"))
-
-
-def request(port, method, path, body=None, key=KEY, headers=None, timeout=120):
-    """(status, headers with lower-case names, body bytes)."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    h = {"Authorization": "Bearer " + key} if key else {}
-    if isinstance(body, dict):
-        body = json.dumps(body).encode()
-    if body is not None:
-        h["Content-Type"] = "application/json"
-    h.update(headers or {})
-    try:
-        c.request(method, path, body=body, headers=h)
-        r = c.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        c.close()
-
-
-def complete(port, req, **kw):
-    st, _, data = request(port, "POST", "/v1/completions", req, **kw)
-    try:
-        return st, json.loads(data)
-    except ValueError:
-        return st, {"raw": data[:500]}
-
-
 def is_error_object(data):
     try:
         e = json.loads(data)["error"]
         return isinstance(e["message"], str) and "type" in e and "code" in e
     except (ValueError, KeyError, TypeError):
         return False
-
-
-def metrics(port):
-    st, _, data = request(port, "GET", "/metrics", key=None)
-    out = {}
-    for line in data.decode().splitlines():
-        if line and not line.startswith("#"):
-            k, v = line.rsplit(" ", 1)
-            out[k] = float(v)
-    return out
 
 
 COMPLETIONS_OK = 'gptc_requests_total{endpoint="/v1/completions",status="200"}'
@@ -536,11 +486,11 @@ def main():
             ngx.stop()
         for name, s in zip(("server A", "server B"), servers):
             s.stop(name)
-        if failed and ngx:
+        if COUNTS.failed and ngx:
             print("nginx error.log:\n" + ngx.log()[-4000:])
         shutil.rmtree(tmp, ignore_errors=True)
-    print("%d passed, %d failed (%.1f s)" % (passed, failed, time.monotonic() - t_start))
-    return 1 if failed else 0
+    print("%d passed, %d failed (%.1f s)" % (COUNTS.passed, COUNTS.failed, time.monotonic() - t_start))
+    return 1 if COUNTS.failed else 0
 
 
 if __name__ == "__main__":

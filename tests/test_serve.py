@@ -31,6 +31,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_cli import bytes_to_unicode  # noqa: E402
+from serve_client import COUNTS, KEY, check, complete, metrics, request, sanitizer_hit  # noqa: E402
 
 BIN = os.environ.get("GPTC_BIN", "gptc")
 ROOT = os.environ.get("GPTC_ROOT", os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -39,29 +40,11 @@ MODEL = os.path.join(ROOT, "tests", "fixtures", "gpt2vocab-f16")
 # for the tests that time a cancellation or need requests to overlap.
 DEMO = os.path.join(ROOT, "models", "shakespeare-demo")
 NAME = "fixture-model"
-KEY = "sk-test-5a1b2c3d"
 EOS = 50256
 N_CTX = 128
 SAN = os.environ.get("GPTC_SANITIZE") == "1"
 P1 = "Hello, my name is"
 P2 = "The quick brown fox jumps over"
-
-passed, failed = 0, 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print("ok   " + name, flush=True)
-    else:
-        failed += 1
-        print("FAIL %s %s" % (name, str(detail)[:2000]), flush=True)
-    return ok
-
-
-def sanitizer_hit(text):
-    return any(s in text for s in ("AddressSanitizer", "runtime error:", "LeakSanitizer", "UndefinedBehavior"))
 
 
 # ---- the tokenizer's bytes, to decode reference ids into text ----
@@ -179,34 +162,6 @@ class Server:
         return rc
 
 
-def request(port, method, path, body=None, headers=None, key=KEY, timeout=300):
-    """(status, headers with lower-case names, body bytes)."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    h = {}
-    if key:
-        h["Authorization"] = "Bearer " + key
-    if isinstance(body, (dict, list)):
-        body = json.dumps(body).encode()
-        h["Content-Type"] = "application/json"
-    h.update(headers or {})
-    try:
-        c.request(method, path, body=body, headers=h)
-        r = c.getresponse()
-        data = r.read()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
-    finally:
-        c.close()
-
-
-def complete(port, req, **kw):
-    """POST /v1/completions: (status, parsed body)."""
-    st, hd, data = request(port, "POST", "/v1/completions", req, **kw)
-    try:
-        return st, json.loads(data)
-    except ValueError:
-        return st, {"raw": data}
-
-
 def parse_sse(data):
     """Server-sent events -> (list of JSON payloads, saw [DONE] last, well-formed)."""
     text = data.decode("utf-8")
@@ -250,16 +205,6 @@ def joined(events, n_choices=1):
 def usage_of(events):
     u = [e["usage"] for e in events if e.get("usage")]
     return u[-1] if u else None
-
-
-def metrics(port):
-    st, _, data = request(port, "GET", "/metrics", key=None)
-    out = {}
-    for line in data.decode().splitlines():
-        if line and not line.startswith("#"):
-            k, v = line.rsplit(" ", 1)
-            out[k] = float(v)
-    return out
 
 
 class Ledger:
@@ -1244,8 +1189,8 @@ def main():
     test_limits()
     test_timeout()
     test_devices()
-    print("%d passed, %d failed (%.1f s)" % (passed, failed, time.monotonic() - t_start))
-    return 1 if failed else 0
+    print("%d passed, %d failed (%.1f s)" % (COUNTS.passed, COUNTS.failed, time.monotonic() - t_start))
+    return 1 if COUNTS.failed else 0
 
 
 if __name__ == "__main__":
