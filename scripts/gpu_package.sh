@@ -8,6 +8,8 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DGPTC_NATIVE=OFF -DGPTC_GPU_
 cmake --build build-gpu -j"$(nproc)"
 rm -rf gpu-pkg && mkdir -p gpu-pkg/lib
 cp build-gpu/gptc gpu-pkg/
+# libgptc.so for the Python package (tests/gpu/devices_check.py)
+cp build-gpu/libgptc.so gpu-pkg/lib/ && strip --strip-unneeded gpu-pkg/lib/libgptc.so
 # Only the tests that exercise the GPU: the device tool carries at most 64 MiB.
 for t in test_cuda test_kernels test_sample test_beam test_batch; do
   find build-gpu/tests -maxdepth 2 -type f -perm -u+x -name "$t" -exec cp {} gpu-pkg/ \;
