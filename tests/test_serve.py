@@ -594,6 +594,22 @@ def test_beams(port):
           st == 200 and done and ok and texts == [x.text for x in refs], (st, texts))
     if st == 200:
         LEDGER.add({"prompt_tokens": len(ids), "completion_tokens": sum(x.tokens for x in refs)}, n_choices=2)
+    # A search runs beside the batch, on the same model: both at once.
+    plain = reference(tokenize(P1), 40)
+    results = [None, None]
+    ts = [threading.Thread(target=lambda i=i, q=q: results.__setitem__(i, complete(port, q)))
+          for i, q in enumerate([req, {"prompt": P1, "max_tokens": 40, "temperature": 0}])]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(300)
+    (sb, rb), (sp, rp) = results
+    check("a beam search and a batched request at the same time: each its own result",
+          sb == 200 and sp == 200 and [c["text"] for c in rb["choices"]] == [x.text for x in refs] and
+          rp["choices"][0]["text"] == plain.text, results)
+    if sb == 200 and sp == 200:
+        LEDGER.add(rb["usage"], n_choices=2)
+        LEDGER.add(rp["usage"])
 
 
 def test_metrics_exact(port):
