@@ -385,6 +385,13 @@ gptc_status gptc_batch_cancel(gptc_batch *b, uint64_t id);
 #define GPTC_MAX_TOP_LOGPROBS 20
 gptc_status gptc_batch_logprobs(gptc_batch *b, uint64_t id, int32_t n_top);
 
+/* What those events report, from one row of logits: the log-softmax of
+ * token `id` in *logprob, and the n_top most likely tokens (most likely
+ * first, ties: the lower id) in top_ids / top_logprobs (n_top entries, the
+ * caller's). Returns how many were written (n_top, or n_vocab if fewer). */
+int32_t gptc_logprobs(const float *logits, int32_t n_vocab, int32_t id, int32_t n_top, float *logprob,
+                      int32_t *top_ids, float *top_logprobs);
+
 typedef struct {
     uint64_t id;
     int32_t token;             /* the new token; -1 when none (max_new_tokens 0) */

@@ -274,6 +274,15 @@ gptc_status gptc_batch_logprobs(gptc_batch *b, uint64_t id, int32_t n_top) {
     return GPTC_OK;
 }
 
+int32_t gptc_logprobs(const float *logits, int32_t n_vocab, int32_t id, int32_t n_top, float *logprob,
+                      int32_t *top_ids, float *top_logprobs) {
+    if (logprob) *logprob = NAN;
+    if (!logits || n_vocab < 1 || id < 0 || id >= n_vocab || n_top < 0 || !logprob ||
+        (n_top && (!top_ids || !top_logprobs)))
+        return 0;
+    return sample_logprobs(logits, n_vocab, id, n_top, logprob, top_ids, top_logprobs);
+}
+
 static void finish_running(gptc_batch *b, size_t i) {
     request *r = b->run[i];
     b->reserved -= r->reserve;

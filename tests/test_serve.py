@@ -467,6 +467,16 @@ def text_chars_before(gen, k):
     return None
 
 
+def merged_logprobs(events):
+    """A stream's chunks' logprobs, concatenated (one choice)."""
+    merged = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for e in events:
+        for c in e.get("choices", []):
+            for key in merged:
+                merged[key] += (c.get("logprobs") or {}).get(key, [])
+    return merged
+
+
 def test_logprobs(port):
     """logprobs: the log-softmax of the model's raw logits (numpy over `gptc
     logits`, float64) for the chosen token and the top ones, OpenAI's shape
@@ -480,17 +490,18 @@ def test_logprobs(port):
     ids = tokenize(P1)
     steps, k = 6, 3
 
-    def want_for(gen):
+    def want_for(gen, prefix=None):
+        prefix = ids if prefix is None else prefix
         out = []
         for i, t in enumerate(gen):
-            z = np.array(cli("logits", "-m", MODEL, "--prompt-ids", ",".join(map(str, ids + gen[:i])),
+            z = np.array(cli("logits", "-m", MODEL, "--prompt-ids", ",".join(map(str, prefix + gen[:i])),
                              "--threads", "1").split(), dtype=np.float64)
             lsm = z - (z.max() + np.log(np.exp(z - z.max()).sum()))
             top = sorted(range(len(z)), key=lambda j: (-z[j], j))[:k]
             out.append((lsm[t], {token_name(j): lsm[j] for j in top + ([t] if t not in top else [])}))
         return out
 
-    def close_to(lp, gen, want):
+    def close_to(lp, gen, want, offsets=True):
         if not lp or lp.get("tokens") != [token_name(t) for t in gen] or len(lp.get("token_logprobs", [])) != len(gen):
             return False
         for i, (w_lp, w_top) in enumerate(want):
@@ -502,7 +513,7 @@ def test_logprobs(port):
             if list(got_top.values())[:k] != sorted(list(got_top.values())[:k], reverse=True):
                 return False
         offs = [text_chars_before(gen, i) for i in range(len(gen))]
-        return None in offs or lp["text_offset"] == offs
+        return not offsets or None in offs or lp["text_offset"] == offs
 
     greedy = reference(ids, steps)
     want = want_for(greedy.ids)
@@ -513,11 +524,7 @@ def test_logprobs(port):
     if st == 200:
         LEDGER.add(r["usage"])
     st, ev, done, ok, _ = stream(port, {"prompt": P1, "max_tokens": steps, "temperature": 0, "logprobs": k})
-    merged = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-    for e in ev:
-        for c in e.get("choices", []):
-            for key in merged:
-                merged[key] += (c.get("logprobs") or {}).get(key, [])
+    merged = merged_logprobs(ev)
     check("logprobs streamed: the chunks' logprobs together are the whole list",
           st == 200 and done and merged == lp, (merged, lp))
     if st == 200:
@@ -534,6 +541,39 @@ def test_logprobs(port):
           close_to(r["choices"][0].get("logprobs"), sampled.ids, want_for(sampled.ids)), (st, r))
     if st == 200:
         LEDGER.add(r["usage"])
+    # echo with logprobs (how lm-evaluation-harness scores a text): the
+    # prompt's tokens first, each under the logits of those before it (the
+    # first has none: null), then the generated ones.
+    pwant = want_for(ids[1:], prefix=ids[:1])
+    for max_tokens in (0, 3):
+        gen = reference(ids, max_tokens).ids if max_tokens else []
+        st, r = complete(port, {"prompt": P1, "max_tokens": max_tokens, "temperature": 0, "echo": True,
+                                "logprobs": k})
+        lp = r["choices"][0].get("logprobs") if st == 200 else None
+        ok = st == 200 and lp is not None and lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+        if ok:
+            rest = {key: v[1:] for key, v in lp.items()}
+            rest["text_offset"] = [x - len(P1) for x in rest["text_offset"]]
+            ok = close_to({key: v[:len(ids) - 1] for key, v in rest.items()}, ids[1:], pwant, offsets=False)
+            ok = ok and lp["tokens"][:len(ids)] == [token_name(t) for t in ids] and \
+                lp["text_offset"][:len(ids)] == [len(decode(ids[:i])) for i in range(len(ids))]
+            if gen:
+                tail = {key: v[len(ids):] for key, v in lp.items()}
+                tail["text_offset"] = [x - len(P1) for x in tail["text_offset"]]
+                ok = ok and close_to(tail, gen, want_for(gen))
+            ok = ok and r["choices"][0]["text"] == P1 + (reference(ids, max_tokens).text if gen else "")
+        check("echo with logprobs, max_tokens %d: the prompt's tokens (the first null), then the generated" %
+              max_tokens, ok, (st, r))
+        if st == 200:
+            LEDGER.add(r["usage"])
+        if gen:
+            st, ev, done, _, _ = stream(port, {"prompt": P1, "max_tokens": max_tokens, "temperature": 0,
+                                               "echo": True, "logprobs": k})
+            merged = merged_logprobs(ev)
+            check("echo with logprobs, streamed: the chunks' logprobs together are the whole list",
+                  st == 200 and done and merged == lp, (merged, lp))
+            if st == 200:
+                LEDGER.add({"prompt_tokens": len(ids), "completion_tokens": len(gen)})
     st, r = complete(port, {"prompt": P1, "max_tokens": 3, "temperature": 0})
     check("no logprobs asked: logprobs is null", st == 200 and r["choices"][0]["logprobs"] is None, r)
     if st == 200:
@@ -880,7 +920,6 @@ def test_bad_requests(port):
         ("an unknown field", {"prompt": "a", "temprature": 0}, 400, "temprature", "unrecognized"),
         ("logprobs 21", {"prompt": "a", "logprobs": 21}, 400, "logprobs", "logprobs"),
         ("logprobs a string", {"prompt": "a", "logprobs": "2"}, 400, "logprobs", "integer"),
-        ("logprobs with echo", {"prompt": "a", "logprobs": 2, "echo": True}, 400, "logprobs", "echo"),
         ("suffix (not supported)", {"prompt": "a", "suffix": "b"}, 400, "suffix", ""),
         ("best_of above n", {"prompt": "a", "best_of": 3}, 400, "best_of", ""),
         ("num_beams 4 with the default temperature 1", {"prompt": "a", "num_beams": 4}, 400, "temperature",

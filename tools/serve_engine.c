@@ -61,10 +61,11 @@ struct serve_engine {
     size_t max_batch, max_seqs; /* per worker */
     worker *w;
     size_t n_w;
-    /* Beam search (num_beams > 1) is not batched with other requests: one
-     * search at a time runs on a thread of its own, beside the batches, on
-     * the first model. */
-    worker beams;
+    /* Jobs the batches do not take, one at a time on a thread of their own
+     * beside them, on the first model: beam search (num_beams > 1), and
+     * the scoring of the prompt for echo with logprobs (then the job goes
+     * on to a batch). */
+    worker solo;
 };
 
 double serve_now(void) {
@@ -143,6 +144,17 @@ static int push_logprob(serve_choice *c, const gptc_batch_event *ev) {
     return 1;
 }
 
+/* j to the end of w's queue, and w woken (lock held). */
+static void enqueue_locked(worker *w, serve_job *j) {
+    j->worker = w;
+    if (w->in_tail)
+        w->in_tail->next = j;
+    else
+        w->in_head = j;
+    w->in_tail = j;
+    pthread_cond_signal(&w->cv);
+}
+
 int serve_engine_submit(serve_engine *e, serve_completion *req, double t_arrival, serve_job **out,
                         serve_error *err) {
     *out = NULL;
@@ -185,7 +197,7 @@ int serve_engine_submit(serve_engine *e, serve_completion *req, double t_arrival
     worker *w = &e->w[0];
     for (size_t i = 1; i < e->n_w; i++)
         if (e->w[i].n_seqs < w->n_seqs) w = &e->w[i];
-    if (j->req.params.num_beams > 1) w = &e->beams;
+    if (j->req.params.num_beams > 1 || (j->req.echo && j->req.logprobs >= 0)) w = &e->solo;
     if (w->n_seqs + n > e->max_seqs) {
         size_t busy = w->n_seqs;
         pthread_mutex_unlock(&e->mu);
@@ -200,13 +212,7 @@ int serve_engine_submit(serve_engine *e, serve_completion *req, double t_arrival
         return 0;
     }
     w->n_seqs += n;
-    j->worker = w;
-    if (w->in_tail)
-        w->in_tail->next = j;
-    else
-        w->in_head = j;
-    w->in_tail = j;
-    pthread_cond_signal(&w->cv);
+    enqueue_locked(w, j);
     pthread_mutex_unlock(&e->mu);
     *out = j;
     return 1;
@@ -597,15 +603,135 @@ static void *engine_main(void *arg) {
     return NULL;
 }
 
+/* A job that leaves its worker's queue cancelled: done. Lock held. */
+static void drop_cancelled_locked(worker *w, serve_job *j) {
+    w->n_seqs -= j->n_choices - j->n_finished;
+    j->n_finished = j->n_choices;
+    j->state = SERVE_JOB_DONE;
+    pthread_cond_broadcast(&j->cv);
+    job_unref(j);
+}
+
 /*
- * The beam-search worker: each job's prompts in turn through
- * gptc_generate_beams (the n best beams of one search per prompt: choice i
- * of a prompt is beam i), then their tokens to the choices as a batch
- * worker delivers them, all at the end (a search's beams are not final
- * before). A search cannot be stopped midway: a job cancelled while it runs
- * is dropped when it ends.
+ * Beam search: each prompt of the job through gptc_generate_beams (the n
+ * best beams of one search per prompt: choice i of a prompt is beam i),
+ * then their tokens to the choices as a batch worker delivers them, all at
+ * the end (a search's beams are not final before). Without the lock; 0 and
+ * *err on failure. ids[p] / lens[p * n + i]: prompt p's beams.
  */
-static void *beam_main(void *arg) {
+static int run_beams(worker *w, serve_job *j, int32_t **ids, size_t *lens, serve_error *err) {
+    const serve_completion *r = &j->req;
+    size_t n = (size_t)r->n;
+    for (size_t p = 0; p < r->n_prompts; p++) {
+        gptc_status st = gptc_generate_beams(w->m, w->e->tok, r->prompts[p].ids, r->prompts[p].n_ids, &r->params,
+                                             &ids[p], lens + p * n, NULL);
+        if (st != GPTC_OK) {
+            serve_error_set(err, st == GPTC_ERR_NOMEM ? 503 : st == GPTC_ERR_ARG || st == GPTC_ERR_RANGE ? 400 : 500,
+                            NULL, "%s", gptc_last_error());
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The beams' tokens to the choices (lock held). Choices are prompt-major:
+ * choice k is beam k % n of prompt k / n. */
+static void deliver_beams_locked(worker *w, serve_job *j, int32_t *const *ids, const size_t *lens) {
+    const serve_completion *r = &j->req;
+    size_t n = (size_t)r->n;
+    double now = serve_now();
+    for (size_t k = 0; k < j->n_choices && j->state != SERVE_JOB_FAILED; k++) {
+        size_t p = k / n, b = k % n, off = 0;
+        for (size_t q = 0; q < b; q++)
+            off += lens[p * n + q];
+        size_t len = lens[p * n + b];
+        active a = {.id = 0, .job = j, .c = &j->choices[k]};
+        for (size_t t = 0; t < len && a.job && j->state != SERVE_JOB_FAILED; t++) {
+            int32_t id = ids[p][off + t];
+            int eos = 0;
+            for (int32_t q = 0; q < r->params.n_eos_token_ids; q++)
+                eos |= id == r->params.eos_token_ids[q];
+            gptc_batch_event ev = {.id = 0, .token = id, .logprob = NAN};
+            ev.finish = eos ? GPTC_FINISH_EOS : t + 1 == len ? GPTC_FINISH_LENGTH : GPTC_FINISH_NONE;
+            deliver_locked(w, &a, &ev, now);
+        }
+        if (a.job && j->state != SERVE_JOB_FAILED) { /* no token at all (max_tokens 0) */
+            gptc_batch_event ev = {.id = 0, .token = -1, .finish = GPTC_FINISH_LENGTH, .logprob = NAN};
+            deliver_locked(w, &a, &ev, now);
+        }
+    }
+}
+
+/*
+ * echo with logprobs: the log-probability of each prompt token under the
+ * logits of the positions before it (the first has none: NAN, n_top -1),
+ * from a session, 64 positions of logits at a time. out[p] gets prompt p's
+ * n_ids entries. Without the lock; 0 and *err on failure.
+ */
+#define SCORE_ROWS 64
+static int score_prompts(worker *w, serve_job *j, serve_logprob **out, serve_error *err) {
+    const serve_completion *r = &j->req;
+    int32_t V = gptc_model_config(w->m)->n_vocab;
+    float *logits = malloc((size_t)SCORE_ROWS * (size_t)V * sizeof *logits);
+    gptc_status st = logits ? GPTC_OK : GPTC_ERR_NOMEM;
+    for (size_t p = 0; p < r->n_prompts && st == GPTC_OK; p++) {
+        const serve_prompt *pr = &r->prompts[p];
+        serve_logprob *lp = out[p] = calloc(pr->n_ids, sizeof *lp);
+        gptc_session *s = NULL;
+        if (!lp || (st = gptc_session_new(w->m, (int32_t)pr->n_ids, &s)) != GPTC_OK) {
+            if (!lp) st = GPTC_ERR_NOMEM;
+            break;
+        }
+        size_t off = 0;
+        for (size_t i = 0; i < pr->n_ids; i++) {
+            size_t len = 0;
+            gptc_tokenizer_token_bytes(w->e->tok, pr->ids[i], &len);
+            lp[i] = (serve_logprob){.token = pr->ids[i], .logprob = NAN, .text_off = off, .n_top = -1};
+            off += len;
+        }
+        /* logits of positions [a, b) score tokens [a + 1, b + 1) */
+        for (size_t a = 0; a + 1 < pr->n_ids && st == GPTC_OK; a += SCORE_ROWS) {
+            size_t b = a + SCORE_ROWS < pr->n_ids - 1 ? a + SCORE_ROWS : pr->n_ids - 1;
+            if ((st = gptc_session_eval(s, pr->ids + a, b - a, b - a, logits)) != GPTC_OK) break;
+            for (size_t i = a; i < b; i++) {
+                serve_logprob *l = &lp[i + 1];
+                l->n_top = gptc_logprobs(logits + (i - a) * (size_t)V, V, l->token, r->logprobs, &l->logprob,
+                                         l->top_ids, l->top_logprobs);
+            }
+        }
+        gptc_session_free(s);
+    }
+    free(logits);
+    if (st != GPTC_OK)
+        serve_error_set(err, st == GPTC_ERR_NOMEM ? 503 : 500, NULL, "%s",
+                        st == GPTC_ERR_NOMEM ? "out of memory" : gptc_last_error());
+    return st == GPTC_OK;
+}
+
+/* The prompt's entries first in each choice's logprobs, with the echo
+ * piece (lock held); 0 when memory ran out. */
+static int add_prompt_logprobs_locked(serve_job *j, serve_logprob *const *lps) {
+    for (size_t k = 0; k < j->n_choices; k++) {
+        serve_choice *c = &j->choices[k];
+        size_t n = j->req.prompts[c->prompt].n_ids;
+        serve_logprob *p = realloc(c->lps, (c->n_lps + n) * sizeof *p);
+        if (!p) return 0;
+        memcpy(p + c->n_lps, lps[c->prompt], n * sizeof *p);
+        c->lps = p;
+        c->n_lps += n;
+        c->cap_lps = c->n_lps;
+        if (c->n_pieces) c->piece_lps[0] = c->n_lps; /* the echo's chunk carries them */
+    }
+    return 1;
+}
+
+/*
+ * The solo worker (serve_engine.solo): beam search, and the prompt scoring
+ * of echo with logprobs, after which the job joins the least busy batch
+ * (or, with max_tokens 0, ends). Neither can be stopped midway: a job
+ * cancelled meanwhile is dropped when it ends.
+ */
+static void *solo_main(void *arg) {
     worker *w = arg;
     serve_engine *e = w->e;
     pthread_mutex_lock(&e->mu);
@@ -618,76 +744,66 @@ static void *beam_main(void *arg) {
         if (!w->in_head) w->in_tail = NULL;
         j->next = NULL;
         if (j->cancelled) {
-            w->n_seqs -= j->n_choices - j->n_finished;
-            j->n_finished = j->n_choices;
-            j->state = SERVE_JOB_DONE;
-            job_unref(j);
+            drop_cancelled_locked(w, j);
             continue;
         }
-        j->state = SERVE_JOB_RUNNING;
-        pthread_cond_broadcast(&j->cv);
-        size_t tokens = 0;
-        for (size_t i = 0; i < j->req.n_prompts; i++)
-            tokens += j->req.prompts[i].n_ids * (size_t)j->req.n;
-        serve_metrics_prompt_tokens(e->metrics, tokens);
+        const serve_completion *r = &j->req;
+        int beams = r->params.num_beams > 1, to_batch = !beams && r->params.max_new_tokens > 0;
+        /* A scored prompt's job stays queued until its prompt's entries are
+         * in: a stream's echo chunk must carry them. */
+        if (beams) {
+            j->state = SERVE_JOB_RUNNING;
+            pthread_cond_broadcast(&j->cv);
+        }
+        if (!to_batch) {
+            size_t tokens = 0;
+            for (size_t i = 0; i < r->n_prompts; i++)
+                tokens += r->prompts[i].n_ids * (size_t)r->n;
+            serve_metrics_prompt_tokens(e->metrics, tokens);
+        }
         pthread_mutex_unlock(&e->mu);
 
-        const serve_completion *r = &j->req;
-        size_t n = (size_t)r->n, n_p = r->n_prompts;
+        size_t n_p = r->n_prompts;
         int32_t **ids = calloc(n_p, sizeof *ids);
-        size_t *lens = calloc(n_p * n, sizeof *lens);
+        size_t *lens = calloc(n_p * (size_t)r->n, sizeof *lens);
+        serve_logprob **lps = calloc(n_p, sizeof *lps);
         serve_error err = {0};
-        gptc_status st = ids && lens ? GPTC_OK : GPTC_ERR_NOMEM;
-        for (size_t p = 0; p < n_p && st == GPTC_OK; p++) {
-            st = gptc_generate_beams(w->m, e->tok, r->prompts[p].ids, r->prompts[p].n_ids, &r->params, &ids[p],
-                                     lens + p * n, NULL);
-            if (st != GPTC_OK)
-                serve_error_set(&err, st == GPTC_ERR_NOMEM ? 503 : st == GPTC_ERR_ARG || st == GPTC_ERR_RANGE ? 400 : 500,
-                                NULL, "%s", gptc_last_error());
-        }
-        if (st == GPTC_ERR_NOMEM && !err.status) serve_error_set(&err, 503, NULL, "out of memory");
+        int ok = ids && lens && lps;
+        if (!ok) serve_error_set(&err, 503, NULL, "out of memory");
+        else if (beams) ok = run_beams(w, j, ids, lens, &err);
+        else ok = score_prompts(w, j, lps, &err);
 
         pthread_mutex_lock(&e->mu);
-        if (st != GPTC_OK)
+        if (ok && !beams && !add_prompt_logprobs_locked(j, lps)) {
+            serve_error_set(&err, 503, NULL, "out of memory");
+            ok = 0;
+        }
+        if (!ok)
             fail_job_locked(w, j, &err);
-        else if (j->cancelled) {
-            w->n_seqs -= j->n_choices - j->n_finished;
-            j->n_finished = j->n_choices;
-            j->state = SERVE_JOB_DONE;
-            pthread_cond_broadcast(&j->cv);
-            job_unref(j);
+        else if (j->cancelled)
+            drop_cancelled_locked(w, j);
+        else if (to_batch) {
+            /* on to the least busy batch, which adds it as any new job */
+            worker *t = &e->w[0];
+            for (size_t i = 1; i < e->n_w; i++)
+                if (e->w[i].n_seqs < t->n_seqs) t = &e->w[i];
+            w->n_seqs -= j->n_choices;
+            t->n_seqs += j->n_choices;
+            enqueue_locked(t, j);
         } else {
-            /* Choices are prompt-major: choice k is beam k % n of prompt k / n.
-             * A reference of our own while they are fed: a failure (out of
-             * memory) ends the job and drops the engine's. */
-            double now = serve_now();
+            /* A reference of our own while the choices are fed: a failure
+             * (out of memory) ends the job and drops the engine's. */
             j->refs++;
-            for (size_t k = 0; k < j->n_choices && j->state != SERVE_JOB_FAILED; k++) {
-                size_t p = k / n, b = k % n, off = 0;
-                for (size_t q = 0; q < b; q++)
-                    off += lens[p * n + q];
-                size_t len = lens[p * n + b];
-                active a = {.id = 0, .job = j, .c = &j->choices[k]};
-                for (size_t t = 0; t < len && a.job && j->state != SERVE_JOB_FAILED; t++) {
-                    int32_t id = ids[p][off + t];
-                    int eos = 0;
-                    for (int32_t q = 0; q < r->params.n_eos_token_ids; q++)
-                        eos |= id == r->params.eos_token_ids[q];
-                    gptc_batch_event ev = {.id = 0, .token = id, .logprob = NAN};
-                    ev.finish = eos ? GPTC_FINISH_EOS : t + 1 == len ? GPTC_FINISH_LENGTH : GPTC_FINISH_NONE;
-                    deliver_locked(w, &a, &ev, now);
-                }
-                if (a.job && j->state != SERVE_JOB_FAILED) { /* no token at all (max_tokens 0) */
-                    gptc_batch_event ev = {.id = 0, .token = -1, .finish = GPTC_FINISH_LENGTH, .logprob = NAN};
-                    deliver_locked(w, &a, &ev, now);
-                }
-            }
+            deliver_beams_locked(w, j, ids, lens);
             job_unref(j);
         }
-        for (size_t p = 0; ids && p < n_p; p++)
-            free(ids[p]);
+        for (size_t p = 0; p < n_p; p++) {
+            if (ids) free(ids[p]);
+            if (lps) free(lps[p]);
+        }
         free(ids);
         free(lens);
+        free(lps);
     }
     pthread_mutex_unlock(&e->mu);
     return NULL;
@@ -728,11 +844,11 @@ gptc_status serve_engine_new(gptc_model *const *models, size_t n_models, const g
         bp->max_batch ? (size_t)bp->max_batch : (size_t)gptc_batch_default_params().max_batch;
     e->max_seqs = e->max_batch + max_waiting;
     gptc_status st = GPTC_OK;
-    e->beams.e = e;
-    e->beams.m = models[0];
-    pthread_cond_init(&e->beams.cv, NULL);
-    if (pthread_create(&e->beams.thread, NULL, beam_main, &e->beams) != 0) st = GPTC_ERR_NOMEM;
-    else e->beams.started = 1;
+    e->solo.e = e;
+    e->solo.m = models[0];
+    pthread_cond_init(&e->solo.cv, NULL);
+    if (pthread_create(&e->solo.thread, NULL, solo_main, &e->solo) != 0) st = GPTC_ERR_NOMEM;
+    else e->solo.started = 1;
     for (size_t i = 0; i < n_models && st == GPTC_OK; i++) {
         worker *w = &e->w[i];
         w->e = e;
@@ -758,11 +874,11 @@ void serve_engine_free(serve_engine *e) {
     e->stop = 1;
     for (size_t i = 0; i < e->n_w; i++)
         pthread_cond_signal(&e->w[i].cv);
-    pthread_cond_signal(&e->beams.cv);
+    pthread_cond_signal(&e->solo.cv);
     pthread_mutex_unlock(&e->mu);
     for (size_t i = 0; i < e->n_w; i++)
         worker_free(&e->w[i]);
-    if (e->beams.e) worker_free(&e->beams);
+    if (e->solo.e) worker_free(&e->solo);
     pthread_mutex_destroy(&e->mu);
     free(e->w);
     free(e);

@@ -25,7 +25,7 @@ typedef struct {
     int32_t token;
     float logprob;
     size_t text_off; /* where its text starts in the choice's text (bytes) */
-    int32_t n_top;
+    int32_t n_top; /* -1: the prompt's first token (no log-probability: null) */
     int32_t top_ids[GPTC_MAX_TOP_LOGPROBS];
     float top_logprobs[GPTC_MAX_TOP_LOGPROBS];
 } serve_logprob;

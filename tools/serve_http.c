@@ -166,15 +166,25 @@ static void logprobs_json(serve_buf *o, const gptc_tokenizer *tok, const serve_c
         token_json(o, tok, c->lps[t].token);
     }
     serve_buf_str(o, "],\"token_logprobs\":[");
-    for (size_t t = t0; t < t1; t++)
-        serve_buf_printf(o, "%s%.9g", t > t0 ? "," : "", lp_value(c->lps[t].logprob));
+    for (size_t t = t0; t < t1; t++) {
+        if (t > t0) serve_buf_str(o, ",");
+        if (c->lps[t].n_top < 0) /* the prompt's first token: nothing before it */
+            serve_buf_str(o, "null");
+        else
+            serve_buf_printf(o, "%.9g", lp_value(c->lps[t].logprob));
+    }
     /* The top tokens, most likely first, and the chosen one when it is not
      * among them (OpenAI: "up to logprobs + 1 elements"). */
     serve_buf_str(o, "],\"top_logprobs\":[");
     for (size_t t = t0; t < t1; t++) {
         const serve_logprob *l = &c->lps[t];
         int chosen_in = 0;
-        serve_buf_str(o, t > t0 ? ",{" : "{");
+        if (t > t0) serve_buf_str(o, ",");
+        if (l->n_top < 0) {
+            serve_buf_str(o, "null");
+            continue;
+        }
+        serve_buf_str(o, "{");
         for (int32_t i = 0; i < l->n_top; i++) {
             if (i) serve_buf_str(o, ",");
             token_json(o, tok, l->top_ids[i]);

@@ -482,12 +482,6 @@ static int parse_fields(const cJSON *root, const serve_limits *lim, serve_comple
     /* OpenAI allows 5; vLLM's default limit is 20, as is the library's. */
     int64_t logprobs = -1;
     if (!get_int(root, "logprobs", 0, GPTC_MAX_TOP_LOGPROBS, &logprobs, err)) return 0;
-    if (logprobs >= 0 && c->echo) {
-        serve_error_set(err, 400, "logprobs",
-                        "logprobs: not supported together with echo (the prompt's "
-                        "log-probabilities are not computed); leave out one of them");
-        return 0;
-    }
     c->logprobs = (int32_t)logprobs;
     if ((v = field(root, "stream_options"))) {
         if (!cJSON_IsObject(v)) {
