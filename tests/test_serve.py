@@ -43,6 +43,11 @@ NAME = "fixture-model"
 EOS = 50256
 N_CTX = 128
 SAN = os.environ.get("GPTC_SANITIZE") == "1"
+# The servers whose checks depend on the CPU backend's speed (a request
+# still running when a timeout or a disconnect comes) or its K/V cache of
+# 4-byte values (--kv-memory 1MiB): the CPU on any machine; the rest take the
+# default backend (CUDA on the GPU machine).
+CPU = ("--backend", "cpu")
 P1 = "Hello, my name is"
 P2 = "The quick brown fox jumps over"
 
@@ -1071,7 +1076,7 @@ def stop_server(srv, name):
 def test_limits():
     """A small demo server: 429 when full, the K/V cache limit, SIGTERM draining."""
     # 1 MiB of K/V cache: 160 positions of the demo model (fp32, 6 layers x 128 x K and V)
-    srv = Server("--max-batch", "2", "--max-queue", "1", "--kv-memory", "1MiB", "--api-key", KEY, model=DEMO)
+    srv = Server("--max-batch", "2", "--max-queue", "1", "--kv-memory", "1MiB", "--api-key", KEY, *CPU, model=DEMO)
     port = srv.port
     try:
         long_req = {"prompt": "ROMEO:", "max_tokens": 150, "temperature": 0, "ignore_eos": True}
@@ -1129,7 +1134,7 @@ def test_limits():
 
 
 def test_timeout():
-    srv = Server("--request-timeout", "0.5", model=DEMO)
+    srv = Server("--request-timeout", "0.5", *CPU, model=DEMO)
     port = srv.port
     try:
         # 400 tokens of the demo model: several seconds
@@ -1235,7 +1240,7 @@ def main():
         test_auth(port)
     finally:
         stop_server(srv, "the main server")
-    demo = Server("--api-key", KEY, "--max-batch", "8", model=DEMO)
+    demo = Server("--api-key", KEY, "--max-batch", "8", *CPU, model=DEMO)
     try:
         test_continuous_batching(demo.port)
         test_disconnect(demo.port)
