@@ -322,7 +322,7 @@ static void gemv_shapes(void) {
     if (g_lnw >= 0) return;
     g_lnw = env_int("GPTC_GEMV_LNW", 8), g_lnr = env_int("GPTC_GEMV_LNR", 2);
     g_nw = env_int("GPTC_GEMV_W", 8), g_nr = env_int("GPTC_GEMV_R", 2);
-    g_nt_min = env_int("GPTC_GEMV_NT_MIN", 16), g_ntw = env_int("GPTC_GEMV_NTW", 8);
+    g_nt_min = env_int("GPTC_GEMV_NT_MIN", 12), g_ntw = env_int("GPTC_GEMV_NTW", 8);
     g_ntr = env_int("GPTC_GEMV_NTR", 2);
     g_ntb = env_int("GPTC_GEMV_NTB", 3);
 }
@@ -339,6 +339,9 @@ static cudaError_t gemv_launch(const void *in, const void *w, int ldw, int T, in
      * tokens of a row block reading its weights from L2) took 1.44-1.61 ms
      * per decode step at batch 8 against 1.60-1.72 for blocks of 8 tokens,
      * about the same at 16, and 5.0-5.5 against 4.6-4.9 at 32 (gpt2, H200).
+     * With gemv_nt_kernel (H100): 8 tokens 0.85 / 8.70 ms (gpt2 / gpt2-xl)
+     * a token per block against 0.90 / 6.32 in blocks of 8; 12 tokens 1.17 /
+     * 12.19 against 0.96 / 7.90: blocks of several from 12 on.
      * GPTC_GEMV_{LNW,LNR,W,R} override, for
      * measurements, and GPTC_GEMV_NT_MIN (T from which blocks take several
      * tokens; 0: never), GPTC_GEMV_NT{W,R} (their warps and rows) and
