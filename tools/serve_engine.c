@@ -511,6 +511,15 @@ static int grow_active(worker *w, size_t extra) {
     return 1;
 }
 
+/* A job that leaves its worker's queue cancelled: done. Lock held. */
+static void drop_cancelled_locked(worker *w, serve_job *j) {
+    w->n_seqs -= j->n_choices - j->n_finished;
+    j->n_finished = j->n_choices;
+    j->state = SERVE_JOB_DONE;
+    pthread_cond_broadcast(&j->cv);
+    job_unref(j);
+}
+
 static void *engine_main(void *arg) {
     worker *w = arg;
     pthread_mutex_lock(&w->e->mu);
@@ -535,10 +544,7 @@ static void *engine_main(void *arg) {
             next = j->next;
             j->next = NULL;
             if (j->cancelled) {
-                w->n_seqs -= j->n_choices;
-                j->n_finished = j->n_choices;
-                j->state = SERVE_JOB_DONE;
-                job_unref(j);
+                drop_cancelled_locked(w, j);
             } else {
                 *tail = j;
                 tail = &j->next;
@@ -601,15 +607,6 @@ static void *engine_main(void *arg) {
     }
     pthread_mutex_unlock(&w->e->mu);
     return NULL;
-}
-
-/* A job that leaves its worker's queue cancelled: done. Lock held. */
-static void drop_cancelled_locked(worker *w, serve_job *j) {
-    w->n_seqs -= j->n_choices - j->n_finished;
-    j->n_finished = j->n_choices;
-    j->state = SERVE_JOB_DONE;
-    pthread_cond_broadcast(&j->cv);
-    job_unref(j);
 }
 
 /*
