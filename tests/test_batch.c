@@ -25,6 +25,9 @@
 #include "sampling.h"
 
 static const char *g_backend = "cpu";
+/* fp32 unless GPTC_BATCH_DTYPE says f16 / bf16: on CUDA those take the
+ * tensor-core products, whose batch invariance the bitwise checks then test. */
+static gptc_dtype g_dtype = GPTC_DTYPE_F32;
 
 static char *fixture(const char *name) {
     const char *root = getenv("GPTC_ROOT");
@@ -39,7 +42,7 @@ static gptc_model *load(const char *name) {
     gptc_model_params mp = gptc_model_default_params();
     mp.n_threads = 2;
     mp.backend = g_backend;
-    mp.dtype = GPTC_DTYPE_F32;
+    mp.dtype = g_dtype;
     gptc_model *m = NULL;
     if (!dir || gptc_model_load(dir, &mp, &m) != GPTC_OK) CHECK(0, "load %s: %s", name, gptc_last_error());
     free(dir);
@@ -219,7 +222,9 @@ static void test_model(const char *name) {
         };
         /* the cache is fp32 here on either backend (dtype f32) */
         const gptc_config *c = gptc_model_config(m);
-        uint64_t per_pos = 2ull * (uint64_t)c->n_layer * (uint64_t)c->n_embd * 4;
+        /* K/V in the weights' dtype on CUDA, fp32 on the CPU */
+    uint64_t kv_es = g_dtype == GPTC_DTYPE_F32 || strcmp(g_backend, "cpu") == 0 ? 4 : 2;
+    uint64_t per_pos = 2ull * (uint64_t)c->n_layer * (uint64_t)c->n_embd * kv_es;
         shapes[3].bp.kv_memory = per_pos * 16 * 8; /* 8 blocks of 16 positions */
         for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
             char what[128];
@@ -302,7 +307,9 @@ static void test_api(void) {
     bp.kv_memory = 100;
     CHECK(gptc_batch_new(m, NULL, &bp, &b) == GPTC_ERR_RANGE && strstr(gptc_last_error(), "kv_memory"),
           "kv_memory below one block refused: %s", gptc_last_error());
-    uint64_t per_pos = 2ull * (uint64_t)c->n_layer * (uint64_t)c->n_embd * 4;
+    /* K/V in the weights' dtype on CUDA, fp32 on the CPU */
+    uint64_t kv_es = g_dtype == GPTC_DTYPE_F32 || strcmp(g_backend, "cpu") == 0 ? 4 : 2;
+    uint64_t per_pos = 2ull * (uint64_t)c->n_layer * (uint64_t)c->n_embd * kv_es;
     bp.kv_memory = per_pos * 16 * 2; /* 32 positions */
     CHECK(gptc_batch_new(m, NULL, &bp, &b) == GPTC_OK, "batch: %s", gptc_last_error());
     if (!b) {
@@ -713,6 +720,15 @@ static void test_logprobs(const char *name) {
 
 int main(int argc, char **argv) {
     if (getenv("GPTC_BATCH_BACKEND")) g_backend = getenv("GPTC_BATCH_BACKEND");
+    const char *dts = getenv("GPTC_BATCH_DTYPE");
+    if (dts && *dts) {
+        if (!strcmp(dts, "f16")) g_dtype = GPTC_DTYPE_F16;
+        else if (!strcmp(dts, "bf16")) g_dtype = GPTC_DTYPE_BF16;
+        else if (strcmp(dts, "f32")) {
+            fprintf(stderr, "GPTC_BATCH_DTYPE: f32, f16 or bf16, not '%s'\n", dts);
+            return 2;
+        }
+    }
     const char *only = argc > 1 ? argv[1] : NULL;
     static const char *models[] = {"base-gelu_new", "gpt2vocab-f16", "eos-tanh", "untied-relu",
                                    "sharded-f16-silu", "orig-f32-gelu"};

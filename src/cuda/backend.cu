@@ -177,7 +177,7 @@ static gptc_status model_init(gptc_model *m, gptc_dtype dt, float **staging) {
     cm->Fp = cuda_pad_row(c->n_inner);
     int max_ld = cm->Cp > cm->Fp ? cm->Cp : cm->Fp;
     if ((size_t)max_ld * sizeof(float) > prop.sharedMemPerBlockOptin ||
-        (size_t)cm->Cp * 3 * sizeof(float) > prop.sharedMemPerBlockOptin)
+        (size_t)cm->Cp * (3 * sizeof(float) + 2) + 128 > prop.sharedMemPerBlockOptin)
         return gptc_fail(GPTC_ERR_UNSUPPORTED,
                          "cuda: n_inner %d / n_embd %d too large for the GEMV kernel's shared memory (%zu bytes); use --backend cpu",
                          c->n_inner, c->n_embd, (size_t)prop.sharedMemPerBlockOptin);
@@ -896,6 +896,8 @@ static gptc_status cuda_eval_sample(gptc_session *s, const int32_t *ids, int n, 
         CK(cudaMemcpyAsync(cs->d_hist + cs->hist_n, cs->d_ids, (size_t)n * sizeof(int32_t),
                            cudaMemcpyDeviceToDevice, st));
         CK(cuda_mark_present(cs->d_present, cs->d_hist, cs->hist_n, cs->hist_n + n, st));
+        /* and the sampler's count of them: no-repeat-ngram reads hist[0, hist_n) */
+        CK(cuda_set_int(&cs->d_sstate->hist_n, cs->hist_n + n, st));
         CK(cuda_sample(cs->d_samp, cs->d_sstate, cs->logits, V, cs->d_hist, cs->d_present,
                        cs->d_tok, NULL, 0, st));
     }

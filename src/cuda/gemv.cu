@@ -14,6 +14,10 @@
  * their rows and multiplies each weight it loads with every one, so the
  * weights are read once per 8 tokens; their layer norm then comes from
  * ln_stage_kernel, once per token, rather than from every block.
+ * That is the fp32 path; fp16 and bf16 take gemv_mma_kernel, which reads
+ * each weight once for up to 32 tokens and multiplies on tensor cores
+ * (gpt2-xl at batch 32 on an H100: 15.5 -> 5.0 ms per decode step), the
+ * CUDA-core kernels staying behind GPTC_GEMV_MMA=0.
  *
  * Batch invariance: a token's sums run in the same order whatever the
  * number of tokens, the block shape or the token's place in its block
@@ -28,6 +32,8 @@
  * a handful of kernels and the activations take one trip through memory.
  */
 #include <stdlib.h>
+
+#include <type_traits>
 
 #include "act.cuh"
 #include "common.cuh"
@@ -251,6 +257,181 @@ __global__ void __launch_bounds__(256, 3)
 }
 
 /*
+ * The products of the 16-bit dtypes on tensor cores: mma.sync m16n8k16,
+ * weights as the 16 x 16 A operand, up to 8 tokens as the 16 x 8 B
+ * operand, fp32 accumulators. Decode stays bound by the weight stream; what
+ * the tensor cores change is the cost of a token past the first, so a block
+ * takes up to GEMV_MMA_TOK tokens and reads each weight once for all of them.
+ *
+ * Batch invariance holds as for the CUDA-core kernel, by a different
+ * argument: an output element of an mma is a function of its A row, its B
+ * column and its accumulator alone, never of the other columns, so a token's
+ * sums are the same in whatever column, tile or block it sits - and every
+ * launch, one token or many, runs this same kernel with the same split of
+ * the row over the block's warps (it depends on ldw only) and the same order
+ * of the warps' partial sums. tests/gpu/test_kernels.cu checks it to the bit.
+ *
+ * The reduction order along a row is free as long as A and B agree on it, so
+ * a lane takes whole 16-byte chunks: lane (g, q) loads 8 consecutive weights
+ * of rows g and g + 8 at k = 32 s + 8 q and the same 8 inputs of token g,
+ * which fill the operand slots {2q, 2q + 1, 2q + 8, 2q + 9} of two mmas.
+ * The block's 8 warps take every eighth of the row's 32-element steps
+ * (warp w: w, w + 8, ...); their partial sums meet in shared memory, added
+ * in warp order.
+ * A token's staged row is (nk | 1) * 64 bytes long, an odd number of half
+ * bank lines, so the quarter-warps' 16-byte reads of two tokens never share
+ * a bank.
+ */
+#define GEMV_MMA_TOK 32 /* tokens a block multiplies at most (4 tiles of 8) */
+
+template <typename T>
+__device__ __forceinline__ void mma16816(float d[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if constexpr (sizeof(T) == 2 && std::is_same<T, __half>::value)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                     "{%8,%9}, {%0,%1,%2,%3};"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
+}
+
+/* 16 bytes global -> shared without a register round trip (src_bytes < 16:
+ * the rest zero-filled); cp_async_wait_all waits for this thread's. */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;" ::: "memory");
+#endif
+}
+
+/* Bytes of one token's staged row: nk steps of 32 elements, odd in 64s. */
+static __host__ __device__ __forceinline__ int mma_row_bytes(int ldw) { return (((ldw + 31) >> 5) | 1) * 64; }
+
+template <typename T, bool LN, int NTILE, int NCL>
+__global__ void __launch_bounds__(256, NCL >= 16 ? 1 : NCL >= 7 && NTILE > 1 ? 2 : 3)
+    gemv_mma_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O,
+                    int n_tok, int tpb, cuda_epi e, const float *__restrict__ ln_w,
+                    const float *__restrict__ ln_b, float eps) {
+    static_assert(sizeof(T) == 2, "tensor cores take the 16-bit dtypes");
+    extern __shared__ float4 sm4[]; /* staged rows (LN: one, then xs, ln_w, ln_b), the partial sums */
+    __shared__ float red[32];
+    char *sm = reinterpret_cast<char *>(sm4);
+    int nk = (ldw + 31) >> 5, S = mma_row_bytes(ldw), nch = ldw >> 3;
+    int t0 = blockIdx.x * tpb, nt = min(tpb, n_tok - t0), o0 = blockIdx.y * 16;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    /* This warp's steps: warp, warp + 8, ... (the block's 8 warps read 512
+     * contiguous bytes of each row at a time). */
+    int ns = nk > warp ? (nk - warp + 7) >> 3 : 0;
+    /* Rows past O are clamped (read, never stored). */
+    const T *r0 = w + (size_t)min(o0 + g, O - 1) * ldw, *r1 = w + (size_t)min(o0 + g + 8, O - 1) * ldw;
+    /* The epilogue's thread keeps one row (blockDim.x is a multiple of 16). */
+    int orow = threadIdx.x & 15;
+    float bias = e.bias && o0 + orow < O ? __ldg(e.bias + o0 + orow) : 0.0f;
+    uint4 wa[NCL], wb[NCL];
+    auto load = [&](int i) {
+#pragma unroll
+        for (int k = 0; k < NCL; k++) {
+            int c = (warp + 8 * (i + k)) * 4 + q;
+            if (i + k < ns && c < nch) {
+                wa[k] = __ldg(reinterpret_cast<const uint4 *>(r0 + (size_t)c * 8));
+                wb[k] = __ldg(reinterpret_cast<const uint4 *>(r1 + (size_t)c * 8));
+            } else {
+                wa[k] = wb[k] = make_uint4(0, 0, 0, 0);
+            }
+        }
+    };
+    /* Parameters never change: the first weights in flight before waiting
+     * on the previous kernel. */
+    load(0);
+    float *xs = reinterpret_cast<float *>(sm + S), *lw = xs + ldw, *lb = lw + ldw;
+    if (LN)
+        for (int i = threadIdx.x; i < I; i += blockDim.x) lw[i] = __ldg(ln_w + i), lb[i] = __ldg(ln_b + i);
+    pdl_wait();
+    pdl_trigger();
+    int kpad = nk * 32; /* staged elements per token; zeros from I on */
+    if (LN) {
+        /* One token (tpb = 1): ln_stage_kernel's sums and rounding, so a
+         * row normalised here or there is the same bytes. */
+        float mean, rstd;
+        ln_stage_row((const float *)in_ + (size_t)t0 * I, xs, reinterpret_cast<float4 *>(xs), I, eps, red,
+                     mean, rstd);
+        T *xh = reinterpret_cast<T *>(sm);
+        for (int i = threadIdx.x; i < kpad; i += blockDim.x)
+            xh[i] = i < I ? from_f<T>((xs[i] - mean) * rstd * lw[i] + lb[i]) : from_f<T>(0.0f);
+    } else if ((I & 7) == 0) {
+        /* Asynchronous copies, all in flight at once: 32 tokens of gpt2-xl
+         * are 100 KB a block, which a loop of loads and stores would fetch
+         * one L2 round trip per iteration. Chunks past I are zero-filled. */
+        int n8 = I >> 3, k8 = kpad >> 3;
+        for (int u = threadIdx.x; u < nt * k8; u += blockDim.x) {
+            int j = u / k8, c = u - j * k8;
+            const T *src = (const T *)in_ + (size_t)(t0 + j) * I + (size_t)min(c, n8 - 1) * 8;
+            cp_async16(sm + (size_t)j * S + c * 16, src, c < n8 ? 16 : 0);
+        }
+        cp_async_wait_all();
+    } else {
+        for (int u = threadIdx.x; u < nt * kpad; u += blockDim.x) {
+            int j = u / kpad, i = u - j * kpad;
+            reinterpret_cast<T *>(sm + (size_t)j * S)[i] =
+                i < I ? ((const T *)in_)[(size_t)(t0 + j) * I + i] : from_f<T>(0.0f);
+        }
+    }
+    __syncthreads();
+    float acc[NTILE][4];
+#pragma unroll
+    for (int j = 0; j < NTILE; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    /* NCL steps' loads in flight, then their mmas (interleaving the two,
+     * a ring of slots refilled as they are used, measured slower). */
+    for (int i = 0; i < ns; i += NCL) {
+        if (i) load(i);
+#pragma unroll
+        for (int k = 0; k < NCL; k++) {
+            if (i + k >= ns) break;
+            int off = (warp + 8 * (i + k)) * 64 + q * 16;
+#pragma unroll
+            for (int j = 0; j < NTILE; j++) {
+                int n = j * 8 + g;
+                uint4 xb = n < nt ? *reinterpret_cast<const uint4 *>(sm + (size_t)n * S + off) : make_uint4(0, 0, 0, 0);
+                mma16816<T>(acc[j], wa[k].x, wb[k].x, wa[k].y, wb[k].y, xb.x, xb.y);
+                mma16816<T>(acc[j], wa[k].z, wb[k].z, wa[k].w, wb[k].w, xb.z, xb.w);
+            }
+        }
+    }
+    /* The warps' partial sums, added in warp order by the thread of each
+     * (row, token): lane (g, q) holds rows g and g + 8 of tokens 2q, 2q + 1.
+     * They have room of their own after the staged rows: one barrier. */
+    float4 *part = reinterpret_cast<float4 *>(sm + (LN ? S + 12 * (size_t)ldw : (size_t)min(tpb, n_tok) * S));
+#pragma unroll
+    for (int j = 0; j < NTILE; j++)
+        part[(warp * NTILE + j) * 32 + lane] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+    __syncthreads();
+    const float *pf = reinterpret_cast<const float *>(part);
+    /* the epilogue's copy, so that the parameters stay out of registers
+     * until here (the bias is already in `bias`) */
+    cuda_epi ee = e;
+    ee.bias = NULL;
+    for (int i = threadIdx.x; i < 16 * nt; i += blockDim.x) {
+        int n = i >> 4, j = n >> 3, c = n & 7;
+        int src = (((orow & 7) * 4 + (c >> 1)) << 2) + ((orow >> 3) << 1) + (c & 1);
+        float v = pf[(size_t)j * 128 + src];
+#pragma unroll
+        for (int u = 1; u < 8; u++) v += pf[(size_t)(u * NTILE + j) * 128 + src];
+        if (o0 + orow < O) epi_store<T>(ee, t0 + n, o0 + orow, v + bias);
+    }
+}
+
+/*
  * The layer norm of gemv_kernel<LN>'s staging, for products of several
  * tokens: a block of as many threads per token takes the same sums in the
  * same order and writes the row rounded to T, which the multi-token product
@@ -281,13 +462,15 @@ static int env_int(const char *name, int def) {
     return v && *v ? atoi(v) : def;
 }
 
-static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb;
+static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma;
 
 /* Tokens per block of a launch of T > 1 (T = 1: one). */
 #define GEMV_NT 8
 /* The largest dynamic shared memory a block may have (the multi-token
  * kernels are allowed all of it by cuda_gemv_prepare). */
 static size_t g_smem_optin;
+/* Multiprocessors of the device (the smallest of those in use). */
+static int g_sms = 132;
 
 template <typename W, bool LN, int R, int NT>
 static cudaError_t gemv_launch_nt(const void *in, const void *w, int ldw, int T, int I, int O,
@@ -325,6 +508,68 @@ static void gemv_shapes(void) {
     g_nt_min = env_int("GPTC_GEMV_NT_MIN", 12), g_ntw = env_int("GPTC_GEMV_NTW", 8);
     g_ntr = env_int("GPTC_GEMV_NTR", 2);
     g_ntb = env_int("GPTC_GEMV_NTB", 3);
+    g_mma = env_int("GPTC_GEMV_MMA", 1);
+}
+
+template <typename W, bool LN, int NTILE>
+static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, int I, int O, cuda_epi epi,
+                               const float *ln_w, const float *ln_b, float eps, int tpb, size_t smem,
+                               cudaStream_t st) {
+    dim3 grid((unsigned)((T + tpb - 1) / tpb), (unsigned)((O + 15) / 16));
+    /* Loads in flight a lane: 2 x 4, 7 or 16 16-byte chunks, as a warp's
+     * share of the row needs (gpt2's 768: 3 steps of 32; gpt2-xl's 1600: 7,
+     * its 6400: 25). 7 rather than 8 leaves one token's kernel at most 85
+     * registers, 3 blocks per SM: gpt2-xl's QKV (300 blocks) in one wave. */
+    int steps = (((ldw + 31) >> 5) + 7) >> 3;
+    const W *wp = (const W *)w;
+    if (steps <= 4)
+        return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 4>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
+                          tpb, epi, ln_w, ln_b, eps);
+    if (steps <= 8)
+        return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 7>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
+                          tpb, epi, ln_w, ln_b, eps);
+    return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 16>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T, tpb,
+                      epi, ln_w, ln_b, eps);
+}
+
+/* The tensor-core product (gemv_mma_kernel). Its shape depends on ldw alone
+ * - tokens a block takes as many as fit in shared memory, up to
+ * GEMV_MMA_TOK - and a token's sums on nothing else, so any T gives each
+ * token the bytes T = 1 gives it. */
+template <typename W, bool LN>
+static cudaError_t gemv_mma_launch(const void *in, const void *w, int ldw, int T, int I, int O,
+                                   cuda_epi epi, const float *ln_w, const float *ln_b, float eps,
+                                   void *xn, cudaStream_t st) {
+    size_t S = (size_t)mma_row_bytes(ldw), part = 8 * 32 * sizeof(float4); /* a tile's partial sums */
+    if ((O + 15) / 16 > 65535) return cudaErrorInvalidConfiguration;
+    if (LN) {
+        if (T > 1 && xn) {
+            /* The layer norm once per token (256 threads: the fused
+             * kernel's block, so the same sums), then the product. */
+            cudaError_t e = launch_pdl(ln_stage_kernel<W>, dim3((unsigned)T), dim3(256),
+                                       (size_t)I * sizeof(float), st, (W *)xn, (const float *)in, ln_w,
+                                       ln_b, eps, I);
+            if (e != cudaSuccess) return e;
+            return gemv_mma_launch<W, false>(xn, w, ldw, T, I, O, epi, NULL, NULL, 0.0f, NULL, st);
+        }
+        size_t smem = S + 3 * (size_t)ldw * sizeof(float) + part;
+        if (smem > g_smem_optin) return cudaErrorInvalidValue;
+        return gemv_mma_go<W, true, 1>(in, w, ldw, T, I, O, epi, ln_w, ln_b, eps, 1, smem, st);
+    }
+    size_t fit = g_smem_optin > 4 * part ? (g_smem_optin - 4 * part) / S : 0;
+    if (fit < 1) return cudaErrorInvalidValue;
+    /* Fewer tokens a block where the row blocks alone would leave SMs idle
+     * (gpt2's 768 rows are 48 blocks): the groups of a row block run side by
+     * side and find its weights in L2. */
+    int tpb = fit < GEMV_MMA_TOK ? (int)fit : GEMV_MMA_TOK, rbs = (O + 15) / 16;
+    while (tpb > 8 && (long)((T + tpb - 1) / tpb) * rbs < g_sms) tpb /= 2;
+    int n = T < tpb ? T : tpb, tiles = (n + 7) / 8;
+    size_t smem = (size_t)n * S + (size_t)(tiles == 3 ? 4 : tiles) * part;
+    if (tiles == 1)
+        return gemv_mma_go<W, false, 1>(in, w, ldw, T, I, O, epi, NULL, NULL, 0.0f, tpb, smem, st);
+    if (tiles == 2)
+        return gemv_mma_go<W, false, 2>(in, w, ldw, T, I, O, epi, NULL, NULL, 0.0f, tpb, smem, st);
+    return gemv_mma_go<W, false, 4>(in, w, ldw, T, I, O, epi, NULL, NULL, 0.0f, tpb, smem, st);
 }
 
 template <typename W, bool LN>
@@ -345,8 +590,13 @@ static cudaError_t gemv_launch(const void *in, const void *w, int ldw, int T, in
      * GPTC_GEMV_{LNW,LNR,W,R} override, for
      * measurements, and GPTC_GEMV_NT_MIN (T from which blocks take several
      * tokens; 0: never), GPTC_GEMV_NT{W,R} (their warps and rows) and
-     * GPTC_GEMV_NTB (3: gemv_nt_kernel; 1: gemv_kernel's 2 blocks per SM). */
+     * GPTC_GEMV_NTB (3: gemv_nt_kernel; 1: gemv_kernel's 2 blocks per SM).
+     * fp16 and bf16 take the tensor-core kernel (GPTC_GEMV_MMA=0: these
+     * CUDA-core kernels, for comparisons). */
     gemv_shapes();
+    if constexpr (sizeof(W) == 2) {
+        if (g_mma) return gemv_mma_launch<W, LN>(in, w, ldw, T, I, O, epi, ln_w, ln_b, eps, xn, st);
+    }
     size_t row = (size_t)ldw * sizeof(float);
     int multi = g_nt_min > 0 && T >= g_nt_min && T > 1 && GEMV_NT * row <= g_smem_optin;
     if (LN && multi && xn && (size_t)I * sizeof(float) <= g_smem_optin) {
@@ -406,6 +656,16 @@ template <typename W, bool LN> static cudaError_t gemv_prepare1(int bytes) {
     cudaError_t e = gemv_prepare3<W, LN, 1, 1>(bytes);
     return e != cudaSuccess ? e : gemv_prepare3<W, LN, 2, 1>(bytes);
 }
+template <typename W, bool LN, int NTILE> static cudaError_t gemv_mma_prepare(int bytes) {
+    cudaError_t e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 4>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 7>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 bytes);
+    return e != cudaSuccess ? e
+                            : cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 16>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+}
 /* The multi-token kernels and the layer norm staging may use all the
  * device allows; gemv_launch checks each launch's need against it. */
 template <typename W> static cudaError_t gemv_prepare_nt(int bytes) {
@@ -420,12 +680,18 @@ template <typename W> static cudaError_t gemv_prepare_nt(int bytes) {
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute(ln_stage_kernel<W>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  bytes);
+    if constexpr (sizeof(W) == 2) {
+        if (e == cudaSuccess) e = gemv_mma_prepare<W, true, 1>(bytes);
+        if (e == cudaSuccess) e = gemv_mma_prepare<W, false, 1>(bytes);
+        if (e == cudaSuccess) e = gemv_mma_prepare<W, false, 2>(bytes);
+        if (e == cudaSuccess) e = gemv_mma_prepare<W, false, 4>(bytes);
+    }
     return e;
 }
 cudaError_t cuda_gemv_prepare(int max_ldw, int max_ln_ldw) {
     /* The limits only grow, per device (see cuda_attention_prepare). */
     static int max_bytes_of[CUDA_MAX_DEVICES], max_ln_bytes_of[CUDA_MAX_DEVICES];
-    static bool nt_ready[CUDA_MAX_DEVICES];
+    static bool nt_ready[CUDA_MAX_DEVICES], nt_ready_any;
     int slot = cuda_device_slot();
     int &max_bytes = max_bytes_of[slot], &max_ln_bytes = max_ln_bytes_of[slot];
     int bytes = max_ldw * (int)sizeof(float), ln_bytes = 3 * max_ln_ldw * (int)sizeof(float);
@@ -444,10 +710,11 @@ cudaError_t cuda_gemv_prepare(int max_ldw, int max_ln_ldw) {
          (e = gemv_prepare1<__nv_bfloat16, true>(ln_bytes)) != cudaSuccess))
         return e;
     if (!nt_ready[slot]) {
-        int dev = 0, optin = 0;
+        int dev = 0, optin = 0, sms = 0;
         if ((e = cudaGetDevice(&dev)) != cudaSuccess ||
             (e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) !=
-                cudaSuccess)
+                cudaSuccess ||
+            (e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess)
             return e;
         /* The static reduction buffer takes part of the block's shared memory. */
         int nt_bytes = optin - 32 * (int)sizeof(float);
@@ -458,6 +725,8 @@ cudaError_t cuda_gemv_prepare(int max_ldw, int max_ln_ldw) {
         /* the same on every device a process uses, in practice; the
          * smallest is safe */
         if (!g_smem_optin || (size_t)nt_bytes < g_smem_optin) g_smem_optin = (size_t)nt_bytes;
+        if (!nt_ready_any || sms < g_sms) g_sms = sms;
+        nt_ready_any = true;
         nt_ready[slot] = true;
     }
     return cudaSuccess;

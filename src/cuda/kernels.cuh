@@ -65,9 +65,10 @@ cudaError_t cuda_layernorm_rows(gptc_dtype dt, void *out, const float *x, const 
                                 const float *w, const float *b, int n, int C, float eps,
                                 cudaStream_t st);
 
-/* The matrix product in (T, I) dtype @ w (O, ldw)^T, one warp per output row
- * with the epilogue fused. For decode and small T; blocks of 8 tokens from
- * 16 tokens on (each weight row read once for them). Every token's outputs
+/* The matrix product in (T, I) dtype @ w (O, ldw)^T with the epilogue fused,
+ * for decode and small T: fp16 / bf16 on tensor cores, 16 rows a block and
+ * up to 32 tokens (each weight read once for them); fp32 one warp per output
+ * row, blocks of 8 tokens from GEMV_NT_MIN tokens on. Every token's outputs
  * are summed in one order whatever T is: a token's result is bitwise the
  * same in a launch of any T as alone (the paged pass relies on it). */
 cudaError_t cuda_gemv(gptc_dtype dt, const void *in, const void *w, int ldw, int T, int I, int O,

@@ -242,6 +242,54 @@ static void sample_case(const char *name, gptc_model *cpu, gptc_model *gpu) {
     }
 }
 
+/* The prompt is part of the no-repeat-ngram history (transformers bans
+ * n-grams of the whole input_ids). With size 1 every prompt token is banned:
+ * the prompts are the model's own greedy continuations, which loop, so the
+ * unconstrained argmax after them is often a prompt token ("exercised"),
+ * and the device sampler must then pick as the host's does. */
+static void ngram_prompt_case(const char *name, gptc_model *gpu) {
+    int V = gptc_model_config(gpu)->n_vocab, n = 12, exercised = 0, ok = 0;
+    enum { P = 12, NEW = 6 };
+    gptc_generate_params plain = gptc_generate_default_params(gpu), ban = plain;
+    plain.do_sample = 0, plain.repetition_penalty = 1.0f, plain.no_repeat_ngram_size = 0, plain.min_new_tokens = 0;
+    plain.n_eos_token_ids = 0;
+    ban = plain;
+    ban.no_repeat_ngram_size = 1, ban.max_new_tokens = NEW;
+    for (int i = 0; i < n; i++) {
+        int32_t prompt[P], *cont = NULL, *a = NULL, *b = NULL, *next = NULL;
+        size_t nc = 0, na = 0, nb = 0, nn = 0;
+        prompt[0] = rand_id(V);
+        plain.max_new_tokens = P - 1;
+        gptc_status st = gptc_generate(gpu, NULL, prompt, 1, &plain, NULL, NULL, &cont, &nc);
+        if (st == GPTC_OK && nc == P - 1) {
+            memcpy(prompt + 1, cont, (P - 1) * sizeof *prompt);
+            plain.max_new_tokens = 1;
+            st = gptc_generate(gpu, NULL, prompt, P, &plain, NULL, NULL, &next, &nn);
+        }
+        if (st == GPTC_OK) st = gptc_generate(gpu, NULL, prompt, P, &ban, NULL, NULL, &a, &na);
+        setenv("GPTC_HOST_SAMPLING", "1", 1);
+        if (st == GPTC_OK) st = gptc_generate(gpu, NULL, prompt, P, &ban, NULL, NULL, &b, &nb);
+        unsetenv("GPTC_HOST_SAMPLING");
+        if (st != GPTC_OK || nc != P - 1 || nn != 1) {
+            printf("FAIL %s: ngram prompt case: %s\n", name, st != GPTC_OK ? gptc_last_error() : "short output");
+            g_failed = 1;
+        } else {
+            int hit = 0;
+            for (int k = 0; k < P; k++) hit |= prompt[k] == next[0];
+            exercised += hit;
+            int good = na == NEW && nb == NEW && !memcmp(a, b, na * sizeof *a);
+            for (size_t j = 0; j < na; j++)
+                for (int k = 0; k < P; k++) good &= a[j] != prompt[k];
+            ok += good;
+        }
+        free(cont), free(a), free(b), free(next);
+    }
+    int pass = ok == n && exercised > 0;
+    printf("%-4s %-28s f32   %-26s device = host and no prompt token: %d/%d (ban needed in %d)\n",
+           pass ? "ok" : "FAIL", name, "greedy, prompt ngram 1", ok, n, exercised);
+    if (!pass) g_failed = 1;
+}
+
 int main(void) {
     const char *root = getenv("GPTC_ROOT");
     if (!root) root = ".";
@@ -288,7 +336,7 @@ int main(void) {
             float tol = dts[d].tol;
             if (dts[d].dt == GPTC_DTYPE_BF16 && !gptc_model_config(cpu)->scale_attn_weights) tol *= 8;
             run_case(name, cpu, gpu, dts[d].name, tol);
-            if (dts[d].dt == GPTC_DTYPE_F32) sample_case(name, cpu, gpu);
+            if (dts[d].dt == GPTC_DTYPE_F32) sample_case(name, cpu, gpu), ngram_prompt_case(name, gpu);
             gptc_model_free(gpu);
         }
         gptc_model_free(cpu);
