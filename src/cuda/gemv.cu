@@ -318,25 +318,29 @@ __device__ __forceinline__ void cp_async_wait_all() {
 /* Bytes of one token's staged row: nk steps of 32 elements, odd in 64s. */
 static __host__ __device__ __forceinline__ int mma_row_bytes(int ldw) { return (((ldw + 31) >> 5) | 1) * 64; }
 
-template <typename T, bool LN, int NTILE, int NCL>
-__global__ void __launch_bounds__(256, NCL >= 16 ? 1 : NCL >= 7 && NTILE > 1 ? 2 : 3)
+template <typename T, bool LN, int NTILE, int NCL, int R>
+__global__ void __launch_bounds__(256 * R, R > 1 || NCL >= 16 ? 1 : NCL >= 7 && NTILE > 1 ? 2 : 3)
     gemv_mma_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O,
                     int n_tok, int tpb, cuda_epi e, const float *__restrict__ ln_w,
                     const float *__restrict__ ln_b, float eps) {
     static_assert(sizeof(T) == 2, "tensor cores take the 16-bit dtypes");
+    static_assert(!LN || R == 1, "the fused layer norm's sums are those of a 256-thread block");
     extern __shared__ float4 sm4[]; /* staged rows (LN: one, then xs, ln_w, ln_b), the partial sums */
     __shared__ float red[32];
     char *sm = reinterpret_cast<char *>(sm4);
     int nk = (ldw + 31) >> 5, S = mma_row_bytes(ldw), nch = ldw >> 3;
-    int t0 = blockIdx.x * tpb, nt = min(tpb, n_tok - t0), o0 = blockIdx.y * 16;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    /* R slabs of 16 rows, 8 warps each, share the staged tokens: a slab's
+     * warps split a row as a block of one slab does, so R changes no sum. */
+    int slab = R > 1 ? threadIdx.x >> 8 : 0, tid = R > 1 ? threadIdx.x & 255 : threadIdx.x;
+    int t0 = blockIdx.x * tpb, nt = min(tpb, n_tok - t0), o0 = (blockIdx.y * R + slab) * 16;
+    int warp = tid >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     /* This warp's steps: warp, warp + 8, ... (the block's 8 warps read 512
      * contiguous bytes of each row at a time). */
     int ns = nk > warp ? (nk - warp + 7) >> 3 : 0;
     /* Rows past O are clamped (read, never stored). */
     const T *r0 = w + (size_t)min(o0 + g, O - 1) * ldw, *r1 = w + (size_t)min(o0 + g + 8, O - 1) * ldw;
-    /* The epilogue's thread keeps one row (blockDim.x is a multiple of 16). */
-    int orow = threadIdx.x & 15;
+    /* The epilogue's thread keeps one row (a slab's 256 threads). */
+    int orow = tid & 15;
     float bias = e.bias && o0 + orow < O ? __ldg(e.bias + o0 + orow) : 0.0f;
     uint4 wa[NCL], wb[NCL];
     auto load = [&](int i) {
@@ -411,7 +415,8 @@ __global__ void __launch_bounds__(256, NCL >= 16 ? 1 : NCL >= 7 && NTILE > 1 ? 2
     /* The warps' partial sums, added in warp order by the thread of each
      * (row, token): lane (g, q) holds rows g and g + 8 of tokens 2q, 2q + 1.
      * They have room of their own after the staged rows: one barrier. */
-    float4 *part = reinterpret_cast<float4 *>(sm + (LN ? S + 12 * (size_t)ldw : (size_t)min(tpb, n_tok) * S));
+    float4 *part = reinterpret_cast<float4 *>(sm + (LN ? S + 12 * (size_t)ldw : (size_t)min(tpb, n_tok) * S)) +
+                   slab * 8 * NTILE * 32;
 #pragma unroll
     for (int j = 0; j < NTILE; j++)
         part[(warp * NTILE + j) * 32 + lane] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
@@ -421,7 +426,7 @@ __global__ void __launch_bounds__(256, NCL >= 16 ? 1 : NCL >= 7 && NTILE > 1 ? 2
      * until here (the bias is already in `bias`) */
     cuda_epi ee = e;
     ee.bias = NULL;
-    for (int i = threadIdx.x; i < 16 * nt; i += blockDim.x) {
+    for (int i = tid; i < 16 * nt; i += 256) {
         int n = i >> 4, j = n >> 3, c = n & 7;
         int src = (((orow & 7) * 4 + (c >> 1)) << 2) + ((orow >> 3) << 1) + (c & 1);
         float v = pf[(size_t)j * 128 + src];
@@ -516,19 +521,33 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
                                const float *ln_w, const float *ln_b, float eps, int tpb, size_t smem,
                                cudaStream_t st) {
     dim3 grid((unsigned)((T + tpb - 1) / tpb), (unsigned)((O + 15) / 16));
+    int steps = (((ldw + 31) >> 5) + 7) >> 3;
+    const W *wp = (const W *)w;
+    /* Two slabs a block where the staged tokens leave room for one block an
+     * SM (gpt2-xl's 1600 at 32 tokens: 100 KB): 16 warps an SM, not 8, and
+     * half the staging per row. Not with 16 loads a lane (too many
+     * registers for 512 threads). */
+    if constexpr (NTILE > 1 && !LN) {
+        if (steps > 4 && steps <= 8 && 2 * (smem + 1024) > g_smem_optin) {
+            size_t sm2 = smem + (size_t)NTILE * 8 * 32 * sizeof(float4);
+            if (sm2 <= g_smem_optin) {
+                grid.y = (unsigned)((O + 31) / 32);
+                return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 7, 2>, grid, dim3(512), sm2, st, in, wp, ldw, I,
+                                  O, T, tpb, epi, ln_w, ln_b, eps);
+            }
+        }
+    }
     /* Loads in flight a lane: 2 x 4, 7 or 16 16-byte chunks, as a warp's
      * share of the row needs (gpt2's 768: 3 steps of 32; gpt2-xl's 1600: 7,
      * its 6400: 25). 7 rather than 8 leaves one token's kernel at most 85
      * registers, 3 blocks per SM: gpt2-xl's QKV (300 blocks) in one wave. */
-    int steps = (((ldw + 31) >> 5) + 7) >> 3;
-    const W *wp = (const W *)w;
     if (steps <= 4)
-        return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 4>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
+        return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 4, 1>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
                           tpb, epi, ln_w, ln_b, eps);
     if (steps <= 8)
-        return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 7>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
+        return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 7, 1>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
                           tpb, epi, ln_w, ln_b, eps);
-    return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 16>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T, tpb,
+    return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 16, 1>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T, tpb,
                       epi, ln_w, ln_b, eps);
 }
 
@@ -657,13 +676,17 @@ template <typename W, bool LN> static cudaError_t gemv_prepare1(int bytes) {
     return e != cudaSuccess ? e : gemv_prepare3<W, LN, 2, 1>(bytes);
 }
 template <typename W, bool LN, int NTILE> static cudaError_t gemv_mma_prepare(int bytes) {
-    cudaError_t e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 4>,
+    cudaError_t e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 4, 1>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 7>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 7, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  bytes);
+    if constexpr (NTILE > 1 && !LN)
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 7, 2>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     return e != cudaSuccess ? e
-                            : cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 16>,
+                            : cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 16, 1>,
                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
 }
 /* The multi-token kernels and the layer norm staging may use all the
