@@ -878,6 +878,7 @@ static const att_case ATT_CASES[] = {
     {1600, 25, 1, 2999, 3000, SC_SQRT, 0},  /* GPT-2 XL heads, cache full */
     {1600, 25, 3, 4000, 4096, SC_ONE, 0},
     {1600, 25, 65, 37, 1024, SC_SQRT, 0},
+    {1600, 25, 15, 700, 1024, SC_SQRT, 0},  /* a split block takes chunks s, s + 3, ... */
     {40, 5, 1, 0, 16, SC_SQRT, 1},          /* D = 8 */
     {40, 5, 5, 60, 128, SC_ONE, 1},
     {40, 5, 20, 17, 64, SC_SQRT, 1},
