@@ -523,12 +523,18 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
     dim3 grid((unsigned)((T + tpb - 1) / tpb), (unsigned)((O + 15) / 16));
     int steps = (((ldw + 31) >> 5) + 7) >> 3;
     const W *wp = (const W *)w;
-    /* Two slabs a block where the staged tokens leave room for one block an
-     * SM (gpt2-xl's 1600 at 32 tokens: 100 KB): 16 warps an SM, not 8, and
-     * half the staging per row. Not with 16 loads a lane (too many
-     * registers for 512 threads). */
+    /* Two slabs a block, 7 loads a lane, where a block of one slab would be
+     * alone on its SM - its staged tokens take over half the shared memory
+     * (gpt2-xl's 1600 at 32 tokens: 100 KB) or its 16 loads a lane the
+     * registers: 16 warps an SM, not 8, and half the staging per row. H100,
+     * gpt2-xl at 128-token prompts: batch 32 5.36 -> 4.76 ms/step, 128
+     * 15.4 -> 12.3 (R = 1 and 2 give the same sums: tests/gpu/test_kernels.cu
+     * checks 41 tokens against one). Unless the row blocks are too few to
+     * spread over the SMs at all. */
     if constexpr (NTILE > 1 && !LN) {
-        if (steps > 4 && steps <= 8 && 2 * (smem + 1024) > g_smem_optin) {
+        bool one = 2 * (smem + 1024) > g_smem_optin || steps > 8;
+        bool big = steps > 4 && (steps <= 8 || (long)grid.x * ((O + 31) / 32) * 4 >= g_sms);
+        if (one && big) {
             size_t sm2 = smem + (size_t)NTILE * 8 * 32 * sizeof(float4);
             if (sm2 <= g_smem_optin) {
                 grid.y = (unsigned)((O + 31) / 32);
