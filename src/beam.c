@@ -53,6 +53,7 @@
  * the same parent copy the whole cache (gptc_session_copy).
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,6 +117,35 @@ static void topk(const float *x, size_t n, size_t k, size_t *idx) {
     }
 }
 
+/* topk over the nb rows of x (nb, V) as one vector of nb * V: each row's
+ * best k (or all V), a row a thread, then the best k of those lists - the
+ * same entries in the same order, the order being total (ties by index).
+ * rows: (nb, min(k, V)) scratch. */
+#define TOPK_ROWS_MAX 64
+static void topk_rows(const float *x, size_t nb, size_t V, size_t k, size_t *rows, size_t *idx, int nt) {
+    if (nb > TOPK_ROWS_MAX) {
+        topk(x, nb * V, k, idx);
+        return;
+    }
+    size_t kr = k < V ? k : V, pos[TOPK_ROWS_MAX] = {0};
+#pragma omp parallel for num_threads(nt) schedule(static) if (nb > 1 && nt > 1)
+    for (size_t i = 0; i < nb; i++) {
+        topk(x + i * V, V, kr, rows + i * kr);
+        for (size_t j = 0; j < kr; j++) rows[i * kr + j] += i * V;
+    }
+    /* k times the best of the lists' heads (k and nb are small) */
+    for (size_t j = 0; j < k; j++) {
+        size_t best = SIZE_MAX, bi = 0;
+        for (size_t i = 0; i < nb; i++) {
+            if (pos[i] == kr) continue;
+            size_t c = rows[i * kr + pos[i]];
+            if (best == SIZE_MAX || ranks_before(x[c], c, x[best], best)) best = c, bi = i;
+        }
+        idx[j] = best;
+        pos[bi]++;
+    }
+}
+
 /* torch.log_softmax in float32: (x - max) - log(sum(exp(x - max))). */
 static void log_softmax(float *x, int V) {
     float mx = -INFINITY;
@@ -147,6 +177,7 @@ typedef struct {
     unsigned char *fin_done, *fin_done_next; /* the slot holds a finished hypothesis */
     float *lp;                        /* (nb, V) processed log-probs + running scores */
     size_t *cand;                     /* (K) candidates, best first: beam * V + token */
+    size_t *row_cand;                 /* (nb, min(K, V)) each beam's best, as cand */
     float *cand_score;                /* (K) */
     unsigned char *hits;              /* (K) the candidate stops (eos, maximum length) */
     float *tmp;                       /* (nb + K) */
@@ -181,7 +212,7 @@ static void beam_free(beam_state *b, gptc_model *m) {
                     b->score_next, b->parent,        b->fin,        b->fin_next, b->fin_len,
                     b->fin_len_next, b->fin_score,   b->fin_score_next, b->fin_done,
                     b->fin_done_next, b->lp,         b->cand,       b->cand_score, b->hits,
-                    b->tmp,       b->sel,            b->claim,      b->seen};
+                    b->tmp,       b->sel,            b->claim,      b->seen,     b->row_cand};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
 }
 
@@ -204,6 +235,7 @@ static gptc_status beam_alloc(beam_state *b, gptc_model *m) {
     b->fin_done_next = calloc(nb, 1);
     b->lp = malloc(nb * V * sizeof *b->lp);
     b->cand = malloc(K * sizeof *b->cand);
+    b->row_cand = malloc(nb * K * sizeof *b->row_cand);
     b->cand_score = malloc(K * sizeof *b->cand_score);
     b->hits = malloc(K);
     b->tmp = malloc((nb + K) * sizeof *b->tmp);
@@ -213,7 +245,8 @@ static gptc_status beam_alloc(beam_state *b, gptc_model *m) {
     if (!b->sess || !b->sess_next || !b->seq || !b->seq_next || !b->score || !b->score_next ||
         !b->parent || !b->fin || !b->fin_next || !b->fin_len || !b->fin_len_next ||
         !b->fin_score || !b->fin_score_next || !b->fin_done || !b->fin_done_next || !b->lp ||
-        !b->cand || !b->cand_score || !b->hits || !b->tmp || !b->sel || !b->claim || !b->seen)
+        !b->cand || !b->cand_score || !b->hits || !b->tmp || !b->sel || !b->claim || !b->seen ||
+        !b->row_cand)
         return gptc_fail(GPTC_ERR_NOMEM, "out of memory for %d beams", b->nb);
     if (b->paged) {
         /* Worst case: no beam shares more than the prompt's full blocks,
@@ -243,10 +276,9 @@ static gptc_status beam_alloc(beam_state *b, gptc_model *m) {
     return GPTC_OK;
 }
 
-/* Step 1 for one beam: its logits in `row` become processed log-probs. */
+/* Step 1 for one beam after its log_softmax: the processors. */
 static void process(const beam_state *b, float *row, const int32_t *seq, size_t len) {
     const gptc_generate_params *p = b->p;
-    log_softmax(row, b->V);
     if (p->repetition_penalty != 1.0f)
         proc_repetition_penalty(row, seq, len, p->repetition_penalty, b->seen);
     if (p->no_repeat_ngram_size > 0) proc_no_repeat_ngram(row, seq, len, p->no_repeat_ngram_size);
@@ -431,14 +463,21 @@ static gptc_status beam_run(beam_state *b, gptc_model *m) {
     if (st != GPTC_OK) return st;
     int unsat = 1; /* early stopping: the running beams may still improve */
     for (size_t step = 0;; step++) {
+        /* The log_softmax is most of a step's time on the host (an exp per
+         * entry): a row a thread, each summed as alone. The processors share
+         * b->seen, so they run after, in turn. */
+        int rows = step == 0 ? 1 : (int)nb, nt = m->n_threads > 1 ? m->n_threads : 1;
+#pragma omp parallel for num_threads(nt) schedule(static) if (rows > 1 && nt > 1)
+        for (int i = 0; i < rows; i++) log_softmax(b->lp + (size_t)i * V, b->V);
         for (size_t i = 0; i < nb; i++) {
             float *row = b->lp + i * V;
             if (step == 0 && i > 0) memcpy(row, b->lp, V * sizeof *row); /* same sequence */
             else process(b, row, b->seq + i * b->total, cur);
         }
+#pragma omp parallel for num_threads(nt) schedule(static) if (nb > 1 && nt > 1)
         for (size_t i = 0; i < nb; i++)
             for (size_t v = 0; v < V; v++) b->lp[i * V + v] += b->score[i];
-        topk(b->lp, nb * V, b->K, b->cand);
+        topk_rows(b->lp, nb, V, b->K, b->row_cand, b->cand, nt);
         int all_hit = 1;
         for (size_t k = 0; k < b->K; k++) {
             b->cand_score[k] = b->lp[b->cand[k]];
