@@ -3,7 +3,7 @@
 # carrying gpu-pkg/ from scripts/gpu_package.sh: unpacks the binaries (shipped
 # compressed, unpacked with Python's tarfile: the machine may lack xz), makes
 # $out (from $OUT, else /tmp/gptc-out) and sets the library path, GPTC_ROOT
-# and GPTC_BIN.
+# and GPTC_BIN; and status (0) and run, the checks' way of running a test.
 if [ -f gpu-pkg/bundle.tar.xz ] && [ ! -x gpu-pkg/gptc ]; then
   python3 -c "import tarfile; tarfile.open('gpu-pkg/bundle.tar.xz').extractall('gpu-pkg')"
 fi
@@ -16,3 +16,13 @@ export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib:${cublas}:${torchlibs}:${LD_LIBRARY_PAT
 { ldconfig -p | grep -q 'libcurl\.so\.4 ' && ldconfig -p | grep -q 'libgnutls\.so\.30 '; } ||
   export LD_LIBRARY_PATH="$PWD/gpu-pkg/lib/curl:$LD_LIBRARY_PATH"
 export GPTC_ROOT=$PWD GPTC_BIN=$PWD/gpu-pkg/gptc
+# run name command...: logs to $out/name.log, prints its time, last line and
+# failures, sets status=1 if it fails.
+status=0
+run() { # name, command...: log to $out/name.log, print the failures and the last line
+  local name=$1; shift
+  local t0=$SECONDS
+  "$@" > "$out/$name.log" 2>&1 || status=1
+  echo "== $name ($((SECONDS - t0)) s): $(tail -1 "$out/$name.log")"
+  grep -E '^FAIL|FAIL:|differ' "$out/$name.log" | head -12
+}

@@ -17,14 +17,6 @@ if [ -f gpu-pkg/base-gptc.xz ] && [ ! -x /tmp/base-gptc ]; then
   chmod +x /tmp/base-gptc
 fi
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,noheader
-status=0
-run() { # name, command...: log to $out/name.log, print the failures and the last line
-  local name=$1; shift
-  local t0=$SECONDS
-  "$@" > "$out/$name.log" 2>&1 || status=1
-  echo "== $name ($((SECONDS - t0)) s): $(tail -1 "$out/$name.log")"
-  grep -E '^FAIL|FAIL:|differ' "$out/$name.log" | head -12
-}
 if [ -z "${SKIP_TESTS:-}" ]; then
   run test_kernels gpu-pkg/test_kernels
   grep -E 'paged|gemv rows' "$out/test_kernels.log" | head -60

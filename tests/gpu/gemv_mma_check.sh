@@ -13,14 +13,6 @@ set -u -o pipefail
 cd "$(dirname "$0")/../.."
 . scripts/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-status=0
-run() { # name, command...: log to $out/name.log, print the failures and the last line
-  local name=$1; shift
-  local t0=$SECONDS
-  "$@" > "$out/$name.log" 2>&1 || status=1
-  echo "== $name ($((SECONDS - t0)) s): $(tail -1 "$out/$name.log")"
-  grep -E '^FAIL|FAIL:|differ' "$out/$name.log" | head -12
-}
 if [ -z "${SKIP_TESTS:-}" ]; then
   run test_kernels gpu-pkg/test_kernels
   grep -E 'gemv rows' "$out/test_kernels.log" | head -30
