@@ -22,7 +22,7 @@
  *   - tiled (larger T, D <= 128): a block per (head, 64 queries) walks the
  *     keys in tiles of 64 through shared memory with an online softmax, so
  *     each K/V row is read once per 64 queries instead of once per query.
- *     For fp16 and D = 64 the products run on tensor cores (wmma,
+ *     For fp16 and D = 64 the products run on tensor cores (mma.sync,
  *     attn_mma_kernel); bf16 and fp32 use CUDA cores (attn_tile_kernel):
  *     bf16's P rounding would eat most of the test's bf16 tolerance.
  * Every kernel finds the queries' positions and K/V rows through a
@@ -30,7 +30,6 @@
  * (a block table per sequence). The map changes where a row is read from,
  * never the arithmetic: a query gets the same bits from either cache.
  */
-#include <mma.h>
 #include <stdlib.h>
 
 #include "common.cuh"
@@ -397,138 +396,221 @@ __global__ void __launch_bounds__(TILE_THREADS)
 
 /* ---- tensor-core tiled kernel (fp16, D = 64) ---- */
 
-#define MMA_Q 64 /* queries per block: 4 warps x 16 */
-#define MMA_K 64
+#define MMA_Q 64 /* queries per block: 4 warps x 16 per key group */
+#define MMA_K 64 /* keys per tile */
 #define MMA_D 64
-#define MMA_LD 72  /* half row stride in shared memory (16-byte multiple, skewed) */
-#define MMA_LDF 68 /* float row stride */
-#define MMA_THREADS 128
+#define MMA_LD 72 /* half row stride in shared memory: 144 bytes, so ldmatrix's 8 rows hit 8 bank quads */
+#define MMA_GROUPS 2 /* key groups per block (at most 4: group_sync) */
+#define MMA_THREADS (128 * MMA_GROUPS)
 
 static size_t mma_smem(void) {
-    return (size_t)3 * 64 * MMA_LD * sizeof(__half)                 /* Q, K, V */
-           + (size_t)4 * 16 * MMA_LD * sizeof(__half)               /* P per warp */
-           + (size_t)2 * 4 * 16 * MMA_LDF * sizeof(float);          /* S/PV, O per warp */
+    /* Q, then per key group K and V twice (double-buffered) */
+    return (size_t)(MMA_Q + MMA_GROUPS * 4 * MMA_K) * MMA_LD * sizeof(__half);
+}
+
+/* Barrier of the 128 threads of key group g (ids 1.., 0 is __syncthreads);
+ * immediate ids, so the block reserves only the barriers it names. */
+__device__ __forceinline__ void group_sync(int g) {
+    if (g == 0) asm volatile("bar.sync 1, 128;" ::: "memory");
+    else if (g == 1) asm volatile("bar.sync 2, 128;" ::: "memory");
+    else if (g == 2) asm volatile("bar.sync 3, 128;" ::: "memory");
+    else asm volatile("bar.sync 4, 128;" ::: "memory");
 }
 
 /*
- * The tiled kernel on tensor cores: per key tile each warp computes its
- * 16 x 64 scores S = Q K^T with wmma (fp16 in, fp32 out), applies the
- * causal mask and the online softmax in fp32 (two lanes per query row),
- * rounds P to fp16 and computes P V with wmma into a fresh accumulator,
- * which the lanes add to the fp32 output rows (kept in shared memory, so
- * that they can be rescaled row by row).
+ * The tiled kernel on tensor cores, flash-attention 2 style. A warp owns 16
+ * queries; its Q fragments stay in registers, and per 64-key tile it
+ * computes S = Q K^T (mma.sync m16n8k16, fp32 accumulate) into registers,
+ * masks, updates the online softmax there (a row's values sit in the 4
+ * lanes of a quad), rounds P to fp16 and feeds it straight back as the A
+ * operand of O += P V - the accumulator layout of one mma is the operand
+ * layout of the next. Only K and V go through shared memory, by cp.async
+ * one tile ahead of the products. The block's 64 queries are held by
+ * MMA_GROUPS groups of 4 warps, group g taking key tiles g, g + G, ...: the
+ * last query tile of a 1024-token prompt walks 16 tiles, and one chain of
+ * them was the kernel's critical path (one or two blocks per SM, most of
+ * the SM idle). The groups' (max, sum, output) merge in shared memory at
+ * the end. The sums: l adds the fp32 p, the product uses p rounded to fp16.
  */
-__global__ void __launch_bounds__(MMA_THREADS)
+__global__ void __launch_bounds__(MMA_THREADS, 2)
     attn_mma_kernel(__half *out, const float *qkv, const __half *__restrict__ kc,
                     const __half *__restrict__ vc, cuda_kv_map m, int T_, int C, float scale) {
-    using namespace nvcuda;
     extern __shared__ float4 smm4[];
-    __half *qs = reinterpret_cast<__half *>(smm4), *ks = qs + 64 * MMA_LD, *vs = ks + 64 * MMA_LD;
-    __half *ps_all = vs + 64 * MMA_LD;
-    float *sf_all = reinterpret_cast<float *>(ps_all + 4 * 16 * MMA_LD);
-    float *of_all = sf_all + 4 * 16 * MMA_LDF;
+    __half *qs = reinterpret_cast<__half *>(smm4), *kv_all = qs + MMA_Q * MMA_LD;
     int h = blockIdx.x, t0 = (gridDim.y - 1 - blockIdx.y) * MMA_Q, tid = threadIdx.x;
-    int lane = tid & 31, warp = tid >> 5;
-    __half *ps = ps_all + warp * 16 * MMA_LD;
-    float *sf = sf_all + warp * 16 * MMA_LDF, *of = of_all + warp * 16 * MMA_LDF;
+    int lane = tid & 31, warp = tid >> 5, qw = warp & 3, grp = warp >> 2, gtid = tid & 127;
+    int g = lane >> 2, tq = lane & 3;
+    __half *kvs = kv_all + grp * 4 * MMA_K * MMA_LD;
     pdl_wait();
     int P0 = q_pos(m, 0), bs = m.block_size;
     const int32_t *tb = q_table(m, 0);
     size_t hoff = (size_t)h * MMA_D;
-    for (int i = tid; i < 64 * MMA_D; i += MMA_THREADS) {
-        int r = i >> 6, d = i & 63, t = t0 + r;
-        qs[r * MMA_LD + d] = __float2half_rn(t < T_ ? qkv[(size_t)t * 3 * C + hoff + d] * scale : 0.0f);
+    int lastkey = P0 + min(t0 + MMA_Q, T_) - 1, ntiles = lastkey / MMA_K + 1;
+    /* Tile jt's K and V into this group's buffer (jt / G) & 1; keys past
+     * lastkey zero-filled. */
+    auto load_kv = [&](int jt) {
+        __half *ks = kvs + ((jt / MMA_GROUPS) & 1) * 2 * MMA_K * MMA_LD, *vs = ks + MMA_K * MMA_LD;
+#pragma unroll
+        for (int i = gtid; i < MMA_K * 8; i += 128) {
+            int j = i >> 3, c = i & 7, key = jt * MMA_K + j, ok = key <= lastkey;
+            size_t gi = ok ? kv_row(tb, bs, key) * C + hoff + c * 8 : 0;
+            cp_async16(ks + j * MMA_LD + c * 8, kc + gi, ok ? 16 : 0);
+            cp_async16(vs + j * MMA_LD + c * 8, vc + gi, ok ? 16 : 0);
+        }
+        cp_async_commit();
+    };
+    if (grp < ntiles) load_kv(grp);
+    for (int i = tid; i < MMA_Q * MMA_D / 2; i += MMA_THREADS) {
+        int r = i >> 5, d = (i & 31) * 2, t = t0 + r;
+        float2 v = t < T_ ? *reinterpret_cast<const float2 *>(qkv + (size_t)t * 3 * C + hoff + d)
+                          : make_float2(0.0f, 0.0f);
+        *reinterpret_cast<__half2 *>(qs + r * MMA_LD + d) = __floats2half2_rn(v.x * scale, v.y * scale);
     }
-    int row = lane >> 1, hf = lane & 1; /* this lane's query row and half of the columns */
-    for (int c = 0; c < 32; c++) of[row * MMA_LDF + hf * 32 + c] = 0.0f;
-    float m_old = -INFINITY, l = 0.0f;
-    int qp = P0 + t0 + warp * 16 + row;
-    int lastkey = P0 + min(t0 + MMA_Q, T_) - 1;
-    for (int j0 = 0; j0 <= lastkey; j0 += MMA_K) {
-        __syncthreads();
-        for (int i = tid; i < 64 * 8; i += MMA_THREADS) {
-            int j = i >> 3, c = i & 7;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
-            if (j0 + j <= lastkey) {
-                size_t g = kv_row(tb, bs, j0 + j) * C + hoff + c * 8;
-                kv = __ldg(reinterpret_cast<const uint4 *>(kc + g));
-                vv = __ldg(reinterpret_cast<const uint4 *>(vc + g));
+    __syncthreads();
+    uint32_t qf[4][4]; /* A fragments of the warp's 16 x 64 queries, per 16 dims */
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+        ldmatrix_x4<false>(qf[kk], qs + (qw * 16 + (lane & 15)) * MMA_LD + kk * 16 + (lane >> 4) * 8);
+
+    float o[8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    int qlo = P0 + t0 + qw * 16, qp0 = qlo + g, qp1 = qp0 + 8; /* positions of rows g, g + 8 */
+    const float L2E = 1.4426950408889634f; /* e^x as 2^(x log2 e): the hardware exp2 */
+    for (int jt = grp; jt < ntiles; jt += MMA_GROUPS) {
+        if (jt + MMA_GROUPS < ntiles) {
+            load_kv(jt + MMA_GROUPS);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        group_sync(grp);
+        int j0 = jt * MMA_K;
+        if (j0 <= qlo + 15) { /* some key of the tile is visible to the warp */
+            const __half *ks = kvs + ((jt / MMA_GROUPS) & 1) * 2 * MMA_K * MMA_LD, *vs = ks + MMA_K * MMA_LD;
+            float s[8][4];
+#pragma unroll
+            for (int n = 0; n < 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+                for (int n = 0; n < 8; n += 2) {
+                    uint32_t b[4]; /* keys n*8.. and n*8+8.., dims kk*16 .. +15 */
+                    ldmatrix_x4<false>(b, ks + (n * 8 + (lane & 7) + ((lane >> 4) << 3)) * MMA_LD + kk * 16 +
+                                              ((lane >> 3) & 1) * 8);
+                    mma16816<__half>(s[n], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], b[0], b[1]);
+                    mma16816<__half>(s[n + 1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], b[2], b[3]);
+                }
+            if (j0 + MMA_K - 1 > qlo) { /* the causal edge crosses this tile */
+#pragma unroll
+                for (int n = 0; n < 8; n++) {
+                    int j = j0 + n * 8 + 2 * tq;
+                    if (j > qp0) s[n][0] = -INFINITY;
+                    if (j + 1 > qp0) s[n][1] = -INFINITY;
+                    if (j > qp1) s[n][2] = -INFINITY;
+                    if (j + 1 > qp1) s[n][3] = -INFINITY;
+                }
             }
-            *reinterpret_cast<uint4 *>(ks + j * MMA_LD + c * 8) = kv;
-            *reinterpret_cast<uint4 *>(vs + j * MMA_LD + c * 8) = vv;
-        }
-        __syncthreads();
-        /* S (16 x 64) = Q_w (16 x 64) K^T */
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> sacc[4];
+            float mx[2] = {mrow[0], mrow[1]};
 #pragma unroll
-        for (int n = 0; n < 4; n++) wmma::fill_fragment(sacc[n], 0.0f);
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
-            wmma::load_matrix_sync(a, qs + warp * 16 * MMA_LD + k * 16, MMA_LD);
-#pragma unroll
-            for (int n = 0; n < 4; n++) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
-                wmma::load_matrix_sync(b, ks + n * 16 * MMA_LD + k * 16, MMA_LD);
-                wmma::mma_sync(sacc[n], a, b, sacc[n]);
+            for (int n = 0; n < 8; n++) {
+                mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]));
+                mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
             }
-        }
 #pragma unroll
-        for (int n = 0; n < 4; n++)
-            wmma::store_matrix_sync(sf + n * 16, sacc[n], MMA_LDF, wmma::mem_row_major);
-        __syncwarp();
-        float sv[32], mloc = -INFINITY;
-#pragma unroll
-        for (int c = 0; c < 32; c++) {
-            int j = j0 + hf * 32 + c;
-            sv[c] = j <= qp ? sf[row * MMA_LDF + hf * 32 + c] : -INFINITY;
-            mloc = fmaxf(mloc, sv[c]);
-        }
-        mloc = fmaxf(mloc, __shfl_xor_sync(0xffffffffu, mloc, 1));
-        float mn = fmaxf(m_old, mloc); /* finite: key 0 is visible to every query */
-        float alpha = expf(m_old - mn), lsum = 0.0f;
-#pragma unroll
-        for (int c = 0; c < 32; c++) {
-            float p = expf(sv[c] - mn);
-            lsum += p;
-            ps[row * MMA_LD + hf * 32 + c] = __float2half_rn(p);
-        }
-        lsum += __shfl_xor_sync(0xffffffffu, lsum, 1);
-        l = l * alpha + lsum;
-        m_old = mn;
-        __syncwarp();
-        /* PV (16 x 64) = P (16 x 64 keys) V (64 keys x 64) */
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> oacc[4];
-#pragma unroll
-        for (int n = 0; n < 4; n++) wmma::fill_fragment(oacc[n], 0.0f);
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
-            wmma::load_matrix_sync(a, ps + k * 16, MMA_LD);
-#pragma unroll
-            for (int n = 0; n < 4; n++) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b;
-                wmma::load_matrix_sync(b, vs + k * 16 * MMA_LD + n * 16, MMA_LD);
-                wmma::mma_sync(oacc[n], a, b, oacc[n]);
+            for (int r = 0; r < 2; r++) {
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
             }
-        }
+            /* A row may see no key of a tile, nor of its group's tiles
+             * before: mx = -inf, then p and alpha are 0 (ml = 0 keeps
+             * -inf - -inf out). */
+            float ml0 = mx[0] == -INFINITY ? 0.0f : mx[0] * L2E, ml1 = mx[1] == -INFINITY ? 0.0f : mx[1] * L2E;
+            float alpha[2] = {exp2f(fmaf(mrow[0], L2E, -ml0)), exp2f(fmaf(mrow[1], L2E, -ml1))};
+            mrow[0] = mx[0], mrow[1] = mx[1];
+            uint32_t pf[8][2]; /* P rounded to fp16, rows g and g + 8, per 8 keys */
+            float ls[2] = {0.0f, 0.0f};
 #pragma unroll
-        for (int n = 0; n < 4; n++)
-            wmma::store_matrix_sync(sf + n * 16, oacc[n], MMA_LDF, wmma::mem_row_major);
-        __syncwarp();
+            for (int n = 0; n < 8; n++) {
+                float p0 = exp2f(fmaf(s[n][0], L2E, -ml0)), p1 = exp2f(fmaf(s[n][1], L2E, -ml0));
+                float p2 = exp2f(fmaf(s[n][2], L2E, -ml1)), p3 = exp2f(fmaf(s[n][3], L2E, -ml1));
+                ls[0] += p0 + p1;
+                ls[1] += p2 + p3;
+                __half2 a = __floats2half2_rn(p0, p1), b = __floats2half2_rn(p2, p3);
+                pf[n][0] = *reinterpret_cast<uint32_t *>(&a);
+                pf[n][1] = *reinterpret_cast<uint32_t *>(&b);
+            }
+            lrow[0] = lrow[0] * alpha[0] + ls[0];
+            lrow[1] = lrow[1] * alpha[1] + ls[1];
 #pragma unroll
-        for (int c = 0; c < 32; c++) {
-            int idx = row * MMA_LDF + hf * 32 + c;
-            of[idx] = of[idx] * alpha + sf[idx];
+            for (int n = 0; n < 8; n++) {
+                o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+                o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+            }
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) /* keys kk*16 .. +15 */
+#pragma unroll
+                for (int n = 0; n < 8; n += 2) {
+                    uint32_t b[4]; /* dims n*8.. and n*8+8.., keys kk*16 .. +15 */
+                    ldmatrix_x4<true>(b, vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * MMA_LD + n * 8 +
+                                             (lane >> 4) * 8);
+                    mma16816<__half>(o[n], pf[2 * kk][0], pf[2 * kk][1], pf[2 * kk + 1][0], pf[2 * kk + 1][1],
+                                     b[0], b[1]);
+                    mma16816<__half>(o[n + 1], pf[2 * kk][0], pf[2 * kk][1], pf[2 * kk + 1][0],
+                                     pf[2 * kk + 1][1], b[2], b[3]);
+                }
         }
-        __syncwarp();
+        group_sync(grp); /* the group's next copy refills this tile's buffer */
     }
-    int t = t0 + warp * 16 + row;
-    if (t < T_) {
-        float inv = 1.0f / l;
-        __half *orow = out + (size_t)t * C + hoff + hf * 32;
 #pragma unroll
-        for (int c = 0; c < 32; c++) orow[c] = __float2half_rn(of[row * MMA_LDF + hf * 32 + c] * inv);
+    for (int r = 0; r < 2; r++) {
+        lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 1);
+        lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 2);
+    }
+    /* Groups 1.. leave (m, l, o) of each lane in the K/V buffers; group 0
+     * merges: out = sum_g o_g e^(m_g - M) / sum_g l_g e^(m_g - M). */
+    float *st = reinterpret_cast<float *>(kv_all);
+    const int SLOT = 36; /* floats per lane: o (32), m (2), l (2) */
+    __syncthreads();
+    if (grp > 0) {
+        float *p = st + ((size_t)(grp - 1) * 128 + qw * 32 + lane) * SLOT;
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) p[n * 4 + c] = o[n][c];
+        p[32] = mrow[0], p[33] = mrow[1], p[34] = lrow[0], p[35] = lrow[1];
+    }
+    __syncthreads();
+    if (grp > 0) return;
+#pragma unroll
+    for (int k = 1; k < MMA_GROUPS; k++) {
+        const float *p = st + ((size_t)(k - 1) * 128 + qw * 32 + lane) * SLOT;
+        float a0[2], a1[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float mo = p[32 + r], M = fmaxf(mrow[r], mo); /* mrow is finite: group 0 has key 0 */
+            a0[r] = exp2f((mrow[r] - M) * L2E);
+            a1[r] = exp2f((mo - M) * L2E); /* 0 when the group saw no key */
+            lrow[r] = lrow[r] * a0[r] + p[34 + r] * a1[r];
+            mrow[r] = M;
+        }
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+            o[n][0] = o[n][0] * a0[0] + p[n * 4 + 0] * a1[0];
+            o[n][1] = o[n][1] * a0[0] + p[n * 4 + 1] * a1[0];
+            o[n][2] = o[n][2] * a0[1] + p[n * 4 + 2] * a1[1];
+            o[n][3] = o[n][3] * a0[1] + p[n * 4 + 3] * a1[1];
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int t = t0 + qw * 16 + g + r * 8;
+        if (t >= T_) continue;
+        float inv = 1.0f / lrow[r];
+        __half *orow = out + (size_t)t * C + hoff + 2 * tq;
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+            *reinterpret_cast<__half2 *>(orow + n * 8) = __floats2half2_rn(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
     }
 }
 

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.cuh"
 
@@ -132,6 +133,7 @@ static size_t layout(cuda_model *cm, const gptc_model *m, char *base) {
         PLACE(y->ln2_w, float *, C * 4);
         PLACE(y->ln2_b, float *, C * 4);
         PLACE(y->fc_b, float *, F * 4);
+        PLACE(y->fc_b16, void *, F * es);
         PLACE(y->mproj_b, float *, C * 4);
     }
 #undef PLACE
@@ -224,6 +226,7 @@ static gptc_status model_init(gptc_model *m, gptc_dtype dt, float **staging) {
         CKST(upload_vec(y->ln2_w, h->ln2_w, C));
         CKST(upload_vec(y->ln2_b, h->ln2_b, C));
         CKST(upload_vec(y->fc_b, h->fc_b, F));
+        CKST(upload_matrix(cm, y->fc_b16, h->fc_b, 1, (int)F, (int)F, *staging, staging_n));
         CKST(upload_vec(y->mproj_b, h->mproj_b, C));
     }
     CKLT(cublasLtCreate(&cm->lt));
@@ -440,11 +443,15 @@ static cudaDataType_t lt_type(gptc_dtype dt) {
  * out (T, O) fp32 = in (T, I) @ w (O, ldw)^T through cuBLASLt. cuBLASLt is
  * column-major: the row-major out (T, O) is the column-major O x T matrix
  * out^T = w^T(col-major I x O, ld ldw, transposed) . in^T (col-major I x T).
- * *done = 0 (and GPTC_OK) when no algorithm fits, so the caller falls back.
+ * *done = 0 (and GPTC_OK) when no algorithm fits, so the caller falls back;
+ * with `soft` also when cuBLASLt refuses the set-up (an epilogue or output
+ * type this version lacks). out is (T, ldo) of type ot; with a bias, `ep`
+ * (CUBLASLT_EPILOGUE_BIAS or _GELU_BIAS) applies it.
  */
-static gptc_status lt_matmul(const cuda_model *cm, cuda_session *cs, float *out, const void *in,
-                             const void *w, int ldw, int T, int I, int O, const float *bias,
-                             float beta, int *done) {
+static gptc_status lt_matmul_ex(const cuda_model *cm, cuda_session *cs, void *out,
+                                cudaDataType_t ot, int ldo, const void *in, const void *w, int ldw,
+                                int T, int I, int O, const void *bias, cublasLtEpilogue_t ep,
+                                float beta, int soft, int *done) {
     *done = 0;
     cudaDataType_t ab = lt_type(cm->dt);
     cublasLtMatmulDesc_t op = NULL;
@@ -462,9 +469,8 @@ static gptc_status lt_matmul(const cuda_model *cm, cuda_session *cs, float *out,
         s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
     if (s == CUBLAS_STATUS_SUCCESS && bias) {
         /* out (+)= product + bias[o]: bias per row of the column-major O x T
-         * result, fp32 like the output. */
-        cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
-        cudaDataType_t bt = CUDA_R_32F;
+         * result, of the output's type (cuBLASLt's rule). */
+        cudaDataType_t bt = ot;
         s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep);
         if (s == CUBLAS_STATUS_SUCCESS)
             s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
@@ -476,7 +482,7 @@ static gptc_status lt_matmul(const cuda_model *cm, cuda_session *cs, float *out,
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&la, ab, (uint64_t)I, (uint64_t)O, ldw);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&lb, ab, (uint64_t)I, (uint64_t)T, I);
     if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, (uint64_t)O, (uint64_t)T, O);
+        s = cublasLtMatrixLayoutCreate(&lc, ot, (uint64_t)O, (uint64_t)T, (uint64_t)ldo);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatmulPreferenceCreate(&pref);
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
@@ -496,11 +502,20 @@ static gptc_status lt_matmul(const cuda_model *cm, cuda_session *cs, float *out,
     if (lb) cublasLtMatrixLayoutDestroy(lb);
     if (la) cublasLtMatrixLayoutDestroy(la);
     if (op) cublasLtMatmulDescDestroy(op);
+    if (s != CUBLAS_STATUS_SUCCESS && soft) return GPTC_OK;
     if (s != CUBLAS_STATUS_SUCCESS)
         return gptc_fail(GPTC_ERR_UNSUPPORTED, "cuda: cuBLASLt matmul (%d x %d x %d) failed: %s", T,
                          O, I, cublasLtGetStatusString(s));
     *done = found;
     return GPTC_OK;
+}
+
+/* The fp32 (T, O) product, with the bias added when not NULL. */
+static gptc_status lt_matmul(const cuda_model *cm, cuda_session *cs, float *out, const void *in,
+                             const void *w, int ldw, int T, int I, int O, const float *bias,
+                             float beta, int *done) {
+    return lt_matmul_ex(cm, cs, out, CUDA_R_32F, O, in, w, ldw, T, I, O, bias,
+                        CUBLASLT_EPILOGUE_BIAS, beta, 0, done);
 }
 
 gptc_status cuda_linear(const cuda_model *cm, cuda_session *cs, const void *in, const void *w,
@@ -517,6 +532,27 @@ gptc_status cuda_linear(const cuda_model *cm, cuda_session *cs, const void *in, 
             CKST(lt_matmul(cm, cs, (float *)e.out, in, w, ldw, T, I, O, e.bias,
                            e.mode == EPI_RESID ? 1.0f : 0.0f, &done));
             prof_mark(cs, "gemm");
+            if (done) return GPTC_OK;
+        }
+        /* QKV: the biased product straight into qkv, then only the K and V
+         * thirds pass through a kernel, on their way to the cache. */
+        if (e.mode == EPI_QKV && e.ldo == O && e.bias && !no_lt_epi) {
+            CKST(lt_matmul(cm, cs, (float *)e.out, in, w, ldw, T, I, O, e.bias, 0.0f, &done));
+            prof_mark(cs, "gemm");
+            if (done) {
+                CK(cuda_kv_store(cm->dt, (const float *)e.out, T, e, cs->stream));
+                prof_mark(cs, "kv_store");
+                return GPTC_OK;
+            }
+        }
+        /* gelu_new is cuBLASLt's GELU (the tanh form): bias, activation and
+         * the rounding to fp16 / bf16 in the product's epilogue, no fp32
+         * round trip. fp32 models keep act_apply's exact tanhf. */
+        if (e.mode == EPI_ACT && e.act == ACT_GELU_TANH && e.bias16 && cm->dt != GPTC_DTYPE_F32 &&
+            !no_lt_epi) {
+            CKST(lt_matmul_ex(cm, cs, e.out, lt_type(cm->dt), e.ldo, in, w, ldw, T, I, O, e.bias16,
+                              CUBLASLT_EPILOGUE_GELU_BIAS, 0.0f, 1, &done));
+            prof_mark(cs, "gemm_gelu");
             if (done) return GPTC_OK;
         }
         int direct = e.mode == EPI_STORE && !e.bias && e.ldo == O;
@@ -580,6 +616,7 @@ static gptc_status enqueue_blocks(const gptc_session *s, cuda_session *cs, const
 
         e = epi(EPI_ACT, y->fc_b, cs->fc, F);
         e.act = m->act;
+        e.bias16 = y->fc_b16;
         CKST(cuda_ln_linear(cm, cs, cs->x, cs->xn, y->ln2_w, y->ln2_b, eps, y->fc_w, Cp, T, C, F,
                             e));
         prof_mark(cs, "fc");
@@ -621,7 +658,18 @@ static gptc_status forward(gptc_session *s, cuda_session *cs, const int32_t *ids
         cs->prof_n = 0;
         prof_mark(cs, "start");
     }
+    /* GPTC_CUDA_HOST_TIME=1: how long the host takes to enqueue the blocks
+     * (cuBLASLt's per-call heuristic query included), against the GPU's time. */
+    static int host_time = -1;
+    if (host_time < 0) host_time = getenv("GPTC_CUDA_HOST_TIME") != NULL;
+    struct timespec h0, h1;
+    if (host_time) clock_gettime(CLOCK_MONOTONIC, &h0);
     gptc_status bst = enqueue_blocks(s, cs, cs->d_ids, T);
+    if (host_time) {
+        clock_gettime(CLOCK_MONOTONIC, &h1);
+        fprintf(stderr, "gptc cuda: %d tokens enqueued in %.3f ms of host time\n", T,
+                (h1.tv_sec - h0.tv_sec) * 1e3 + (h1.tv_nsec - h0.tv_nsec) * 1e-6);
+    }
     if (cs->prof_on) {
         cs->prof_on = 0;
         double tot[32] = {0};

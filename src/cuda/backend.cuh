@@ -30,6 +30,7 @@ extern "C" {
 typedef struct {
     void *attn_w, *proj_w, *fc_w, *mproj_w; /* dtype, rows padded to Cp / Fp */
     float *ln1_w, *ln1_b, *attn_b, *proj_b, *ln2_w, *ln2_b, *fc_b, *mproj_b;
+    void *fc_b16; /* fc_b in dtype: cuBLASLt's GELU epilogue takes the output's type */
 } cuda_layer;
 
 typedef struct {

@@ -284,37 +284,6 @@ __global__ void __launch_bounds__(256, 3)
  */
 #define GEMV_MMA_TOK 32 /* tokens a block multiplies at most (4 tiles of 8) */
 
-template <typename T>
-__device__ __forceinline__ void mma16816(float d[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    if constexpr (sizeof(T) == 2 && std::is_same<T, __half>::value)
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-                     "{%8,%9}, {%0,%1,%2,%3};"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-    else
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#endif
-}
-
-/* 16 bytes global -> shared without a register round trip (src_bytes < 16:
- * the rest zero-filled); cp_async_wait_all waits for this thread's. */
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
-#endif
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;" ::: "memory");
-#endif
-}
-
 /* Bytes of one token's staged row: nk steps of 32 elements, odd in 64s. */
 static __host__ __device__ __forceinline__ int mma_row_bytes(int ldw) { return (((ldw + 31) >> 5) | 1) * 64; }
 
@@ -776,5 +745,40 @@ cudaError_t cuda_epilogue(gptc_dtype dt, const float *tmp, int T, int O, cuda_ep
     if (gx > 64) gx = 64;
     dim3 grid(gx, (unsigned)T);
     GPTC_DISPATCH_DTYPE(dt, W, epilogue_kernel<W><<<grid, 256, 0, st>>>(tmp, O, epi));
+    return cudaGetLastError();
+}
+
+/* The K and V thirds of qkv (T, e.ldo) fp32 - already v + bias - into the
+ * cache, as epi_store's EPI_QKV writes them; four at a time when C and ldo
+ * allow 16-byte loads. */
+template <typename T, bool VEC> __global__ void kv_store_kernel(const float *qkv, cuda_epi e) {
+    int t = blockIdx.y, C = e.C;
+    const float *row = qkv + (size_t)t * e.ldo + C;
+    size_t cr = (e.rows ? (size_t)e.rows[t] : (size_t)(*e.pos + t)) * C;
+    int step = gridDim.x * blockDim.x;
+    if (VEC) {
+        for (int o = 4 * (blockIdx.x * blockDim.x + threadIdx.x); o < 2 * C; o += 4 * step) {
+            float4 v = *reinterpret_cast<const float4 *>(row + o);
+            T *dst = o < C ? (T *)e.k_cache + cr + o : (T *)e.v_cache + cr + (o - C);
+            store4(dst, v.x, v.y, v.z, v.w);
+        }
+    } else {
+        for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < 2 * C; o += step) {
+            T v = from_f<T>(row[o]);
+            if (o < C) ((T *)e.k_cache)[cr + o] = v;
+            else ((T *)e.v_cache)[cr + (o - C)] = v;
+        }
+    }
+}
+
+cudaError_t cuda_kv_store(gptc_dtype dt, const float *qkv, int T, cuda_epi epi, cudaStream_t st) {
+    bool vec = epi.C % 4 == 0 && epi.ldo % 4 == 0;
+    unsigned gx = (unsigned)((2 * epi.C / (vec ? 4 : 1) + 255) / 256);
+    if (gx > 64) gx = 64;
+    dim3 grid(gx, (unsigned)T);
+    if (vec)
+        GPTC_DISPATCH_DTYPE(dt, W, kv_store_kernel<W, true><<<grid, 256, 0, st>>>(qkv, epi));
+    else
+        GPTC_DISPATCH_DTYPE(dt, W, kv_store_kernel<W, false><<<grid, 256, 0, st>>>(qkv, epi));
     return cudaGetLastError();
 }

@@ -48,6 +48,7 @@ typedef struct {
     const int32_t *pos;  /* EPI_QKV: device position of token 0; token t goes to row *pos + t */
     const int32_t *rows; /* EPI_QKV: or, when not NULL, each token's row (a paged cache) */
     gptc_act act;        /* EPI_ACT */
+    const void *bias16;  /* EPI_ACT: bias in the weights' dtype, or NULL (cuBLASLt's fused GELU) */
 } cuda_epi;
 
 /* x (T, C) fp32 = wte[ids[t]] + wpe[*pos + t]; wte rows ldw apart. */
@@ -87,6 +88,9 @@ cudaError_t cuda_gemv_prepare(int max_ldw, int max_ln_ldw);
 /* Applies `epi` to v = tmp (T, O) fp32 (the output of a cuBLASLt product). */
 cudaError_t cuda_epilogue(gptc_dtype dt, const float *tmp, int T, int O, cuda_epi epi,
                           cudaStream_t st);
+/* EPI_QKV's cache write alone: the K and V thirds of qkv (T, epi.ldo) fp32,
+ * which already hold v + bias. */
+cudaError_t cuda_kv_store(gptc_dtype dt, const float *qkv, int T, cuda_epi epi, cudaStream_t st);
 
 /*
  * Where attention finds its queries' positions and K/V rows. A session's

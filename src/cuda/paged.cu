@@ -588,6 +588,7 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
         mark(kv, 4);
         e = epi(EPI_ACT, y->fc_b, w->fc, F);
         e.act = m->act;
+        e.bias16 = y->fc_b16;
         CKST(pass_product(kv, cm, lay, lt, w->x, sizeof(float), y->ln2_w, y->ln2_b, eps, y->fc_w, Cp,
                           C, F, e, es));
         mark(kv, 5);

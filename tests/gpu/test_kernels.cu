@@ -447,6 +447,16 @@ static cudaError_t launch_epilogue(const void *ctx, int T, cuda_epi e) {
     const gemv_ctx *c = (const gemv_ctx *)ctx;
     return cuda_epilogue(c->dt, (const float *)c->in, T, c->O, e, g_st);
 }
+/* EPI_QKV as a prompt's product runs it: cuBLASLt stores v + bias into out
+ * (here the store epilogue stands in), then cuda_kv_store copies the K and
+ * V thirds into the cache. */
+static cudaError_t launch_kv_store(const void *ctx, int T, cuda_epi e) {
+    const gemv_ctx *c = (const gemv_ctx *)ctx;
+    cuda_epi s = e;
+    s.mode = EPI_STORE;
+    cudaError_t err = cuda_epilogue(c->dt, (const float *)c->in, T, c->O, s, g_st);
+    return err != cudaSuccess ? err : cuda_kv_store(c->dt, (const float *)e.out, T, e, g_st);
+}
 
 /* v (TMAX, O) = x (TMAX, I) @ w (O, I)^T in float64; TMAX independent sums per weight row. */
 static void products(double *v, const float *x, const float *w, int I, int O) {
@@ -719,7 +729,13 @@ static void test_epilogue(const dtype_info *d, int O) {
         run_epi(&j, T, EPI_STORE, ACT_LINEAR, 0, 0);
         run_epi(&j, T, EPI_STORE, ACT_LINEAR, 1, 3);
         run_epi(&j, T, EPI_RESID, ACT_LINEAR, 1, 3);
-        if (O % 3 == 0) run_epi(&j, T, EPI_QKV, ACT_LINEAR, 1, 0);
+        if (O % 3 == 0) {
+            run_epi(&j, T, EPI_QKV, ACT_LINEAR, 1, 0);
+            epi_job jk = j;
+            jk.kernel = "kv_store";
+            jk.launch = launch_kv_store;
+            run_epi(&jk, T, EPI_QKV, ACT_LINEAR, 1, 0);
+        }
         if (T == 5 && O < 1000)
             for (int a = 0; a < N_ACTS; a++) run_epi(&j, T, EPI_ACT, ACTS[a].act, 1, 0);
         else run_epi(&j, T, EPI_ACT, ACT_GELU_TANH, 1, 0);
@@ -1346,6 +1362,9 @@ int main(int argc, char **argv) {
         }
         for (int k = 0; k < 3; k++)
             if (!g_quick || k != 1) test_layernorm(d, Cs[k], 5);
+        /* the warp-per-row kernel: C = 4k at both register sizes, a partial last block */
+        test_layernorm(d, 1600, 37);
+        if (!g_quick) test_layernorm(d, 2048, 6), test_layernorm(d, 1024, 3), test_layernorm(d, 2052, 2);
     }
     for (int di = 0; di < 3; di++)
         for (size_t k = 0; k < sizeof GEMV_SIZES / sizeof GEMV_SIZES[0]; k++)
