@@ -400,12 +400,11 @@ __global__ void __launch_bounds__(TILE_THREADS)
 #define MMA_K 64 /* keys per tile */
 #define MMA_D 64
 #define MMA_LD 72 /* half row stride in shared memory: 144 bytes, so ldmatrix's 8 rows hit 8 bank quads */
-#define MMA_GROUPS 2 /* key groups per block (at most 4: group_sync) */
-#define MMA_THREADS (128 * MMA_GROUPS)
+#define MMA_GROUPS_MAX 4 /* key groups per block (group_sync's barriers) */
 
-static size_t mma_smem(void) {
+static size_t mma_smem(int groups) {
     /* Q, then per key group K and V twice (double-buffered) */
-    return (size_t)(MMA_Q + MMA_GROUPS * 4 * MMA_K) * MMA_LD * sizeof(__half);
+    return (size_t)(MMA_Q + groups * 4 * MMA_K) * MMA_LD * sizeof(__half);
 }
 
 /* Barrier of the 128 threads of key group g (ids 1.., 0 is __syncthreads);
@@ -432,7 +431,8 @@ __device__ __forceinline__ void group_sync(int g) {
  * the SM idle). The groups' (max, sum, output) merge in shared memory at
  * the end. The sums: l adds the fp32 p, the product uses p rounded to fp16.
  */
-__global__ void __launch_bounds__(MMA_THREADS, 2)
+template <int MMA_GROUPS>
+__global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
     attn_mma_kernel(__half *out, const float *qkv, const __half *__restrict__ kc,
                     const __half *__restrict__ vc, cuda_kv_map m, int T_, int C, float scale) {
     extern __shared__ float4 smm4[];
@@ -460,7 +460,7 @@ __global__ void __launch_bounds__(MMA_THREADS, 2)
         cp_async_commit();
     };
     if (grp < ntiles) load_kv(grp);
-    for (int i = tid; i < MMA_Q * MMA_D / 2; i += MMA_THREADS) {
+    for (int i = tid; i < MMA_Q * MMA_D / 2; i += 128 * MMA_GROUPS) {
         int r = i >> 5, d = (i & 31) * 2, t = t0 + r;
         float2 v = t < T_ ? *reinterpret_cast<const float2 *>(qkv + (size_t)t * 3 * C + hoff + d)
                           : make_float2(0.0f, 0.0f);
@@ -614,6 +614,20 @@ __global__ void __launch_bounds__(MMA_THREADS, 2)
     }
 }
 
+/* Whether attn_mma_kernel<4>'s shared memory fits this device's blocks. */
+static int g_mma4_ok[CUDA_MAX_DEVICES];
+
+/* Key groups of the tensor-core kernel; GPTC_ATT_GROUPS=1|2|4 for comparisons. */
+static int mma_groups(void) {
+    static int g = 0;
+    if (!g) {
+        const char *e = getenv("GPTC_ATT_GROUPS");
+        int v = e ? atoi(e) : 0;
+        g = v == 1 || v == 4 ? v : 2;
+    }
+    return g == 4 && !g_mma4_ok[cuda_device_slot()] ? 2 : g;
+}
+
 int cuda_attention_kind(gptc_dtype dt, int T, int C, int NH) {
     int D = C / NH;
     if (T < ATT_SPLIT_MAXT && D % 8 == 0 && D <= 256) return CUDA_ATT_SPLIT;
@@ -654,7 +668,10 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
                                                  tickets, S));
     } else if (kind == CUDA_ATT_MMA) {
         dim3 grid((unsigned)NH, (unsigned)((T + MMA_Q - 1) / MMA_Q));
-        err = launch_pdl(attn_mma_kernel, grid, dim3(MMA_THREADS), mma_smem(), st, (__half *)out, qkv,
+        int G = mma_groups();
+        void (*k)(__half *, const float *, const __half *, const __half *, cuda_kv_map, int, int, float) =
+            G == 1 ? attn_mma_kernel<1> : G == 4 ? attn_mma_kernel<4> : attn_mma_kernel<2>;
+        err = launch_pdl(k, grid, dim3(128 * G), mma_smem(G), st, (__half *)out, qkv,
                          (const __half *)k_cache, (const __half *)v_cache, map, T, C, scale);
     } else if (kind == CUDA_ATT_TILE) {
         dim3 grid((unsigned)NH, (unsigned)((T + TILE_Q - 1) / TILE_Q));
@@ -692,10 +709,21 @@ cudaError_t cuda_attention(gptc_dtype dt, void *out, const float *qkv, const voi
 
 cudaError_t cuda_attention_prepare(int D, int max_len) {
     cudaError_t e;
-    if (D == MMA_D && (e = cudaFuncSetAttribute(attn_mma_kernel,
-                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                (int)mma_smem())) != cudaSuccess)
+    if (D == MMA_D &&
+        ((e = cudaFuncSetAttribute(attn_mma_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)mma_smem(1))) != cudaSuccess ||
+         (e = cudaFuncSetAttribute(attn_mma_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)mma_smem(2))) != cudaSuccess))
         return e;
+    /* Four groups need more shared memory than some cards give a block:
+     * there they are not used. */
+    if (D == MMA_D && cudaFuncSetAttribute(attn_mma_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           (int)mma_smem(4)) != cudaSuccess) {
+        (void)cudaGetLastError();
+        g_mma4_ok[cuda_device_slot()] = 0;
+    } else if (D == MMA_D) {
+        g_mma4_ok[cuda_device_slot()] = 1;
+    }
     /* The limits only grow: a process may hold models of several shapes,
      * and lowering a limit would break the launches of an earlier one. A
      * kernel's limit is set per device (models on several GPUs). */
