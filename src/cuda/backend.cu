@@ -28,6 +28,7 @@
  */
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,11 +61,70 @@ extern "C" int gptc_cuda_available(void) {
     return p.major >= 8;
 }
 
+/*
+ * cuBLASLt's algorithm per product shape. The heuristic query costs the host
+ * ~10-20 us a product: a batch's prompts, each its own chain of products,
+ * were enqueued no faster than the GPU ran them (gpt2-xl, 32 prompts of
+ * 128 tokens: ~2.4 ms of host time per prompt). The query's answer depends
+ * only on what the key holds (no pointer but the bias's, whose alignment is
+ * always 256), so a cached algorithm is the one the query would return:
+ * the same kernel, the same sums.
+ */
+#define LT_ALGOS 512
+typedef struct {
+    int T, I, O, ldw, ldo, ot, ep, bias, beta1, found;
+    cublasLtMatmulAlgo_t algo;
+    /* the descriptors too: creating and destroying five per product was
+     * most of the rest of its host time. The bias pointer is set per call,
+     * under the cache's lock, as the product is enqueued. */
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
+} lt_algo;
+struct lt_algo_cache {
+    pthread_mutex_t mu;
+    int n;
+    lt_algo a[LT_ALGOS];
+};
+
+static int lt_key_eq(const lt_algo *a, const lt_algo *k) {
+    return a->T == k->T && a->I == k->I && a->O == k->O && a->ldw == k->ldw && a->ldo == k->ldo &&
+           a->ot == k->ot && a->ep == k->ep && a->bias == k->bias && a->beta1 == k->beta1;
+}
+
+/* Takes the entry's descriptors (k's are then NULL); a full cache leaves
+ * them to the caller. */
+static void lt_store(const cuda_model *cm, lt_algo *k) {
+    struct lt_algo_cache *c = cm->lt_algos;
+    if (!c) return;
+    pthread_mutex_lock(&c->mu);
+    int have = 0;
+    for (int i = 0; i < c->n && !have; i++)
+        have = lt_key_eq(&c->a[i], k);
+    if (!have && c->n < LT_ALGOS) { /* full: the rest keep asking */
+        c->a[c->n++] = *k;
+        k->op = NULL, k->la = k->lb = k->lc = NULL;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void lt_cache_free(struct lt_algo_cache *c) {
+    if (!c) return;
+    for (int i = 0; i < c->n; i++) {
+        if (c->a[i].op) cublasLtMatmulDescDestroy(c->a[i].op);
+        if (c->a[i].la) cublasLtMatrixLayoutDestroy(c->a[i].la);
+        if (c->a[i].lb) cublasLtMatrixLayoutDestroy(c->a[i].lb);
+        if (c->a[i].lc) cublasLtMatrixLayoutDestroy(c->a[i].lc);
+    }
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
 /* ---- weights ---- */
 
 static void cuda_model_free(gptc_model *m) {
     cuda_model *cm = (cuda_model *)m->backend_state;
     if (!cm) return;
+    lt_cache_free(cm->lt_algos); /* before the handle */
     if (cm->lt) cublasLtDestroy(cm->lt);
     cudaFree(cm->arena);
     free(cm->layers);
@@ -230,6 +290,9 @@ static gptc_status model_init(gptc_model *m, gptc_dtype dt, float **staging) {
         CKST(upload_vec(y->mproj_b, h->mproj_b, C));
     }
     CKLT(cublasLtCreate(&cm->lt));
+    cm->lt_algos = (struct lt_algo_cache *)calloc(1, sizeof *cm->lt_algos);
+    if (!cm->lt_algos) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&cm->lt_algos->mu, NULL);
     CK(cudaDeviceSynchronize());
     return GPTC_OK;
 }
@@ -453,6 +516,33 @@ static gptc_status lt_matmul_ex(const cuda_model *cm, cuda_session *cs, void *ou
                                 int T, int I, int O, const void *bias, cublasLtEpilogue_t ep,
                                 float beta, int soft, int *done) {
     *done = 0;
+    float alpha = 1.0f;
+    lt_algo key = {T, I, O, ldw, ldo, (int)ot, (int)ep, bias != NULL, beta != 0.0f, 0, {}, NULL, NULL, NULL, NULL};
+    struct lt_algo_cache *cache = cm->lt_algos;
+    if (cache) {
+        pthread_mutex_lock(&cache->mu);
+        const lt_algo *hit = NULL;
+        for (int i = 0; i < cache->n && !hit; i++)
+            if (lt_key_eq(&cache->a[i], &key)) hit = &cache->a[i];
+        if (hit) {
+            cublasStatus_t s = CUBLAS_STATUS_SUCCESS;
+            int found = hit->found;
+            if (found && bias)
+                s = cublasLtMatmulDescSetAttribute(hit->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                   sizeof bias);
+            if (found && s == CUBLAS_STATUS_SUCCESS)
+                s = cublasLtMatmul(cm->lt, hit->op, &alpha, w, hit->la, in, hit->lb, &beta, out, hit->lc,
+                                   out, hit->lc, &hit->algo, cs->lt_ws, LT_WORKSPACE_BYTES, cs->stream);
+            pthread_mutex_unlock(&cache->mu);
+            if (s != CUBLAS_STATUS_SUCCESS && soft) return GPTC_OK;
+            if (s != CUBLAS_STATUS_SUCCESS)
+                return gptc_fail(GPTC_ERR_UNSUPPORTED, "cuda: cuBLASLt matmul (%d x %d x %d) failed: %s",
+                                 T, O, I, cublasLtGetStatusString(s));
+            *done = found;
+            return GPTC_OK;
+        }
+        pthread_mutex_unlock(&cache->mu);
+    }
     cudaDataType_t ab = lt_type(cm->dt);
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
@@ -461,7 +551,6 @@ static gptc_status lt_matmul_ex(const cuda_model *cm, cuda_session *cs, void *ou
     int found = 0;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     size_t ws = LT_WORKSPACE_BYTES;
-    float alpha = 1.0f;
     cublasStatus_t s = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
@@ -487,16 +576,29 @@ static gptc_status lt_matmul_ex(const cuda_model *cm, cuda_session *cs, void *ou
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                  sizeof ws);
+    int queried = 0;
     if (s == CUBLAS_STATUS_SUCCESS) {
         /* No algorithm (e.g. odd sizes for this dtype) is not an error: the
          * GEMV path computes the same product. */
         cublasStatus_t h =
             cublasLtMatmulAlgoGetHeuristic(cm->lt, op, la, lb, lc, lc, pref, 1, &res, &found);
         if (h != CUBLAS_STATUS_SUCCESS || found < 1 || res.state != CUBLAS_STATUS_SUCCESS) found = 0;
+        queried = h == CUBLAS_STATUS_SUCCESS;
     }
     if (s == CUBLAS_STATUS_SUCCESS && found)
         s = cublasLtMatmul(cm->lt, op, &alpha, w, la, in, lb, &beta, out, lc, out, lc, &res.algo,
                            cs->lt_ws, ws, cs->stream);
+    if (s == CUBLAS_STATUS_SUCCESS && queried) {
+        key.found = found;
+        if (found) {
+            key.algo = res.algo;
+            key.op = op, key.la = la, key.lb = lb, key.lc = lc;
+            lt_store(cm, &key); /* takes them unless the cache is full */
+            op = key.op, la = key.la, lb = key.lb, lc = key.lc;
+        } else {
+            lt_store(cm, &key);
+        }
+    }
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     if (lc) cublasLtMatrixLayoutDestroy(lc);
     if (lb) cublasLtMatrixLayoutDestroy(lb);

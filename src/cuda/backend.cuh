@@ -43,6 +43,7 @@ typedef struct {
     float *lnf_w, *lnf_b;
     cuda_layer *layers;
     cublasLtHandle_t lt;
+    struct lt_algo_cache *lt_algos; /* cuBLASLt's choice per product shape (backend.cu) */
 } cuda_model;
 
 typedef struct {

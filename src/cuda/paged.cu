@@ -63,6 +63,7 @@
 #include "backend.cuh"
 
 #define PROF_MARKS 256
+#define PREFILL_STREAMS 4 /* GPTC_PREFILL_STREAMS=0..4 */
 
 typedef struct {
     int32_t first, n; /* tokens [first, first + n) of the pass */
@@ -108,6 +109,14 @@ typedef struct {
      * two), summed and printed by kv_free; =2: also per kernel kind, the
      * passes run uncaptured with an event after each kernel. */
     int prof, n_marks, prof_skip;
+    /* Prompts side by side: each long segment's whole chain (every layer)
+     * on one of n_side streams, with a cuBLASLt workspace each, forked
+     * from ws.stream after the embedding and joined before the head.
+     * Created on first use (side_made of them); n_side: this pass's. */
+    int n_side, side_made;
+    cudaStream_t side[PREFILL_STREAMS];
+    void *side_ws[PREFILL_STREAMS];
+    cudaEvent_t fork, join[PREFILL_STREAMS];
     cudaEvent_t ev[3], mev[PROF_MARKS];
     int mphase[PROF_MARKS];
     double prof_ms[3], phase_ms[8];
@@ -161,6 +170,13 @@ void cuda_kv_free(gptc_model *m, void *kv_) {
             kv->prof_ms[2] / kv->prof_n);
     for (int i = 1; i < 8 && kv->prof == 2 && kv->prof_n; i++)
         fprintf(stderr, "  %-10s %.4f ms per pass\n", PHASES[i], kv->phase_ms[i] / kv->prof_n);
+    for (int i = 0; i < kv->side_made; i++) {
+        cudaStreamSynchronize(kv->side[i]);
+        cudaStreamDestroy(kv->side[i]);
+        cudaFree(kv->side_ws[i]);
+        cudaEventDestroy(kv->join[i]);
+    }
+    if (kv->fork) cudaEventDestroy(kv->fork);
     for (int i = 0; i < 3; i++)
         if (kv->ev[i]) cudaEventDestroy(kv->ev[i]);
     for (int i = 0; i < PROF_MARKS; i++)
@@ -496,6 +512,27 @@ static void mark(cuda_kv *kv, int phase) {
  * GEMV or through ws.xn); e writes row 0, out_es bytes per output element,
  * and its cache rows (QKV) follow the segment.
  */
+static gptc_status segment_product(cuda_session *sh, const cuda_model *cm, const segment *g,
+                                   const void *in, size_t in_es, const float *ln_w,
+                                   const float *ln_b, float eps, const void *w, int ldw, int I,
+                                   int O, cuda_epi e, size_t out_es, void *xn) {
+    const void *gin = (const char *)in + (size_t)g->row * I * in_es;
+    cuda_epi ge = e;
+    ge.out = (char *)e.out + (size_t)g->row * e.ldo * out_es;
+    if (e.rows) ge.rows = e.rows + g->row;
+    if (ln_w)
+        return cuda_ln_linear(cm, sh, (const float *)gin, (char *)xn + (size_t)g->row * I * cm->es,
+                              ln_w, ln_b, eps, w, ldw, g->n, I, O, ge);
+    return cuda_linear(cm, sh, gin, w, ldw, g->n, I, O, ge);
+}
+
+/* Whether long segment g runs on a side stream: its attention kernel needs
+ * no split scratch, and no product of the model goes through tmp (every
+ * epilogue is cuBLASLt's). */
+static int on_side(const cuda_kv *kv, const segment *g) {
+    return kv->n_side && g->n >= LT_MIN_TOKENS && g->kind != CUDA_ATT_SPLIT;
+}
+
 static gptc_status pass_product(cuda_kv *kv, const cuda_model *cm, const pass_layout *lay, int lt,
                                 const void *in, size_t in_es, const float *ln_w, const float *ln_b,
                                 float eps, const void *w, int ldw, int I, int O, cuda_epi e,
@@ -513,17 +550,81 @@ static gptc_status pass_product(cuda_kv *kv, const cuda_model *cm, const pass_la
         CK(cuda_gemv(cm->dt, in, w, ldw, ns, I, O, e, ws->stream));
     for (int32_t s = 0; s < lay->n_segs; s++) {
         const segment *g = &kv->segs[s];
-        if (g->n < LT_MIN_TOKENS) continue;
-        const void *gin = (const char *)in + (size_t)g->row * I * in_es;
-        cuda_epi ge = e;
-        ge.out = (char *)e.out + (size_t)g->row * e.ldo * out_es;
-        if (e.rows) ge.rows = e.rows + g->row;
-        if (ln_w)
-            CKST(cuda_ln_linear(cm, ws, (const float *)gin, (char *)ws->xn + (size_t)g->row * I * cm->es,
-                                ln_w, ln_b, eps, w, ldw, g->n, I, O, ge));
-        else
-            CKST(cuda_linear(cm, ws, gin, w, ldw, g->n, I, O, ge));
+        if (g->n < LT_MIN_TOKENS || on_side(kv, g)) continue;
+        CKST(segment_product(ws, cm, g, in, in_es, ln_w, ln_b, eps, w, ldw, I, O, e, out_es, ws->xn));
     }
+    return GPTC_OK;
+}
+
+/* One layer of long segment g - what pass_product and the attention loop
+ * of enqueue_blocks do for it, the same calls - on sh's stream. */
+static gptc_status segment_layer(cuda_kv *kv, const gptc_model *m, const gptc_pass *p,
+                                 const pass_layout *lay, cuda_session *sh, const segment *g, int l) {
+    const gptc_config *c = &m->cfg;
+    const cuda_model *cm = (const cuda_model *)m->backend_state;
+    const cuda_layer *y = &cm->layers[l];
+    cuda_session *w = &kv->ws;
+    int C = c->n_embd, F = c->n_inner, Cp = cm->Cp, Fp = cm->Fp;
+    size_t es = cm->es, layer = kv->layer_rows * (size_t)C * es;
+    float eps = c->layer_norm_epsilon;
+    char *kl = (char *)kv->k + l * layer, *vl = (char *)kv->v + l * layer;
+    cuda_epi e = epi(EPI_QKV, y->attn_b, w->qkv, 3 * C);
+    e.k_cache = kl;
+    e.v_cache = vl;
+    e.C = C;
+    e.rows = lay->crow;
+    CKST(segment_product(sh, cm, g, w->x, sizeof(float), y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, C,
+                         3 * C, e, sizeof(float), w->xn));
+    cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size};
+    CK(cuda_attention_run(g->kind, cm->dt, (char *)w->att + (size_t)g->row * C * es,
+                          w->qkv + (size_t)g->row * 3 * C, kl, vl, gm, g->n, C, c->n_head,
+                          p->pos[g->first + g->n - 1] + 1, gptc_attn_scale(c, l), w->att_scratch,
+                          w->att_tickets, sh->stream));
+    CKST(segment_product(sh, cm, g, w->att, es, NULL, NULL, 0.0f, y->proj_w, Cp, C, C,
+                         epi(EPI_RESID, y->proj_b, w->x, C), sizeof(float), w->xn));
+    e = epi(EPI_ACT, y->fc_b, w->fc, F);
+    e.act = m->act;
+    e.bias16 = y->fc_b16;
+    CKST(segment_product(sh, cm, g, w->x, sizeof(float), y->ln2_w, y->ln2_b, eps, y->fc_w, Cp, C, F,
+                         e, es, w->xn));
+    return segment_product(sh, cm, g, w->fc, es, NULL, NULL, 0.0f, y->mproj_w, Fp, F, C,
+                           epi(EPI_RESID, y->mproj_b, w->x, C), sizeof(float), w->xn);
+}
+
+/* Sets kv->n_side for this pass (0: everything on ws.stream), creating the
+ * streams the first time. Side streams need every epilogue in cuBLASLt
+ * (fp16 / bf16, gelu_new): the tmp buffer is shared. */
+static gptc_status plan_side(cuda_kv *kv, const gptc_model *m, const pass_layout *lay) {
+    const cuda_model *cm = (const cuda_model *)m->backend_state;
+    static int want = -1;
+    if (want < 0) {
+        const char *v = getenv("GPTC_PREFILL_STREAMS");
+        want = v && *v ? atoi(v) : PREFILL_STREAMS;
+        if (want < 0) want = 0;
+        if (want > PREFILL_STREAMS) want = PREFILL_STREAMS;
+    }
+    int long_segs = 0;
+    for (int32_t s = 0; s < lay->n_segs; s++)
+        long_segs += kv->segs[s].n >= LT_MIN_TOKENS && kv->segs[s].kind != CUDA_ATT_SPLIT;
+    int ok = want > 0 && long_segs >= 2 && cm->dt != GPTC_DTYPE_F32 && m->act == ACT_GELU_TANH &&
+             !env_flag("GPTC_CUDA_NO_LT_EPI");
+    kv->n_side = 0;
+    if (!ok) return GPTC_OK;
+    if (!kv->fork) CK(cudaEventCreateWithFlags(&kv->fork, cudaEventDisableTiming));
+    while (kv->side_made < want) {
+        int i = kv->side_made;
+        CK(cudaStreamCreateWithFlags(&kv->side[i], cudaStreamNonBlocking));
+        cudaError_t e = cudaMalloc(&kv->side_ws[i], LT_WORKSPACE_BYTES);
+        if (e == cudaSuccess) e = cudaEventCreateWithFlags(&kv->join[i], cudaEventDisableTiming);
+        if (e != cudaSuccess) { /* fewer side streams (memory), not an error */
+            (void)cudaGetLastError();
+            cudaStreamDestroy(kv->side[i]);
+            cudaFree(kv->side_ws[i]);
+            break;
+        }
+        kv->side_made++;
+    }
+    kv->n_side = kv->side_made < want ? kv->side_made : want;
     return GPTC_OK;
 }
 
@@ -545,6 +646,25 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
     mark(kv, 0);
     CK(cuda_embed_at(cm->dt, w->x, cm->wte, Cp, cm->wpe, lay->ids, lay->pos, lay->rows, C, st));
     mark(kv, 1);
+    /* The prompts that can run side by side: each its whole chain on a side
+     * stream (the same calls as below, so the same sums), forked here. */
+    CKST(plan_side(kv, m, lay));
+    if (kv->n_side) {
+        CK(cudaEventRecord(kv->fork, st));
+        for (int k = 0; k < kv->n_side; k++)
+            CK(cudaStreamWaitEvent(kv->side[k], kv->fork, 0));
+        int k = 0;
+        for (int32_t s = 0; s < lay->n_segs; s++) {
+            const segment *g = &kv->segs[s];
+            if (!on_side(kv, g)) continue;
+            cuda_session sh = *w;
+            sh.stream = kv->side[k];
+            sh.lt_ws = kv->side_ws[k];
+            k = (k + 1) % kv->n_side;
+            for (int l = 0; l < c->n_layer; l++)
+                CKST(segment_layer(kv, m, p, lay, &sh, g, l));
+        }
+    }
     size_t layer = kv->layer_rows * (size_t)C * es;
     int ns = lay->n_short;
     /* fast_decode: the short rows' products through cuBLASLt (tensor
@@ -572,7 +692,7 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
                                   split_len, scale, w->att_scratch, w->att_tickets, st));
         for (int32_t s = 0; s < lay->n_segs; s++) {
             const segment *g = &kv->segs[s];
-            if (short_split && g->n < LT_MIN_TOKENS) continue;
+            if ((short_split && g->n < LT_MIN_TOKENS) || on_side(kv, g)) continue;
             cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size};
             CK(cuda_attention_run(g->kind, cm->dt, (char *)w->att + (size_t)g->row * C * es,
                                   w->qkv + (size_t)g->row * 3 * C, kl, vl, gm, g->n, C, NH,
@@ -595,6 +715,10 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
         CKST(pass_product(kv, cm, lay, lt, w->fc, es, NULL, NULL, 0.0f, y->mproj_w, Fp, F, C,
                           epi(EPI_RESID, y->mproj_b, w->x, C), sizeof(float)));
         mark(kv, 6);
+    }
+    for (int k = 0; k < kv->n_side; k++) { /* join */
+        CK(cudaEventRecord(kv->join[k], kv->side[k]));
+        CK(cudaStreamWaitEvent(st, kv->join[k], 0));
     }
     return GPTC_OK;
 }
