@@ -504,14 +504,8 @@ static void mark(cuda_kv *kv, int phase) {
     kv->mphase[kv->n_marks++] = phase;
 }
 
-/*
- * One linear layer of the pass: the short rows at once (GEMV kernels, or
- * with `lt` one cuBLASLt product), then each long segment as a session's
- * prompt through cuBLASLt. in: rows of in_es bytes per element (the fp32
- * residual when ln_w is set: the layer norm comes first, fused into the
- * GEMV or through ws.xn); e writes row 0, out_es bytes per output element,
- * and its cache rows (QKV) follow the segment.
- */
+/* The product of long segment g's rows (pass_product's per-segment call),
+ * on sh's stream. */
 static gptc_status segment_product(cuda_session *sh, const cuda_model *cm, const segment *g,
                                    const void *in, size_t in_es, const float *ln_w,
                                    const float *ln_b, float eps, const void *w, int ldw, int I,
@@ -533,6 +527,14 @@ static int on_side(const cuda_kv *kv, const segment *g) {
     return kv->n_side && g->n >= LT_MIN_TOKENS && g->kind != CUDA_ATT_SPLIT;
 }
 
+/*
+ * One linear layer of the pass: the short rows at once (GEMV kernels, or
+ * with `lt` one cuBLASLt product), then each long segment as a session's
+ * prompt through cuBLASLt. in: rows of in_es bytes per element (the fp32
+ * residual when ln_w is set: the layer norm comes first, fused into the
+ * GEMV or through ws.xn); e writes row 0, out_es bytes per output element,
+ * and its cache rows (QKV) follow the segment.
+ */
 static gptc_status pass_product(cuda_kv *kv, const cuda_model *cm, const pass_layout *lay, int lt,
                                 const void *in, size_t in_es, const float *ln_w, const float *ln_b,
                                 float eps, const void *w, int ldw, int I, int O, cuda_epi e,
@@ -660,6 +662,9 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
             cuda_session sh = *w;
             sh.stream = kv->side[k];
             sh.lt_ws = kv->side_ws[k];
+            /* Its own rows of tmp too, should a product fall back to the
+             * epilogue kernel (plan_side picks models whose products don't). */
+            sh.tmp = w->tmp + (size_t)g->row * (3 * C > F ? 3 * C : F);
             k = (k + 1) % kv->n_side;
             for (int l = 0; l < c->n_layer; l++)
                 CKST(segment_layer(kv, m, p, lay, &sh, g, l));
