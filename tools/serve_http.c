@@ -199,9 +199,17 @@ static void logprobs_json(serve_buf *o, const gptc_tokenizer *tok, const serve_c
         serve_buf_str(o, "}");
     }
     serve_buf_str(o, "],\"text_offset\":[");
+    /* Offsets in characters, counted on from the previous token's (they
+     * do not decrease), so a long answer is not counted from its start
+     * once per token. */
+    const char *text = c->text.data ? c->text.data : "";
+    size_t at = 0, chars = 0;
     for (size_t t = t0; t < t1; t++) {
         size_t off = c->lps[t].text_off < c->text.len ? c->lps[t].text_off : c->text.len;
-        serve_buf_printf(o, "%s%zu", t > t0 ? "," : "", utf8_chars(c->text.data ? c->text.data : "", off));
+        if (off < at) at = chars = 0; /* not expected: count from the start */
+        chars += utf8_chars(text + at, off - at);
+        at = off;
+        serve_buf_printf(o, "%s%zu", t > t0 ? "," : "", chars);
     }
     serve_buf_str(o, "]}");
 }
