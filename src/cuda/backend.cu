@@ -701,10 +701,7 @@ static gptc_status enqueue_blocks(const gptc_session *s, cuda_session *cs, const
         char *kc = (char *)cs->k_cache + l * layer_kv, *vc = (char *)cs->v_cache + l * layer_kv;
 
         prof_mark(cs, "start");
-        cuda_epi e = epi(EPI_QKV, y->attn_b, cs->qkv, 3 * C);
-        e.k_cache = kc;
-        e.v_cache = vc;
-        e.C = C;
+        cuda_epi e = epi_qkv(y, cs->qkv, C, kc, vc);
         e.pos = cs->d_pos;
         CKST(cuda_ln_linear(cm, cs, cs->x, cs->xn, y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, T, C,
                             3 * C, e));
@@ -716,9 +713,7 @@ static gptc_status enqueue_blocks(const gptc_session *s, cuda_session *cs, const
                          epi(EPI_RESID, y->proj_b, cs->x, C)));
         prof_mark(cs, "proj");
 
-        e = epi(EPI_ACT, y->fc_b, cs->fc, F);
-        e.act = m->act;
-        e.bias16 = y->fc_b16;
+        e = epi_fc(y, m->act, cs->fc, F);
         CKST(cuda_ln_linear(cm, cs, cs->x, cs->xn, y->ln2_w, y->ln2_b, eps, y->fc_w, Cp, T, C, F,
                             e));
         prof_mark(cs, "fc");

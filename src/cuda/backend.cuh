@@ -126,6 +126,25 @@ static inline cuda_epi epi(int mode, const float *bias, void *out, int ldo) {
     e.ldo = ldo;
     return e;
 }
+/* A layer's QKV product: q, k, v (+ bias) into qkv (rows of 3C), K and V
+ * also into the layer's cache kc / vc; the caller says where (pos or rows). */
+static inline cuda_epi epi_qkv(const cuda_layer *y, float *qkv, int C, void *kc, void *vc) {
+    cuda_epi e = epi(EPI_QKV, y->attn_b, qkv, 3 * C);
+    e.k_cache = kc;
+    e.v_cache = vc;
+    e.C = C;
+    return e;
+}
+/* A layer's FC product: act(v + bias) into fc (rows of F), with the bias in
+ * the weights' dtype too, for cuBLASLt's fused GELU. Sessions and the batch
+ * engine build it here alike: a prompt's products must take the same path
+ * in both. */
+static inline cuda_epi epi_fc(const cuda_layer *y, gptc_act act, void *fc, int F) {
+    cuda_epi e = epi(EPI_ACT, y->fc_b, fc, F);
+    e.act = act;
+    e.bias16 = y->fc_b16;
+    return e;
+}
 
 /*
  * A linear layer on T tokens: in (T, I) dtype, w (O, ldw), epilogue e;

@@ -41,6 +41,11 @@
 
 #define GEMV_WARPS 4 /* one output row per warp; small blocks so every SM gets several */
 
+/* Token t's row of the K/V cache, in elements (EPI_QKV). */
+__device__ __forceinline__ size_t kv_cache_row(const cuda_epi &e, int t) {
+    return (e.rows ? (size_t)e.rows[t] : (size_t)(*e.pos + t)) * e.C;
+}
+
 template <typename T>
 __device__ __forceinline__ void epi_store(const cuda_epi &e, int t, int o, float v) {
     if (e.bias) v += e.bias[o];
@@ -49,7 +54,7 @@ __device__ __forceinline__ void epi_store(const cuda_epi &e, int t, int o, float
     case EPI_QKV:
         ((float *)e.out)[idx] = v;
         if (o >= e.C) {
-            size_t row = (e.rows ? (size_t)e.rows[t] : (size_t)(*e.pos + t)) * e.C;
+            size_t row = kv_cache_row(e, t);
             if (o < 2 * e.C) ((T *)e.k_cache)[row + (o - e.C)] = from_f<T>(v);
             else ((T *)e.v_cache)[row + (o - 2 * e.C)] = from_f<T>(v);
         }
@@ -754,7 +759,7 @@ cudaError_t cuda_epilogue(gptc_dtype dt, const float *tmp, int T, int O, cuda_ep
 template <typename T, bool VEC> __global__ void kv_store_kernel(const float *qkv, cuda_epi e) {
     int t = blockIdx.y, C = e.C;
     const float *row = qkv + (size_t)t * e.ldo + C;
-    size_t cr = (e.rows ? (size_t)e.rows[t] : (size_t)(*e.pos + t)) * C;
+    size_t cr = kv_cache_row(e, t);
     int step = gridDim.x * blockDim.x;
     if (VEC) {
         for (int o = 4 * (blockIdx.x * blockDim.x + threadIdx.x); o < 2 * C; o += 4 * step) {

@@ -570,10 +570,7 @@ static gptc_status segment_layer(cuda_kv *kv, const gptc_model *m, const gptc_pa
     size_t es = cm->es, layer = kv->layer_rows * (size_t)C * es;
     float eps = c->layer_norm_epsilon;
     char *kl = (char *)kv->k + l * layer, *vl = (char *)kv->v + l * layer;
-    cuda_epi e = epi(EPI_QKV, y->attn_b, w->qkv, 3 * C);
-    e.k_cache = kl;
-    e.v_cache = vl;
-    e.C = C;
+    cuda_epi e = epi_qkv(y, w->qkv, C, kl, vl);
     e.rows = lay->crow;
     CKST(segment_product(sh, cm, g, w->x, sizeof(float), y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, C,
                          3 * C, e, sizeof(float), w->xn));
@@ -584,9 +581,7 @@ static gptc_status segment_layer(cuda_kv *kv, const gptc_model *m, const gptc_pa
                           w->att_tickets, sh->stream));
     CKST(segment_product(sh, cm, g, w->att, es, NULL, NULL, 0.0f, y->proj_w, Cp, C, C,
                          epi(EPI_RESID, y->proj_b, w->x, C), sizeof(float), w->xn));
-    e = epi(EPI_ACT, y->fc_b, w->fc, F);
-    e.act = m->act;
-    e.bias16 = y->fc_b16;
+    e = epi_fc(y, m->act, w->fc, F);
     CKST(segment_product(sh, cm, g, w->x, sizeof(float), y->ln2_w, y->ln2_b, eps, y->fc_w, Cp, C, F,
                          e, es, w->xn));
     return segment_product(sh, cm, g, w->fc, es, NULL, NULL, 0.0f, y->mproj_w, Fp, F, C,
@@ -681,10 +676,7 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
         float scale = gptc_attn_scale(c, l);
 
         /* LN1 + QKV, K and V into each token's cache row. */
-        cuda_epi e = epi(EPI_QKV, y->attn_b, w->qkv, 3 * C);
-        e.k_cache = kl;
-        e.v_cache = vl;
-        e.C = C;
+        cuda_epi e = epi_qkv(y, w->qkv, C, kl, vl);
         e.rows = lay->crow;
         CKST(pass_product(kv, cm, lay, lt, w->x, sizeof(float), y->ln1_w, y->ln1_b, eps, y->attn_w,
                           Cp, C, 3 * C, e, sizeof(float)));
@@ -711,9 +703,7 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
         CKST(pass_product(kv, cm, lay, lt, w->att, es, NULL, NULL, 0.0f, y->proj_w, Cp, C, C,
                           epi(EPI_RESID, y->proj_b, w->x, C), sizeof(float)));
         mark(kv, 4);
-        e = epi(EPI_ACT, y->fc_b, w->fc, F);
-        e.act = m->act;
-        e.bias16 = y->fc_b16;
+        e = epi_fc(y, m->act, w->fc, F);
         CKST(pass_product(kv, cm, lay, lt, w->x, sizeof(float), y->ln2_w, y->ln2_b, eps, y->fc_w, Cp,
                           C, F, e, es));
         mark(kv, 5);
