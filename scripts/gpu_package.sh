@@ -15,6 +15,8 @@ for t in test_cuda test_kernels test_sample test_beam test_batch; do
   find build-gpu/tests -maxdepth 2 -type f -perm -u+x -name "$t" -exec cp {} gpu-pkg/ \;
 done
 strip --strip-unneeded gpu-pkg/gptc gpu-pkg/test_*
+# bench/launch_floor.cu: what a chain of dependent kernels costs on the card.
+cp build-gpu/launch_floor gpu-pkg/
 # Libraries from Debian packages that the GPU image may not have; the CUDA
 # libraries (cuBLASLt) come from the GPU machine's own toolkit.
 for lib in $(ldd build-gpu/gptc | awk '/=> \// {print $3}'); do

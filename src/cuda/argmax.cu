@@ -42,6 +42,8 @@ __device__ __forceinline__ void block_argmax(float &v, int &i) {
 }
 
 __global__ void argmax_partial(const float *x, int n, float *pv, int32_t *pi) {
+    pdl_wait();
+    pdl_trigger();
     float v = -INFINITY;
     int i = INT_MAX;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < n; k += gridDim.x * blockDim.x)
@@ -52,6 +54,8 @@ __global__ void argmax_partial(const float *x, int n, float *pv, int32_t *pi) {
 
 __global__ void argmax_final(const float *pv, const int32_t *pi, int n, int32_t *token,
                              int32_t *pos) {
+    pdl_wait();
+    pdl_trigger();
     float v = -INFINITY;
     int i = INT_MAX;
     for (int k = threadIdx.x; k < n; k += blockDim.x) better(v, i, pv[k], pi[k]);
@@ -64,11 +68,12 @@ __global__ void argmax_final(const float *pv, const int32_t *pi, int n, int32_t 
 
 cudaError_t cuda_argmax(const float *logits, int V, float *part_v, int32_t *part_i, int32_t *token,
                         int32_t *pos, cudaStream_t st) {
-    argmax_partial<<<CUDA_ARGMAX_PARTS, ARGMAX_THREADS, 0, st>>>(logits, V, part_v, part_i);
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e = launch_pdl(argmax_partial, dim3(CUDA_ARGMAX_PARTS), dim3(ARGMAX_THREADS), 0, st, logits,
+                               V, part_v, part_i);
     if (e != cudaSuccess) return e;
-    argmax_final<<<1, ARGMAX_THREADS, 0, st>>>(part_v, part_i, CUDA_ARGMAX_PARTS, token, pos);
-    return cudaGetLastError();
+    e = launch_pdl(argmax_final, dim3(1), dim3(ARGMAX_THREADS), 0, st, part_v, part_i, CUDA_ARGMAX_PARTS,
+                   token, pos);
+    return e != cudaSuccess ? e : cudaGetLastError();
 }
 
 #define ROWS_THREADS 1024

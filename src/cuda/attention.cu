@@ -30,6 +30,7 @@
  * (a block table per sequence). The map changes where a row is read from,
  * never the arithmetic: a query gets the same bits from either cache.
  */
+#include <limits.h>
 #include <stdlib.h>
 
 #include "common.cuh"
@@ -129,6 +130,10 @@ size_t cuda_attention_scratch_floats(int NH, int D, int max_len) {
     return cuda_attention_split_floats(NH, D, ATT_SPLIT_MAXT, max_len);
 }
 
+/* K chunks of 8 a thread holds in registers for its key (half the row):
+ * D <= 64. Longer rows load them in the scoring loop. */
+#define SPLIT_KPRE 4
+
 /* PAGED: the map has block tables (a template parameter, so that the
  * session's decode step keeps the registers it had without them). */
 template <typename T, bool PAGED>
@@ -138,44 +143,75 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     __shared__ float q[256], p[ATT_CHUNK], red[32], accs[SPLIT_THREADS * 8];
     __shared__ int last;
     int h = blockIdx.x, t = blockIdx.y, s = blockIdx.z, tid = threadIdx.x;
-    pdl_wait();
-    pdl_trigger();
+    /* Before the wait: the positions were set before the previous kernel
+     * ran (the step's argmax, a pass's upload), and so were a session's
+     * cache rows below *pos - the previous kernel (the QKV product) writes
+     * only the pass's own rows. Those old rows' K and V are fetched now,
+     * while it finishes; the pass's rows and q after the wait, together (one
+     * round trip, not q's and then K's). A paged pass's rows are all
+     * fetched after the wait (its new rows are not told apart). */
     int L = (PAGED ? km.pos[t] : *km.pos + t) + 1;
     int ns = (L + ATT_CHUNK - 1) / ATT_CHUNK;
-    if (s >= ns) return;
+    if (s >= ns) return; /* an exit counts as the trigger */
+    int fresh = PAGED ? 0 : *km.pos;
     const int32_t *tb = PAGED ? q_table(km, t) : NULL;
     int bs = km.block_size;
     size_t hoff = (size_t)h * D;
+    /* Output layout: groups of nc threads, each thread 8 dims of every
+     * groups-th key; V rows of up to 4 keys per thread are fetched with the
+     * K rows, rather than after the softmax. Scores: two threads per key,
+     * each half of the row's 16-byte chunks. */
+    int nc = D / 8, groups = SPLIT_THREADS / nc, g = tid / nc, c = tid % nc;
+    int key = tid >> 1, half = tid & 1;
+    bool kreg = nc <= 2 * SPLIT_KPRE;
+    float vpre[4][8], kpre[SPLIT_KPRE][8];
+    /* Chunk rows in [lo, hi) only. */
+    auto fetch = [&](int start, int nk, int lo, int hi) {
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int k = g + u * groups, j = start + k;
+            if (g < groups && k < nk && j >= lo && j < hi) load8(vc + kv_row(tb, bs, j) * C + hoff + c * 8, vpre[u]);
+        }
+        int j = start + key;
+        if (kreg && key < nk && j >= lo && j < hi) {
+            const T *kr = kc + kv_row(tb, bs, j) * C + hoff;
+#pragma unroll
+            for (int i = 0; i < SPLIT_KPRE; i++)
+                if (half + 2 * i < nc) load8(kr + (half + 2 * i) * 8, kpre[i]);
+        }
+    };
+    fetch(s * ATT_CHUNK, min(ATT_CHUNK, L - s * ATT_CHUNK), 0, fresh);
+    pdl_wait();
+    pdl_trigger();
+    fetch(s * ATT_CHUNK, min(ATT_CHUNK, L - s * ATT_CHUNK), fresh, INT_MAX);
     const float *qr = qkv + (size_t)t * 3 * C + hoff;
     for (int d = tid; d < D; d += blockDim.x) q[d] = qr[d] * scale;
     __syncthreads();
     size_t row = (size_t)h * gridDim.y + t;
     /* Chunks s, s + gridDim.z, ...: each the same sums, whichever block
      * takes it. */
-    for (;; s += gridDim.z) {
+    for (bool first = true;; s += gridDim.z, first = false) {
         int start = s * ATT_CHUNK, nk = min(ATT_CHUNK, L - start);
-        int nc = D / 8;
-        /* Output layout: groups of nc threads, each thread 8 dims of every
-         * groups-th key. The V rows of up to 4 keys per thread are fetched now,
-         * with the K rows, rather than after the softmax. */
-        int groups = SPLIT_THREADS / nc, g = tid / nc, c = tid % nc;
-        float vpre[4][8];
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            int k = g + u * groups;
-            if (g < groups && k < nk) load8(vc + kv_row(tb, bs, start + k) * C + hoff + c * 8, vpre[u]);
-        }
-        /* Scores: two threads per key, each half of the row's 16-byte chunks. */
-        int key = tid >> 1, half = tid & 1;
+        if (!first) fetch(start, nk, 0, INT_MAX);
         float sc = 0.0f;
         if (key < nk) {
-            const T *kr = kc + kv_row(tb, bs, start + key) * C + hoff;
-#pragma unroll 4
-            for (int c = half; c < nc; c += 2) {
-                float kv[8];
-                load8(kr + c * 8, kv);
+            if (kreg) {
 #pragma unroll
-                for (int i = 0; i < 8; i++) sc += q[c * 8 + i] * kv[i];
+                for (int i = 0; i < SPLIT_KPRE; i++)
+                    if (half + 2 * i < nc) {
+                        int cc = half + 2 * i;
+#pragma unroll
+                        for (int e = 0; e < 8; e++) sc += q[cc * 8 + e] * kpre[i][e];
+                    }
+            } else {
+                const T *kr = kc + kv_row(tb, bs, start + key) * C + hoff;
+#pragma unroll 4
+                for (int cc = half; cc < nc; cc += 2) {
+                    float kv[8];
+                    load8(kr + cc * 8, kv);
+#pragma unroll
+                    for (int e = 0; e < 8; e++) sc += q[cc * 8 + e] * kv[e];
+                }
             }
         }
         sc += __shfl_xor_sync(0xffffffffu, sc, 1);

@@ -322,6 +322,8 @@ static void cuda_session_free(gptc_session *s) {
                     cs->d_layers, cs->dec_part, cs->dec_sync};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cudaFree(bufs[i]);
     cudaFreeHost(cs->h_next);
+    for (int i = 0; i < SPEC_DEPTH; i++)
+        if (cs->spec_ev[i]) cudaEventDestroy(cs->spec_ev[i]);
     if (cs->stream) cudaStreamDestroy(cs->stream);
     (void)cudaGetLastError();
     free(cs);
@@ -409,7 +411,8 @@ static gptc_status session_init(gptc_session *s, cuda_session *cs) {
     size_t parts = blocks > CUDA_ARGMAX_PARTS ? (size_t)blocks : CUDA_ARGMAX_PARTS;
     CK(cudaMalloc((void **)&cs->am_v, parts * sizeof(float)));
     CK(cudaMalloc((void **)&cs->am_i, parts * sizeof(int32_t)));
-    CK(cudaMallocHost((void **)&cs->h_next, sizeof(int32_t)));
+    CK(cudaMallocHost((void **)&cs->h_next, (1 + SPEC_DEPTH) * sizeof(int32_t)));
+    for (int i = 0; i < SPEC_DEPTH; i++) CK(cudaEventCreateWithFlags(&cs->spec_ev[i], cudaEventDisableTiming));
     CK(cudaMalloc(&cs->lt_ws, LT_WORKSPACE_BYTES));
     CK(cudaMalloc((void **)&cs->d_samp, sizeof(cuda_sampler)));
     CK(cudaMalloc((void **)&cs->d_sstate, sizeof(cuda_sample_state)));
@@ -456,6 +459,7 @@ static gptc_status cuda_session_copy(gptc_session *dst, const gptc_session *src)
     size_t row = (size_t)c->n_embd * cm->es;
     d->hist_ok = 0;
     d->dev_pos = d->dev_tok = -1;
+    d->spec_n = 0;
     if (src->len == 0) return GPTC_OK;
     CK(cudaStreamSynchronize(s->stream));
     CK(cudaMemcpy2DAsync(d->k_cache, (size_t)dst->max_len * row, s->k_cache,
@@ -738,6 +742,7 @@ static gptc_status forward(gptc_session *s, cuda_session *cs, const int32_t *ids
     /* From pageable memory the copy returns once `ids` has been read. */
     CK(cudaMemcpyAsync(cs->d_ids, ids, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, st));
     cs->dev_pos = -1;
+    cs->spec_n = 0; /* steps launched ahead, if any, run first and are forgotten */
     CK(cuda_set_int(cs->d_pos, s->len, st));
     if (T == 1 && cs->mega) {
         /* One token: the persistent decode kernel, without the argmax. */
@@ -955,10 +960,46 @@ static gptc_status profile_decode(gptc_session *s, cuda_session *cs, int32_t id)
     return restore_step(s, cs, id);
 }
 
+/* Fills the ring of steps launched ahead (cuda_session.spec_*): each runs
+ * the argmax graph on the token the step before it picks, at the next
+ * position. If the caller's next calls are those steps, their results are
+ * waiting (decode_step); any other call finds the stream busy with them and
+ * rewrites what they changed (d_pos, d_tok, their cache rows). Never past
+ * the session's length; off with GPTC_CUDA_NO_SPEC=1 or while profiling. */
+static gptc_status speculate(const gptc_session *s, cuda_session *cs) {
+    static int off = -1;
+    if (off < 0) off = getenv("GPTC_CUDA_NO_SPEC") != NULL || getenv("GPTC_CUDA_PROF") != NULL;
+    if (off || !cs->exec) return GPTC_OK;
+    while (cs->spec_n < SPEC_DEPTH && cs->spec_pos + cs->spec_n < s->max_len) {
+        int slot = (cs->spec_head + cs->spec_n) % SPEC_DEPTH;
+        CK(cudaGraphLaunch(cs->exec, cs->stream));
+        CK(cudaMemcpyAsync(cs->h_next + 1 + slot, cs->d_tok, sizeof(int32_t), cudaMemcpyDeviceToHost,
+                           cs->stream));
+        CK(cudaEventRecord(cs->spec_ev[slot], cs->stream));
+        cs->spec_n++;
+        cs->dev_pos = cs->dev_tok = -1;
+    }
+    return GPTC_OK;
+}
+
 /* One decode step from the graph ending in the argmax or the sampler. */
 static gptc_status decode_step(gptc_session *s, int32_t id, int sampler, int32_t *next) {
     cuda_session *cs = (cuda_session *)s->impl;
     cudaStream_t st = cs->stream;
+    if (cs->spec_n) {
+        if (!sampler && cs->spec_pos == s->len && cs->spec_id == id) {
+            int slot = cs->spec_head;
+            CK(cudaEventSynchronize(cs->spec_ev[slot]));
+            *next = cs->h_next[1 + slot];
+            cs->spec_head = (slot + 1) % SPEC_DEPTH;
+            cs->spec_n--;
+            cs->spec_pos++;
+            cs->spec_id = *next;
+            if (!cs->spec_n) cs->dev_tok = *next, cs->dev_pos = s->len + 1;
+            return speculate(s, cs);
+        }
+        cs->spec_n = 0;
+    }
     const char *pe = getenv("GPTC_CUDA_PROF");
     if (pe && atoi(pe) == s->len) CKST(profile_decode(s, cs, id));
     if (cs->dev_pos != s->len) CK(cuda_set_int(cs->d_pos, s->len, st));
@@ -972,7 +1013,11 @@ static gptc_status decode_step(gptc_session *s, int32_t id, int sampler, int32_t
     *next = *cs->h_next;
     cs->dev_tok = *next;
     cs->dev_pos = s->len + 1;
-    return GPTC_OK;
+    if (sampler) return GPTC_OK;
+    cs->spec_pos = s->len + 1;
+    cs->spec_id = *next;
+    cs->spec_head = 0;
+    return speculate(s, cs);
 }
 
 static gptc_status cuda_eval_greedy(gptc_session *s, int32_t id, int32_t *next) {

@@ -292,8 +292,9 @@ __global__ void __launch_bounds__(256, 3)
 /* Bytes of one token's staged row: nk steps of 32 elements, odd in 64s. */
 static __host__ __device__ __forceinline__ int mma_row_bytes(int ldw) { return (((ldw + 31) >> 5) | 1) * 64; }
 
-template <typename T, bool LN, int NTILE, int NCL, int R>
-__global__ void __launch_bounds__(256 * R, R > 1 || NCL >= 16 ? 1 : NCL >= 7 && NTILE > 1 ? 2 : 3)
+template <typename T, bool LN, int NTILE, int NCL, int R,
+          int MINB = (R > 1 || NCL >= 16 ? 1 : NCL >= 7 && NTILE > 1 ? 2 : 3)>
+__global__ void __launch_bounds__(256 * R, MINB)
     gemv_mma_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O,
                     int n_tok, int tpb, cuda_epi e, const float *__restrict__ ln_w,
                     const float *__restrict__ ln_b, float eps) {
@@ -441,7 +442,7 @@ static int env_int(const char *name, int def) {
     return v && *v ? atoi(v) : def;
 }
 
-static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma;
+static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4;
 
 /* Tokens per block of a launch of T > 1 (T = 1: one). */
 #define GEMV_NT 8
@@ -488,6 +489,7 @@ static void gemv_shapes(void) {
     g_ntr = env_int("GPTC_GEMV_NTR", 2);
     g_ntb = env_int("GPTC_GEMV_NTB", 3);
     g_mma = env_int("GPTC_GEMV_MMA", 1);
+    g_ln4 = env_int("GPTC_GEMV_LN4", 1);
 }
 
 template <typename W, bool LN, int NTILE>
@@ -521,6 +523,13 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
      * share of the row needs (gpt2's 768: 3 steps of 32; gpt2-xl's 1600: 7,
      * its 6400: 25). 7 rather than 8 leaves one token's kernel at most 85
      * registers, 3 blocks per SM: gpt2-xl's QKV (300 blocks) in one wave. */
+    /* One token's layer-norm product with more row blocks than 3 an SM
+     * (gpt2-xl's FC: 400 on 132 SMs): 4 blocks an SM with 4 loads a lane
+     * rather than a second wave of a few blocks that start from scratch. */
+    if constexpr (LN && NTILE == 1)
+        if (g_ln4 && steps <= 8 && (long)grid.y > 3L * g_sms)
+            return launch_pdl(gemv_mma_kernel<W, LN, 1, 4, 1, 4>, grid, dim3(256), smem, st, in, wp, ldw, I, O,
+                              T, tpb, epi, ln_w, ln_b, eps);
     if (steps <= 4)
         return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 4, 1>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
                           tpb, epi, ln_w, ln_b, eps);
@@ -591,7 +600,8 @@ static cudaError_t gemv_launch(const void *in, const void *w, int ldw, int T, in
      * tokens; 0: never), GPTC_GEMV_NT{W,R} (their warps and rows) and
      * GPTC_GEMV_NTB (3: gemv_nt_kernel; 1: gemv_kernel's 2 blocks per SM).
      * fp16 and bf16 take the tensor-core kernel (GPTC_GEMV_MMA=0: these
-     * CUDA-core kernels, for comparisons). */
+     * CUDA-core kernels, for comparisons; GPTC_GEMV_LN4=0: no 4-blocks-an-SM
+     * layer-norm product, gemv_mma_go). */
     gemv_shapes();
     if constexpr (sizeof(W) == 2) {
         if (g_mma) return gemv_mma_launch<W, LN>(in, w, ldw, T, I, O, epi, ln_w, ln_b, eps, xn, st);
@@ -661,6 +671,10 @@ template <typename W, bool LN, int NTILE> static cudaError_t gemv_mma_prepare(in
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 7, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  bytes);
+    if constexpr (LN && NTILE == 1)
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 4, 1, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     bytes);
     if constexpr (NTILE > 1 && !LN)
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 7, 2>,

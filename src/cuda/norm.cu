@@ -47,6 +47,8 @@ template <typename T>
 __global__ void layernorm_kernel(T *out, const float *x, const int32_t *rows, const float *w,
                                  const float *b, int C, float eps) {
     __shared__ float red[32];
+    pdl_wait();
+    pdl_trigger();
     const float *xr = x + (size_t)(rows ? rows[blockIdx.x] : (int32_t)blockIdx.x) * C;
     T *o = out + (size_t)blockIdx.x * C;
     float s = 0.0f;
@@ -76,6 +78,8 @@ __global__ void __launch_bounds__(LN_WARPS * 32)
     layernorm_warp_kernel(T *out, const float *x, const int32_t *rows, const float *w, const float *b,
                           int n, int C, float eps) {
     int r = blockIdx.x * LN_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31, C4 = C >> 2;
+    pdl_wait();
+    pdl_trigger();
     if (r >= n) return;
     const float4 *xr = reinterpret_cast<const float4 *>(x + (size_t)(rows ? rows[r] : r) * C);
     float4 v[NV];
@@ -109,19 +113,20 @@ static cudaError_t layernorm_any(gptc_dtype dt, void *out, const float *x, const
                                  const float *w, const float *b, int n, int C, float eps,
                                  cudaStream_t st) {
     unsigned blocks = (unsigned)((n + LN_WARPS - 1) / LN_WARPS);
+    cudaError_t err;
     if (C % 4 == 0 && C <= 32 * 4 * 8)
         GPTC_DISPATCH_DTYPE(dt, W,
-                            layernorm_warp_kernel<W, 8><<<blocks, LN_WARPS * 32, 0, st>>>(
-                                (W *)out, x, rows, w, b, n, C, eps));
+                            err = launch_pdl(layernorm_warp_kernel<W, 8>, dim3(blocks), dim3(LN_WARPS * 32),
+                                             0, st, (W *)out, x, rows, w, b, n, C, eps));
     else if (C % 4 == 0 && C <= 32 * 4 * 16)
         GPTC_DISPATCH_DTYPE(dt, W,
-                            layernorm_warp_kernel<W, 16><<<blocks, LN_WARPS * 32, 0, st>>>(
-                                (W *)out, x, rows, w, b, n, C, eps));
+                            err = launch_pdl(layernorm_warp_kernel<W, 16>, dim3(blocks), dim3(LN_WARPS * 32),
+                                             0, st, (W *)out, x, rows, w, b, n, C, eps));
     else
         GPTC_DISPATCH_DTYPE(dt, W,
-                            layernorm_kernel<W><<<n, ROW_THREADS, 0, st>>>((W *)out, x, rows, w, b,
-                                                                            C, eps));
-    return cudaGetLastError();
+                            err = launch_pdl(layernorm_kernel<W>, dim3((unsigned)n), dim3(ROW_THREADS), 0,
+                                             st, (W *)out, x, rows, w, b, C, eps));
+    return err != cudaSuccess ? err : cudaGetLastError();
 }
 
 cudaError_t cuda_layernorm(gptc_dtype dt, void *out, const float *x, const float *w,

@@ -8,7 +8,12 @@
  *   - logits of single-token eval() steps and of short multi-token passes at
  *     a nonzero position (GEMV path, and cuBLASLt at an offset),
  *   - eval_greedy() ids against the argmax of the CPU logits, mixed with
- *     eval() and a reset, so the device-side position and token are resynced.
+ *     eval() and a reset, so the device-side position and token are resynced;
+ *   - greedy steps taken one ahead (the step launched on the token just
+ *     picked, decode_step): the ids of eval_greedy against the host argmax
+ *     of eval() on a second GPU session, bit for bit, through calls that
+ *     take the step launched ahead, calls that do not (another token, a
+ *     multi-token eval, a reset, a copy) and a session filled to its end.
  * Logit errors are measured against max|ref| of the rows compared; a greedy
  * id may differ only where the CPU's two candidates are within tolerance
  * (a near tie). Then, in fp32, gptc_generate with the logits processors and
@@ -23,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h" /* gptc_session_copy (beam search's) */
 #include "gptc.h"
 
 static int g_failed;
@@ -165,6 +171,94 @@ done:
     gptc_session_free(p.gpu);
     free(p.ref);
     free(p.got);
+}
+
+/* One operation of spec_case on both sessions: eval_greedy on `a`, eval()
+ * and the host argmax on `b` (the same kernels outside the graph: the same
+ * logits, the same pick). Returns the pick, -1 on failure or a mismatch. */
+static int32_t spec_step(gptc_session *a, gptc_session *b, int32_t tok, float *logits, int V,
+                         const char *what) {
+    int32_t ga = -1;
+    if (gptc_session_eval_greedy(a, tok, &ga) != GPTC_OK || gptc_session_eval(b, &tok, 1, 1, logits) != GPTC_OK) {
+        printf("FAIL spec %s: %s\n", what, gptc_last_error());
+        g_failed = 1;
+        return -1;
+    }
+    int32_t gb = argmax(logits, V);
+    if (ga != gb) {
+        printf("FAIL spec %s at %d: eval_greedy %d, eval + argmax %d\n", what, (int)gptc_session_len(b) - 1,
+               (int)ga, (int)gb);
+        g_failed = 1;
+        return -1;
+    }
+    return ga;
+}
+
+static void spec_case(const char *name, gptc_model *gpu, const char *dt) {
+    const int max_len = 48;
+    int V = gptc_model_config(gpu)->n_vocab, n = 0, ok = 1;
+    gptc_session *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    int32_t ids[8], tok;
+    if (!logits || gptc_session_new(gpu, max_len, &a) != GPTC_OK || gptc_session_new(gpu, max_len, &b) != GPTC_OK ||
+        gptc_session_new(gpu, max_len, &c) != GPTC_OK || gptc_session_new(gpu, max_len, &d) != GPTC_OK) {
+        printf("FAIL spec %s %s: session: %s\n", name, dt, gptc_last_error());
+        g_failed = 1;
+        goto done;
+    }
+    g_rng = 0x51ed27ull;
+    for (int i = 0; i < 5; i++) ids[i] = rand_id(V);
+#define SPEC(x)                                                                                    \
+    do {                                                                                           \
+        if ((x) < 0) {                                                                             \
+            ok = 0;                                                                                \
+            goto done;                                                                             \
+        }                                                                                          \
+        n++;                                                                                       \
+    } while (0)
+#define EVAL2(s1, s2, p, k)                                                                         \
+    do {                                                                                           \
+        if (gptc_session_eval(s1, p, k, 1, logits) != GPTC_OK || gptc_session_eval(s2, p, k, 1, logits) != GPTC_OK) { \
+            printf("FAIL spec %s %s: eval: %s\n", name, dt, gptc_last_error());                  \
+            g_failed = 1;                                                                          \
+            ok = 0;                                                                                \
+            goto done;                                                                             \
+        }                                                                                          \
+    } while (0)
+    EVAL2(a, b, ids, 5);
+    tok = argmax(logits, V);
+    /* its own picks: each call takes the step launched ahead */
+    for (int i = 0; i < 8; i++) SPEC(tok = spec_step(a, b, tok, logits, V, "chain"));
+    /* another token than the one picked: the step ahead is not it */
+    SPEC(tok = spec_step(a, b, (tok + 1) % V, logits, V, "other token"));
+    for (int i = 0; i < 3; i++) SPEC(tok = spec_step(a, b, tok, logits, V, "chain"));
+    /* a multi-token eval while a step is ahead */
+    ids[0] = tok, ids[1] = rand_id(V);
+    EVAL2(a, b, ids, 2);
+    tok = argmax(logits, V);
+    for (int i = 0; i < 3; i++) SPEC(tok = spec_step(a, b, tok, logits, V, "after eval"));
+    /* a copy of a (a step ahead in flight) continues as a does */
+    if (gptc_session_copy(c, a) != GPTC_OK || gptc_session_copy(d, b) != GPTC_OK) {
+        printf("FAIL spec %s %s: copy: %s\n", name, dt, gptc_last_error());
+        g_failed = 1;
+        goto done;
+    }
+    for (int i = 0; i < 3; i++) SPEC(tok = spec_step(c, d, tok, logits, V, "copy"));
+    /* to the session's end: no step may be launched past it */
+    while (gptc_session_len(a) < max_len) SPEC(tok = spec_step(a, b, tok, logits, V, "to the end"));
+    /* a reset, then greedy from a one-token prompt at position 0 */
+    gptc_session_reset(a);
+    gptc_session_reset(b);
+    for (int i = 0; i < 6; i++) SPEC(tok = spec_step(a, b, i == 0 ? ids[4] : tok, logits, V, "after reset"));
+#undef SPEC
+#undef EVAL2
+done:
+    if (ok && a && d) printf("ok   spec %-23s %-5s %d greedy steps = eval + argmax\n", name, dt, n);
+    gptc_session_free(a);
+    gptc_session_free(b);
+    gptc_session_free(c);
+    gptc_session_free(d);
+    free(logits);
 }
 
 /* Generates for `n` prompts with params `gp` (seed = base + prompt index)
@@ -336,6 +430,8 @@ int main(void) {
             float tol = dts[d].tol;
             if (dts[d].dt == GPTC_DTYPE_BF16 && !gptc_model_config(cpu)->scale_attn_weights) tol *= 8;
             run_case(name, cpu, gpu, dts[d].name, tol);
+            if (dts[d].dt != GPTC_DTYPE_BF16 && (k == 0 || k == nf - 3 || k == nf + 1))
+                spec_case(name, gpu, dts[d].name);
             if (dts[d].dt == GPTC_DTYPE_F32) sample_case(name, cpu, gpu), ngram_prompt_case(name, gpu);
             gptc_model_free(gpu);
         }

@@ -1377,6 +1377,9 @@ int main(int argc, char **argv) {
         /* gpt2-xl's width: 32 tokens a block take two slabs of rows (O odd:
          * the last slab partly past O) */
         if (!g_quick) test_gemv_invariance(&DTYPES[di], 1600, 1203);
+        /* gpt2-xl's FC width: more row blocks than 3 an SM take the layer-norm
+         * product of 4 blocks an SM (4 loads a lane) alone, not in a batch */
+        if (!g_quick) test_gemv_invariance(&DTYPES[di], 1600, 6402);
     }
     for (int di = 0; di < 3; di++) {
         const int Os[] = {53, 111, 2304, 50257};
