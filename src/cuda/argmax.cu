@@ -1,8 +1,9 @@
 /*
  * argmax.cu - the greedy pick at the end of a decode step, on the device.
  *
- * Two stages: CUDA_ARGMAX_PARTS blocks each reduce a strided share of the
- * logits to a (value, index) pair, then one block reduces the pairs. Ties go
+ * Two stages in one kernel: CUDA_ARGMAX_PARTS blocks each reduce a strided
+ * share of the logits to a (value, index) pair, then the last block to
+ * finish reduces the pairs. Ties go
  * to the lowest index, as torch.argmax; NaN logits are never picked. The
  * second stage writes the token where the next step's embedding reads it and
  * advances the device position: a replayed decode graph needs no host input
@@ -41,7 +42,11 @@ __device__ __forceinline__ void block_argmax(float &v, int &i) {
     }
 }
 
-__global__ void argmax_partial(const float *x, int n, float *pv, int32_t *pi) {
+/* Stage one in every block, then the last block to finish (an atomic
+ * ticket, which it resets) takes stage two: one kernel, not two. */
+__global__ void argmax_kernel(const float *x, int n, float *pv, int32_t *pi, int *ticket, int32_t *token,
+                              int32_t *pos) {
+    __shared__ int last;
     pdl_wait();
     pdl_trigger();
     float v = -INFINITY;
@@ -49,30 +54,29 @@ __global__ void argmax_partial(const float *x, int n, float *pv, int32_t *pi) {
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < n; k += gridDim.x * blockDim.x)
         better(v, i, x[k], k);
     block_argmax(v, i);
-    if (threadIdx.x == 0) pv[blockIdx.x] = v, pi[blockIdx.x] = i;
-}
-
-__global__ void argmax_final(const float *pv, const int32_t *pi, int n, int32_t *token,
-                             int32_t *pos) {
-    pdl_wait();
-    pdl_trigger();
-    float v = -INFINITY;
-    int i = INT_MAX;
-    for (int k = threadIdx.x; k < n; k += blockDim.x) better(v, i, pv[k], pi[k]);
+    if (threadIdx.x == 0) {
+        pv[blockIdx.x] = v, pi[blockIdx.x] = i;
+        __threadfence();
+        last = atomicAdd(ticket, 1) == (int)gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    v = -INFINITY;
+    i = INT_MAX;
+    for (int k = threadIdx.x; k < (int)gridDim.x; k += blockDim.x) better(v, i, __ldcg(pv + k), __ldcg(pi + k));
     block_argmax(v, i);
     if (threadIdx.x == 0) {
         *token = i == INT_MAX ? 0 : i; /* all NaN: token 0 rather than garbage */
         *pos += 1;
+        *ticket = 0;
     }
 }
 
-cudaError_t cuda_argmax(const float *logits, int V, float *part_v, int32_t *part_i, int32_t *token,
+cudaError_t cuda_argmax(const float *logits, int V, float *part_v, int32_t *part_i, int *ticket, int32_t *token,
                         int32_t *pos, cudaStream_t st) {
-    cudaError_t e = launch_pdl(argmax_partial, dim3(CUDA_ARGMAX_PARTS), dim3(ARGMAX_THREADS), 0, st, logits,
-                               V, part_v, part_i);
-    if (e != cudaSuccess) return e;
-    e = launch_pdl(argmax_final, dim3(1), dim3(ARGMAX_THREADS), 0, st, part_v, part_i, CUDA_ARGMAX_PARTS,
-                   token, pos);
+    cudaError_t e = launch_pdl(argmax_kernel, dim3(CUDA_ARGMAX_PARTS), dim3(ARGMAX_THREADS), 0, st, logits, V,
+                               part_v, part_i, ticket, token, pos);
     return e != cudaSuccess ? e : cudaGetLastError();
 }
 

@@ -244,6 +244,18 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
             for (int i = 0; i < 8; i++) accs[g * D + c * 8 + i] = a[i];
         }
         __syncthreads();
+        if (ns == 1) {
+            /* The only chunk (a context of at most ATT_CHUNK keys): the merge
+             * of one chunk gives o / l exactly (its weights are exp(0) = 1 and
+             * 0), so no partials, ticket or second pass. */
+            T *orow = out + (size_t)t * C + hoff;
+            for (int d = tid; d < D; d += blockDim.x) {
+                float o = 0.0f;
+                for (int k = 0; k < groups; k++) o += accs[k * D + d];
+                orow[d] = from_f<T>(o / l);
+            }
+            return;
+        }
         float *po = part + (row * S + s) * (size_t)(D + 2);
         for (int d = tid; d < D; d += blockDim.x) {
             float o = 0.0f;

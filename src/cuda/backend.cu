@@ -319,7 +319,7 @@ static void cuda_session_free(gptc_session *s) {
                     cs->xn,      cs->att,     cs->fc,    cs->logits, cs->d_ids,
                     cs->d_pos,   cs->am_v,    cs->am_i,  cs->lt_ws, cs->att_scratch,
                     cs->att_tickets, cs->d_samp, cs->d_sstate, cs->d_hist, cs->d_present,
-                    cs->d_layers, cs->dec_part, cs->dec_sync};
+                    cs->d_layers, cs->dec_part, cs->dec_sync, cs->am_ticket};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cudaFree(bufs[i]);
     cudaFreeHost(cs->h_next);
     for (int i = 0; i < SPEC_DEPTH; i++)
@@ -411,6 +411,8 @@ static gptc_status session_init(gptc_session *s, cuda_session *cs) {
     size_t parts = blocks > CUDA_ARGMAX_PARTS ? (size_t)blocks : CUDA_ARGMAX_PARTS;
     CK(cudaMalloc((void **)&cs->am_v, parts * sizeof(float)));
     CK(cudaMalloc((void **)&cs->am_i, parts * sizeof(int32_t)));
+    CK(cudaMalloc((void **)&cs->am_ticket, sizeof(int)));
+    CK(cudaMemsetAsync(cs->am_ticket, 0, sizeof(int), cs->stream));
     CK(cudaMallocHost((void **)&cs->h_next, (1 + SPEC_DEPTH) * sizeof(int32_t)));
     for (int i = 0; i < SPEC_DEPTH; i++) CK(cudaEventCreateWithFlags(&cs->spec_ev[i], cudaEventDisableTiming));
     CK(cudaMalloc(&cs->lt_ws, LT_WORKSPACE_BYTES));
@@ -845,7 +847,7 @@ static gptc_status enqueue_decode(const gptc_session *s, cuda_session *cs, int s
         CK(cuda_sample(cs->d_samp, cs->d_sstate, cs->logits, V, cs->d_hist, cs->d_present,
                        cs->d_tok, cs->d_pos, 1, cs->stream));
     else
-        CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->d_tok, cs->d_pos, cs->stream));
+        CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->am_ticket, cs->d_tok, cs->d_pos, cs->stream));
     prof_mark(cs, sampler ? "sample" : "argmax");
     return GPTC_OK;
 }
@@ -1080,7 +1082,7 @@ static gptc_status cuda_eval_sample(gptc_session *s, const int32_t *ids, int n, 
     int V = m->cfg.n_vocab;
     CKST(forward(s, cs, ids, n, 1, NULL));
     if (cs->plain_greedy) {
-        CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->d_tok, cs->d_pos, st));
+        CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->am_ticket, cs->d_tok, cs->d_pos, st));
     } else {
         /* forward() left the ids in d_ids: they extend the history. */
         CK(cudaMemcpyAsync(cs->d_hist + cs->hist_n, cs->d_ids, (size_t)n * sizeof(int32_t),

@@ -65,6 +65,7 @@ typedef struct {
     int32_t *d_tok; /* decode input token; the argmax writes the next one here */
     float *am_v;    /* argmax partials */
     int32_t *am_i;
+    int *am_ticket; /* the argmax's last-block ticket, zero between steps */
     int32_t *h_next; /* pinned */
     void *lt_ws;
     float *att_scratch; /* split attention partials */

@@ -489,7 +489,7 @@ static void gemv_shapes(void) {
     g_ntr = env_int("GPTC_GEMV_NTR", 2);
     g_ntb = env_int("GPTC_GEMV_NTB", 3);
     g_mma = env_int("GPTC_GEMV_MMA", 1);
-    g_ln4 = env_int("GPTC_GEMV_LN4", 1);
+    g_ln4 = env_int("GPTC_GEMV_LN4", 2);
 }
 
 template <typename W, bool LN, int NTILE>
@@ -523,11 +523,14 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
      * share of the row needs (gpt2's 768: 3 steps of 32; gpt2-xl's 1600: 7,
      * its 6400: 25). 7 rather than 8 leaves one token's kernel at most 85
      * registers, 3 blocks per SM: gpt2-xl's QKV (300 blocks) in one wave. */
-    /* One token's layer-norm product with more row blocks than 3 an SM
-     * (gpt2-xl's FC: 400 on 132 SMs): 4 blocks an SM with 4 loads a lane
-     * rather than a second wave of a few blocks that start from scratch. */
+    /* One token's layer-norm product of rows of 7-8 steps a warp, with more
+     * row blocks than 2 an SM (gpt2-xl's QKV and FC: 300 and 400 on 132
+     * SMs): 4 blocks an SM with 4 loads a lane in two rounds. H100, decode
+     * ms/token: gpt2-xl 2.33 -> 2.07 (the FC alone 2.12: its 400 blocks
+     * were 3 an SM and a second wave of 4); gpt2-large's 5 steps (320 and
+     * 240 blocks) got slower, 1.26 -> 1.29, so they keep one round of 7. */
     if constexpr (LN && NTILE == 1)
-        if (g_ln4 && steps <= 8 && (long)grid.y > 3L * g_sms)
+        if (g_ln4 && steps >= 7 && steps <= 8 && (long)grid.y > (long)g_ln4 * g_sms)
             return launch_pdl(gemv_mma_kernel<W, LN, 1, 4, 1, 4>, grid, dim3(256), smem, st, in, wp, ldw, I, O,
                               T, tpb, epi, ln_w, ln_b, eps);
     if (steps <= 4)
@@ -600,8 +603,9 @@ static cudaError_t gemv_launch(const void *in, const void *w, int ldw, int T, in
      * tokens; 0: never), GPTC_GEMV_NT{W,R} (their warps and rows) and
      * GPTC_GEMV_NTB (3: gemv_nt_kernel; 1: gemv_kernel's 2 blocks per SM).
      * fp16 and bf16 take the tensor-core kernel (GPTC_GEMV_MMA=0: these
-     * CUDA-core kernels, for comparisons; GPTC_GEMV_LN4=0: no 4-blocks-an-SM
-     * layer-norm product, gemv_mma_go). */
+     * CUDA-core kernels, for comparisons; GPTC_GEMV_LN4=N: the layer-norm
+     * product of 4 blocks an SM from N x SMs row blocks on, 0 never, default
+     * 2, gemv_mma_go). */
     gemv_shapes();
     if constexpr (sizeof(W) == 2) {
         if (g_mma) return gemv_mma_launch<W, LN>(in, w, ldw, T, I, O, epi, ln_w, ln_b, eps, xn, st);

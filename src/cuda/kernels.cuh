@@ -147,8 +147,9 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
 /* Blocks of the first argmax stage: cuda_argmax's partial buffers hold this many. */
 #define CUDA_ARGMAX_PARTS 256
 /* *token = argmax(logits (V)) (lowest index on ties, like torch.argmax), then
- * *pos += 1: the end of a decode step. part_v/part_i: CUDA_ARGMAX_PARTS each. */
-cudaError_t cuda_argmax(const float *logits, int V, float *part_v, int32_t *part_i, int32_t *token,
+ * *pos += 1: the end of a decode step. part_v/part_i: CUDA_ARGMAX_PARTS each;
+ * ticket: one int, zero between calls (the kernel leaves it zero). */
+cudaError_t cuda_argmax(const float *logits, int V, float *part_v, int32_t *part_i, int *ticket, int32_t *token,
                         int32_t *pos, cudaStream_t st);
 /* out[r] = argmax of row r of logits (n_rows, V), as cuda_argmax picks. */
 cudaError_t cuda_argmax_rows(const float *logits, int V, int n_rows, int32_t *out, cudaStream_t st);
