@@ -15,6 +15,10 @@
  *   host       a step graph launched and its 4-byte result copied back and
  *              waited for, per step (what gptc's decode loop does), against
  *              the same graphs launched back to back
+ *   read       one kernel streaming a buffer of a decode product's weight
+ *              bytes (gpt2's and gpt2-xl's matrices, fp16) from DRAM: the
+ *              best a product of that size can do, by grid size and loads
+ *              in flight a thread (buffers rotate over more than L2 holds)
  *
  * Built with the CUDA backend (build/launch_floor; sm_90 only).
  * Usage: launch_floor [N kernels, default 64] [blocks, default: SMs]
@@ -112,6 +116,50 @@ __global__ void __cluster_dims__(8, 1, 1) cluster_kernel(int n, float *sink) {
 }
 
 __global__ void one_kernel(int *out) { *out += 1; }
+
+static float time_graph(cudaGraphExec_t g, cudaStream_t s, int reps);
+
+/* Streams n 16-byte words: a block reads U x 4 KB contiguous a round, all
+ * U loads in flight before any is used. */
+template <int U>
+__global__ void __launch_bounds__(THREADS) read_kernel(const uint4 *p, size_t n, unsigned *sink) {
+    unsigned acc = 0;
+    size_t stride = (size_t)gridDim.x * THREADS * U;
+    for (size_t base = (size_t)blockIdx.x * THREADS * U + threadIdx.x; base < n; base += stride) {
+        uint4 v[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            size_t i = base + (size_t)u * THREADS;
+            v[u] = i < n ? __ldg(p + i) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+    if (acc == 0x9e3779b9u) *sink = acc;
+}
+
+/* Microseconds per read of `bytes`, kernels back to back in a graph, each
+ * on the next of the copies that fill `arena`. */
+static float time_read(int U, int blocks, const char *arena, size_t arena_bytes, size_t bytes, unsigned *sink,
+                       cudaStream_t s) {
+    int copies = (int)(arena_bytes / bytes), reps = 100;
+    size_t n = bytes / 16;
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    for (int k = 0; k < reps; k++) {
+        const uint4 *p = (const uint4 *)(arena + (size_t)(k % copies) * bytes);
+        if (U == 4) read_kernel<4><<<blocks, THREADS, 0, s>>>(p, n, sink);
+        else if (U == 8) read_kernel<8><<<blocks, THREADS, 0, s>>>(p, n, sink);
+        else read_kernel<16><<<blocks, THREADS, 0, s>>>(p, n, sink);
+    }
+    CK(cudaStreamEndCapture(s, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    float ms = time_graph(ge, s, 3);
+    CK(cudaGraphExecDestroy(ge));
+    CK(cudaGraphDestroy(g));
+    return ms * 1e3f / reps;
+}
 
 /* A launch of `blocks` blocks on s, with programmatic dependent launch
  * allowed when pdl (cfg keeps a pointer to at). */
@@ -271,6 +319,45 @@ int main(int argc, char **argv) {
         printf("host    step graph back to back %7.1f us, launched + copied + waited per step %7.1f us "
                "(round trip %5.1f us)\n",
                back * 1e3f, ms / reps * 1e3f, (ms / reps - back) * 1e3f);
+    }
+    /* A product's weights streamed from DRAM: 160 MB of rotating copies,
+     * past the L2 of any card this runs on. */
+    {
+        const size_t arena_bytes = (size_t)160 << 20;
+        const struct {
+            const char *what;
+            size_t bytes;
+        } sizes[] = {{"gpt2 proj", 768u * 768 * 2},    {"gpt2 qkv", 768u * 2304 * 2},
+                     {"gpt2 fc", 768u * 3072 * 2},     {"xl proj", 1600u * 1600 * 2},
+                     {"xl qkv", 1600u * 4800 * 2},     {"xl fc", 1600u * 6400 * 2}};
+        char *arena;
+        unsigned *sink;
+        CK(cudaMalloc(&arena, arena_bytes));
+        CK(cudaMemset(arena, 1, arena_bytes));
+        CK(cudaMalloc(&sink, sizeof(unsigned)));
+        int sms = prop.multiProcessorCount, mult[] = {1, 2, 4, 8}, us[] = {4, 8, 16};
+        printf("read    us (GB/s) for one kernel streaming the bytes; columns: blocks x loads a thread\n");
+        printf("%-10s %8s", "", "MB");
+        for (int b = 0; b < 4; b++)
+            for (int u = 0; u < 3; u++) {
+                char h[32];
+                snprintf(h, sizeof h, "%dx%d", mult[b] * sms, us[u]);
+                printf(" %15s", h);
+            }
+        printf("\n");
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            printf("%-10s %8.2f", sizes[k].what, sizes[k].bytes / 1e6);
+            for (int b = 0; b < 4; b++)
+                for (int u = 0; u < 3; u++) {
+                    float t = time_read(us[u], mult[b] * sms, arena, arena_bytes, sizes[k].bytes, sink, s);
+                    char c[32];
+                    snprintf(c, sizeof c, "%.1f (%.0f)", t, sizes[k].bytes / (t * 1e3));
+                    printf(" %15s", c);
+                }
+            printf("\n");
+        }
+        CK(cudaFree(arena));
+        CK(cudaFree(sink));
     }
     return 0;
 }
