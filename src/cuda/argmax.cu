@@ -3,11 +3,11 @@
  *
  * Two stages in one kernel: CUDA_ARGMAX_PARTS blocks each reduce a strided
  * share of the logits to a (value, index) pair, then the last block to
- * finish reduces the pairs. Ties go
- * to the lowest index, as torch.argmax; NaN logits are never picked. The
- * second stage writes the token where the next step's embedding reads it and
- * advances the device position: a replayed decode graph needs no host input
- * when the caller feeds back the token it was given.
+ * finish reduces the pairs. Ties go to the lowest index, as torch.argmax;
+ * NaN logits are never picked. The second stage writes the token where the
+ * next step's embedding reads it and advances the device position: a
+ * replayed decode graph needs no host input when the caller feeds back the
+ * token it was given.
  *
  * cuda_argmax_rows serves the batch engine's passes: one block per row of
  * logits, every row at once on its own SM.

@@ -519,10 +519,6 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
             }
         }
     }
-    /* Loads in flight a lane: 2 x 4, 7 or 16 16-byte chunks, as a warp's
-     * share of the row needs (gpt2's 768: 3 steps of 32; gpt2-xl's 1600: 7,
-     * its 6400: 25). 7 rather than 8 leaves one token's kernel at most 85
-     * registers, 3 blocks per SM: gpt2-xl's QKV (300 blocks) in one wave. */
     /* One token's layer-norm product of rows of 7-8 steps a warp, with more
      * row blocks than 2 an SM (gpt2-xl's QKV and FC: 300 and 400 on 132
      * SMs): 4 blocks an SM with 4 loads a lane in two rounds. H100, decode
@@ -533,6 +529,11 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
         if (g_ln4 && steps >= 7 && steps <= 8 && (long)grid.y > (long)g_ln4 * g_sms)
             return launch_pdl(gemv_mma_kernel<W, LN, 1, 4, 1, 4>, grid, dim3(256), smem, st, in, wp, ldw, I, O,
                               T, tpb, epi, ln_w, ln_b, eps);
+    /* Loads in flight a lane: 2 x 4, 7 or 16 16-byte chunks, as a warp's
+     * share of the row needs (gpt2's 768: 3 steps of 32; gpt2-xl's 1600: 7,
+     * its 6400: 25). 7 rather than 8 leaves one token's kernel at most 85
+     * registers, 3 blocks per SM: gpt2-xl's QKV (300 blocks) in one wave
+     * (one token's takes the variant above). */
     if (steps <= 4)
         return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 4, 1>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
                           tpb, epi, ln_w, ln_b, eps);
