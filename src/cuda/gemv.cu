@@ -293,13 +293,14 @@ __global__ void __launch_bounds__(256, 3)
 static __host__ __device__ __forceinline__ int mma_row_bytes(int ldw) { return (((ldw + 31) >> 5) | 1) * 64; }
 
 template <typename T, bool LN, int NTILE, int NCL, int R,
-          int MINB = (R > 1 || NCL >= 16 ? 1 : NCL >= 7 && NTILE > 1 ? 2 : 3)>
+          int MINB = (R > 1 || NCL >= 16 ? 1 : NCL >= 7 && NTILE > 1 ? 2 : 3), int RB = 16>
 __global__ void __launch_bounds__(256 * R, MINB)
     gemv_mma_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O,
                     int n_tok, int tpb, cuda_epi e, const float *__restrict__ ln_w,
                     const float *__restrict__ ln_b, float eps) {
     static_assert(sizeof(T) == 2, "tensor cores take the 16-bit dtypes");
     static_assert(!LN || R == 1, "the fused layer norm's sums are those of a 256-thread block");
+    static_assert(RB == 16 || (R == 1 && (RB == 8 || RB == 4)), "a block of fewer rows has one slab");
     extern __shared__ float4 sm4[]; /* staged rows (LN: one, then xs, ln_w, ln_b), the partial sums */
     __shared__ float red[32];
     char *sm = reinterpret_cast<char *>(sm4);
@@ -307,24 +308,29 @@ __global__ void __launch_bounds__(256 * R, MINB)
     /* R slabs of 16 rows, 8 warps each, share the staged tokens: a slab's
      * warps split a row as a block of one slab does, so R changes no sum. */
     int slab = R > 1 ? threadIdx.x >> 8 : 0, tid = R > 1 ? threadIdx.x & 255 : threadIdx.x;
-    int t0 = blockIdx.x * tpb, nt = min(tpb, n_tok - t0), o0 = (blockIdx.y * R + slab) * 16;
+    int t0 = blockIdx.x * tpb, nt = min(tpb, n_tok - t0), o0 = (blockIdx.y * R + slab) * RB;
     int warp = tid >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     /* This warp's steps: warp, warp + 8, ... (the block's 8 warps read 512
      * contiguous bytes of each row at a time). */
     int ns = nk > warp ? (nk - warp + 7) >> 3 : 0;
-    /* Rows past O are clamped (read, never stored). */
+    /* Rows past O are clamped (read, never stored). A block of RB < 16 rows
+     * leaves the A rows from RB on zero and never loads them: an mma's
+     * output row is a function of its own A row, B column and accumulator,
+     * so the rows it keeps get the bits a block of 16 gives them. */
     const T *r0 = w + (size_t)min(o0 + g, O - 1) * ldw, *r1 = w + (size_t)min(o0 + g + 8, O - 1) * ldw;
+    bool has0 = RB > 8 || g < RB;
     /* The epilogue's thread keeps one row (a slab's 256 threads). */
     int orow = tid & 15;
-    float bias = e.bias && o0 + orow < O ? __ldg(e.bias + o0 + orow) : 0.0f;
+    bool keep = orow < RB && o0 + orow < O;
+    float bias = e.bias && keep ? __ldg(e.bias + o0 + orow) : 0.0f;
     uint4 wa[NCL], wb[NCL];
     auto load = [&](int i) {
 #pragma unroll
         for (int k = 0; k < NCL; k++) {
             int c = (warp + 8 * (i + k)) * 4 + q;
             if (i + k < ns && c < nch) {
-                wa[k] = __ldg(reinterpret_cast<const uint4 *>(r0 + (size_t)c * 8));
-                wb[k] = __ldg(reinterpret_cast<const uint4 *>(r1 + (size_t)c * 8));
+                wa[k] = has0 ? __ldg(reinterpret_cast<const uint4 *>(r0 + (size_t)c * 8)) : make_uint4(0, 0, 0, 0);
+                wb[k] = RB == 16 ? __ldg(reinterpret_cast<const uint4 *>(r1 + (size_t)c * 8)) : make_uint4(0, 0, 0, 0);
             } else {
                 wa[k] = wb[k] = make_uint4(0, 0, 0, 0);
             }
@@ -407,7 +413,7 @@ __global__ void __launch_bounds__(256 * R, MINB)
         float v = pf[(size_t)j * 128 + src];
 #pragma unroll
         for (int u = 1; u < 8; u++) v += pf[(size_t)(u * NTILE + j) * 128 + src];
-        if (o0 + orow < O) epi_store<T>(ee, t0 + n, o0 + orow, v + bias);
+        if (keep) epi_store<T>(ee, t0 + n, o0 + orow, v + bias);
     }
 }
 
@@ -442,7 +448,7 @@ static int env_int(const char *name, int def) {
     return v && *v ? atoi(v) : def;
 }
 
-static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4;
+static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb;
 
 /* Tokens per block of a launch of T > 1 (T = 1: one). */
 #define GEMV_NT 8
@@ -490,6 +496,25 @@ static void gemv_shapes(void) {
     g_ntb = env_int("GPTC_GEMV_NTB", 3);
     g_mma = env_int("GPTC_GEMV_MMA", 1);
     g_ln4 = env_int("GPTC_GEMV_LN4", 2);
+    g_rb = env_int("GPTC_GEMV_RB", 4);
+    if (g_rb != 8 && g_rb != 16) g_rb = 4;
+}
+
+/* One token group's product in blocks of RB < 16 rows: a lane loads one
+ * row's chunks (RB = 8) or half the lanes do (4), so 16 in flight a lane
+ * fit 2 blocks an SM. */
+template <typename W, bool LN, int RB>
+static cudaError_t gemv_mma_rows(dim3 grid, int steps, const void *in, const W *wp, int ldw, int I, int O, int T,
+                                 int tpb, cuda_epi epi, const float *ln_w, const float *ln_b, float eps, size_t smem,
+                                 cudaStream_t st) {
+    if (steps <= 4)
+        return launch_pdl(gemv_mma_kernel<W, LN, 1, 4, 1, 3, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
+                          tpb, epi, ln_w, ln_b, eps);
+    if (steps <= 8)
+        return launch_pdl(gemv_mma_kernel<W, LN, 1, 7, 1, 4, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
+                          tpb, epi, ln_w, ln_b, eps);
+    return launch_pdl(gemv_mma_kernel<W, LN, 1, 16, 1, 2, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T, tpb,
+                      epi, ln_w, ln_b, eps);
 }
 
 template <typename W, bool LN, int NTILE>
@@ -529,6 +554,25 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
         if (g_ln4 && steps >= 7 && steps <= 8 && (long)grid.y > (long)g_ln4 * g_sms)
             return launch_pdl(gemv_mma_kernel<W, LN, 1, 4, 1, 4>, grid, dim3(256), smem, st, in, wp, ldw, I, O,
                               T, tpb, epi, ln_w, ln_b, eps);
+    /* Fewer rows a block where blocks of 16 would leave SMs idle: the
+     * projections back to the model width (gpt2's 768 rows are 48 blocks,
+     * gpt2-xl's 1600 are 100, on 132 SMs) take 8 or 4 rows a block, the
+     * same sums (see has0 in the kernel). H100, decode ms/token: gpt2 0.276
+     * -> 0.262, gpt2-medium 0.621 -> 0.603, gpt2-large 1.243 -> 1.213,
+     * gpt2-xl 2.045 -> 1.978. Only there: every product in blocks of 8 (4)
+     * measured 0.277 (0.365) for gpt2 and 2.33 (2.98) for gpt2-xl - each
+     * block stages (and normalises) the whole input row again.
+     * GPTC_GEMV_RB=N: not fewer than N rows a block (16: never). */
+    if constexpr (NTILE == 1) {
+        int rb = 16;
+        while (rb > g_rb && (long)grid.x * ((O + rb - 1) / rb) < g_sms) rb /= 2;
+        if (rb < 16) {
+            grid.y = (unsigned)((O + rb - 1) / rb);
+            if (rb == 8) return gemv_mma_rows<W, LN, 8>(grid, steps, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b,
+                                                        eps, smem, st);
+            return gemv_mma_rows<W, LN, 4>(grid, steps, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps, smem, st);
+        }
+    }
     /* Loads in flight a lane: 2 x 4, 7 or 16 16-byte chunks, as a warp's
      * share of the row needs (gpt2's 768: 3 steps of 32; gpt2-xl's 1600: 7,
      * its 6400: 25). 7 rather than 8 leaves one token's kernel at most 85
@@ -606,7 +650,8 @@ static cudaError_t gemv_launch(const void *in, const void *w, int ldw, int T, in
      * fp16 and bf16 take the tensor-core kernel (GPTC_GEMV_MMA=0: these
      * CUDA-core kernels, for comparisons; GPTC_GEMV_LN4=N: the layer-norm
      * product of 4 blocks an SM from N x SMs row blocks on, 0 never, default
-     * 2, gemv_mma_go). */
+     * 2; GPTC_GEMV_RB=8 or 16: under-filled products in blocks of no fewer
+     * rows, default 4; both gemv_mma_go). */
     gemv_shapes();
     if constexpr (sizeof(W) == 2) {
         if (g_mma) return gemv_mma_launch<W, LN>(in, w, ldw, T, I, O, epi, ln_w, ln_b, eps, xn, st);
@@ -670,6 +715,16 @@ template <typename W, bool LN> static cudaError_t gemv_prepare1(int bytes) {
     cudaError_t e = gemv_prepare3<W, LN, 1, 1>(bytes);
     return e != cudaSuccess ? e : gemv_prepare3<W, LN, 2, 1>(bytes);
 }
+template <typename W, bool LN, int RB> static cudaError_t gemv_mma_rows_prepare(int bytes) {
+    cudaError_t e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 4, 1, 3, RB>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 7, 1, 4, RB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 bytes);
+    return e != cudaSuccess ? e
+                            : cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 16, 1, 2, RB>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+}
 template <typename W, bool LN, int NTILE> static cudaError_t gemv_mma_prepare(int bytes) {
     cudaError_t e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 4, 1>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
@@ -680,6 +735,10 @@ template <typename W, bool LN, int NTILE> static cudaError_t gemv_mma_prepare(in
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 4, 1, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      bytes);
+    if constexpr (NTILE == 1) {
+        if (e == cudaSuccess) e = gemv_mma_rows_prepare<W, LN, 8>(bytes);
+        if (e == cudaSuccess) e = gemv_mma_rows_prepare<W, LN, 4>(bytes);
+    }
     if constexpr (NTILE > 1 && !LN)
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 7, 2>,

@@ -67,9 +67,10 @@ cudaError_t cuda_layernorm_rows(gptc_dtype dt, void *out, const float *x, const 
                                 cudaStream_t st);
 
 /* The matrix product in (T, I) dtype @ w (O, ldw)^T with the epilogue fused,
- * for decode and small T: fp16 / bf16 on tensor cores, 16 rows a block and
- * up to 32 tokens (each weight read once for them); fp32 one warp per output
- * row, blocks of 8 tokens from GEMV_NT_MIN tokens on. Every token's outputs
+ * for decode and small T: fp16 / bf16 on tensor cores, 16 rows a block (8 or
+ * 4 where 16 leave SMs idle) and up to 32 tokens (each weight read once for
+ * them); fp32 one warp per output row, blocks of 8 tokens from GEMV_NT_MIN
+ * tokens on. Every token's outputs
  * are summed in one order whatever T is: a token's result is bitwise the
  * same in a launch of any T as alone (the paged pass relies on it). */
 cudaError_t cuda_gemv(gptc_dtype dt, const void *in, const void *w, int ldw, int T, int I, int O,
