@@ -18,7 +18,9 @@
  *     blocks past the query's position exit, so the graph stays valid. Each
  *     block writes its chunk's max, sum and unnormalised output to scratch;
  *     the last block of a (head, query) to finish (an atomic ticket) merges
- *     them and resets the ticket.
+ *     them and resets the ticket. A session's blocks of a (head, query) are
+ *     one cluster on sm_90 instead: the partials go into the first block's
+ *     shared memory, which merges them after a cluster barrier.
  *   - tiled (larger T, D <= 128): a block per (head, 64 queries) walks the
  *     keys in tiles of 64 through shared memory with an online softmax, so
  *     each K/V row is read once per 64 queries instead of once per query.
@@ -134,15 +136,60 @@ size_t cuda_attention_scratch_floats(int NH, int D, int max_len) {
  * D <= 64. Longer rows load them in the scoring loop. */
 #define SPLIT_KPRE 4
 
+/* The chunks of a (head, query) in one thread-block cluster (sm_90, a
+ * session's cache): a block's partials go into the shared memory of the
+ * cluster's first block, which merges them after one cluster barrier - no
+ * scratch, no ticket, no second trip through L2. The merge is the ticket
+ * path's, in the same chunk order on the same values, so the two give the
+ * same bits (a batch's paged pass keeps the tickets). Up to 16 blocks a
+ * cluster (split_cluster_ok), so that a 1024-position context is a chunk a
+ * block. */
+#define SPLIT_CLUSTER_SMEM (32 * 1024) /* the partials' most: S x (D + 2) floats */
+
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+/* The address of p in the shared memory of the cluster's first block. */
+__device__ __forceinline__ float *cluster_first(float *p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint64_t r;
+    asm volatile("mapa.u64 %0, %1, 0;" : "=l"(r) : "l"(p));
+    return reinterpret_cast<float *>(r);
+#else
+    return p;
+#endif
+}
+
 /* PAGED: the map has block tables (a template parameter, so that the
- * session's decode step keeps the registers it had without them). */
-template <typename T, bool PAGED>
+ * session's decode step keeps the registers it had without them).
+ * CLUSTER: gridDim.z blocks a cluster, the partials merged through shared
+ * memory (dynamic: S x (D + 2) floats). */
+template <typename T, bool PAGED, bool CLUSTER>
 __global__ void __launch_bounds__(SPLIT_THREADS)
     attn_split_kernel(T *out, const float *qkv, const T *__restrict__ kc, const T *__restrict__ vc,
                       cuda_kv_map km, int C, int D, float scale, float *part, int *tickets, int S) {
+    static_assert(!(PAGED && CLUSTER), "a paged pass merges through scratch");
     __shared__ float q[256], p[ATT_CHUNK], red[32], accs[SPLIT_THREADS * 8];
     __shared__ int last;
+    extern __shared__ float cpart[]; /* CLUSTER: the first block's are the merge's */
     int h = blockIdx.x, t = blockIdx.y, s = blockIdx.z, tid = threadIdx.x;
+    /* Cluster barrier phase 1: every block has started (its shared memory
+     * exists) before any block stores into another's; phase 2: every
+     * partial stored, before the first block merges. Waited on only where
+     * there is a merge (ns > 1). */
+    if (CLUSTER) cluster_arrive_relaxed();
     /* Before the wait: the positions were set before the previous kernel
      * ran (the step's argmax, a pass's upload), and so were a session's
      * cache rows below *pos - the previous kernel (the QKV product) writes
@@ -152,7 +199,12 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
      * fetched after the wait (its new rows are not told apart). */
     int L = (PAGED ? km.pos[t] : *km.pos + t) + 1;
     int ns = (L + ATT_CHUNK - 1) / ATT_CHUNK;
-    if (s >= ns) return; /* an exit counts as the trigger */
+    if (s >= ns) {
+        /* an exit counts as the trigger; in a cluster that merges, an
+         * arrival first (the first block waits for every block's) */
+        if (CLUSTER && ns > 1) cluster_wait(), cluster_arrive();
+        return;
+    }
     int fresh = PAGED ? 0 : *km.pos;
     const int32_t *tb = PAGED ? q_table(km, t) : NULL;
     int bs = km.block_size;
@@ -256,13 +308,19 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
             }
             return;
         }
-        float *po = part + (row * S + s) * (size_t)(D + 2);
+        if (CLUSTER && first) cluster_wait();
+        float *po = CLUSTER ? cluster_first(cpart) + s * (D + 2) : part + (row * S + s) * (size_t)(D + 2);
         for (int d = tid; d < D; d += blockDim.x) {
             float o = 0.0f;
             for (int k = 0; k < groups; k++) o += accs[k * D + d];
             po[d] = o;
         }
         if (tid == 0) po[D] = m, po[D + 1] = l;
+        if (CLUSTER) {
+            if (s + (int)gridDim.z >= ns) break;
+            __syncthreads(); /* accs and p are the next chunk's */
+            continue;
+        }
 
         /* The last block of this (head, query) merges the chunks. */
         __threadfence();
@@ -272,18 +330,26 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
         if (last) break;
         if (s + (int)gridDim.z >= ns) return;
     }
-    __threadfence();
-    if (tid == 0) tickets[row] = 0;
+    if (CLUSTER) {
+        cluster_arrive();
+        if (blockIdx.z != 0) return;
+        cluster_wait();
+    } else {
+        __threadfence();
+        if (tid == 0) tickets[row] = 0;
+    }
     /* One pass per output dim, merging chunk by chunk (online softmax),
      * so the loads of all chunks can be in flight together. */
-    const float *pb = part + row * S * (size_t)(D + 2);
+    const float *pb = CLUSTER ? cpart : part + row * S * (size_t)(D + 2);
     T *orow = out + (size_t)t * C + hoff;
     for (int d = tid; d < D; d += blockDim.x) {
         float M = -INFINITY, Ls = 0.0f, o = 0.0f;
 #pragma unroll 4
         for (int k = 0; k < ns; k++) {
             const float *pk = pb + (size_t)k * (D + 2);
-            float mk = __ldcg(pk + D), lk = __ldcg(pk + D + 1), ok = __ldcg(pk + d);
+            float mk, lk, ok;
+            if (CLUSTER) mk = pk[D], lk = pk[D + 1], ok = pk[d];
+            else mk = __ldcg(pk + D), lk = __ldcg(pk + D + 1), ok = __ldcg(pk + d);
             float Mn = fmaxf(M, mk), a = expf(M - Mn), b = expf(mk - Mn);
             Ls = Ls * a + lk * b;
             o = o * a + ok * b;
@@ -676,6 +742,39 @@ static int mma_groups(void) {
     return g == 4 && !g_mma4_ok[cuda_device_slot()] ? 2 : g;
 }
 
+/* The most blocks a cluster of attn_split_kernel may have: 0 where clusters
+ * are not to be used (before sm_90; GPTC_ATT_CLUSTER=0, for comparisons). */
+static int split_cluster_ok(void) {
+    static int off = -1, major_of[CUDA_MAX_DEVICES];
+    if (off < 0) off = getenv("GPTC_ATT_CLUSTER") && atoi(getenv("GPTC_ATT_CLUSTER")) == 0;
+    int slot = cuda_device_slot(), &major = major_of[slot];
+    if (!major) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            major = 1;
+        }
+    }
+    if (off || major < 9) return 0;
+    /* Clusters of 16 (a block per chunk of a 1024-position context) are
+     * past the portable 8 and must be allowed per kernel and device. */
+    static int allowed_of[CUDA_MAX_DEVICES];
+    int &allowed = allowed_of[slot];
+    if (!allowed) {
+        allowed = cudaFuncSetAttribute(attn_split_kernel<float, false, true>,
+                                       cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
+                          cudaFuncSetAttribute(attn_split_kernel<__half, false, true>,
+                                               cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
+                          cudaFuncSetAttribute(attn_split_kernel<__nv_bfloat16, false, true>,
+                                               cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess
+                      ? 16
+                      : 8;
+        (void)cudaGetLastError();
+    }
+    return allowed;
+}
+
 int cuda_attention_kind(gptc_dtype dt, int T, int C, int NH) {
     int D = C / NH;
     if (T < ATT_SPLIT_MAXT && D % 8 == 0 && D <= 256) return CUDA_ATT_SPLIT;
@@ -702,15 +801,40 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
         int Z = (ATT_SPLIT_BLOCKS + NH * T - 1) / (NH * T);
         if (Z > S) Z = S;
         dim3 grid((unsigned)NH, (unsigned)T, (unsigned)Z);
-        if (map.tables)
+        size_t csmem = (size_t)S * (D + 2) * sizeof(float);
+        if (!map.tables && csmem <= SPLIT_CLUSTER_SMEM && split_cluster_ok() > 0) {
+            /* A session: a cluster of up to 16 blocks per (head,
+             * query) merges through shared memory. H100, decode ms/token
+             * (bench/NOTES-cuda.md): GPTC_ATT_CLUSTER=0 for the tickets. */
+            int most = split_cluster_ok();
+            grid.z = (unsigned)(Z < most ? Z : most);
+            cudaLaunchConfig_t cfg = {};
+            cfg.gridDim = grid;
+            cfg.blockDim = dim3(SPLIT_THREADS);
+            cfg.dynamicSmemBytes = csmem;
+            cfg.stream = st;
+            cudaLaunchAttribute at[2];
+            at[0].id = cudaLaunchAttributeClusterDimension;
+            at[0].val.clusterDim.x = 1;
+            at[0].val.clusterDim.y = 1;
+            at[0].val.clusterDim.z = grid.z;
+            at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+            at[1].val.programmaticStreamSerializationAllowed = 1;
+            cfg.attrs = at;
+            cfg.numAttrs = cuda_pdl_enabled() ? 2 : 1;
             GPTC_DISPATCH_DTYPE(dt, W,
-                                err = launch_pdl(attn_split_kernel<W, true>, grid, dim3(SPLIT_THREADS),
+                                err = cudaLaunchKernelEx(&cfg, attn_split_kernel<W, false, true>, (W *)out, qkv,
+                                                         (const W *)k_cache, (const W *)v_cache, map, C, D, scale,
+                                                         scratch, tickets, S));
+        } else if (map.tables)
+            GPTC_DISPATCH_DTYPE(dt, W,
+                                err = launch_pdl(attn_split_kernel<W, true, false>, grid, dim3(SPLIT_THREADS),
                                                  0, st, (W *)out, qkv, (const W *)k_cache,
                                                  (const W *)v_cache, map, C, D, scale, scratch,
                                                  tickets, S));
         else
             GPTC_DISPATCH_DTYPE(dt, W,
-                                err = launch_pdl(attn_split_kernel<W, false>, grid, dim3(SPLIT_THREADS),
+                                err = launch_pdl(attn_split_kernel<W, false, false>, grid, dim3(SPLIT_THREADS),
                                                  0, st, (W *)out, qkv, (const W *)k_cache,
                                                  (const W *)v_cache, map, C, D, scale, scratch,
                                                  tickets, S));
