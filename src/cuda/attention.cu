@@ -232,11 +232,10 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
                 if (half + 2 * i < nc) load8(kr + (half + 2 * i) * 8, kpre[i]);
         }
     };
-    int start0 = s * ATT_CHUNK, nk0 = min(ATT_CHUNK, L - start0);
-    fetch(start0, nk0, 0, fresh);
+    fetch(s * ATT_CHUNK, min(ATT_CHUNK, L - s * ATT_CHUNK), 0, fresh);
     pdl_wait();
     pdl_trigger();
-    fetch(start0, nk0, fresh, INT_MAX);
+    fetch(s * ATT_CHUNK, min(ATT_CHUNK, L - s * ATT_CHUNK), fresh, INT_MAX);
     const float *qr = qkv + (size_t)t * 3 * C + hoff;
     for (int d = tid; d < D; d += blockDim.x) q[d] = qr[d] * scale;
     __syncthreads();
@@ -297,19 +296,25 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
             for (int i = 0; i < 8; i++) accs[g * D + c * 8 + i] = a[i];
         }
         __syncthreads();
-        /* The only chunk (a context of at most ATT_CHUNK keys) writes o / l
-         * itself: the merge of one chunk gives exactly that (its weights are
-         * exp(0) = 1 and 0), so no partials, ticket or second pass. */
-        if (CLUSTER && first && ns > 1) cluster_wait();
-        T *orow = out + (size_t)t * C + hoff;
+        if (ns == 1) {
+            /* The only chunk (a context of at most ATT_CHUNK keys): the merge
+             * of one chunk gives o / l exactly (its weights are exp(0) = 1 and
+             * 0), so no partials, ticket or second pass. */
+            T *orow = out + (size_t)t * C + hoff;
+            for (int d = tid; d < D; d += blockDim.x) {
+                float o = 0.0f;
+                for (int k = 0; k < groups; k++) o += accs[k * D + d];
+                orow[d] = from_f<T>(o / l);
+            }
+            return;
+        }
+        if (CLUSTER && first) cluster_wait();
         float *po = CLUSTER ? cluster_first(cpart) + s * (D + 2) : part + (row * S + s) * (size_t)(D + 2);
         for (int d = tid; d < D; d += blockDim.x) {
             float o = 0.0f;
             for (int k = 0; k < groups; k++) o += accs[k * D + d];
-            if (ns == 1) orow[d] = from_f<T>(o / l);
-            else po[d] = o;
+            po[d] = o;
         }
-        if (ns == 1) return;
         if (tid == 0) po[D] = m, po[D + 1] = l;
         if (CLUSTER) {
             if (s + (int)gridDim.z >= ns) break;
