@@ -802,11 +802,11 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
         if (Z > S) Z = S;
         dim3 grid((unsigned)NH, (unsigned)T, (unsigned)Z);
         size_t csmem = (size_t)S * (D + 2) * sizeof(float);
-        if (!map.tables && csmem <= SPLIT_CLUSTER_SMEM && split_cluster_ok() > 0) {
+        int most = map.tables || csmem > SPLIT_CLUSTER_SMEM ? 0 : split_cluster_ok();
+        if (most > 0) {
             /* A session: a cluster of up to 16 blocks per (head,
              * query) merges through shared memory. H100, decode ms/token
              * (bench/NOTES-cuda.md): GPTC_ATT_CLUSTER=0 for the tickets. */
-            int most = split_cluster_ok();
             grid.z = (unsigned)(Z < most ? Z : most);
             cudaLaunchConfig_t cfg = {};
             cfg.gridDim = grid;

@@ -292,8 +292,14 @@ __global__ void __launch_bounds__(256, 3)
 /* Bytes of one token's staged row: nk steps of 32 elements, odd in 64s. */
 static __host__ __device__ __forceinline__ int mma_row_bytes(int ldw) { return (((ldw + 31) >> 5) | 1) * 64; }
 
-template <typename T, bool LN, int NTILE, int NCL, int R,
-          int MINB = (R > 1 || NCL >= 16 ? 1 : NCL >= 7 && NTILE > 1 ? 2 : 3), int RB = 16>
+/* Blocks an SM a variant is held to (its register cap): several slabs or
+ * 16 loads a lane one, 2 with fewer rows a block (a lane loads one row);
+ * 7 loads a lane 2 for several tiles, 4 with fewer rows; else 3. */
+__host__ __device__ constexpr int mma_minb(int NTILE, int NCL, int R, int RB) {
+    return R > 1 ? 1 : NCL >= 16 ? (RB < 16 ? 2 : 1) : NCL >= 7 ? (NTILE > 1 ? 2 : RB < 16 ? 4 : 3) : 3;
+}
+
+template <typename T, bool LN, int NTILE, int NCL, int R, int RB = 16, int MINB = mma_minb(NTILE, NCL, R, RB)>
 __global__ void __launch_bounds__(256 * R, MINB)
     gemv_mma_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O,
                     int n_tok, int tpb, cuda_epi e, const float *__restrict__ ln_w,
@@ -500,20 +506,24 @@ static void gemv_shapes(void) {
     if (g_rb != 8 && g_rb != 16) g_rb = 4;
 }
 
-/* One token group's product in blocks of RB < 16 rows: a lane loads one
- * row's chunks (RB = 8) or half the lanes do (4), so 16 in flight a lane
- * fit 2 blocks an SM. */
-template <typename W, bool LN, int RB>
-static cudaError_t gemv_mma_rows(dim3 grid, int steps, const void *in, const W *wp, int ldw, int I, int O, int T,
-                                 int tpb, cuda_epi epi, const float *ln_w, const float *ln_b, float eps, size_t smem,
-                                 cudaStream_t st) {
+/* Loads in flight a lane: 2 x 4, 7 or 16 16-byte chunks, as a warp's share
+ * of the row needs (gpt2's 768: 3 steps of 32; gpt2-xl's 1600: 7, its 6400:
+ * 25). 7 rather than 8 leaves one token's kernel at most 85 registers, 3
+ * blocks per SM: gpt2-xl's QKV (300 blocks) in one wave (one token's takes
+ * the LN4 variant in gemv_mma_go). Blocks of RB < 16 rows: a lane loads one
+ * row's chunks (RB = 8) or half the lanes do (4), so 16 in flight a lane fit
+ * 2 blocks an SM (mma_minb). */
+template <typename W, bool LN, int NTILE, int RB>
+static cudaError_t gemv_mma_steps(dim3 grid, int steps, const void *in, const W *wp, int ldw, int I, int O, int T,
+                                  int tpb, cuda_epi epi, const float *ln_w, const float *ln_b, float eps, size_t smem,
+                                  cudaStream_t st) {
     if (steps <= 4)
-        return launch_pdl(gemv_mma_kernel<W, LN, 1, 4, 1, 3, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
+        return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 4, 1, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
                           tpb, epi, ln_w, ln_b, eps);
     if (steps <= 8)
-        return launch_pdl(gemv_mma_kernel<W, LN, 1, 7, 1, 4, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
+        return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 7, 1, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
                           tpb, epi, ln_w, ln_b, eps);
-    return launch_pdl(gemv_mma_kernel<W, LN, 1, 16, 1, 2, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T, tpb,
+    return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 16, 1, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T, tpb,
                       epi, ln_w, ln_b, eps);
 }
 
@@ -552,7 +562,7 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
      * 240 blocks) got slower, 1.26 -> 1.29, so they keep one round of 7. */
     if constexpr (LN && NTILE == 1)
         if (g_ln4 && steps >= 7 && steps <= 8 && (long)grid.y > (long)g_ln4 * g_sms)
-            return launch_pdl(gemv_mma_kernel<W, LN, 1, 4, 1, 4>, grid, dim3(256), smem, st, in, wp, ldw, I, O,
+            return launch_pdl(gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4>, grid, dim3(256), smem, st, in, wp, ldw, I, O,
                               T, tpb, epi, ln_w, ln_b, eps);
     /* Fewer rows a block where blocks of 16 would leave SMs idle: the
      * projections back to the model width (gpt2's 768 rows are 48 blocks,
@@ -568,24 +578,13 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
         while (rb > g_rb && (long)grid.x * ((O + rb - 1) / rb) < g_sms) rb /= 2;
         if (rb < 16) {
             grid.y = (unsigned)((O + rb - 1) / rb);
-            if (rb == 8) return gemv_mma_rows<W, LN, 8>(grid, steps, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b,
-                                                        eps, smem, st);
-            return gemv_mma_rows<W, LN, 4>(grid, steps, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps, smem, st);
+            if (rb == 8)
+                return gemv_mma_steps<W, LN, 1, 8>(grid, steps, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps, smem,
+                                                   st);
+            return gemv_mma_steps<W, LN, 1, 4>(grid, steps, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps, smem, st);
         }
     }
-    /* Loads in flight a lane: 2 x 4, 7 or 16 16-byte chunks, as a warp's
-     * share of the row needs (gpt2's 768: 3 steps of 32; gpt2-xl's 1600: 7,
-     * its 6400: 25). 7 rather than 8 leaves one token's kernel at most 85
-     * registers, 3 blocks per SM: gpt2-xl's QKV (300 blocks) in one wave
-     * (one token's takes the variant above). */
-    if (steps <= 4)
-        return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 4, 1>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
-                          tpb, epi, ln_w, ln_b, eps);
-    if (steps <= 8)
-        return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 7, 1>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
-                          tpb, epi, ln_w, ln_b, eps);
-    return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 16, 1>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T, tpb,
-                      epi, ln_w, ln_b, eps);
+    return gemv_mma_steps<W, LN, NTILE, 16>(grid, steps, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps, smem, st);
 }
 
 /* The tensor-core product (gemv_mma_kernel). Its shape depends on ldw alone
@@ -715,37 +714,32 @@ template <typename W, bool LN> static cudaError_t gemv_prepare1(int bytes) {
     cudaError_t e = gemv_prepare3<W, LN, 1, 1>(bytes);
     return e != cudaSuccess ? e : gemv_prepare3<W, LN, 2, 1>(bytes);
 }
-template <typename W, bool LN, int RB> static cudaError_t gemv_mma_rows_prepare(int bytes) {
-    cudaError_t e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 4, 1, 3, RB>,
+/* gemv_mma_steps' three variants may use `bytes` of shared memory. */
+template <typename W, bool LN, int NTILE, int RB> static cudaError_t gemv_mma_steps_prepare(int bytes) {
+    cudaError_t e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 4, 1, RB>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 7, 1, 4, RB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 7, 1, RB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  bytes);
     return e != cudaSuccess ? e
-                            : cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 16, 1, 2, RB>,
+                            : cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 16, 1, RB>,
                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
 }
 template <typename W, bool LN, int NTILE> static cudaError_t gemv_mma_prepare(int bytes) {
-    cudaError_t e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 4, 1>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 7, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 bytes);
+    cudaError_t e = gemv_mma_steps_prepare<W, LN, NTILE, 16>(bytes);
     if constexpr (LN && NTILE == 1)
         if (e == cudaSuccess)
-            e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 4, 1, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     bytes);
+            e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     if constexpr (NTILE == 1) {
-        if (e == cudaSuccess) e = gemv_mma_rows_prepare<W, LN, 8>(bytes);
-        if (e == cudaSuccess) e = gemv_mma_rows_prepare<W, LN, 4>(bytes);
+        if (e == cudaSuccess) e = gemv_mma_steps_prepare<W, LN, 1, 8>(bytes);
+        if (e == cudaSuccess) e = gemv_mma_steps_prepare<W, LN, 1, 4>(bytes);
     }
     if constexpr (NTILE > 1 && !LN)
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 7, 2>,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    return e != cudaSuccess ? e
-                            : cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 16, 1>,
-                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    return e;
 }
 /* The multi-token kernels and the layer norm staging may use all the
  * device allows; gemv_launch checks each launch's need against it. */
