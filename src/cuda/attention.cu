@@ -180,7 +180,6 @@ template <typename T, bool PAGED, bool CLUSTER>
 __global__ void __launch_bounds__(SPLIT_THREADS)
     attn_split_kernel(T *out, const float *qkv, const T *__restrict__ kc, const T *__restrict__ vc,
                       cuda_kv_map km, int C, int D, float scale, float *part, int *tickets, int S) {
-    static_assert(!(PAGED && CLUSTER), "a paged pass merges through scratch");
     __shared__ float q[256], p[ATT_CHUNK], red[32], accs[SPLIT_THREADS * 8];
     __shared__ int last;
     extern __shared__ float cpart[]; /* CLUSTER: the first block's are the merge's */
@@ -195,8 +194,9 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
      * cache rows below *pos - the previous kernel (the QKV product) writes
      * only the pass's own rows. Those old rows' K and V are fetched now,
      * while it finishes; the pass's rows and q after the wait, together (one
-     * round trip, not q's and then K's). A paged pass's rows are all
-     * fetched after the wait (its new rows are not told apart). */
+     * round trip, not q's and then K's). A paged pass's rows likewise when
+     * each query is its sequence's only token (km.solo, a decode pass);
+     * otherwise all after the wait (its new rows are not told apart). */
     int L = (PAGED ? km.pos[t] : *km.pos + t) + 1;
     int ns = (L + ATT_CHUNK - 1) / ATT_CHUNK;
     if (s >= ns) {
@@ -205,7 +205,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
         if (CLUSTER && ns > 1) cluster_wait(), cluster_arrive();
         return;
     }
-    int fresh = PAGED ? 0 : *km.pos;
+    int fresh = PAGED ? (km.solo ? L - 1 : 0) : *km.pos;
     const int32_t *tb = PAGED ? q_table(km, t) : NULL;
     int bs = km.block_size;
     size_t hoff = (size_t)h * D;
@@ -762,7 +762,13 @@ static int split_cluster_ok(void) {
     static int allowed_of[CUDA_MAX_DEVICES];
     int &allowed = allowed_of[slot];
     if (!allowed) {
-        allowed = cudaFuncSetAttribute(attn_split_kernel<float, false, true>,
+        allowed = cudaFuncSetAttribute(attn_split_kernel<float, true, true>,
+                                       cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
+                          cudaFuncSetAttribute(attn_split_kernel<__half, true, true>,
+                                               cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
+                          cudaFuncSetAttribute(attn_split_kernel<__nv_bfloat16, true, true>,
+                                               cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
+                          cudaFuncSetAttribute(attn_split_kernel<float, false, true>,
                                        cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
                           cudaFuncSetAttribute(attn_split_kernel<__half, false, true>,
                                                cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
@@ -802,11 +808,19 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
         if (Z > S) Z = S;
         dim3 grid((unsigned)NH, (unsigned)T, (unsigned)Z);
         size_t csmem = (size_t)S * (D + 2) * sizeof(float);
-        int most = map.tables || csmem > SPLIT_CLUSTER_SMEM ? 0 : split_cluster_ok();
+        /* A session: a cluster of up to 16 blocks per (head, query) merges
+         * through shared memory. A batch's pass: only where one block takes
+         * all of a query's chunks (Z = 1, merged in its own shared memory, no
+         * scratch or ticket); clusters of 2 or 3 lost to the tickets. H100,
+         * decode step ms at 128 + 64 tokens, tickets -> cluster: gpt2 batch
+         * 32 (Z = 3) 0.728 -> 0.737, batch 128 (Z = 1) 1.62 -> 1.52;
+         * gpt2-xl batch 32 (Z = 2) 5.17 -> 5.49, batch 128 (Z = 1) 14.4 ->
+         * 13.5. GPTC_ATT_CLUSTER=0: the tickets everywhere;
+         * GPTC_ATT_CLUSTER_PAGED=0: in a batch's pass. */
+        static int paged_cl = -1;
+        if (paged_cl < 0) paged_cl = !(getenv("GPTC_ATT_CLUSTER_PAGED") && atoi(getenv("GPTC_ATT_CLUSTER_PAGED")) == 0);
+        int most = (map.tables && (!paged_cl || Z > 1)) || csmem > SPLIT_CLUSTER_SMEM ? 0 : split_cluster_ok();
         if (most > 0) {
-            /* A session: a cluster of up to 16 blocks per (head,
-             * query) merges through shared memory. H100, decode ms/token
-             * (bench/NOTES-cuda.md): GPTC_ATT_CLUSTER=0 for the tickets. */
             grid.z = (unsigned)(Z < most ? Z : most);
             cudaLaunchConfig_t cfg = {};
             cfg.gridDim = grid;
@@ -822,10 +836,16 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
             at[1].val.programmaticStreamSerializationAllowed = 1;
             cfg.attrs = at;
             cfg.numAttrs = cuda_pdl_enabled() ? 2 : 1;
-            GPTC_DISPATCH_DTYPE(dt, W,
-                                err = cudaLaunchKernelEx(&cfg, attn_split_kernel<W, false, true>, (W *)out, qkv,
-                                                         (const W *)k_cache, (const W *)v_cache, map, C, D, scale,
-                                                         scratch, tickets, S));
+            if (map.tables)
+                GPTC_DISPATCH_DTYPE(dt, W,
+                                    err = cudaLaunchKernelEx(&cfg, attn_split_kernel<W, true, true>, (W *)out, qkv,
+                                                             (const W *)k_cache, (const W *)v_cache, map, C, D,
+                                                             scale, scratch, tickets, S));
+            else
+                GPTC_DISPATCH_DTYPE(dt, W,
+                                    err = cudaLaunchKernelEx(&cfg, attn_split_kernel<W, false, true>, (W *)out, qkv,
+                                                             (const W *)k_cache, (const W *)v_cache, map, C, D,
+                                                             scale, scratch, tickets, S));
         } else if (map.tables)
             GPTC_DISPATCH_DTYPE(dt, W,
                                 err = launch_pdl(attn_split_kernel<W, true, false>, grid, dim3(SPLIT_THREADS),
@@ -874,7 +894,7 @@ cudaError_t cuda_attention(gptc_dtype dt, void *out, const float *qkv, const voi
                            const void *v_cache, const int32_t *pos, int T, int C, int NH,
                            int max_len, float scale, float *scratch, int *tickets,
                            cudaStream_t st) {
-    cuda_kv_map map = {pos, NULL, NULL, 0};
+    cuda_kv_map map = {pos, NULL, NULL, 0, 0};
     return cuda_attention_run(cuda_attention_kind(dt, T, C, NH), dt, out, qkv, k_cache, v_cache,
                               map, T, C, NH, max_len, scale, scratch, tickets, st);
 }

@@ -99,12 +99,16 @@ cudaError_t cuda_kv_store(gptc_dtype dt, const float *qkv, int T, cuda_epi epi, 
  * row j of the layer's cache. The batch engine's paged cache (tables not
  * NULL): query t is at pos[t] of its own sequence, whose position j is row
  * table[j / block_size] * block_size + j % block_size, table = tables +
- * tab[t]. All device memory.
+ * tab[t]. All device memory. solo (paged only): each query is its
+ * sequence's only token in the pass (a decode pass), so the kernel before
+ * the attention wrote no row of its sequence below pos[t] - the split kernel
+ * may read those before its PDL wait.
  */
 typedef struct {
     const int32_t *pos;
     const int32_t *tables, *tab;
     int block_size;
+    int solo;
 } cuda_kv_map;
 
 /*

@@ -574,7 +574,7 @@ static gptc_status segment_layer(cuda_kv *kv, const gptc_model *m, const gptc_pa
     e.rows = lay->crow;
     CKST(segment_product(sh, cm, g, w->x, sizeof(float), y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, C,
                          3 * C, e, sizeof(float), w->xn));
-    cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size};
+    cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size, 0};
     CK(cuda_attention_run(g->kind, cm->dt, (char *)w->att + (size_t)g->row * C * es,
                           w->qkv + (size_t)g->row * 3 * C, kl, vl, gm, g->n, C, c->n_head,
                           p->pos[g->first + g->n - 1] + 1, gptc_attn_scale(c, l), w->att_scratch,
@@ -683,14 +683,16 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
 
         mark(kv, 2);
         /* Attention over each token's own sequence. */
-        cuda_kv_map map = {lay->pos, lay->tables, lay->tab, kv->block_size};
+        static int solo_off = -1; /* GPTC_ATT_SOLO=0: the A/B of reading old rows before the PDL wait */
+        if (solo_off < 0) solo_off = getenv("GPTC_ATT_SOLO") && !env_flag("GPTC_ATT_SOLO");
+        cuda_kv_map map = {lay->pos, lay->tables, lay->tab, kv->block_size, lay->n_segs == lay->rows && !solo_off};
         if (ns && short_split)
             CK(cuda_attention_run(CUDA_ATT_SPLIT, cm->dt, w->att, w->qkv, kl, vl, map, ns, C, NH,
                                   split_len, scale, w->att_scratch, w->att_tickets, st));
         for (int32_t s = 0; s < lay->n_segs; s++) {
             const segment *g = &kv->segs[s];
             if ((short_split && g->n < LT_MIN_TOKENS) || on_side(kv, g)) continue;
-            cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size};
+            cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size, 0};
             CK(cuda_attention_run(g->kind, cm->dt, (char *)w->att + (size_t)g->row * C * es,
                                   w->qkv + (size_t)g->row * 3 * C, kl, vl, gm, g->n, C, NH,
                                   p->pos[g->first + g->n - 1] + 1, scale, w->att_scratch,

@@ -1025,6 +1025,9 @@ static const paged_case PAGED_CASES[] = {
     {36, 4, 7, 3, 50, 1, 1},      /* D = 9: full for "each", tiled for "runs" */
     {264, 2, 3, 2, 40, 17, 0},    /* D = 132: full */
     {1600, 25, 16, 3, 1100, 2, 0}, /* GPT-2 XL heads, 18 chunks */
+    {1600, 25, 16, 4, 1024, 1, 0}, /* GPT-2 XL decode: 16 chunks, a cluster each */
+    {768, 12, 16, 96, 200, 1, 0},  /* a wide decode pass: a block takes all of a query's chunks */
+    {1600, 25, 16, 48, 300, 1, 0}, /* the same with GPT-2 XL heads */
     {512, 4, 64, 6, 129, 9, 0},   /* D = 128, blocks of 64 */
 };
 
@@ -1042,7 +1045,13 @@ static void test_paged_attention(const dtype_info *d, const paged_case *c, int e
     snprintf(label, sizeof label, "paged attention %-4s C=%d NH=%d D=%d bs=%d seqs=%d queries=%d [%s]", d->name,
              C, NH, D, bs, ns, nq, each ? att_kind_name(kind_each) : att_kind_name(kind_run));
     reseed(label);
-    int len[16], nb[16], off[16], maxlen = 0, total_blocks = 0;
+    enum { MAXSEQ = 128 };
+    if (ns > MAXSEQ) {
+        printf("FAIL paged attention: a case of %d sequences (at most %d)\n", ns, MAXSEQ);
+        g_cases++, g_failed++;
+        return;
+    }
+    int len[MAXSEQ], nb[MAXSEQ], off[MAXSEQ], maxlen = 0, total_blocks = 0;
     for (int s = 0; s < ns; s++) {
         len[s] = nq + (int)(rnd64() % (uint64_t)(c->max_len - nq + 1));
         if (s == 0) len[s] = c->max_len; /* the longest case is always there */
@@ -1064,7 +1073,7 @@ static void test_paged_attention(const dtype_info *d, const paged_case *c, int e
     memset(kp, 0xff, rows * C * d->es);
     memset(vp, 0xff, rows * C * d->es);
     /* Sequence s's values as floats (len, C), and in the pool. */
-    float *kf[16], *vf[16];
+    float *kf[MAXSEQ], *vf[MAXSEQ];
     for (int s = 0; s < ns; s++) {
         kf[s] = (float *)xmalloc((size_t)len[s] * C * sizeof(float));
         vf[s] = (float *)xmalloc((size_t)len[s] * C * sizeof(float));
@@ -1102,19 +1111,36 @@ static void test_paged_attention(const dtype_info *d, const paged_case *c, int e
     CK(cudaMemset(d_out, 0xff, n_out));
     CK(cuda_attention_prepare(D, maxlen));
     if (each) {
-        cuda_kv_map map = {d_pos, d_tables, d_tab, bs};
+        cuda_kv_map map = {d_pos, d_tables, d_tab, bs, 0};
         CK(cuda_attention_run(kind_each, dt, d_out, d_qkv, d_k, d_v, map, T, C, NH, maxlen, scale, d_scratch,
                               d_tickets, g_st));
     } else {
         for (int s = 0; s < ns; s++) {
             size_t t0 = (size_t)s * nq;
-            cuda_kv_map map = {d_pos + t0, d_tables, d_tab + t0, bs};
+            cuda_kv_map map = {d_pos + t0, d_tables, d_tab + t0, bs, 0};
             CK(cuda_attention_run(kind_run, dt, (char *)d_out + t0 * C * d->es, d_qkv + t0 * 3 * C, d_k, d_v,
                                   map, nq, C, NH, len[s], scale, d_scratch, d_tickets, g_st));
         }
     }
     unsigned char *out = (unsigned char *)xmalloc(n_out);
     download(out, d_out, n_out);
+    /* A decode pass (a query per sequence) tells the split kernel so
+     * (map.solo): it reads the older rows before its PDL wait, the same
+     * bytes. */
+    size_t solo_differ = 0;
+    int solo_run = each && nq == 1 && kind_each == CUDA_ATT_SPLIT;
+    if (solo_run) {
+        void *d_out2 = dalloc(n_out);
+        unsigned char *out2 = (unsigned char *)xmalloc(n_out);
+        CK(cudaMemset(d_out2, 0xff, n_out));
+        cuda_kv_map map = {d_pos, d_tables, d_tab, bs, 1};
+        CK(cuda_attention_run(kind_each, dt, d_out2, d_qkv, d_k, d_v, map, T, C, NH, maxlen, scale, d_scratch,
+                              d_tickets, g_st));
+        download(out2, d_out2, n_out);
+        solo_differ = count_changed(out2, out, n_out);
+        CK(cudaFree(d_out2));
+        free(out2);
+    }
     int *tickets = (int *)xmalloc(n_tickets * sizeof(int));
     download(tickets, d_tickets, n_tickets * sizeof(int));
     size_t nz = 0;
@@ -1187,6 +1213,7 @@ static void test_paged_attention(const dtype_info *d, const paged_case *c, int e
     rep_err(&r, "out", err_rel(&e), 1e-5 + (mma ? 6 : 2) * d->u);
     rep_exact(&r, "tickets", nz);
     if (compared) rep_exact(&r, "= contiguous", differ);
+    if (solo_run) rep_exact(&r, "solo = not", solo_differ);
     rep_end(&r, label);
     CK(cudaFree(d_qkv));
     CK(cudaFree(d_k));
