@@ -547,8 +547,8 @@ __device__ __forceinline__ void group_sync(int g) {
  */
 template <int MMA_GROUPS>
 __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
-    attn_mma_kernel(__half *out, const float *qkv, const __half *__restrict__ kc,
-                    const __half *__restrict__ vc, cuda_kv_map m, int T_, int C, float scale) {
+    attn_mma_kernel(__half *out, const float *qkv, const __half *kc, const __half *vc, cuda_kv_map m, int T_, int C,
+                    float scale) {
     extern __shared__ float4 smm4[];
     __half *qs = reinterpret_cast<__half *>(smm4), *kv_all = qs + MMA_Q * MMA_LD;
     int h = blockIdx.x, t0 = (gridDim.y - 1 - blockIdx.y) * MMA_Q, tid = threadIdx.x;
@@ -560,6 +560,11 @@ __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
     const int32_t *tb = q_table(m, 0);
     size_t hoff = (size_t)h * MMA_D;
     int lastkey = P0 + min(t0 + MMA_Q, T_) - 1, ntiles = lastkey / MMA_K + 1;
+    /* m.fresh: the pass's rows (q, k, v) in fp16, rows of 3C. Its keys
+     * (positions P0..) come from there and this block copies its own
+     * queries' K/V rows into the cache: no kernel between the product and
+     * the attention, and no block waits on another's cache rows. */
+    const __half *fr = static_cast<const __half *>(m.fresh);
     /* Tile jt's K and V into this group's buffer (jt / G) & 1; keys past
      * lastkey zero-filled. */
     auto load_kv = [&](int jt) {
@@ -567,18 +572,49 @@ __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
 #pragma unroll
         for (int i = gtid; i < MMA_K * 8; i += 128) {
             int j = i >> 3, c = i & 7, key = jt * MMA_K + j, ok = key <= lastkey;
-            size_t gi = ok ? kv_row(tb, bs, key) * C + hoff + c * 8 : 0;
-            cp_async16(ks + j * MMA_LD + c * 8, kc + gi, ok ? 16 : 0);
-            cp_async16(vs + j * MMA_LD + c * 8, vc + gi, ok ? 16 : 0);
+            const __half *ksrc = kc, *vsrc = vc;
+            if (ok && fr && key >= P0) {
+                ksrc = fr + (size_t)(key - P0) * 3 * C + C + hoff + c * 8;
+                vsrc = ksrc + C;
+            } else if (ok) {
+                size_t gi = kv_row(tb, bs, key) * C + hoff + c * 8;
+                ksrc = kc + gi, vsrc = vc + gi;
+            }
+            cp_async16(ks + j * MMA_LD + c * 8, ksrc, ok ? 16 : 0);
+            cp_async16(vs + j * MMA_LD + c * 8, vsrc, ok ? 16 : 0);
         }
         cp_async_commit();
     };
     if (grp < ntiles) load_kv(grp);
-    for (int i = tid; i < MMA_Q * MMA_D / 2; i += 128 * MMA_GROUPS) {
-        int r = i >> 5, d = (i & 31) * 2, t = t0 + r;
-        float2 v = t < T_ ? *reinterpret_cast<const float2 *>(qkv + (size_t)t * 3 * C + hoff + d)
-                          : make_float2(0.0f, 0.0f);
-        *reinterpret_cast<__half2 *>(qs + r * MMA_LD + d) = __floats2half2_rn(v.x * scale, v.y * scale);
+    if (fr) {
+        /* q rounded to fp16 by the product, then scaled and rounded again
+         * (exact where the scale is a power of two: 1/8 for D = 64). */
+        for (int i = tid; i < MMA_Q * MMA_D / 2; i += 128 * MMA_GROUPS) {
+            int r = i >> 5, d = (i & 31) * 2, t = t0 + r;
+            float2 v = t < T_ ? __half22float2(*reinterpret_cast<const __half2 *>(fr + (size_t)t * 3 * C + hoff + d))
+                              : make_float2(0.0f, 0.0f);
+            *reinterpret_cast<__half2 *>(qs + r * MMA_LD + d) = __floats2half2_rn(v.x * scale, v.y * scale);
+        }
+        /* This block's queries' K and V rows of head h into the cache; the
+         * kernel reads only rows below P0 there (kc / vc are written only at
+         * rows it never reads). */
+        __half *kw = const_cast<__half *>(kc), *vw = const_cast<__half *>(vc);
+        for (int i = tid; i < MMA_Q * 8; i += 128 * MMA_GROUPS) {
+            int r = i >> 3, c = i & 7, t = t0 + r;
+            if (t >= T_) continue;
+            const __half *src = fr + (size_t)t * 3 * C + C + hoff + c * 8;
+            size_t dst = kv_row(tb, bs, P0 + t) * C + hoff + c * 8;
+            uint4 kv4 = *reinterpret_cast<const uint4 *>(src), vv4 = *reinterpret_cast<const uint4 *>(src + C);
+            *reinterpret_cast<uint4 *>(kw + dst) = kv4;
+            *reinterpret_cast<uint4 *>(vw + dst) = vv4;
+        }
+    } else {
+        for (int i = tid; i < MMA_Q * MMA_D / 2; i += 128 * MMA_GROUPS) {
+            int r = i >> 5, d = (i & 31) * 2, t = t0 + r;
+            float2 v = t < T_ ? *reinterpret_cast<const float2 *>(qkv + (size_t)t * 3 * C + hoff + d)
+                              : make_float2(0.0f, 0.0f);
+            *reinterpret_cast<__half2 *>(qs + r * MMA_LD + d) = __floats2half2_rn(v.x * scale, v.y * scale);
+        }
     }
     __syncthreads();
     uint32_t qf[4][4]; /* A fragments of the warp's 16 x 64 queries, per 16 dims */
@@ -797,6 +833,7 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
     int D = C / NH;
     cudaError_t err = cudaSuccess;
     if (T < 1) return cudaSuccess;
+    if (map.fresh && (kind != CUDA_ATT_MMA || dt != GPTC_DTYPE_F16)) return cudaErrorInvalidValue;
     if (kind == CUDA_ATT_SPLIT) {
         int S = (max_len + ATT_CHUNK - 1) / ATT_CHUNK;
         /* The grid spans max_len for the graphs' sake, but a block past its
@@ -894,7 +931,7 @@ cudaError_t cuda_attention(gptc_dtype dt, void *out, const float *qkv, const voi
                            const void *v_cache, const int32_t *pos, int T, int C, int NH,
                            int max_len, float scale, float *scratch, int *tickets,
                            cudaStream_t st) {
-    cuda_kv_map map = {pos, NULL, NULL, 0, 0};
+    cuda_kv_map map = {pos, NULL, NULL, 0, 0, NULL};
     return cuda_attention_run(cuda_attention_kind(dt, T, C, NH), dt, out, qkv, k_cache, v_cache,
                               map, T, C, NH, max_len, scale, scratch, tickets, st);
 }

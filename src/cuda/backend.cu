@@ -194,6 +194,7 @@ static size_t layout(cuda_model *cm, const gptc_model *m, char *base) {
         PLACE(y->ln2_b, float *, C * 4);
         PLACE(y->fc_b, float *, F * 4);
         PLACE(y->fc_b16, void *, F * es);
+        PLACE(y->attn_b16, void *, 3 * C * es);
         PLACE(y->mproj_b, float *, C * 4);
     }
 #undef PLACE
@@ -287,6 +288,7 @@ static gptc_status model_init(gptc_model *m, gptc_dtype dt, float **staging) {
         CKST(upload_vec(y->ln2_b, h->ln2_b, C));
         CKST(upload_vec(y->fc_b, h->fc_b, F));
         CKST(upload_matrix(cm, y->fc_b16, h->fc_b, 1, (int)F, (int)F, *staging, staging_n));
+        CKST(upload_matrix(cm, y->attn_b16, h->attn_b, 1, (int)(3 * C), (int)(3 * C), *staging, staging_n));
         CKST(upload_vec(y->mproj_b, h->mproj_b, C));
     }
     CKLT(cublasLtCreate(&cm->lt));
@@ -315,7 +317,7 @@ static void cuda_session_free(gptc_session *s) {
     if (cs->graph) cudaGraphDestroy(cs->graph);
     if (cs->exec_s) cudaGraphExecDestroy(cs->exec_s);
     if (cs->graph_s) cudaGraphDestroy(cs->graph_s);
-    void *bufs[] = {cs->k_cache, cs->v_cache, cs->x,     cs->qkv,   cs->tmp,
+    void *bufs[] = {cs->k_cache, cs->v_cache, cs->x,     cs->qkv,   cs->qkv16, cs->tmp,
                     cs->xn,      cs->att,     cs->fc,    cs->logits, cs->d_ids,
                     cs->d_pos,   cs->am_v,    cs->am_i,  cs->lt_ws, cs->att_scratch,
                     cs->att_tickets, cs->d_samp, cs->d_sstate, cs->d_hist, cs->d_present,
@@ -397,6 +399,7 @@ static gptc_status session_init(gptc_session *s, cuda_session *cs) {
     CK(cudaMalloc(&cs->v_cache, kv));
     CK(cudaMalloc((void **)&cs->x, N * C * sizeof(float)));
     CK(cudaMalloc((void **)&cs->qkv, N * 3 * C * sizeof(float)));
+    CK(cudaMalloc(&cs->qkv16, N * 3 * C * es));
     CK(cudaMalloc((void **)&cs->tmp, N * wide * sizeof(float)));
     CK(cudaMalloc(&cs->xn, N * C * es));
     CK(cudaMalloc(&cs->att, N * C * es));
@@ -642,6 +645,22 @@ gptc_status cuda_linear(const cuda_model *cm, cuda_session *cs, const void *in, 
             prof_mark(cs, "gemm");
             if (done) return GPTC_OK;
         }
+        /* QKV for the tensor-core attention: the biased product in fp16
+         * into qkv16, and nothing else - the attention fills the cache. No
+         * algorithm for that: the fp32 way below, then rounded. */
+        if (e.mode == EPI_QKV && e.qkv16) {
+            if (e.ldo == O && e.bias16 && !no_lt_epi) {
+                CKST(lt_matmul_ex(cm, cs, e.qkv16, lt_type(cm->dt), O, in, w, ldw, T, I, O, e.bias16,
+                                  CUBLASLT_EPILOGUE_BIAS, 0.0f, 1, &done));
+                prof_mark(cs, "gemm_qkv16");
+                if (done) return GPTC_OK;
+            }
+            cuda_epi f = e;
+            f.qkv16 = NULL;
+            CKST(cuda_linear(cm, cs, in, w, ldw, T, I, O, f));
+            CK(cuda_convert(cm->dt, e.qkv16, (const float *)e.out, (size_t)T * O, cs->stream));
+            return GPTC_OK;
+        }
         /* QKV: the biased product straight into qkv, then only the K and V
          * thirds pass through a kernel, on their way to the cache. */
         if (e.mode == EPI_QKV && e.ldo == O && e.bias && !no_lt_epi) {
@@ -732,12 +751,15 @@ static gptc_status enqueue_blocks(const gptc_session *s, cuda_session *cs, const
         prof_mark(cs, "start");
         cuda_epi e = epi_qkv(y, cs->qkv, C, kc, vc);
         e.pos = cs->d_pos;
+        int kind = cuda_attention_kind(cm->dt, T, C, c->n_head), fresh = fresh_qkv(cm, T, kind);
+        if (fresh) e.qkv16 = cs->qkv16;
         if (!skip_kernel(T, "qkv"))
             CKST(cuda_ln_linear(cm, cs, cs->x, cs->xn, y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, T, C, 3 * C, e));
         prof_mark(cs, "qkv");
+        cuda_kv_map map = {cs->d_pos, NULL, NULL, 0, 0, fresh ? cs->qkv16 : NULL};
         if (!skip_kernel(T, "attn"))
-            CK(cuda_attention(cm->dt, cs->att, cs->qkv, kc, vc, cs->d_pos, T, C, c->n_head, s->max_len,
-                              gptc_attn_scale(c, l), cs->att_scratch, cs->att_tickets, st));
+            CK(cuda_attention_run(kind, cm->dt, cs->att, cs->qkv, kc, vc, map, T, C, c->n_head, s->max_len,
+                                  gptc_attn_scale(c, l), cs->att_scratch, cs->att_tickets, st));
         prof_mark(cs, "attention");
         if (!skip_kernel(T, "proj"))
             CKST(cuda_linear(cm, cs, cs->att, y->proj_w, Cp, T, C, C, epi(EPI_RESID, y->proj_b, cs->x, C)));

@@ -30,7 +30,8 @@ extern "C" {
 typedef struct {
     void *attn_w, *proj_w, *fc_w, *mproj_w; /* dtype, rows padded to Cp / Fp */
     float *ln1_w, *ln1_b, *attn_b, *proj_b, *ln2_w, *ln2_b, *fc_b, *mproj_b;
-    void *fc_b16; /* fc_b in dtype: cuBLASLt's GELU epilogue takes the output's type */
+    void *fc_b16;   /* fc_b in dtype: cuBLASLt's GELU epilogue takes the output's type */
+    void *attn_b16; /* attn_b in dtype: the same for a long pass's fp16 QKV output (cuda_epi.qkv16) */
 } cuda_layer;
 
 typedef struct {
@@ -54,6 +55,7 @@ typedef struct {
     void *k_cache, *v_cache; /* (L, max_len, C) dtype */
     float *x;                /* (max_len, C) residual stream */
     float *qkv;              /* (max_len, 3C) */
+    void *qkv16;             /* (max_len, 3C) dtype: a long pass's q, k, v for the tensor-core attention */
     float *tmp;              /* (max_len, max(3C, F)) cuBLASLt output before its epilogue */
     void *xn;                /* (max_len, C) dtype: layer norm output */
     void *att;               /* (max_len, C) dtype: attention output */
@@ -143,6 +145,7 @@ static inline cuda_epi epi(int mode, const float *bias, void *out, int ldo) {
  * also into the layer's cache kc / vc; the caller says where (pos or rows). */
 static inline cuda_epi epi_qkv(const cuda_layer *y, float *qkv, int C, void *kc, void *vc) {
     cuda_epi e = epi(EPI_QKV, y->attn_b, qkv, 3 * C);
+    e.bias16 = y->attn_b16;
     e.k_cache = kc;
     e.v_cache = vc;
     e.C = C;
@@ -152,6 +155,15 @@ static inline cuda_epi epi_qkv(const cuda_layer *y, float *qkv, int C, void *kc,
  * the weights' dtype too, for cuBLASLt's fused GELU. Sessions and the batch
  * engine build it here alike: a prompt's products must take the same path
  * in both. */
+/* Whether a pass of T tokens (one sequence) whose attention is `kind` has
+ * its QKV product write q, k, v in fp16 (cuda_epi.qkv16) and the attention
+ * take them from there and fill the cache (cuda_kv_map.fresh). Sessions and
+ * the batch engine decide here alike. GPTC_CUDA_NO_FRESH=1: not. */
+static inline int fresh_qkv(const cuda_model *cm, int T, int kind) {
+    static int off = -1;
+    if (off < 0) off = getenv("GPTC_CUDA_NO_FRESH") != NULL;
+    return !off && T >= LT_MIN_TOKENS && kind == CUDA_ATT_MMA && cm->dt == GPTC_DTYPE_F16;
+}
 static inline cuda_epi epi_fc(const cuda_layer *y, gptc_act act, void *fc, int F) {
     cuda_epi e = epi(EPI_ACT, y->fc_b, fc, F);
     e.act = act;

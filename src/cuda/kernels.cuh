@@ -48,7 +48,12 @@ typedef struct {
     const int32_t *pos;  /* EPI_QKV: device position of token 0; token t goes to row *pos + t */
     const int32_t *rows; /* EPI_QKV: or, when not NULL, each token's row (a paged cache) */
     gptc_act act;        /* EPI_ACT */
-    const void *bias16;  /* EPI_ACT: bias in the weights' dtype, or NULL (cuBLASLt's fused GELU) */
+    const void *bias16;  /* EPI_ACT, EPI_QKV with qkv16: bias in the weights' dtype (cuBLASLt's epilogues) */
+    /* EPI_QKV, a pass of >= LT_MIN_TOKENS for the tensor-core attention: q,
+     * k, v (+ bias) in the weights' dtype into qkv16 (rows of 3C) instead of
+     * qkv and the cache - the attention reads them there and writes the
+     * cache itself (cuda_kv_map.fresh). NULL otherwise. */
+    void *qkv16;
 } cuda_epi;
 
 /* x (T, C) fp32 = wte[ids[t]] + wpe[*pos + t]; wte rows ldw apart. */
@@ -109,6 +114,10 @@ typedef struct {
     const int32_t *tables, *tab;
     int block_size;
     int solo;
+    /* CUDA_ATT_MMA: the pass's q, k, v (T, 3C) fp16, as cuda_epi.qkv16 left
+     * them: q and the pass's own keys come from here, not from qkv and the
+     * cache, and the kernel writes those K/V rows to the cache. NULL: not. */
+    const void *fresh;
 } cuda_kv_map;
 
 /*

@@ -148,11 +148,11 @@ static void drop_graphs(cuda_kv *kv) {
 }
 
 static void ws_free_rows(cuda_session *w) {
-    void *bufs[] = {w->x, w->qkv, w->tmp, w->xn, w->att, w->fc};
+    void *bufs[] = {w->x, w->qkv, w->qkv16, w->tmp, w->xn, w->att, w->fc};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         cudaFree(bufs[i]);
     w->x = w->qkv = w->tmp = NULL;
-    w->xn = w->att = w->fc = NULL;
+    w->qkv16 = w->xn = w->att = w->fc = NULL;
 }
 
 void cuda_kv_free(gptc_model *m, void *kv_) {
@@ -252,7 +252,7 @@ static gptc_status kv_init(gptc_model *m, cuda_kv *kv, int32_t n_blocks, int32_t
         CK(cudaEventCreate(&kv->ev[i]));
     for (int i = 0; i < PROF_MARKS && kv->prof == 2; i++)
         CK(cudaEventCreate(&kv->mev[i]));
-    size_t row_bytes[] = {C * 4, 3 * C * 4, C * es, F * es}; /* x, qkv, xn and att, fc */
+    size_t row_bytes[] = {C * 4, 3 * C * 4, 3 * C * es, C * es, F * es}; /* x, qkv, qkv16, xn and att, fc */
     kv->align = 1;
     for (size_t i = 0; i < sizeof row_bytes / sizeof *row_bytes; i++) {
         int32_t r = rows_for_256(row_bytes[i]);
@@ -325,6 +325,7 @@ static gptc_status reserve(cuda_kv *kv, const gptc_model *m, int32_t rows, int32
         size_t N = (size_t)cap;
         CK(cudaMalloc((void **)&w->x, N * C * sizeof(float)));
         CK(cudaMalloc((void **)&w->qkv, N * 3 * C * sizeof(float)));
+        CK(cudaMalloc(&w->qkv16, N * 3 * C * es));
         CK(cudaMalloc((void **)&w->tmp, N * wide * sizeof(float)));
         CK(cudaMalloc(&w->xn, N * C * es));
         CK(cudaMalloc(&w->att, N * C * es));
@@ -514,6 +515,8 @@ static gptc_status segment_product(cuda_session *sh, const cuda_model *cm, const
     cuda_epi ge = e;
     ge.out = (char *)e.out + (size_t)g->row * e.ldo * out_es;
     if (e.rows) ge.rows = e.rows + g->row;
+    if (e.mode == EPI_QKV && fresh_qkv(cm, g->n, g->kind))
+        ge.qkv16 = (char *)sh->qkv16 + (size_t)g->row * e.ldo * cm->es;
     if (ln_w)
         return cuda_ln_linear(cm, sh, (const float *)gin, (char *)xn + (size_t)g->row * I * cm->es,
                               ln_w, ln_b, eps, w, ldw, g->n, I, O, ge);
@@ -574,7 +577,8 @@ static gptc_status segment_layer(cuda_kv *kv, const gptc_model *m, const gptc_pa
     e.rows = lay->crow;
     CKST(segment_product(sh, cm, g, w->x, sizeof(float), y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, C,
                          3 * C, e, sizeof(float), w->xn));
-    cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size, 0};
+    cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size, 0,
+                      fresh_qkv(cm, g->n, g->kind) ? (char *)w->qkv16 + (size_t)g->row * 3 * C * es : NULL};
     CK(cuda_attention_run(g->kind, cm->dt, (char *)w->att + (size_t)g->row * C * es,
                           w->qkv + (size_t)g->row * 3 * C, kl, vl, gm, g->n, C, c->n_head,
                           p->pos[g->first + g->n - 1] + 1, gptc_attn_scale(c, l), w->att_scratch,
@@ -685,14 +689,15 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
         /* Attention over each token's own sequence. */
         static int solo_off = -1; /* GPTC_ATT_SOLO=0: the A/B of reading old rows before the PDL wait */
         if (solo_off < 0) solo_off = getenv("GPTC_ATT_SOLO") && !env_flag("GPTC_ATT_SOLO");
-        cuda_kv_map map = {lay->pos, lay->tables, lay->tab, kv->block_size, lay->n_segs == lay->rows && !solo_off};
+        cuda_kv_map map = {lay->pos, lay->tables, lay->tab, kv->block_size, lay->n_segs == lay->rows && !solo_off, NULL};
         if (ns && short_split)
             CK(cuda_attention_run(CUDA_ATT_SPLIT, cm->dt, w->att, w->qkv, kl, vl, map, ns, C, NH,
                                   split_len, scale, w->att_scratch, w->att_tickets, st));
         for (int32_t s = 0; s < lay->n_segs; s++) {
             const segment *g = &kv->segs[s];
             if ((short_split && g->n < LT_MIN_TOKENS) || on_side(kv, g)) continue;
-            cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size, 0};
+            cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size, 0,
+                              fresh_qkv(cm, g->n, g->kind) ? (char *)w->qkv16 + (size_t)g->row * 3 * C * es : NULL};
             CK(cuda_attention_run(g->kind, cm->dt, (char *)w->att + (size_t)g->row * C * es,
                                   w->qkv + (size_t)g->row * 3 * C, kl, vl, gm, g->n, C, NH,
                                   p->pos[g->first + g->n - 1] + 1, scale, w->att_scratch,

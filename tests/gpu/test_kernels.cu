@@ -1095,7 +1095,13 @@ static void test_paged_attention(const dtype_info *d, const paged_case *c, int e
             int t = s * nq + i;
             pos[t] = len[s] - nq + i;
             tab[t] = off[s];
-            for (int k = 0; k < 3 * C; k++) qkv[(size_t)t * 3 * C + k] = k < C ? uni(-1, 1) : NAN;
+            /* q of fp16 values in an fp16 run: what the fresh path's fp16
+             * q (below) holds too */
+            for (int k = 0; k < 3 * C; k++) {
+                float v = uni(-1, 1);
+                if (dt == GPTC_DTYPE_F16) v = __half2float(__float2half(v));
+                qkv[(size_t)t * 3 * C + k] = k < C ? v : NAN;
+            }
         }
     float *d_qkv = (float *)dupload(qkv, (size_t)T * 3 * C * sizeof(float));
     void *d_k = dupload(kp, rows * C * d->es), *d_v = dupload(vp, rows * C * d->es);
@@ -1140,6 +1146,49 @@ static void test_paged_attention(const dtype_info *d, const paged_case *c, int e
         solo_differ = count_changed(out2, out, n_out);
         CK(cudaFree(d_out2));
         free(out2);
+    }
+    /* The tensor-core kernel's fresh path (cuda_kv_map.fresh): the pass's
+     * q, k, v in fp16 rows of 3C, the pass's own cache rows garbage; the
+     * kernel must give the same bits and write those rows. */
+    size_t fresh_out = 0, fresh_cache = 0;
+    int fresh_run = !each && kind_run == CUDA_ATT_MMA && dt == GPTC_DTYPE_F16;
+    if (fresh_run) {
+        __half *q16 = (__half *)xmalloc((size_t)T * 3 * C * sizeof(__half));
+        unsigned char *kg = (unsigned char *)xmalloc(rows * C * d->es), *vg = (unsigned char *)xmalloc(rows * C * d->es);
+        memcpy(kg, kp, rows * C * d->es);
+        memcpy(vg, vp, rows * C * d->es);
+        for (int t = 0; t < T; t++) {
+            int s = t / nq;
+            for (int k = 0; k < C; k++) {
+                q16[(size_t)t * 3 * C + k] = __float2half(qkv[(size_t)t * 3 * C + k]);
+                q16[(size_t)t * 3 * C + C + k] = __float2half(kf[s][(size_t)pos[t] * C + k]);
+                q16[(size_t)t * 3 * C + 2 * C + k] = __float2half(vf[s][(size_t)pos[t] * C + k]);
+            }
+            size_t r = (size_t)perm[off[s] + pos[t] / bs] * bs + pos[t] % bs;
+            memset(kg + r * C * d->es, 0xff, (size_t)C * d->es);
+            memset(vg + r * C * d->es, 0xff, (size_t)C * d->es);
+        }
+        void *d_q16 = dupload(q16, (size_t)T * 3 * C * sizeof(__half));
+        void *d_kg = dupload(kg, rows * C * d->es), *d_vg = dupload(vg, rows * C * d->es);
+        void *d_o2 = dalloc(n_out);
+        CK(cudaMemset(d_o2, 0xff, n_out));
+        for (int s = 0; s < ns; s++) {
+            size_t t0 = (size_t)s * nq;
+            cuda_kv_map map = {d_pos + t0, d_tables, d_tab + t0, bs, 0, (const __half *)d_q16 + t0 * 3 * C};
+            CK(cuda_attention_run(kind_run, dt, (char *)d_o2 + t0 * C * d->es, d_qkv + t0 * 3 * C, d_kg, d_vg,
+                                  map, nq, C, NH, len[s], scale, d_scratch, d_tickets, g_st));
+        }
+        unsigned char *o2 = (unsigned char *)xmalloc(n_out);
+        download(o2, d_o2, n_out);
+        download(kg, d_kg, rows * C * d->es);
+        download(vg, d_vg, rows * C * d->es);
+        fresh_out = count_changed(o2, out, n_out);
+        fresh_cache = count_changed(kg, kp, rows * C * d->es) + count_changed(vg, vp, rows * C * d->es);
+        CK(cudaFree(d_q16));
+        CK(cudaFree(d_kg));
+        CK(cudaFree(d_vg));
+        CK(cudaFree(d_o2));
+        free(q16), free(kg), free(vg), free(o2);
     }
     int *tickets = (int *)xmalloc(n_tickets * sizeof(int));
     download(tickets, d_tickets, n_tickets * sizeof(int));
@@ -1214,6 +1263,10 @@ static void test_paged_attention(const dtype_info *d, const paged_case *c, int e
     rep_exact(&r, "tickets", nz);
     if (compared) rep_exact(&r, "= contiguous", differ);
     if (solo_run) rep_exact(&r, "solo = not", solo_differ);
+    if (fresh_run) {
+        rep_exact(&r, "fresh = not", fresh_out);
+        rep_exact(&r, "fresh cache", fresh_cache);
+    }
     rep_end(&r, label);
     CK(cudaFree(d_qkv));
     CK(cudaFree(d_k));
