@@ -1154,7 +1154,8 @@ static void test_paged_attention(const dtype_info *d, const paged_case *c, int e
     int fresh_run = !each && kind_run == CUDA_ATT_MMA && dt == GPTC_DTYPE_F16;
     if (fresh_run) {
         __half *q16 = (__half *)xmalloc((size_t)T * 3 * C * sizeof(__half));
-        unsigned char *kg = (unsigned char *)xmalloc(rows * C * d->es), *vg = (unsigned char *)xmalloc(rows * C * d->es);
+        unsigned char *kg = (unsigned char *)xmalloc(rows * C * d->es);
+        unsigned char *vg = (unsigned char *)xmalloc(rows * C * d->es);
         memcpy(kg, kp, rows * C * d->es);
         memcpy(vg, vp, rows * C * d->es);
         for (int t = 0; t < T; t++) {
