@@ -689,7 +689,7 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
         /* Attention over each token's own sequence. */
         static int solo_off = -1; /* GPTC_ATT_SOLO=0: the A/B of reading old rows before the PDL wait */
         if (solo_off < 0) solo_off = getenv("GPTC_ATT_SOLO") && !env_flag("GPTC_ATT_SOLO");
-        cuda_kv_map map = {lay->pos,       lay->tables, lay->tab, kv->block_size,
+        cuda_kv_map map = {lay->pos, lay->tables, lay->tab, kv->block_size,
                            lay->n_segs == lay->rows && !solo_off, NULL};
         if (ns && short_split)
             CK(cuda_attention_run(CUDA_ATT_SPLIT, cm->dt, w->att, w->qkv, kl, vl, map, ns, C, NH,
