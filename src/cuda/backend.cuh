@@ -151,10 +151,6 @@ static inline cuda_epi epi_qkv(const cuda_layer *y, float *qkv, int C, void *kc,
     e.C = C;
     return e;
 }
-/* A layer's FC product: act(v + bias) into fc (rows of F), with the bias in
- * the weights' dtype too, for cuBLASLt's fused GELU. Sessions and the batch
- * engine build it here alike: a prompt's products must take the same path
- * in both. */
 /* Whether a pass of T tokens (one sequence) whose attention is `kind` has
  * its QKV product write q, k, v in fp16 (cuda_epi.qkv16) and the attention
  * take them from there and fill the cache (cuda_kv_map.fresh). Sessions and
@@ -164,6 +160,10 @@ static inline int fresh_qkv(const cuda_model *cm, int T, int kind) {
     if (off < 0) off = getenv("GPTC_CUDA_NO_FRESH") != NULL;
     return !off && T >= LT_MIN_TOKENS && kind == CUDA_ATT_MMA && cm->dt == GPTC_DTYPE_F16;
 }
+/* A layer's FC product: act(v + bias) into fc (rows of F), with the bias in
+ * the weights' dtype too, for cuBLASLt's fused GELU. Sessions and the batch
+ * engine build it here alike: a prompt's products must take the same path
+ * in both. */
 static inline cuda_epi epi_fc(const cuda_layer *y, gptc_act act, void *fc, int F) {
     cuda_epi e = epi(EPI_ACT, y->fc_b, fc, F);
     e.act = act;
