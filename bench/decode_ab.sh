@@ -7,7 +7,9 @@
 # in one call: scripts/gpu_ab_binary.sh keeps one as gpu-pkg-ab/NAME.xz, and
 # GPTC=gpu-pkg-ab/NAME runs it, unpacked here on first use).
 # SHAPES (default: the four GPT-2 sizes), REPS (2), PROMPT (16), NEW (256),
-# BACKEND (cuda).
+# BACKEND (cuda). BATCH="32 128": batches of that many prompts instead, each
+# run's device ms per decode pass (GPTC_CUDA_PASS_PROF=1); PROF=2 adds the
+# ms per kernel kind (the passes then run uncaptured, an event per kernel).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu_env.sh
@@ -22,16 +24,32 @@ binary() {
   fi
   echo "$bin"
 }
+# One run's number: batch 1's decode ms/token, or a batch's device ms per
+# decode pass (with PROF=2 followed by each kernel kind's).
+one() { # variant, binary, shape, batch
+  if [ -z "$4" ]; then
+    # shellcheck disable=SC2086 # a variant is several words on purpose
+    env $1 "$2" bench --backend "${BACKEND:-cuda}" --shape "$3" --prompt-len "${PROMPT:-16}" \
+      --new-tokens "${NEW:-256}" 2>&1 | grep -oE 'decode[^0-9]*[0-9.]+ ms' | grep -oE '[0-9.]+ ms'
+  else
+    # shellcheck disable=SC2086
+    env GPTC_CUDA_PASS_PROF="${PROF:-1}" $1 "$2" bench --backend "${BACKEND:-cuda}" --shape "$3" \
+      --prompt-len "${PROMPT:-128}" --new-tokens "${NEW:-64}" --batch "$4" 2>&1 |
+      grep -oE 'per pass: device [0-9.]+ ms|^ +[a-z]+ +[0-9.]+ ms per pass' |
+      sed -E 's/per pass: device //; s/^ +([a-z]+) +([0-9.]+) ms per pass/\1 \2/' | tr '\n' ' '
+  fi
+}
 for shape in ${SHAPES:-gpt2 gpt2-medium gpt2-large gpt2-xl}; do
-  for v in "$@"; do
-    line="$shape [$v]"
-    bin=$(binary "$v")
-    for r in $(seq "${REPS:-2}"); do
-      # shellcheck disable=SC2086 # a variant is several words on purpose
-      ms=$(env $v "$bin" bench --backend "${BACKEND:-cuda}" --shape "$shape" --prompt-len "${PROMPT:-16}" \
-        --new-tokens "${NEW:-256}" 2>&1 | grep -oE 'decode[^0-9]*[0-9.]+ ms' | grep -oE '[0-9.]+ ms')
-      line="$line ${ms:-failed}"
+  for n in ${BATCH:-"-"}; do
+    [ "$n" = - ] && n=
+    for v in "$@"; do
+      line="$shape${n:+ batch $n} [$v]"
+      bin=$(binary "$v")
+      for r in $(seq "${REPS:-2}"); do
+        ms=$(one "$v" "$bin" "$shape" "$n")
+        line="$line ${ms:-failed}${PROF:+ |}"
+      done
+      echo "$line"
     done
-    echo "$line"
   done
 done
