@@ -11,6 +11,12 @@
  *              and writes its part of the next row
  *   coop       the same phases in one cooperative kernel with a grid
  *              barrier between them
+ *   persist    the same phases in one cooperative kernel with a split-phase
+ *              flag barrier: a block arrives (fence, atomic add on the
+ *              phase's counter) right after its share of the row is
+ *              written, loads the next phase's weights, and only then waits
+ *              for the counter to reach the grid - what a whole-step kernel
+ *              would pay a phase in place of a kernel boundary
  *   cluster    cluster barriers (8 blocks) inside one kernel
  *   host       a step graph launched and its 4-byte result copied back and
  *              waited for, per step (what gptc's decode loop does), against
@@ -102,6 +108,52 @@ __global__ void __launch_bounds__(THREADS) coop_kernel(const uint4 *w, size_t wn
         phase(w, wn, rows + (size_t)(k & 1) * ROW, rows + (size_t)((k + 1) & 1) * ROW, blockIdx.x,
               gridDim.x, false);
         g.sync();
+    }
+}
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+/* count: n counters, zero at launch. Phase k reads rows[k & 1] and writes
+ * rows[(k + 1) & 1]: a block may start phase k + 1 only once every block has
+ * arrived from phase k (read its input and written its share). */
+__global__ void __launch_bounds__(THREADS) persist_kernel(const uint4 *w, size_t wn, float *rows, int n,
+                                                          unsigned *count) {
+    int blk = blockIdx.x, nblk = gridDim.x;
+    uint4 wr[WCHUNKS];
+    size_t base = ((size_t)blk * THREADS + threadIdx.x) * WCHUNKS;
+#pragma unroll
+    for (int i = 0; i < WCHUNKS; i++) wr[i] = w[(base + i) % wn];
+    for (int k = 0; k < n; k++) {
+        if (k > 0) {
+            if (threadIdx.x == 0)
+                while (ld_acquire(count + k - 1) < (unsigned)nblk) {
+                }
+            __syncthreads();
+        }
+        const float *in = rows + (size_t)(k & 1) * ROW;
+        float *out = rows + (size_t)((k + 1) & 1) * ROW;
+        float v = 0;
+        for (int i = threadIdx.x; i < ROW; i += THREADS) v += __ldcg(in + i);
+        float s = block_sum(v);
+        float acc = 0;
+#pragma unroll
+        for (int i = 0; i < WCHUNKS; i++) acc += __uint_as_float(wr[i].x & 0x3f800000u);
+        acc = block_sum(acc);
+        for (int i = blk * 32 + threadIdx.x; i < ROW && threadIdx.x < 32; i += nblk * 32)
+            out[i] = s * 1e-3f + acc * 1e-6f;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            __threadfence();
+            atomicAdd(count + k, 1u);
+        }
+        /* the next phase's weights (they never change) while the others finish */
+        size_t nb = (base + (size_t)(k + 1) * nblk * THREADS * WCHUNKS) % wn;
+#pragma unroll
+        for (int i = 0; i < WCHUNKS; i++) wr[i] = w[(nb + i) % wn];
     }
 }
 
@@ -275,6 +327,28 @@ int main(int argc, char **argv) {
         float ms;
         CK(cudaEventElapsedTime(&ms, a, b));
         printf("coop           %7.3f us per phase   (%d blocks)\n", ms / 50 * 1e3f / N, cb);
+        /* The split-phase flag barrier, one block an SM (co-resident:
+         * a cooperative launch); the counters zeroed before each launch. */
+        unsigned *count;
+        CK(cudaMalloc(&count, (size_t)N * sizeof(unsigned)));
+        int pb = prop.multiProcessorCount < blocks ? prop.multiProcessorCount : blocks;
+        void *pargs[] = {&w, &wn, &rows, &N, &count};
+        CK(cudaMemsetAsync(count, 0, (size_t)N * sizeof(unsigned), s));
+        CK(cudaLaunchCooperativeKernel((void *)persist_kernel, dim3(pb), dim3(THREADS), pargs, 0, s));
+        float pms = 0;
+        for (int r = 0; r < 50; r++) {
+            CK(cudaMemsetAsync(count, 0, (size_t)N * sizeof(unsigned), s));
+            CK(cudaEventRecord(a, s));
+            CK(cudaLaunchCooperativeKernel((void *)persist_kernel, dim3(pb), dim3(THREADS), pargs, 0, s));
+            CK(cudaEventRecord(b, s));
+            CK(cudaEventSynchronize(b));
+            float t;
+            CK(cudaEventElapsedTime(&t, a, b));
+            pms += t;
+        }
+        printf("persist        %7.3f us per phase   (%d blocks; flag barrier, next weights before the wait)\n",
+               pms / 50 * 1e3f / N, pb);
+        CK(cudaFree(count));
     }
     {
         int nc = 1000;
