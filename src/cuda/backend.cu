@@ -399,7 +399,7 @@ static gptc_status session_init(gptc_session *s, cuda_session *cs) {
     CK(cudaMalloc(&cs->v_cache, kv));
     CK(cudaMalloc((void **)&cs->x, N * C * sizeof(float)));
     CK(cudaMalloc((void **)&cs->qkv, N * 3 * C * sizeof(float)));
-    CK(cudaMalloc(&cs->qkv16, N * 3 * C * es));
+    if (cm->dt != GPTC_DTYPE_F32) CK(cudaMalloc(&cs->qkv16, N * 3 * C * es)); /* fresh_qkv's */
     CK(cudaMalloc((void **)&cs->tmp, N * wide * sizeof(float)));
     CK(cudaMalloc(&cs->xn, N * C * es));
     CK(cudaMalloc(&cs->att, N * C * es));

@@ -325,7 +325,7 @@ static gptc_status reserve(cuda_kv *kv, const gptc_model *m, int32_t rows, int32
         size_t N = (size_t)cap;
         CK(cudaMalloc((void **)&w->x, N * C * sizeof(float)));
         CK(cudaMalloc((void **)&w->qkv, N * 3 * C * sizeof(float)));
-        CK(cudaMalloc(&w->qkv16, N * 3 * C * es));
+        if (cm->dt != GPTC_DTYPE_F32) CK(cudaMalloc(&w->qkv16, N * 3 * C * es)); /* fresh_qkv's */
         CK(cudaMalloc((void **)&w->tmp, N * wide * sizeof(float)));
         CK(cudaMalloc(&w->xn, N * C * es));
         CK(cudaMalloc(&w->att, N * C * es));
