@@ -73,9 +73,25 @@ __device__ float block_sum(float v) {
     return s;
 }
 
+/* A phase after its weights are in registers: the dependent input row
+ * (CG: through L2, for a row another block of the same kernel wrote), a
+ * block-wide reduction (a layer norm has two), and this block's share of
+ * the output row. */
+template <bool CG>
+__device__ void phase_rest(const uint4 (&wr)[WCHUNKS], const float *in, float *out, int blk, int nblk) {
+    float v = 0;
+    for (int i = threadIdx.x; i < ROW; i += THREADS) v += CG ? __ldcg(in + i) : in[i];
+    float s = block_sum(v);
+    float acc = 0;
+#pragma unroll
+    for (int i = 0; i < WCHUNKS; i++) acc += __uint_as_float(wr[i].x & 0x3f800000u);
+    acc = block_sum(acc);
+    for (int i = blk * 32 + threadIdx.x; i < ROW && threadIdx.x < 32; i += nblk * 32)
+        out[i] = s * 1e-3f + acc * 1e-6f;
+}
+
 /* One phase of the chain: weights first (they never change), then the
- * dependent input row, a block-wide reduction (a layer norm has two), and
- * this block's share of the output row. */
+ * rest. */
 __device__ void phase(const uint4 *w, size_t wn, const float *in, float *out, int blk, int nblk,
                       bool wait) {
     uint4 wr[WCHUNKS];
@@ -86,15 +102,7 @@ __device__ void phase(const uint4 *w, size_t wn, const float *in, float *out, in
         pdl_wait();
         pdl_trigger();
     }
-    float v = 0;
-    for (int i = threadIdx.x; i < ROW; i += THREADS) v += in[i];
-    float s = block_sum(v);
-    float acc = 0;
-#pragma unroll
-    for (int i = 0; i < WCHUNKS; i++) acc += __uint_as_float(wr[i].x & 0x3f800000u);
-    acc = block_sum(acc);
-    for (int i = blk * 32 + threadIdx.x; i < ROW && threadIdx.x < 32; i += nblk * 32)
-        out[i] = s * 1e-3f + acc * 1e-6f;
+    phase_rest<false>(wr, in, out, blk, nblk);
 }
 
 __global__ void __launch_bounds__(THREADS) chain_kernel(const uint4 *w, size_t wn, const float *in,
@@ -134,17 +142,7 @@ __global__ void __launch_bounds__(THREADS) persist_kernel(const uint4 *w, size_t
                 }
             __syncthreads();
         }
-        const float *in = rows + (size_t)(k & 1) * ROW;
-        float *out = rows + (size_t)((k + 1) & 1) * ROW;
-        float v = 0;
-        for (int i = threadIdx.x; i < ROW; i += THREADS) v += __ldcg(in + i);
-        float s = block_sum(v);
-        float acc = 0;
-#pragma unroll
-        for (int i = 0; i < WCHUNKS; i++) acc += __uint_as_float(wr[i].x & 0x3f800000u);
-        acc = block_sum(acc);
-        for (int i = blk * 32 + threadIdx.x; i < ROW && threadIdx.x < 32; i += nblk * 32)
-            out[i] = s * 1e-3f + acc * 1e-6f;
+        phase_rest<true>(wr, rows + (size_t)(k & 1) * ROW, rows + (size_t)((k + 1) & 1) * ROW, blk, nblk);
         __syncthreads();
         if (threadIdx.x == 0) {
             __threadfence();
