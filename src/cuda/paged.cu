@@ -507,6 +507,12 @@ static void mark(cuda_kv *kv, int phase) {
 
 /* The product of long segment g's rows (pass_product's per-segment call),
  * on sh's stream. */
+/* Segment g's rows of qkv16 where its QKV product and attention take the
+ * fresh path (fresh_qkv), else NULL. */
+static void *seg_fresh(const cuda_model *cm, const cuda_session *w, const segment *g, int C) {
+    return fresh_qkv(cm, g->n, g->kind) ? (char *)w->qkv16 + (size_t)g->row * 3 * C * cm->es : NULL;
+}
+
 static gptc_status segment_product(cuda_session *sh, const cuda_model *cm, const segment *g,
                                    const void *in, size_t in_es, const float *ln_w,
                                    const float *ln_b, float eps, const void *w, int ldw, int I,
@@ -515,8 +521,7 @@ static gptc_status segment_product(cuda_session *sh, const cuda_model *cm, const
     cuda_epi ge = e;
     ge.out = (char *)e.out + (size_t)g->row * e.ldo * out_es;
     if (e.rows) ge.rows = e.rows + g->row;
-    if (e.mode == EPI_QKV && fresh_qkv(cm, g->n, g->kind))
-        ge.qkv16 = (char *)sh->qkv16 + (size_t)g->row * e.ldo * cm->es;
+    if (e.mode == EPI_QKV) ge.qkv16 = seg_fresh(cm, sh, g, e.C);
     if (ln_w)
         return cuda_ln_linear(cm, sh, (const float *)gin, (char *)xn + (size_t)g->row * I * cm->es,
                               ln_w, ln_b, eps, w, ldw, g->n, I, O, ge);
@@ -577,8 +582,7 @@ static gptc_status segment_layer(cuda_kv *kv, const gptc_model *m, const gptc_pa
     e.rows = lay->crow;
     CKST(segment_product(sh, cm, g, w->x, sizeof(float), y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, C,
                          3 * C, e, sizeof(float), w->xn));
-    cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size, 0,
-                      fresh_qkv(cm, g->n, g->kind) ? (char *)w->qkv16 + (size_t)g->row * 3 * C * es : NULL};
+    cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size, 0, seg_fresh(cm, w, g, C)};
     CK(cuda_attention_run(g->kind, cm->dt, (char *)w->att + (size_t)g->row * C * es,
                           w->qkv + (size_t)g->row * 3 * C, kl, vl, gm, g->n, C, c->n_head,
                           p->pos[g->first + g->n - 1] + 1, gptc_attn_scale(c, l), w->att_scratch,
@@ -698,7 +702,7 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
             const segment *g = &kv->segs[s];
             if ((short_split && g->n < LT_MIN_TOKENS) || on_side(kv, g)) continue;
             cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size, 0,
-                              fresh_qkv(cm, g->n, g->kind) ? (char *)w->qkv16 + (size_t)g->row * 3 * C * es : NULL};
+                              seg_fresh(cm, w, g, C)};
             CK(cuda_attention_run(g->kind, cm->dt, (char *)w->att + (size_t)g->row * C * es,
                                   w->qkv + (size_t)g->row * 3 * C, kl, vl, gm, g->n, C, NH,
                                   p->pos[g->first + g->n - 1] + 1, scale, w->att_scratch,
