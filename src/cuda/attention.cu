@@ -24,15 +24,15 @@
  *   - tiled (larger T, D <= 128): a block per (head, 64 queries) walks the
  *     keys in tiles of 64 through shared memory with an online softmax, so
  *     each K/V row is read once per 64 queries instead of once per query.
- *     For fp16 and D = 64 the products run on tensor cores (mma.sync,
- *     attn_mma_kernel); bf16 and fp32 use CUDA cores (attn_tile_kernel):
- *     bf16's P rounding would eat most of the test's bf16 tolerance.
+ *     For fp16 and bf16 with D = 64 the products run on tensor cores
+ *     (mma.sync, attn_mma_kernel); fp32 uses CUDA cores (attn_tile_kernel).
  * Every kernel finds the queries' positions and K/V rows through a
  * cuda_kv_map: a session's contiguous cache or the batch engine's paged one
  * (a block table per sequence). The map changes where a row is read from,
  * never the arithmetic: a query gets the same bits from either cache.
  */
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "common.cuh"
@@ -175,8 +175,11 @@ __device__ __forceinline__ float *cluster_first(float *p) {
 /* PAGED: the map has block tables (a template parameter, so that the
  * session's decode step keeps the registers it had without them).
  * CLUSTER: gridDim.z blocks a cluster, the partials merged through shared
- * memory (dynamic: S x (D + 2) floats). */
-template <typename T, bool PAGED, bool CLUSTER>
+ * memory (dynamic: S x (D + 2) floats). LEAN: no K / V rows held in
+ * registers ahead of their use (kpre / vpre) - each loaded where it is
+ * summed, the same values in the same order, in fewer registers (more
+ * blocks an SM, for a batch pass's thousand blocks). */
+template <typename T, bool PAGED, bool CLUSTER, bool LEAN = false>
 __global__ void __launch_bounds__(SPLIT_THREADS)
     attn_split_kernel(T *out, const float *qkv, const T *__restrict__ kc, const T *__restrict__ vc,
                       cuda_kv_map km, int C, int D, float scale, float *part, int *tickets, int S) {
@@ -215,12 +218,13 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
      * each half of the row's 16-byte chunks. */
     int nc = D / 8, groups = SPLIT_THREADS / nc, g = tid / nc, c = tid % nc;
     int key = tid >> 1, half = tid & 1;
-    bool kreg = nc <= 2 * SPLIT_KPRE;
+    bool kreg = !LEAN && nc <= 2 * SPLIT_KPRE;
     float vpre[4][8], kpre[SPLIT_KPRE][8];
     /* Chunk rows in [lo, hi) only. */
+    const int NV = LEAN ? 0 : 4; /* V rows a thread holds ahead */
     auto fetch = [&](int start, int nk, int lo, int hi) {
 #pragma unroll
-        for (int u = 0; u < 4; u++) {
+        for (int u = 0; u < NV; u++) {
             int k = g + u * groups, j = start + k;
             if (g < groups && k < nk && j >= lo && j < hi) load8(vc + kv_row(tb, bs, j) * C + hoff + c * 8, vpre[u]);
         }
@@ -276,7 +280,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
         if (g < groups) {
             float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 #pragma unroll
-            for (int u = 0; u < 4; u++) {
+            for (int u = 0; u < NV; u++) {
                 int k = g + u * groups;
                 if (k < nk) {
                     float pk = p[k];
@@ -285,7 +289,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
                 }
             }
 #pragma unroll 4
-            for (int k = g + 4 * groups; k < nk; k += groups) {
+            for (int k = g + NV * groups; k < nk; k += groups) {
                 float vv[8];
                 load8(vc + kv_row(tb, bs, start + k) * C + hoff + c * 8, vv);
                 float pk = p[k];
@@ -530,12 +534,30 @@ __device__ __forceinline__ void group_sync(int g) {
     else asm volatile("bar.sync 4, 128;" ::: "memory");
 }
 
+/* Two values as the 32-bit operand of an mma (the first in the low half),
+ * and two stored values as floats. */
+template <typename T> __device__ __forceinline__ uint32_t pack2(float a, float b);
+template <> __device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+__device__ __forceinline__ float2 unpack2(const __half *p) {
+    return __half22float2(*reinterpret_cast<const __half2 *>(p));
+}
+__device__ __forceinline__ float2 unpack2(const __nv_bfloat16 *p) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));
+}
+
 /*
  * The tiled kernel on tensor cores, flash-attention 2 style. A warp owns 16
  * queries; its Q fragments stay in registers, and per 64-key tile it
  * computes S = Q K^T (mma.sync m16n8k16, fp32 accumulate) into registers,
  * masks, updates the online softmax there (a row's values sit in the 4
- * lanes of a quad), rounds P to fp16 and feeds it straight back as the A
+ * lanes of a quad), rounds P to T and feeds it straight back as the A
  * operand of O += P V - the accumulator layout of one mma is the operand
  * layout of the next. Only K and V go through shared memory, by cp.async
  * one tile ahead of the products. The block's 64 queries are held by
@@ -543,18 +565,19 @@ __device__ __forceinline__ void group_sync(int g) {
  * last query tile of a 1024-token prompt walks 16 tiles, and one chain of
  * them was the kernel's critical path (one or two blocks per SM, most of
  * the SM idle). The groups' (max, sum, output) merge in shared memory at
- * the end. The sums: l adds the fp32 p, the product uses p rounded to fp16.
+ * the end. The sums: l adds the fp32 p, the product uses p rounded to T
+ * (fp16, or bf16: 8 bits of P's mantissa instead of 11).
  */
-template <int MMA_GROUPS>
+template <typename T, int MMA_GROUPS>
 __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
-    attn_mma_kernel(__half *out, const float *qkv, const __half *kc, const __half *vc, cuda_kv_map m, int T_, int C,
+    attn_mma_kernel(T *out, const float *qkv, const T *kc, const T *vc, cuda_kv_map m, int T_, int C,
                     float scale) {
     extern __shared__ float4 smm4[];
-    __half *qs = reinterpret_cast<__half *>(smm4), *kv_all = qs + MMA_Q * MMA_LD;
+    T *qs = reinterpret_cast<T *>(smm4), *kv_all = qs + MMA_Q * MMA_LD;
     int h = blockIdx.x, t0 = (gridDim.y - 1 - blockIdx.y) * MMA_Q, tid = threadIdx.x;
     int lane = tid & 31, warp = tid >> 5, qw = warp & 3, grp = warp >> 2, gtid = tid & 127;
     int g = lane >> 2, tq = lane & 3;
-    __half *kvs = kv_all + grp * 4 * MMA_K * MMA_LD;
+    T *kvs = kv_all + grp * 4 * MMA_K * MMA_LD;
     pdl_wait();
     int P0 = q_pos(m, 0), bs = m.block_size;
     const int32_t *tb = q_table(m, 0);
@@ -564,15 +587,15 @@ __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
      * (positions P0..) come from there and this block copies its own
      * queries' K/V rows into the cache: no kernel between the product and
      * the attention, and no block waits on another's cache rows. */
-    const __half *fr = static_cast<const __half *>(m.fresh);
+    const T *fr = static_cast<const T *>(m.fresh);
     /* Tile jt's K and V into this group's buffer (jt / G) & 1; keys past
      * lastkey zero-filled. */
     auto load_kv = [&](int jt) {
-        __half *ks = kvs + ((jt / MMA_GROUPS) & 1) * 2 * MMA_K * MMA_LD, *vs = ks + MMA_K * MMA_LD;
+        T *ks = kvs + ((jt / MMA_GROUPS) & 1) * 2 * MMA_K * MMA_LD, *vs = ks + MMA_K * MMA_LD;
 #pragma unroll
         for (int i = gtid; i < MMA_K * 8; i += 128) {
             int j = i >> 3, c = i & 7, key = jt * MMA_K + j, ok = key <= lastkey;
-            const __half *ksrc = kc, *vsrc = vc;
+            const T *ksrc = kc, *vsrc = vc;
             if (ok && fr && key >= P0) {
                 ksrc = fr + (size_t)(key - P0) * 3 * C + C + hoff + c * 8;
                 vsrc = ksrc + C;
@@ -591,18 +614,18 @@ __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
          * (exact where the scale is a power of two: 1/8 for D = 64). */
         for (int i = tid; i < MMA_Q * MMA_D / 2; i += 128 * MMA_GROUPS) {
             int r = i >> 5, d = (i & 31) * 2, t = t0 + r;
-            float2 v = t < T_ ? __half22float2(*reinterpret_cast<const __half2 *>(fr + (size_t)t * 3 * C + hoff + d))
+            float2 v = t < T_ ? unpack2(fr + (size_t)t * 3 * C + hoff + d)
                               : make_float2(0.0f, 0.0f);
-            *reinterpret_cast<__half2 *>(qs + r * MMA_LD + d) = __floats2half2_rn(v.x * scale, v.y * scale);
+            *reinterpret_cast<uint32_t *>(qs + r * MMA_LD + d) = pack2<T>(v.x * scale, v.y * scale);
         }
         /* This block's queries' K and V rows of head h into the cache; the
          * kernel reads only rows below P0 there (kc / vc are written only at
          * rows it never reads). */
-        __half *kw = const_cast<__half *>(kc), *vw = const_cast<__half *>(vc);
+        T *kw = const_cast<T *>(kc), *vw = const_cast<T *>(vc);
         for (int i = tid; i < MMA_Q * 8; i += 128 * MMA_GROUPS) {
             int r = i >> 3, c = i & 7, t = t0 + r;
             if (t >= T_) continue;
-            const __half *src = fr + (size_t)t * 3 * C + C + hoff + c * 8;
+            const T *src = fr + (size_t)t * 3 * C + C + hoff + c * 8;
             size_t dst = kv_row(tb, bs, P0 + t) * C + hoff + c * 8;
             uint4 kv4 = *reinterpret_cast<const uint4 *>(src), vv4 = *reinterpret_cast<const uint4 *>(src + C);
             *reinterpret_cast<uint4 *>(kw + dst) = kv4;
@@ -613,7 +636,7 @@ __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
             int r = i >> 5, d = (i & 31) * 2, t = t0 + r;
             float2 v = t < T_ ? *reinterpret_cast<const float2 *>(qkv + (size_t)t * 3 * C + hoff + d)
                               : make_float2(0.0f, 0.0f);
-            *reinterpret_cast<__half2 *>(qs + r * MMA_LD + d) = __floats2half2_rn(v.x * scale, v.y * scale);
+            *reinterpret_cast<uint32_t *>(qs + r * MMA_LD + d) = pack2<T>(v.x * scale, v.y * scale);
         }
     }
     __syncthreads();
@@ -637,7 +660,7 @@ __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
         group_sync(grp);
         int j0 = jt * MMA_K;
         if (j0 <= qlo + 15) { /* some key of the tile is visible to the warp */
-            const __half *ks = kvs + ((jt / MMA_GROUPS) & 1) * 2 * MMA_K * MMA_LD, *vs = ks + MMA_K * MMA_LD;
+            const T *ks = kvs + ((jt / MMA_GROUPS) & 1) * 2 * MMA_K * MMA_LD, *vs = ks + MMA_K * MMA_LD;
             float s[8][4];
 #pragma unroll
             for (int n = 0; n < 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
@@ -648,8 +671,8 @@ __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
                     uint32_t b[4]; /* keys n*8.. and n*8+8.., dims kk*16 .. +15 */
                     ldmatrix_x4<false>(b, ks + (n * 8 + (lane & 7) + ((lane >> 4) << 3)) * MMA_LD + kk * 16 +
                                               ((lane >> 3) & 1) * 8);
-                    mma16816<__half>(s[n], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], b[0], b[1]);
-                    mma16816<__half>(s[n + 1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], b[2], b[3]);
+                    mma16816<T>(s[n], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], b[0], b[1]);
+                    mma16816<T>(s[n + 1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], b[2], b[3]);
                 }
             if (j0 + MMA_K - 1 > qlo) { /* the causal edge crosses this tile */
 #pragma unroll
@@ -686,9 +709,8 @@ __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
                 float p2 = exp2f(fmaf(s[n][2], L2E, -ml1)), p3 = exp2f(fmaf(s[n][3], L2E, -ml1));
                 ls[0] += p0 + p1;
                 ls[1] += p2 + p3;
-                __half2 a = __floats2half2_rn(p0, p1), b = __floats2half2_rn(p2, p3);
-                pf[n][0] = *reinterpret_cast<uint32_t *>(&a);
-                pf[n][1] = *reinterpret_cast<uint32_t *>(&b);
+                pf[n][0] = pack2<T>(p0, p1);
+                pf[n][1] = pack2<T>(p2, p3);
             }
             lrow[0] = lrow[0] * alpha[0] + ls[0];
             lrow[1] = lrow[1] * alpha[1] + ls[1];
@@ -704,9 +726,9 @@ __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
                     uint32_t b[4]; /* dims n*8.. and n*8+8.., keys kk*16 .. +15 */
                     ldmatrix_x4<true>(b, vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * MMA_LD + n * 8 +
                                              (lane >> 4) * 8);
-                    mma16816<__half>(o[n], pf[2 * kk][0], pf[2 * kk][1], pf[2 * kk + 1][0], pf[2 * kk + 1][1],
+                    mma16816<T>(o[n], pf[2 * kk][0], pf[2 * kk][1], pf[2 * kk + 1][0], pf[2 * kk + 1][1],
                                      b[0], b[1]);
-                    mma16816<__half>(o[n + 1], pf[2 * kk][0], pf[2 * kk][1], pf[2 * kk + 1][0],
+                    mma16816<T>(o[n + 1], pf[2 * kk][0], pf[2 * kk][1], pf[2 * kk + 1][0],
                                      pf[2 * kk + 1][1], b[2], b[3]);
                 }
         }
@@ -757,10 +779,10 @@ __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
         int t = t0 + qw * 16 + g + r * 8;
         if (t >= T_) continue;
         float inv = 1.0f / lrow[r];
-        __half *orow = out + (size_t)t * C + hoff + 2 * tq;
+        T *orow = out + (size_t)t * C + hoff + 2 * tq;
 #pragma unroll
         for (int n = 0; n < 8; n++)
-            *reinterpret_cast<__half2 *>(orow + n * 8) = __floats2half2_rn(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+            *reinterpret_cast<uint32_t *>(orow + n * 8) = pack2<T>(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
     }
 }
 
@@ -813,8 +835,44 @@ static int split_cluster_ok(void) {
                       ? 16
                       : 8;
         (void)cudaGetLastError();
+        /* Where a GPC cannot hold that many blocks at once (a MIG slice, a
+         * card of small GPCs) the launch would fail: ask, halving. An
+         * error of the query itself leaves the size as it is. */
+        for (; allowed >= 2; allowed /= 2) {
+            cudaLaunchConfig_t cfg = {};
+            cfg.gridDim = dim3(1, 1, (unsigned)allowed);
+            cfg.blockDim = dim3(SPLIT_THREADS);
+            cfg.dynamicSmemBytes = SPLIT_CLUSTER_SMEM;
+            cudaLaunchAttribute at;
+            at.id = cudaLaunchAttributeClusterDimension;
+            at.val.clusterDim.x = 1;
+            at.val.clusterDim.y = 1;
+            at.val.clusterDim.z = (unsigned)allowed;
+            cfg.attrs = &at;
+            cfg.numAttrs = 1;
+            int n = 0;
+            if (cudaOccupancyMaxActiveClusters(&n, attn_split_kernel<__half, false, true>, &cfg) != cudaSuccess) {
+                (void)cudaGetLastError();
+                break;
+            }
+            if (n > 0) break;
+        }
+        if (allowed < 2) allowed = -1; /* none: the tickets */
+        if (getenv("GPTC_ATT_CLUSTER_SHOW")) /* for checking the query on a card */
+            fprintf(stderr, "gptc cuda: split attention clusters of at most %d blocks\n", allowed > 0 ? allowed : 0);
     }
-    return allowed;
+    return allowed > 0 ? allowed : 0;
+}
+
+/* A batch's pass runs the split kernel without the K / V prefetch
+ * registers (LEAN: 48-52 registers against 124, more blocks an SM for its
+ * ~1,000 blocks; the same sums). H100, device ms a step at 128 + 64 tokens,
+ * batch 32: gpt2 0.724 -> 0.668, gpt2-xl 5.15 -> 4.59. The session's step
+ * (a few hundred blocks) keeps them. GPTC_ATT_LEAN=0: the prefetch. */
+static int paged_lean(void) {
+    static int v = -1;
+    if (v < 0) v = !(getenv("GPTC_ATT_LEAN") && atoi(getenv("GPTC_ATT_LEAN")) == 0);
+    return v;
 }
 
 int cuda_attention_kind(gptc_dtype dt, int T, int C, int NH) {
@@ -822,7 +880,7 @@ int cuda_attention_kind(gptc_dtype dt, int T, int C, int NH) {
     if (T < ATT_SPLIT_MAXT && D % 8 == 0 && D <= 256) return CUDA_ATT_SPLIT;
     static int no_mma = -1; /* GPTC_CUDA_NO_MMA=1: the CUDA-core kernel, for comparisons */
     if (no_mma < 0) no_mma = getenv("GPTC_CUDA_NO_MMA") != NULL;
-    if (dt == GPTC_DTYPE_F16 && D == MMA_D && C % 8 == 0 && !no_mma) return CUDA_ATT_MMA;
+    if (dt != GPTC_DTYPE_F32 && D == MMA_D && C % 8 == 0 && !no_mma) return CUDA_ATT_MMA;
     return D <= 128 ? CUDA_ATT_TILE : CUDA_ATT_FULL;
 }
 
@@ -833,7 +891,7 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
     int D = C / NH;
     cudaError_t err = cudaSuccess;
     if (T < 1) return cudaSuccess;
-    if (map.fresh && (kind != CUDA_ATT_MMA || dt != GPTC_DTYPE_F16)) return cudaErrorInvalidValue;
+    if (map.fresh && kind != CUDA_ATT_MMA) return cudaErrorInvalidValue;
     if (kind == CUDA_ATT_SPLIT) {
         int S = (max_len + ATT_CHUNK - 1) / ATT_CHUNK;
         /* The grid spans max_len for the graphs' sake, but a block past its
@@ -841,7 +899,12 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
          * positions, 25 heads) 12,800 blocks did the work of 2,400. So
          * each block takes every Z-th chunk, Z as small as still gives
          * about ATT_SPLIT_BLOCKS blocks. */
-        int Z = (ATT_SPLIT_BLOCKS + NH * T - 1) / (NH * T);
+        static int blocks = 0; /* GPTC_ATT_SPLIT_BLOCKS=N: another target, for comparisons */
+        if (!blocks) {
+            const char *v = getenv("GPTC_ATT_SPLIT_BLOCKS");
+            blocks = v && atoi(v) > 0 ? atoi(v) : ATT_SPLIT_BLOCKS;
+        }
+        int Z = (blocks + NH * T - 1) / (NH * T);
         if (Z > S) Z = S;
         dim3 grid((unsigned)NH, (unsigned)T, (unsigned)Z);
         size_t csmem = (size_t)S * (D + 2) * sizeof(float);
@@ -873,7 +936,12 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
             at[1].val.programmaticStreamSerializationAllowed = 1;
             cfg.attrs = at;
             cfg.numAttrs = cuda_pdl_enabled() ? 2 : 1;
-            if (map.tables)
+            if (map.tables && paged_lean())
+                GPTC_DISPATCH_DTYPE(dt, W,
+                                    err = cudaLaunchKernelEx(&cfg, attn_split_kernel<W, true, true, true>, (W *)out,
+                                                             qkv, (const W *)k_cache, (const W *)v_cache, map, C,
+                                                             D, scale, scratch, tickets, S));
+            else if (map.tables)
                 GPTC_DISPATCH_DTYPE(dt, W,
                                     err = cudaLaunchKernelEx(&cfg, attn_split_kernel<W, true, true>, (W *)out, qkv,
                                                              (const W *)k_cache, (const W *)v_cache, map, C, D,
@@ -883,7 +951,13 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
                                     err = cudaLaunchKernelEx(&cfg, attn_split_kernel<W, false, true>, (W *)out, qkv,
                                                              (const W *)k_cache, (const W *)v_cache, map, C, D,
                                                              scale, scratch, tickets, S));
-        } else if (map.tables)
+        } else if (map.tables && paged_lean())
+            GPTC_DISPATCH_DTYPE(dt, W,
+                                err = launch_pdl(attn_split_kernel<W, true, false, true>, grid, dim3(SPLIT_THREADS),
+                                                 0, st, (W *)out, qkv, (const W *)k_cache,
+                                                 (const W *)v_cache, map, C, D, scale, scratch,
+                                                 tickets, S));
+        else if (map.tables)
             GPTC_DISPATCH_DTYPE(dt, W,
                                 err = launch_pdl(attn_split_kernel<W, true, false>, grid, dim3(SPLIT_THREADS),
                                                  0, st, (W *)out, qkv, (const W *)k_cache,
@@ -898,10 +972,18 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
     } else if (kind == CUDA_ATT_MMA) {
         dim3 grid((unsigned)NH, (unsigned)((T + MMA_Q - 1) / MMA_Q));
         int G = mma_groups();
-        void (*k)(__half *, const float *, const __half *, const __half *, cuda_kv_map, int, int, float) =
-            G == 1 ? attn_mma_kernel<1> : G == 4 ? attn_mma_kernel<4> : attn_mma_kernel<2>;
-        err = launch_pdl(k, grid, dim3(128 * G), mma_smem(G), st, (__half *)out, qkv,
-                         (const __half *)k_cache, (const __half *)v_cache, map, T, C, scale);
+        if (dt == GPTC_DTYPE_BF16) {
+            typedef __nv_bfloat16 B;
+            void (*k)(B *, const float *, const B *, const B *, cuda_kv_map, int, int, float) =
+                G == 1 ? attn_mma_kernel<B, 1> : G == 4 ? attn_mma_kernel<B, 4> : attn_mma_kernel<B, 2>;
+            err = launch_pdl(k, grid, dim3(128 * G), mma_smem(G), st, (B *)out, qkv, (const B *)k_cache,
+                             (const B *)v_cache, map, T, C, scale);
+        } else {
+            void (*k)(__half *, const float *, const __half *, const __half *, cuda_kv_map, int, int, float) =
+                G == 1 ? attn_mma_kernel<__half, 1> : G == 4 ? attn_mma_kernel<__half, 4> : attn_mma_kernel<__half, 2>;
+            err = launch_pdl(k, grid, dim3(128 * G), mma_smem(G), st, (__half *)out, qkv,
+                             (const __half *)k_cache, (const __half *)v_cache, map, T, C, scale);
+        }
     } else if (kind == CUDA_ATT_TILE) {
         dim3 grid((unsigned)NH, (unsigned)((T + TILE_Q - 1) / TILE_Q));
         if (D <= 64)
@@ -939,15 +1021,22 @@ cudaError_t cuda_attention(gptc_dtype dt, void *out, const float *qkv, const voi
 cudaError_t cuda_attention_prepare(int D, int max_len) {
     cudaError_t e;
     if (D == MMA_D &&
-        ((e = cudaFuncSetAttribute(attn_mma_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        ((e = cudaFuncSetAttribute(attn_mma_kernel<__half, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    (int)mma_smem(1))) != cudaSuccess ||
-         (e = cudaFuncSetAttribute(attn_mma_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+         (e = cudaFuncSetAttribute(attn_mma_kernel<__half, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)mma_smem(2))) != cudaSuccess ||
+         (e = cudaFuncSetAttribute(attn_mma_kernel<__nv_bfloat16, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)mma_smem(1))) != cudaSuccess ||
+         (e = cudaFuncSetAttribute(attn_mma_kernel<__nv_bfloat16, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    (int)mma_smem(2))) != cudaSuccess))
         return e;
     /* Four groups need more shared memory than some cards give a block:
      * there they are not used. */
-    if (D == MMA_D && cudaFuncSetAttribute(attn_mma_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           (int)mma_smem(4)) != cudaSuccess) {
+    if (D == MMA_D &&
+        (cudaFuncSetAttribute(attn_mma_kernel<__half, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              (int)mma_smem(4)) != cudaSuccess ||
+         cudaFuncSetAttribute(attn_mma_kernel<__nv_bfloat16, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              (int)mma_smem(4)) != cudaSuccess)) {
         (void)cudaGetLastError();
         g_mma4_ok[cuda_device_slot()] = 0;
     } else if (D == MMA_D) {

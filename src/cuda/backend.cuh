@@ -152,13 +152,13 @@ static inline cuda_epi epi_qkv(const cuda_layer *y, float *qkv, int C, void *kc,
     return e;
 }
 /* Whether a pass of T tokens (one sequence) whose attention is `kind` has
- * its QKV product write q, k, v in fp16 (cuda_epi.qkv16) and the attention
+ * its QKV product write q, k, v in fp16 / bf16 (cuda_epi.qkv16) and the attention
  * take them from there and fill the cache (cuda_kv_map.fresh). Sessions and
  * the batch engine decide here alike. GPTC_CUDA_NO_FRESH=1: not. */
 static inline int fresh_qkv(const cuda_model *cm, int T, int kind) {
     static int off = -1;
     if (off < 0) off = getenv("GPTC_CUDA_NO_FRESH") != NULL;
-    return !off && T >= LT_MIN_TOKENS && kind == CUDA_ATT_MMA && cm->dt == GPTC_DTYPE_F16;
+    return !off && T >= LT_MIN_TOKENS && kind == CUDA_ATT_MMA && cm->dt != GPTC_DTYPE_F32;
 }
 /* A layer's FC product: act(v + bias) into fc (rows of F), with the bias in
  * the weights' dtype too, for cuBLASLt's fused GELU. Sessions and the batch

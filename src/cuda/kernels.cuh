@@ -114,7 +114,7 @@ typedef struct {
     const int32_t *tables, *tab;
     int block_size;
     int solo;
-    /* CUDA_ATT_MMA: the pass's q, k, v (T, 3C) fp16, as cuda_epi.qkv16 left
+    /* CUDA_ATT_MMA: the pass's q, k, v (T, 3C) in dtype, as cuda_epi.qkv16 left
      * them: q and the pass's own keys come from here, not from qkv and the
      * cache, and the kernel writes those K/V rows to the cache. NULL: not. */
     const void *fresh;

@@ -23,8 +23,8 @@
  *     does the reference; an element whose fp32 norm lies so near a rounding
  *     midpoint that it may round either way adds one ulp times |w| to the
  *     bound of each output;
- *   - attention on fp16 tensor cores (the "mma" path) also rounds q * scale
- *     and the probabilities to fp16 before their products: 6u (u for the
+ *   - attention on tensor cores (the "mma" path, fp16 and bf16) also rounds
+ *     q * scale and the probabilities to the dtype before their products: 6u (u for the
  *     output, u for P, 4u for q's rounding carried through the softmax at
  *     scores of a few units; measured up to 1.3u).
  * Conversions, argmax, set_int, the scratch tickets and the bytes a kernel
@@ -923,7 +923,7 @@ static void test_attention(const dtype_info *d, const att_case *c) {
     int mma = 0;
     const char *path;
     if (T < ATT_SPLIT_MAXT && D % 8 == 0 && D <= 256) path = "split";
-    else if (dt == GPTC_DTYPE_F16 && D == 64 && !getenv("GPTC_CUDA_NO_MMA")) path = "mma", mma = 1;
+    else if (dt != GPTC_DTYPE_F32 && D == 64 && !getenv("GPTC_CUDA_NO_MMA")) path = "mma", mma = 1;
     else if (D <= 128) path = "tiled";
     else path = "full";
     char label[160];
@@ -1095,11 +1095,12 @@ static void test_paged_attention(const dtype_info *d, const paged_case *c, int e
             int t = s * nq + i;
             pos[t] = len[s] - nq + i;
             tab[t] = off[s];
-            /* q of fp16 values in an fp16 run: what the fresh path's fp16
-             * q (below) holds too */
+            /* q of fp16 (bf16) values in an fp16 (bf16) run: what the
+             * fresh path's q (below) holds too */
             for (int k = 0; k < 3 * C; k++) {
                 float v = uni(-1, 1);
                 if (dt == GPTC_DTYPE_F16) v = __half2float(__float2half(v));
+                if (dt == GPTC_DTYPE_BF16) v = __bfloat162float(__float2bfloat16(v));
                 qkv[(size_t)t * 3 * C + k] = k < C ? v : NAN;
             }
         }
@@ -1151,9 +1152,9 @@ static void test_paged_attention(const dtype_info *d, const paged_case *c, int e
      * q, k, v in fp16 rows of 3C, the pass's own cache rows garbage; the
      * kernel must give the same bits and write those rows. */
     size_t fresh_out = 0, fresh_cache = 0;
-    int fresh_run = !each && kind_run == CUDA_ATT_MMA && dt == GPTC_DTYPE_F16;
+    int fresh_run = !each && kind_run == CUDA_ATT_MMA && dt != GPTC_DTYPE_F32;
     if (fresh_run) {
-        __half *q16 = (__half *)xmalloc((size_t)T * 3 * C * sizeof(__half));
+        unsigned char *q16 = (unsigned char *)xmalloc((size_t)T * 3 * C * d->es);
         unsigned char *kg = (unsigned char *)xmalloc(rows * C * d->es);
         unsigned char *vg = (unsigned char *)xmalloc(rows * C * d->es);
         memcpy(kg, kp, rows * C * d->es);
@@ -1161,21 +1162,21 @@ static void test_paged_attention(const dtype_info *d, const paged_case *c, int e
         for (int t = 0; t < T; t++) {
             int s = t / nq;
             for (int k = 0; k < C; k++) {
-                q16[(size_t)t * 3 * C + k] = __float2half(qkv[(size_t)t * 3 * C + k]);
-                q16[(size_t)t * 3 * C + C + k] = __float2half(kf[s][(size_t)pos[t] * C + k]);
-                q16[(size_t)t * 3 * C + 2 * C + k] = __float2half(vf[s][(size_t)pos[t] * C + k]);
+                put(dt, q16, (size_t)t * 3 * C + k, qkv[(size_t)t * 3 * C + k]);
+                put(dt, q16, (size_t)t * 3 * C + C + k, kf[s][(size_t)pos[t] * C + k]);
+                put(dt, q16, (size_t)t * 3 * C + 2 * C + k, vf[s][(size_t)pos[t] * C + k]);
             }
             size_t r = (size_t)perm[off[s] + pos[t] / bs] * bs + pos[t] % bs;
             memset(kg + r * C * d->es, 0xff, (size_t)C * d->es);
             memset(vg + r * C * d->es, 0xff, (size_t)C * d->es);
         }
-        void *d_q16 = dupload(q16, (size_t)T * 3 * C * sizeof(__half));
+        void *d_q16 = dupload(q16, (size_t)T * 3 * C * d->es);
         void *d_kg = dupload(kg, rows * C * d->es), *d_vg = dupload(vg, rows * C * d->es);
         void *d_o2 = dalloc(n_out);
         CK(cudaMemset(d_o2, 0xff, n_out));
         for (int s = 0; s < ns; s++) {
             size_t t0 = (size_t)s * nq;
-            cuda_kv_map map = {d_pos + t0, d_tables, d_tab + t0, bs, 0, (const __half *)d_q16 + t0 * 3 * C};
+            cuda_kv_map map = {d_pos + t0, d_tables, d_tab + t0, bs, 0, (const char *)d_q16 + t0 * 3 * C * d->es};
             CK(cuda_attention_run(kind_run, dt, (char *)d_o2 + t0 * C * d->es, d_qkv + t0 * 3 * C, d_kg, d_vg,
                                   map, nq, C, NH, len[s], scale, d_scratch, d_tickets, g_st));
         }
