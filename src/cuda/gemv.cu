@@ -314,23 +314,31 @@ __global__ void __launch_bounds__(256 * R, MINB)
     /* R slabs of 16 rows, 8 warps each, share the staged tokens: a slab's
      * warps split a row as a block of one slab does, so R changes no sum. */
     int slab = R > 1 ? threadIdx.x >> 8 : 0, tid = R > 1 ? threadIdx.x & 255 : threadIdx.x;
-    int t0 = blockIdx.x * tpb, nt = min(tpb, n_tok - t0), o0 = (blockIdx.y * R + slab) * RB;
+    int t0 = blockIdx.x * tpb, nt = min(tpb, n_tok - t0);
     int warp = tid >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     /* This warp's steps: warp, warp + 8, ... (the block's 8 warps read 512
      * contiguous bytes of each row at a time). */
     int ns = nk > warp ? (nk - warp + 7) >> 3 : 0;
-    /* Rows past O are clamped (read, never stored). A block of RB < 16 rows
-     * leaves the A rows from RB on zero and never loads them: an mma's
-     * output row is a function of its own A row, B column and accumulator,
-     * so the rows it keeps get the bits a block of 16 gives them. */
-    const T *r0 = w + (size_t)min(o0 + g, O - 1) * ldw, *r1 = w + (size_t)min(o0 + g + 8, O - 1) * ldw;
-    bool has0 = RB > 8 || g < RB;
+    /* The block takes row blocks blockIdx.y, + gridDim.y, ... of nrb (a
+     * grid of fewer blocks than row blocks: launch_rows), staging its tokens
+     * once for all of them. Rows past O are clamped (read, never stored). A
+     * block of RB < 16 rows leaves the A rows from RB on zero and never
+     * loads them: an mma's output row is a function of its own A row, B
+     * column and accumulator, so the rows it keeps get the bits a block of
+     * 16 gives them. */
     /* The epilogue's thread keeps one row (a slab's 256 threads). */
     int orow = tid & 15;
-    bool keep = orow < RB && o0 + orow < O;
-    float bias = e.bias && keep ? __ldg(e.bias + o0 + orow) : 0.0f;
+    int nrb = (O + R * RB - 1) / (R * RB), rbk = blockIdx.y, o0 = 0;
+    float bias = 0.0f;
+    auto rows = [&](int b) {
+        o0 = (b * R + slab) * RB;
+        bias = e.bias && orow < RB && o0 + orow < O ? __ldg(e.bias + o0 + orow) : 0.0f;
+    };
+    rows(rbk);
+    bool has0 = RB > 8 || g < RB;
     uint4 wa[NCL], wb[NCL];
     auto load = [&](int i) {
+        const T *r0 = w + (size_t)min(o0 + g, O - 1) * ldw, *r1 = w + (size_t)min(o0 + g + 8, O - 1) * ldw;
 #pragma unroll
         for (int k = 0; k < NCL; k++) {
             int c = (warp + 8 * (i + k)) * 4 + q;
@@ -379,47 +387,57 @@ __global__ void __launch_bounds__(256 * R, MINB)
         }
     }
     __syncthreads();
-    float acc[NTILE][4];
-#pragma unroll
-    for (int j = 0; j < NTILE; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-    /* NCL steps' loads in flight, then their mmas (interleaving the two,
-     * a ring of slots refilled as they are used, measured slower). */
-    for (int i = 0; i < ns; i += NCL) {
-        if (i) load(i);
-#pragma unroll
-        for (int k = 0; k < NCL; k++) {
-            if (i + k >= ns) break;
-            int off = (warp + 8 * (i + k)) * 64 + q * 16;
-#pragma unroll
-            for (int j = 0; j < NTILE; j++) {
-                int n = j * 8 + g;
-                uint4 xb = n < nt ? *reinterpret_cast<const uint4 *>(sm + (size_t)n * S + off) : make_uint4(0, 0, 0, 0);
-                mma16816<T>(acc[j], wa[k].x, wb[k].x, wa[k].y, wb[k].y, xb.x, xb.y);
-                mma16816<T>(acc[j], wa[k].z, wb[k].z, wa[k].w, wb[k].w, xb.z, xb.w);
-            }
-        }
-    }
-    /* The warps' partial sums, added in warp order by the thread of each
-     * (row, token): lane (g, q) holds rows g and g + 8 of tokens 2q, 2q + 1.
-     * They have room of their own after the staged rows: one barrier. */
+    /* The partial sums' room, after the staged rows. */
     float4 *part = reinterpret_cast<float4 *>(sm + (LN ? S + 12 * (size_t)ldw : (size_t)min(tpb, n_tok) * S)) +
                    slab * 8 * NTILE * 32;
+    for (;;) {
+        float acc[NTILE][4];
 #pragma unroll
-    for (int j = 0; j < NTILE; j++)
-        part[(warp * NTILE + j) * 32 + lane] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
-    __syncthreads();
-    const float *pf = reinterpret_cast<const float *>(part);
-    /* the epilogue's copy, so that the parameters stay out of registers
-     * until here (the bias is already in `bias`) */
-    cuda_epi ee = e;
-    ee.bias = NULL;
-    for (int i = tid; i < 16 * nt; i += 256) {
-        int n = i >> 4, j = n >> 3, c = n & 7;
-        int src = (((orow & 7) * 4 + (c >> 1)) << 2) + ((orow >> 3) << 1) + (c & 1);
-        float v = pf[(size_t)j * 128 + src];
+        for (int j = 0; j < NTILE; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+        /* NCL steps' loads in flight, then their mmas (interleaving the two,
+         * a ring of slots refilled as they are used, measured slower). */
+        for (int i = 0; i < ns; i += NCL) {
+            if (i) load(i);
 #pragma unroll
-        for (int u = 1; u < 8; u++) v += pf[(size_t)(u * NTILE + j) * 128 + src];
-        if (keep) epi_store<T>(ee, t0 + n, o0 + orow, v + bias);
+            for (int k = 0; k < NCL; k++) {
+                if (i + k >= ns) break;
+                int off = (warp + 8 * (i + k)) * 64 + q * 16;
+#pragma unroll
+                for (int j = 0; j < NTILE; j++) {
+                    int n = j * 8 + g;
+                    uint4 xb = n < nt ? *reinterpret_cast<const uint4 *>(sm + (size_t)n * S + off) : make_uint4(0, 0, 0, 0);
+                    mma16816<T>(acc[j], wa[k].x, wb[k].x, wa[k].y, wb[k].y, xb.x, xb.y);
+                    mma16816<T>(acc[j], wa[k].z, wb[k].z, wa[k].w, wb[k].w, xb.z, xb.w);
+                }
+            }
+        }
+        /* The warps' partial sums, added in warp order by the thread of each
+         * (row, token): lane (g, q) holds rows g and g + 8 of tokens 2q, 2q + 1.
+         * They have room of their own after the staged rows: one barrier. */
+#pragma unroll
+        for (int j = 0; j < NTILE; j++)
+            part[(warp * NTILE + j) * 32 + lane] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+        __syncthreads();
+        /* The next row block's first weights in flight over this one's epilogue. */
+        int ob = o0;
+        float bb = bias;
+        rbk += gridDim.y;
+        if (rbk < nrb) rows(rbk), load(0);
+        const float *pf = reinterpret_cast<const float *>(part);
+        /* the epilogue's copy, so that the parameters stay out of registers
+         * until here (the bias is already in `bb`) */
+        cuda_epi ee = e;
+        ee.bias = NULL;
+        for (int i = tid; i < 16 * nt; i += 256) {
+            int n = i >> 4, j = n >> 3, c = n & 7;
+            int src = (((orow & 7) * 4 + (c >> 1)) << 2) + ((orow >> 3) << 1) + (c & 1);
+            float v = pf[(size_t)j * 128 + src];
+#pragma unroll
+            for (int u = 1; u < 8; u++) v += pf[(size_t)(u * NTILE + j) * 128 + src];
+            if (orow < RB && ob + orow < O) epi_store<T>(ee, t0 + n, ob + orow, v + bb);
+        }
+        if (rbk >= nrb) break;
+        __syncthreads(); /* part is the next row block's */
     }
 }
 
@@ -454,7 +472,7 @@ static int env_int(const char *name, int def) {
     return v && *v ? atoi(v) : def;
 }
 
-static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb;
+static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist;
 
 /* Tokens per block of a launch of T > 1 (T = 1: one). */
 #define GEMV_NT 8
@@ -504,6 +522,31 @@ static void gemv_shapes(void) {
     g_ln4 = env_int("GPTC_GEMV_LN4", 2);
     g_rb = env_int("GPTC_GEMV_RB", 4);
     if (g_rb != 8 && g_rb != 16) g_rb = 4;
+    g_persist = env_int("GPTC_GEMV_PERSIST", 1);
+}
+
+/* A tensor-core product's launch with no more blocks of rows than the SMs
+ * hold at once (for grid.x groups of tokens): the row blocks split evenly
+ * among them (GPTC_GEMV_PERSIST=1) or every place filled (2; 0: a block
+ * per row block). A block then stages its tokens once for several row
+ * blocks and has the next one's weights in flight over its epilogue; a row
+ * block's sums do not depend on which block takes it. */
+template <typename... KArgs, typename... Args>
+static cudaError_t launch_rows(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                               Args... args) {
+    int per = 0;
+    if (g_persist && grid.y > 1) {
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k, (int)block.x, smem) != cudaSuccess) {
+            (void)cudaGetLastError();
+            per = 0;
+        }
+        long slots = (long)per * g_sms / (long)grid.x;
+        if (per > 0 && slots >= 1 && grid.y > slots) {
+            long rounds = (grid.y + slots - 1) / slots;
+            grid.y = (unsigned)(g_persist == 2 ? slots : (grid.y + rounds - 1) / rounds);
+        }
+    }
+    return launch_pdl(k, grid, block, smem, st, args...);
 }
 
 /* Loads in flight a lane: 2 x 4, 7 or 16 16-byte chunks, as a warp's share
@@ -518,12 +561,12 @@ static cudaError_t gemv_mma_steps(dim3 grid, int steps, const void *in, const W 
                                   int tpb, cuda_epi epi, const float *ln_w, const float *ln_b, float eps, size_t smem,
                                   cudaStream_t st) {
     if (steps <= 4)
-        return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 4, 1, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
+        return launch_rows(gemv_mma_kernel<W, LN, NTILE, 4, 1, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
                           tpb, epi, ln_w, ln_b, eps);
     if (steps <= 8)
-        return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 7, 1, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
+        return launch_rows(gemv_mma_kernel<W, LN, NTILE, 7, 1, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
                           tpb, epi, ln_w, ln_b, eps);
-    return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 16, 1, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T, tpb,
+    return launch_rows(gemv_mma_kernel<W, LN, NTILE, 16, 1, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T, tpb,
                       epi, ln_w, ln_b, eps);
 }
 
@@ -549,7 +592,7 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
             size_t sm2 = smem + (size_t)NTILE * 8 * 32 * sizeof(float4);
             if (sm2 <= g_smem_optin) {
                 grid.y = (unsigned)((O + 31) / 32);
-                return launch_pdl(gemv_mma_kernel<W, LN, NTILE, 7, 2>, grid, dim3(512), sm2, st, in, wp, ldw, I,
+                return launch_rows(gemv_mma_kernel<W, LN, NTILE, 7, 2>, grid, dim3(512), sm2, st, in, wp, ldw, I,
                                   O, T, tpb, epi, ln_w, ln_b, eps);
             }
         }
@@ -562,7 +605,7 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
      * 240 blocks) got slower, 1.26 -> 1.29, so they keep one round of 7. */
     if constexpr (LN && NTILE == 1)
         if (g_ln4 && steps >= 7 && steps <= 8 && (long)grid.y > (long)g_ln4 * g_sms)
-            return launch_pdl(gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4>, grid, dim3(256), smem, st, in, wp, ldw, I, O,
+            return launch_rows(gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4>, grid, dim3(256), smem, st, in, wp, ldw, I, O,
                               T, tpb, epi, ln_w, ln_b, eps);
     /* Fewer rows a block where blocks of 16 would leave SMs idle: the
      * projections back to the model width (gpt2's 768 rows are 48 blocks,
