@@ -175,11 +175,11 @@ __device__ __forceinline__ float *cluster_first(float *p) {
 /* PAGED: the map has block tables (a template parameter, so that the
  * session's decode step keeps the registers it had without them).
  * CLUSTER: gridDim.z blocks a cluster, the partials merged through shared
- * memory (dynamic: S x (D + 2) floats). LEAN: no K / V rows held in
- * registers ahead of their use (kpre / vpre) - each loaded where it is
- * summed, the same values in the same order, in fewer registers (more
- * blocks an SM, for a batch pass's thousand blocks). */
-template <typename T, bool PAGED, bool CLUSTER, bool LEAN = false>
+ * memory (dynamic: S x (D + 2) floats). PRE: which rows are held in
+ * registers ahead of their use, K (1) and V (2): a row not held is loaded
+ * where it is summed, the same values in the same order, in fewer registers
+ * (more blocks an SM, for a batch pass's thousand blocks). */
+template <typename T, bool PAGED, bool CLUSTER, int PRE = 3>
 __global__ void __launch_bounds__(SPLIT_THREADS)
     attn_split_kernel(T *out, const float *qkv, const T *__restrict__ kc, const T *__restrict__ vc,
                       cuda_kv_map km, int C, int D, float scale, float *part, int *tickets, int S) {
@@ -218,10 +218,10 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
      * each half of the row's 16-byte chunks. */
     int nc = D / 8, groups = SPLIT_THREADS / nc, g = tid / nc, c = tid % nc;
     int key = tid >> 1, half = tid & 1;
-    bool kreg = !LEAN && nc <= 2 * SPLIT_KPRE;
+    bool kreg = (PRE & 1) && nc <= 2 * SPLIT_KPRE;
     float vpre[4][8], kpre[SPLIT_KPRE][8];
     /* Chunk rows in [lo, hi) only. */
-    const int NV = LEAN ? 0 : 4; /* V rows a thread holds ahead */
+    const int NV = PRE & 2 ? 4 : 0; /* V rows a thread holds ahead */
     auto fetch = [&](int start, int nk, int lo, int hi) {
 #pragma unroll
         for (int u = 0; u < NV; u++) {
@@ -864,15 +864,36 @@ static int split_cluster_ok(void) {
     return allowed > 0 ? allowed : 0;
 }
 
-/* A batch's pass runs the split kernel without the K / V prefetch
- * registers (LEAN: 48-52 registers against 124, more blocks an SM for its
- * ~1,000 blocks; the same sums). H100, device ms a step at 128 + 64 tokens,
- * batch 32: gpt2 0.724 -> 0.668, gpt2-xl 5.15 -> 4.59. The session's step
- * (a few hundred blocks) keeps them. GPTC_ATT_LEAN=0: the prefetch. */
-static int paged_lean(void) {
-    static int v = -1;
-    if (v < 0) v = !(getenv("GPTC_ATT_LEAN") && atoi(getenv("GPTC_ATT_LEAN")) == 0);
-    return v;
+/* A batch's pass whose split grid would not fit on the SMs at once with the
+ * K / V prefetch registers (124 of them: 4 blocks an SM) runs the kernel
+ * without them (PRE 0: 48-56 registers; the same sums); a smaller grid
+ * (batch 1, a few beams) keeps them, its blocks' latency uncovered by
+ * others. H100, device ms a step at 128 + 64 tokens, prefetch -> none:
+ * batch 32 gpt2 0.692 -> 0.623, gpt2-xl 4.94 -> 4.35; batch 128 gpt2 1.36 ->
+ * 1.21, gpt2-xl 12.15 -> 10.10 (K rows alone or V rows alone: between).
+ * GPTC_ATT_PRE=0 or 3 (GPTC_ATT_LEAN=0: 3): always that, for comparisons. */
+template <typename W, bool CLUSTER>
+static void (*paged_split(long blocks))(W *, const float *, const W *, const W *, cuda_kv_map, int, int, float,
+                                        float *, int *, int) {
+    static int pre = -1;
+    static long fit = -1;
+    if (pre < 0) {
+        const char *v = getenv("GPTC_ATT_PRE"), *l = getenv("GPTC_ATT_LEAN");
+        pre = v ? (atoi(v) == 3 ? 3 : 0) : l && atoi(l) == 0 ? 3 : 4; /* 4: by the grid */
+    }
+    if (fit < 0) {
+        int dev = 0, sms = 0, per = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, attn_split_kernel<W, true, CLUSTER, 3>,
+                                                          SPLIT_THREADS, 0) != cudaSuccess) {
+            (void)cudaGetLastError();
+            sms = per = 0;
+        }
+        fit = (long)sms * per;
+    }
+    if (pre == 3 || (pre == 4 && blocks <= fit)) return attn_split_kernel<W, true, CLUSTER, 3>;
+    return attn_split_kernel<W, true, CLUSTER, 0>;
 }
 
 int cuda_attention_kind(gptc_dtype dt, int T, int C, int NH) {
@@ -936,14 +957,9 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
             at[1].val.programmaticStreamSerializationAllowed = 1;
             cfg.attrs = at;
             cfg.numAttrs = cuda_pdl_enabled() ? 2 : 1;
-            if (map.tables && paged_lean())
+            if (map.tables)
                 GPTC_DISPATCH_DTYPE(dt, W,
-                                    err = cudaLaunchKernelEx(&cfg, attn_split_kernel<W, true, true, true>, (W *)out,
-                                                             qkv, (const W *)k_cache, (const W *)v_cache, map, C,
-                                                             D, scale, scratch, tickets, S));
-            else if (map.tables)
-                GPTC_DISPATCH_DTYPE(dt, W,
-                                    err = cudaLaunchKernelEx(&cfg, attn_split_kernel<W, true, true>, (W *)out, qkv,
+                                    err = cudaLaunchKernelEx(&cfg, paged_split<W, true>((long)grid.x * grid.y * grid.z), (W *)out, qkv,
                                                              (const W *)k_cache, (const W *)v_cache, map, C, D,
                                                              scale, scratch, tickets, S));
             else
@@ -951,15 +967,9 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
                                     err = cudaLaunchKernelEx(&cfg, attn_split_kernel<W, false, true>, (W *)out, qkv,
                                                              (const W *)k_cache, (const W *)v_cache, map, C, D,
                                                              scale, scratch, tickets, S));
-        } else if (map.tables && paged_lean())
+        } else if (map.tables)
             GPTC_DISPATCH_DTYPE(dt, W,
-                                err = launch_pdl(attn_split_kernel<W, true, false, true>, grid, dim3(SPLIT_THREADS),
-                                                 0, st, (W *)out, qkv, (const W *)k_cache,
-                                                 (const W *)v_cache, map, C, D, scale, scratch,
-                                                 tickets, S));
-        else if (map.tables)
-            GPTC_DISPATCH_DTYPE(dt, W,
-                                err = launch_pdl(attn_split_kernel<W, true, false>, grid, dim3(SPLIT_THREADS),
+                                err = launch_pdl(paged_split<W, false>((long)grid.x * grid.y * grid.z), grid, dim3(SPLIT_THREADS),
                                                  0, st, (W *)out, qkv, (const W *)k_cache,
                                                  (const W *)v_cache, map, C, D, scale, scratch,
                                                  tickets, S));
