@@ -472,7 +472,7 @@ static int env_int(const char *name, int def) {
     return v && *v ? atoi(v) : def;
 }
 
-static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist;
+static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist, g_tpb;
 
 /* Tokens per block of a launch of T > 1 (T = 1: one). */
 #define GEMV_NT 8
@@ -523,6 +523,7 @@ static void gemv_shapes(void) {
     g_rb = env_int("GPTC_GEMV_RB", 4);
     if (g_rb != 8 && g_rb != 16) g_rb = 4;
     g_persist = env_int("GPTC_GEMV_PERSIST", 1);
+    g_tpb = env_int("GPTC_GEMV_TPB", 0);
 }
 
 /* A tensor-core product's launch with no more blocks of rows than the SMs
@@ -660,6 +661,7 @@ static cudaError_t gemv_mma_launch(const void *in, const void *w, int ldw, int T
      * (gpt2's 768 rows are 48 blocks): the groups of a row block run side by
      * side and find its weights in L2. */
     int tpb = fit < GEMV_MMA_TOK ? (int)fit : GEMV_MMA_TOK, rbs = (O + 15) / 16;
+    if (g_tpb > 0 && g_tpb < tpb) tpb = g_tpb; /* GPTC_GEMV_TPB=N: at most N tokens a block */
     while (tpb > 8 && (long)((T + tpb - 1) / tpb) * rbs < g_sms) tpb /= 2;
     int n = T < tpb ? T : tpb, tiles = (n + 7) / 8;
     size_t smem = (size_t)n * S + (size_t)(tiles == 3 ? 4 : tiles) * part;
