@@ -941,8 +941,10 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
         static int paged_cl = -1;
         if (paged_cl < 0) paged_cl = !(getenv("GPTC_ATT_CLUSTER_PAGED") && atoi(getenv("GPTC_ATT_CLUSTER_PAGED")) == 0);
         int most = (map.tables && (!paged_cl || Z > 1)) || csmem > SPLIT_CLUSTER_SMEM ? 0 : split_cluster_ok();
+        long nb = (long)grid.x * grid.y * grid.z;
         if (most > 0) {
             grid.z = (unsigned)(Z < most ? Z : most);
+            nb = (long)grid.x * grid.y * grid.z;
             cudaLaunchConfig_t cfg = {};
             cfg.gridDim = grid;
             cfg.blockDim = dim3(SPLIT_THREADS);
@@ -959,7 +961,7 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
             cfg.numAttrs = cuda_pdl_enabled() ? 2 : 1;
             if (map.tables)
                 GPTC_DISPATCH_DTYPE(dt, W,
-                                    err = cudaLaunchKernelEx(&cfg, paged_split<W, true>((long)grid.x * grid.y * grid.z), (W *)out, qkv,
+                                    err = cudaLaunchKernelEx(&cfg, paged_split<W, true>(nb), (W *)out, qkv,
                                                              (const W *)k_cache, (const W *)v_cache, map, C, D,
                                                              scale, scratch, tickets, S));
             else
@@ -969,7 +971,7 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
                                                              scale, scratch, tickets, S));
         } else if (map.tables)
             GPTC_DISPATCH_DTYPE(dt, W,
-                                err = launch_pdl(paged_split<W, false>((long)grid.x * grid.y * grid.z), grid, dim3(SPLIT_THREADS),
+                                err = launch_pdl(paged_split<W, false>(nb), grid, dim3(SPLIT_THREADS),
                                                  0, st, (W *)out, qkv, (const W *)k_cache,
                                                  (const W *)v_cache, map, C, D, scale, scratch,
                                                  tickets, S));
