@@ -1096,6 +1096,30 @@ static uint64_t kv_bytes_per_position(const gptc_model *m, int dtype) {
     return 2 * (uint64_t)c->n_layer * (uint64_t)c->n_embd * elem;
 }
 
+/* One pass of bench_batch: n prompts of prompt_len ids (a pattern offset by
+ * `seed`) added with p, then steps until every sequence is done; the wall
+ * time of steps 0 .. cap go to steps[], their count to *n_steps. */
+static gptc_status bench_batch_pass(gptc_batch *b, int32_t n_vocab, int32_t *ids, long n, long prompt_len,
+                                    long seed, const gptc_generate_params *p, double *steps, long cap,
+                                    long *n_steps) {
+    gptc_status st;
+    for (long k = 0; k < n; k++) {
+        for (long i = 0; i < prompt_len; i++) ids[i] = (int32_t)((i * 7919 + 13 * k + seed) % n_vocab);
+        if ((st = gptc_batch_add(b, ids, (size_t)prompt_len, p, NULL)) != GPTC_OK) return st;
+    }
+    *n_steps = 0;
+    for (;;) {
+        gptc_batch_stats bs = gptc_batch_get_stats(b);
+        if (!bs.running && !bs.waiting) return GPTC_OK;
+        const gptc_batch_event *ev;
+        size_t k;
+        double t = now_s();
+        if ((st = gptc_batch_step(b, &ev, &k)) != GPTC_OK) return st;
+        if (*n_steps <= cap) steps[*n_steps] = now_s() - t;
+        (*n_steps)++;
+    }
+}
+
 /*
  * bench --batch N / --num-beams N: n prompts of prompt_len tokens, greedy,
  * eos off so that every sequence runs new_tokens steps. The first step of
@@ -1140,23 +1164,12 @@ static int bench_batch(gptc_model *m, const char *name, int dtype, long n, long 
         bp.kv_memory = (uint64_t)n * (uint64_t)((prompt_len + new_tokens + 15) / 16 * 16) * kv_bytes_per_position(m, dtype);
         if (gptc_batch_new(m, NULL, &bp, &b) != GPTC_OK) { rc = lib_error(); goto done; }
         for (int pass = 0; pass < 2; pass++) { /* warm-up (2 tokens), then timed */
-            long want = pass ? new_tokens : 2;
-            p.max_new_tokens = (int32_t)want;
-            for (long k = 0; k < n; k++) {
-                for (long i = 0; i < prompt_len; i++) ids[i] = (int32_t)((i * 7919 + 13 * k + pass) % c->n_vocab);
-                if (gptc_batch_add(b, ids, (size_t)prompt_len, &p, NULL) != GPTC_OK) { rc = lib_error(); goto done; }
-            }
-            n_steps = 0;
+            p.max_new_tokens = (int32_t)(pass ? new_tokens : 2);
             double t0 = now_s();
-            for (;;) {
-                gptc_batch_stats bs = gptc_batch_get_stats(b);
-                if (!bs.running && !bs.waiting) break;
-                const gptc_batch_event *ev;
-                size_t k;
-                double t = now_s();
-                if (gptc_batch_step(b, &ev, &k) != GPTC_OK) { rc = lib_error(); goto done; }
-                if (n_steps <= new_tokens) steps[n_steps] = now_s() - t;
-                n_steps++;
+            if (bench_batch_pass(b, c->n_vocab, ids, n, prompt_len, pass, &p, steps, new_tokens, &n_steps) !=
+                GPTC_OK) {
+                rc = lib_error();
+                goto done;
             }
             total_s = now_s() - t0;
         }
@@ -1168,19 +1181,12 @@ static int bench_batch(gptc_model *m, const char *name, int dtype, long n, long 
         pre[n_pre++] = steps[0];
         p.max_new_tokens = 1;
         while (n_pre < 9 && spent < 0.5) {
-            for (long k = 0; k < n; k++) {
-                for (long i = 0; i < prompt_len; i++) ids[i] = (int32_t)((i * 7919 + 13 * k + n_pre) % c->n_vocab);
-                if (gptc_batch_add(b, ids, (size_t)prompt_len, &p, NULL) != GPTC_OK) { rc = lib_error(); goto done; }
+            long ns;
+            if (bench_batch_pass(b, c->n_vocab, ids, n, prompt_len, n_pre, &p, pre + n_pre, 0, &ns) != GPTC_OK) {
+                rc = lib_error();
+                goto done;
             }
-            for (int first = 1;; first = 0) {
-                gptc_batch_stats bs = gptc_batch_get_stats(b);
-                if (!bs.running && !bs.waiting) break;
-                const gptc_batch_event *ev;
-                size_t k;
-                double t = now_s();
-                if (gptc_batch_step(b, &ev, &k) != GPTC_OK) { rc = lib_error(); goto done; }
-                if (first) spent += pre[n_pre++] = now_s() - t;
-            }
+            spent += pre[n_pre++];
         }
         prefill_s = median(pre, n_pre);
         for (long i = 1; i < n_steps && i <= new_tokens; i++) decode_total += steps[i];

@@ -645,7 +645,7 @@ gptc_status cuda_linear(const cuda_model *cm, cuda_session *cs, const void *in, 
             prof_mark(cs, "gemm");
             if (done) return GPTC_OK;
         }
-        /* QKV for the tensor-core attention: the biased product in fp16
+        /* QKV for the tensor-core attention: the biased product in dtype
          * into qkv16, and nothing else - the attention fills the cache. No
          * algorithm for that: the fp32 way below, then rounded. */
         if (e.mode == EPI_QKV && e.qkv16) {
