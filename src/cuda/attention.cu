@@ -146,21 +146,6 @@ size_t cuda_attention_scratch_floats(int NH, int D, int max_len) {
  * block. */
 #define SPLIT_CLUSTER_SMEM (32 * 1024) /* the partials' most: S x (D + 2) floats */
 
-__device__ __forceinline__ void cluster_arrive_relaxed() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void cluster_arrive() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void cluster_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
-#endif
-}
 /* The address of p in the shared memory of the cluster's first block. */
 __device__ __forceinline__ float *cluster_first(float *p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
