@@ -157,6 +157,27 @@ __device__ __forceinline__ float *cluster_first(float *p) {
 #endif
 }
 
+/* 8 elements from shared memory as fp32 (load8 reads global memory). */
+__device__ __forceinline__ void lds8(const float *p, float v[8]) {
+    float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+    v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void lds8(const __half *p, float v[8]) {
+    cvt8<__half>(*reinterpret_cast<const uint4 *>(p), v);
+}
+__device__ __forceinline__ void lds8(const __nv_bfloat16 *p, float v[8]) {
+    cvt8<__nv_bfloat16>(*reinterpret_cast<const uint4 *>(p), v);
+}
+/* attn_split_kernel<PRE = 4>'s row stride in its shared K / V rows, and
+ * the bytes of both chunks' rows. */
+template <typename T> __host__ __device__ __forceinline__ int split_smem_row(int D) {
+    return D + 16 / (int)sizeof(T);
+}
+template <typename T> static size_t split_smem_bytes(int D) {
+    return (size_t)2 * ATT_CHUNK * split_smem_row<T>(D) * sizeof(T);
+}
+
 /* PAGED: the map has block tables (a template parameter, so that the
  * session's decode step keeps the registers it had without them).
  * CLUSTER: gridDim.z blocks a cluster, the partials merged through shared
@@ -170,7 +191,8 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
                       cuda_kv_map km, int C, int D, float scale, float *part, int *tickets, int S) {
     __shared__ float q[256], p[ATT_CHUNK], red[32], accs[SPLIT_THREADS * 8];
     __shared__ int last;
-    extern __shared__ float cpart[]; /* CLUSTER: the first block's are the merge's */
+    extern __shared__ float4 dyn4[]; /* CLUSTER: the partials (the first block's are the merge's); then SMEM's rows */
+    float *cpart = reinterpret_cast<float *>(dyn4);
     int h = blockIdx.x, t = blockIdx.y, s = blockIdx.z, tid = threadIdx.x;
     /* Cluster barrier phase 1: every block has started (its shared memory
      * exists) before any block stores into another's; phase 2: every
@@ -205,20 +227,42 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     int key = tid >> 1, half = tid & 1;
     bool kreg = (PRE & 1) && nc <= 2 * SPLIT_KPRE;
     float vpre[4][8], kpre[SPLIT_KPRE][8];
+    /* SMEM (PRE 4): the chunk's K and V rows copied into shared memory by
+     * cp.async, all in flight at once, the old ones before the wait - the
+     * loads of the prefetch registers without their registers. The sums
+     * read the same values in the same order. */
+    constexpr bool SMEM = PRE == 4;
+    int DS = split_smem_row<T>(D); /* a row's stride there: 16 bytes of padding, 4 banks a key further */
+    T *ks = reinterpret_cast<T *>(cpart + (CLUSTER ? (size_t)S * (D + 2) : 0)), *vs = ks + (size_t)ATT_CHUNK * DS;
+    int nu = D * (int)sizeof(T) / 16; /* 16-byte pieces of a row */
     /* Chunk rows in [lo, hi) only. */
     const int NV = PRE & 2 ? 4 : 0; /* V rows a thread holds ahead */
     auto fetch = [&](int start, int nk, int lo, int hi) {
+        if constexpr (SMEM) {
+            for (int u = tid; u < nk * nu; u += blockDim.x) {
+                int k = u / nu, pc = u - k * nu, j = start + k;
+                if (j >= lo && j < hi) {
+                    size_t r = kv_row(tb, bs, j) * C + hoff;
+                    cp_async16(reinterpret_cast<char *>(ks + (size_t)k * DS) + pc * 16,
+                               reinterpret_cast<const char *>(kc + r) + pc * 16, 16);
+                    cp_async16(reinterpret_cast<char *>(vs + (size_t)k * DS) + pc * 16,
+                               reinterpret_cast<const char *>(vc + r) + pc * 16, 16);
+                }
+            }
+        } else {
 #pragma unroll
-        for (int u = 0; u < NV; u++) {
-            int k = g + u * groups, j = start + k;
-            if (g < groups && k < nk && j >= lo && j < hi) load8(vc + kv_row(tb, bs, j) * C + hoff + c * 8, vpre[u]);
-        }
-        int j = start + key;
-        if (kreg && key < nk && j >= lo && j < hi) {
-            const T *kr = kc + kv_row(tb, bs, j) * C + hoff;
+            for (int u = 0; u < NV; u++) {
+                int k = g + u * groups, j = start + k;
+                if (g < groups && k < nk && j >= lo && j < hi)
+                    load8(vc + kv_row(tb, bs, j) * C + hoff + c * 8, vpre[u]);
+            }
+            int j = start + key;
+            if (kreg && key < nk && j >= lo && j < hi) {
+                const T *kr = kc + kv_row(tb, bs, j) * C + hoff;
 #pragma unroll
-            for (int i = 0; i < SPLIT_KPRE; i++)
-                if (half + 2 * i < nc) load8(kr + (half + 2 * i) * 8, kpre[i]);
+                for (int i = 0; i < SPLIT_KPRE; i++)
+                    if (half + 2 * i < nc) load8(kr + (half + 2 * i) * 8, kpre[i]);
+            }
         }
     };
     fetch(s * ATT_CHUNK, min(ATT_CHUNK, L - s * ATT_CHUNK), 0, fresh);
@@ -227,13 +271,17 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     fetch(s * ATT_CHUNK, min(ATT_CHUNK, L - s * ATT_CHUNK), fresh, INT_MAX);
     const float *qr = qkv + (size_t)t * 3 * C + hoff;
     for (int d = tid; d < D; d += blockDim.x) q[d] = qr[d] * scale;
+    if (SMEM) cp_async_wait_all();
     __syncthreads();
     size_t row = (size_t)h * gridDim.y + t;
     /* Chunks s, s + gridDim.z, ...: each the same sums, whichever block
      * takes it. */
     for (bool first = true;; s += gridDim.z, first = false) {
         int start = s * ATT_CHUNK, nk = min(ATT_CHUNK, L - start);
-        if (!first) fetch(start, nk, 0, INT_MAX);
+        if (!first) {
+            fetch(start, nk, 0, INT_MAX);
+            if (SMEM) cp_async_wait_all(), __syncthreads();
+        }
         float sc = 0.0f;
         if (key < nk) {
             if (kreg) {
@@ -244,6 +292,15 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
 #pragma unroll
                         for (int e = 0; e < 8; e++) sc += q[cc * 8 + e] * kpre[i][e];
                     }
+            } else if (SMEM) {
+                const T *kr = ks + (size_t)key * DS;
+#pragma unroll 4
+                for (int cc = half; cc < nc; cc += 2) {
+                    float kv[8];
+                    lds8(kr + cc * 8, kv);
+#pragma unroll
+                    for (int e = 0; e < 8; e++) sc += q[cc * 8 + e] * kv[e];
+                }
             } else {
                 const T *kr = kc + kv_row(tb, bs, start + key) * C + hoff;
 #pragma unroll 4
@@ -276,7 +333,8 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
 #pragma unroll 4
             for (int k = g + NV * groups; k < nk; k += groups) {
                 float vv[8];
-                load8(vc + kv_row(tb, bs, start + k) * C + hoff + c * 8, vv);
+                if (SMEM) lds8(vs + (size_t)k * DS + c * 8, vv);
+                else load8(vc + kv_row(tb, bs, start + k) * C + hoff + c * 8, vv);
                 float pk = p[k];
 #pragma unroll
                 for (int i = 0; i < 8; i++) a[i] += pk * vv[i];
@@ -858,13 +916,18 @@ static int split_cluster_ok(void) {
  * 1.21, gpt2-xl 12.15 -> 10.10 (K rows alone or V rows alone: between).
  * GPTC_ATT_PRE=0 or 3 (GPTC_ATT_LEAN=0: 3): always that, for comparisons. */
 template <typename W, bool CLUSTER>
-static void (*paged_split(long blocks))(W *, const float *, const W *, const W *, cuda_kv_map, int, int, float,
-                                        float *, int *, int) {
+static void (*paged_split(long blocks, int D, size_t *smem))(W *, const float *, const W *, const W *, cuda_kv_map,
+                                                             int, int, float, float *, int *, int) {
     static int pre = -1;
     static long fit = -1;
     if (pre < 0) {
+        /* GPTC_ATT_PRE=4: the rows through shared memory (SMEM; exp-att-smem) */
         const char *v = getenv("GPTC_ATT_PRE"), *l = getenv("GPTC_ATT_LEAN");
-        pre = v ? (atoi(v) == 3 ? 3 : 0) : l && atoi(l) == 0 ? 3 : 4; /* 4: by the grid */
+        pre = v ? (atoi(v) == 3 || atoi(v) == 4 ? atoi(v) : 0) : l && atoi(l) == 0 ? 3 : 5; /* 5: by the grid */
+    }
+    if (pre == 4 && *smem + split_smem_bytes<W>(D) <= 48 * 1024) {
+        *smem += split_smem_bytes<W>(D);
+        return attn_split_kernel<W, true, CLUSTER, 4>;
     }
     if (fit < 0) {
         int dev = 0, sms = 0, per = 0;
@@ -877,7 +940,7 @@ static void (*paged_split(long blocks))(W *, const float *, const W *, const W *
         }
         fit = (long)sms * per;
     }
-    if (pre == 3 || (pre == 4 && blocks <= fit)) return attn_split_kernel<W, true, CLUSTER, 3>;
+    if (pre == 3 || (pre == 5 && blocks <= fit)) return attn_split_kernel<W, true, CLUSTER, 3>;
     return attn_split_kernel<W, true, CLUSTER, 0>;
 }
 
@@ -946,20 +1009,22 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
             cfg.numAttrs = cuda_pdl_enabled() ? 2 : 1;
             if (map.tables)
                 GPTC_DISPATCH_DTYPE(dt, W,
-                                    err = cudaLaunchKernelEx(&cfg, paged_split<W, true>(nb), (W *)out, qkv,
-                                                             (const W *)k_cache, (const W *)v_cache, map, C, D,
-                                                             scale, scratch, tickets, S));
+                                    err = cudaLaunchKernelEx(&cfg, paged_split<W, true>(nb, D, &cfg.dynamicSmemBytes),
+                                                             (W *)out, qkv, (const W *)k_cache, (const W *)v_cache,
+                                                             map, C, D, scale, scratch, tickets, S));
             else
                 GPTC_DISPATCH_DTYPE(dt, W,
                                     err = cudaLaunchKernelEx(&cfg, attn_split_kernel<W, false, true>, (W *)out, qkv,
                                                              (const W *)k_cache, (const W *)v_cache, map, C, D,
                                                              scale, scratch, tickets, S));
-        } else if (map.tables)
-            GPTC_DISPATCH_DTYPE(dt, W,
-                                err = launch_pdl(paged_split<W, false>(nb), grid, dim3(SPLIT_THREADS),
-                                                 0, st, (W *)out, qkv, (const W *)k_cache,
-                                                 (const W *)v_cache, map, C, D, scale, scratch,
-                                                 tickets, S));
+        } else if (map.tables) {
+            size_t smem = 0;
+            GPTC_DISPATCH_DTYPE(dt, W, {
+                auto k = paged_split<W, false>(nb, D, &smem);
+                err = launch_pdl(k, grid, dim3(SPLIT_THREADS), smem, st, (W *)out, qkv, (const W *)k_cache,
+                                 (const W *)v_cache, map, C, D, scale, scratch, tickets, S);
+            });
+        }
         else
             GPTC_DISPATCH_DTYPE(dt, W,
                                 err = launch_pdl(attn_split_kernel<W, false, false>, grid, dim3(SPLIT_THREADS),
