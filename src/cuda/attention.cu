@@ -177,6 +177,11 @@ template <typename T> __host__ __device__ __forceinline__ int split_smem_row(int
 template <typename T> static size_t split_smem_bytes(int D) {
     return (size_t)2 * ATT_CHUNK * split_smem_row<T>(D) * sizeof(T);
 }
+/* A cluster's partials (S x (D + 2) floats) rounded up to 16 bytes, where
+ * the rows start (cp.async's destinations are 16-byte aligned). */
+__host__ __device__ __forceinline__ size_t split_part_floats(int S, int D) {
+    return ((size_t)S * (D + 2) + 3) & ~(size_t)3;
+}
 
 /* PAGED: the map has block tables (a template parameter, so that the
  * session's decode step keeps the registers it had without them).
@@ -233,7 +238,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
      * read the same values in the same order. */
     constexpr bool SMEM = PRE == 4;
     int DS = split_smem_row<T>(D); /* a row's stride there: 16 bytes of padding, 4 banks a key further */
-    T *ks = reinterpret_cast<T *>(cpart + (CLUSTER ? (size_t)S * (D + 2) : 0)), *vs = ks + (size_t)ATT_CHUNK * DS;
+    T *ks = reinterpret_cast<T *>(cpart + (CLUSTER ? split_part_floats(S, D) : 0)), *vs = ks + (size_t)ATT_CHUNK * DS;
     int nu = D * (int)sizeof(T) / 16; /* 16-byte pieces of a row */
     /* Chunk rows in [lo, hi) only. */
     const int NV = PRE & 2 ? 4 : 0; /* V rows a thread holds ahead */
@@ -925,8 +930,8 @@ static void (*paged_split(long blocks, int D, size_t *smem))(W *, const float *,
         const char *v = getenv("GPTC_ATT_PRE"), *l = getenv("GPTC_ATT_LEAN");
         pre = v ? (atoi(v) == 3 || atoi(v) == 4 ? atoi(v) : 0) : l && atoi(l) == 0 ? 3 : 5; /* 5: by the grid */
     }
-    if (pre == 4 && *smem + split_smem_bytes<W>(D) <= 48 * 1024) {
-        *smem += split_smem_bytes<W>(D);
+    if (pre == 4 && (*smem + 15) / 16 * 16 + split_smem_bytes<W>(D) <= 48 * 1024) {
+        *smem = (*smem + 15) / 16 * 16 + split_smem_bytes<W>(D);
         return attn_split_kernel<W, true, CLUSTER, 4>;
     }
     if (fit < 0) {
