@@ -311,6 +311,15 @@ def cases(tmp):
         ok = False
         print(e, r.stdout, r.stderr)
     check("bench --json", ok)
+    # a batch: every prompt's prefill timed (median of up to 9 passes), then the decode steps
+    r = run(["bench", "--shape", "tiny", "--prompt-len", "4", "--new-tokens", "3", "--batch", "3", "--json"] + T)
+    try:
+        j = json.loads(r.stdout.decode().strip().splitlines()[-1])
+        ok = r.returncode == 0 and j["batch"] == 3 and j["prefill_ms"] > 0 and j["decode_ms_per_step"] > 0
+    except Exception as e:  # noqa: BLE001
+        ok = False
+        print(e, r.stdout, r.stderr)
+    check("bench --batch 3 --json", ok)
 
     # ---- info: gpt2's shape, as a sparse file (the original upload's key layout, F32) ----
     g2 = os.path.join(tmp, "gpt2-shape")
