@@ -914,24 +914,30 @@ static int split_cluster_ok(void) {
 
 /* A batch's pass whose split grid would not fit on the SMs at once with the
  * K / V prefetch registers (124 of them: 4 blocks an SM) runs the kernel
- * without them (PRE 0: 48-56 registers; the same sums); a smaller grid
- * (batch 1, a few beams) keeps them, its blocks' latency uncovered by
- * others. H100, device ms a step at 128 + 64 tokens, prefetch -> none:
- * batch 32 gpt2 0.692 -> 0.623, gpt2-xl 4.94 -> 4.35; batch 128 gpt2 1.36 ->
- * 1.21, gpt2-xl 12.15 -> 10.10 (K rows alone or V rows alone: between).
- * GPTC_ATT_PRE=0 or 3 (GPTC_ATT_LEAN=0: 3): always that, for comparisons. */
+ * without them (the same sums); a smaller grid (batch 1, a few beams) keeps
+ * them, its blocks' latency uncovered by others. H100, device ms a step at
+ * 128 + 64 tokens, prefetch -> none (PRE 0, 48-56 registers): batch 32
+ * gpt2 0.692 -> 0.623, gpt2-xl 4.94 -> 4.35; batch 128 gpt2 1.36 -> 1.21,
+ * gpt2-xl 12.15 -> 10.10 (K rows alone or V rows alone: between). Where its
+ * chunk's rows fit 48 KB of shared memory such a pass copies them there
+ * (PRE 4: cp.async, every row in flight at once, 32-40 registers): none ->
+ * shared, gpt2 batch 32 0.619 -> 0.586, 128 1.207 -> 1.104; gpt2-xl 8 3.02
+ * -> 2.96, 32 4.34 -> 4.30, 128 10.10 -> 9.71 (but slower than the
+ * prefetch where that fits: gpt2 batch 8 0.426 against 0.412, gpt2-xl
+ * batch 1 2.16 against 2.01). GPTC_ATT_PRE=0, 3 or 4 (GPTC_ATT_LEAN=0: 3):
+ * always that one, for comparisons (4 where it fits, else 0). */
 template <typename W, bool CLUSTER>
 static void (*paged_split(long blocks, int D, size_t *smem))(W *, const float *, const W *, const W *, cuda_kv_map,
                                                              int, int, float, float *, int *, int) {
     static int pre = -1;
     static long fit = -1;
     if (pre < 0) {
-        /* GPTC_ATT_PRE=4: the rows through shared memory (SMEM; exp-att-smem) */
         const char *v = getenv("GPTC_ATT_PRE"), *l = getenv("GPTC_ATT_LEAN");
         pre = v ? (atoi(v) == 3 || atoi(v) == 4 ? atoi(v) : 0) : l && atoi(l) == 0 ? 3 : 5; /* 5: by the grid */
     }
-    if (pre == 4 && (*smem + 15) / 16 * 16 + split_smem_bytes<W>(D) <= 48 * 1024) {
-        *smem = (*smem + 15) / 16 * 16 + split_smem_bytes<W>(D);
+    size_t rows_smem = (*smem + 15) / 16 * 16 + split_smem_bytes<W>(D);
+    if (pre == 4 && rows_smem <= 48 * 1024) {
+        *smem = rows_smem;
         return attn_split_kernel<W, true, CLUSTER, 4>;
     }
     if (fit < 0) {
@@ -946,6 +952,10 @@ static void (*paged_split(long blocks, int D, size_t *smem))(W *, const float *,
         fit = (long)sms * per;
     }
     if (pre == 3 || (pre == 5 && blocks <= fit)) return attn_split_kernel<W, true, CLUSTER, 3>;
+    if (pre == 5 && rows_smem <= 48 * 1024) {
+        *smem = rows_smem;
+        return attn_split_kernel<W, true, CLUSTER, 4>;
+    }
     return attn_split_kernel<W, true, CLUSTER, 0>;
 }
 
