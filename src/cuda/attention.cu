@@ -619,7 +619,7 @@ __device__ __forceinline__ float2 unpack2(const __nv_bfloat16 *p) {
 template <typename T, int MMA_GROUPS>
 __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
     attn_mma_kernel(T *out, const float *qkv, const T *kc, const T *vc, cuda_kv_map m, int T_, int C,
-                    float scale) {
+                    float scale, const int2 *segs) {
     extern __shared__ float4 smm4[];
     T *qs = reinterpret_cast<T *>(smm4), *kv_all = qs + MMA_Q * MMA_LD;
     int h = blockIdx.x, t0 = (gridDim.y - 1 - blockIdx.y) * MMA_Q, tid = threadIdx.x;
@@ -627,6 +627,21 @@ __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
     int g = lane >> 2, tq = lane & 3;
     T *kvs = kv_all + grp * 4 * MMA_K * MMA_LD;
     pdl_wait();
+    if (segs) {
+        /* Several prompts in one launch (cuda_attention_mma_segs): segment
+         * blockIdx.z is the rows (first, count) of the pass, and a block
+         * does for its query tile what a launch of that segment alone
+         * does - tiles counted from the segment's first row - so the
+         * same bits. Tiles past a shorter segment's end have no work. */
+        int2 sg = segs[blockIdx.z];
+        if (t0 >= sg.y) return;
+        T_ = sg.y;
+        out += (size_t)sg.x * C;
+        qkv += (size_t)sg.x * 3 * C;
+        m.pos += sg.x;
+        if (m.tab) m.tab += sg.x;
+        if (m.fresh) m.fresh = static_cast<const T *>(m.fresh) + (size_t)sg.x * 3 * C;
+    }
     int P0 = q_pos(m, 0), bs = m.block_size;
     const int32_t *tb = q_table(m, 0);
     size_t hoff = (size_t)h * MMA_D;
@@ -848,6 +863,27 @@ static int mma_groups(void) {
     return g == 4 && !g_mma4_ok[cuda_device_slot()] ? 2 : g;
 }
 
+/* attn_mma_kernel with mma_groups()'s groups, over grid (heads, query
+ * tiles, segments); segs: NULL for one segment of T queries. */
+template <typename T>
+static cudaError_t mma_launch_t(dim3 grid, cudaStream_t st, void *out, const float *qkv, const void *k_cache,
+                                const void *v_cache, cuda_kv_map map, int Tq, int C, float scale,
+                                const int2 *segs) {
+    int G = mma_groups();
+    void (*k)(T *, const float *, const T *, const T *, cuda_kv_map, int, int, float, const int2 *) =
+        G == 1 ? attn_mma_kernel<T, 1> : G == 4 ? attn_mma_kernel<T, 4> : attn_mma_kernel<T, 2>;
+    return launch_pdl(k, grid, dim3(128 * G), mma_smem(G), st, (T *)out, qkv, (const T *)k_cache,
+                      (const T *)v_cache, map, Tq, C, scale, segs);
+}
+
+static cudaError_t mma_launch(gptc_dtype dt, dim3 grid, cudaStream_t st, void *out, const float *qkv,
+                              const void *k_cache, const void *v_cache, cuda_kv_map map, int Tq, int C,
+                              float scale, const int2 *segs) {
+    if (dt == GPTC_DTYPE_BF16)
+        return mma_launch_t<__nv_bfloat16>(grid, st, out, qkv, k_cache, v_cache, map, Tq, C, scale, segs);
+    return mma_launch_t<__half>(grid, st, out, qkv, k_cache, v_cache, map, Tq, C, scale, segs);
+}
+
 /* The most blocks a cluster of attn_split_kernel may have: 0 where clusters
  * are not to be used (before sm_90; GPTC_ATT_CLUSTER=0, for comparisons). */
 static int split_cluster_ok(void) {
@@ -1048,19 +1084,7 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
                                                  tickets, S));
     } else if (kind == CUDA_ATT_MMA) {
         dim3 grid((unsigned)NH, (unsigned)((T + MMA_Q - 1) / MMA_Q));
-        int G = mma_groups();
-        if (dt == GPTC_DTYPE_BF16) {
-            typedef __nv_bfloat16 B;
-            void (*k)(B *, const float *, const B *, const B *, cuda_kv_map, int, int, float) =
-                G == 1 ? attn_mma_kernel<B, 1> : G == 4 ? attn_mma_kernel<B, 4> : attn_mma_kernel<B, 2>;
-            err = launch_pdl(k, grid, dim3(128 * G), mma_smem(G), st, (B *)out, qkv, (const B *)k_cache,
-                             (const B *)v_cache, map, T, C, scale);
-        } else {
-            void (*k)(__half *, const float *, const __half *, const __half *, cuda_kv_map, int, int, float) =
-                G == 1 ? attn_mma_kernel<__half, 1> : G == 4 ? attn_mma_kernel<__half, 4> : attn_mma_kernel<__half, 2>;
-            err = launch_pdl(k, grid, dim3(128 * G), mma_smem(G), st, (__half *)out, qkv,
-                             (const __half *)k_cache, (const __half *)v_cache, map, T, C, scale);
-        }
+        err = mma_launch(dt, grid, st, out, qkv, k_cache, v_cache, map, T, C, scale, NULL);
     } else if (kind == CUDA_ATT_TILE) {
         dim3 grid((unsigned)NH, (unsigned)((T + TILE_Q - 1) / TILE_Q));
         if (D <= 64)
@@ -1084,6 +1108,16 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
                                 scale));
     }
     return err != cudaSuccess ? err : cudaGetLastError();
+}
+
+cudaError_t cuda_attention_mma_segs(gptc_dtype dt, void *out, const float *qkv, const void *k_cache,
+                                    const void *v_cache, cuda_kv_map map, const int32_t *segs, int n_segs,
+                                    int max_T, int C, int NH, float scale, cudaStream_t st) {
+    if (n_segs < 1) return cudaSuccess;
+    if (n_segs > 65535 || max_T < 1) return cudaErrorInvalidValue;
+    dim3 grid((unsigned)NH, (unsigned)((max_T + MMA_Q - 1) / MMA_Q), (unsigned)n_segs);
+    return mma_launch(dt, grid, st, out, qkv, k_cache, v_cache, map, max_T, C, scale,
+                      reinterpret_cast<const int2 *>(segs));
 }
 
 cudaError_t cuda_attention(gptc_dtype dt, void *out, const float *qkv, const void *k_cache,

@@ -507,6 +507,29 @@ static float prof_collect(cuda_session *cs, double *tot, const char **names, int
     return all;
 }
 
+/*
+ * The heuristic's best algorithm that sums each output over the whole K in
+ * one pass (no split-K). A batch's prompts share one product (paged.cu), and
+ * a row's bits must not depend on the rows beside it: on an H100 with
+ * cuBLASLt 13.1 every such algorithm the heuristic picked for GPT-2's
+ * prefill products gave each row the same bits at 8 to 16,384 rows, tile
+ * shapes and all, where the split-K ones it picks below ~16 rows of long
+ * products (K = 3072, 6400) did not (bench/lt_rows.cu). Sessions and batches
+ * take the rule alike.
+ */
+#define LT_CANDIDATES 8
+static int lt_whole_k(const cublasLtMatmulAlgo_t *a) {
+    uint32_t splitk = 1, red = CUBLASLT_REDUCTION_SCHEME_NONE;
+    size_t w = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, &w) !=
+        CUBLAS_STATUS_SUCCESS)
+        splitk = 1;
+    if (cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &red, sizeof red, &w) !=
+        CUBLAS_STATUS_SUCCESS)
+        red = CUBLASLT_REDUCTION_SCHEME_NONE;
+    return splitk <= 1 && red == CUBLASLT_REDUCTION_SCHEME_NONE;
+}
+
 static cudaDataType_t lt_type(gptc_dtype dt) {
     return dt == GPTC_DTYPE_F16 ? CUDA_R_16F : dt == GPTC_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
 }
@@ -556,7 +579,7 @@ static gptc_status lt_matmul_ex(const cuda_model *cm, cuda_session *cs, void *ou
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
     cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t res;
+    cublasLtMatmulHeuristicResult_t res = {};
     int found = 0;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     size_t ws = LT_WORKSPACE_BYTES;
@@ -589,10 +612,12 @@ static gptc_status lt_matmul_ex(const cuda_model *cm, cuda_session *cs, void *ou
     if (s == CUBLAS_STATUS_SUCCESS) {
         /* No algorithm (e.g. odd sizes for this dtype) is not an error: the
          * GEMV path computes the same product. */
-        cublasStatus_t h =
-            cublasLtMatmulAlgoGetHeuristic(cm->lt, op, la, lb, lc, lc, pref, 1, &res, &found);
-        if (h != CUBLAS_STATUS_SUCCESS || found < 1 || res.state != CUBLAS_STATUS_SUCCESS) found = 0;
+        cublasLtMatmulHeuristicResult_t all[LT_CANDIDATES];
+        int n = 0;
+        cublasStatus_t h = cublasLtMatmulAlgoGetHeuristic(cm->lt, op, la, lb, lc, lc, pref, LT_CANDIDATES, all, &n);
         queried = h == CUBLAS_STATUS_SUCCESS;
+        for (int i = 0; queried && i < n && !found; i++)
+            if (all[i].state == CUBLAS_STATUS_SUCCESS && lt_whole_k(&all[i].algo)) res = all[i], found = 1;
     }
     if (s == CUBLAS_STATUS_SUCCESS && found)
         s = cublasLtMatmul(cm->lt, op, &alpha, w, la, in, lb, &beta, out, lc, out, lc, &res.algo,
