@@ -470,7 +470,8 @@ static gptc_status stage_pass(cuda_kv *kv, const gptc_model *m, const gptc_pass 
     for (int32_t s = 0; s <= max_seq; s++)
         if (seq_max[s] >= 0) n_tab += (size_t)(seq_max[s] / bs + 1);
     size_t base_l = 4 * (size_t)rows, base_n = base_l + (size_t)p->n_logits;
-    size_t base_t = base_n + (size_t)p->n_logits, base_s = base_t + n_tab;
+    /* the fresh segments' pairs are read as int2: an even offset */
+    size_t base_t = base_n + (size_t)p->n_logits, base_s = (base_t + n_tab + 1) & ~(size_t)1;
     CKST(reserve_ints(kv, base_s + 2 * (size_t)fresh_segs));
     int32_t *h = kv->h_int, *ids = h, *pos = h + rows, *crow = h + 2 * rows, *tab = h + 3 * rows;
     int32_t *tables = h + base_t;
