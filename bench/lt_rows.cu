@@ -12,7 +12,10 @@
  * first rows of an M-row product are bitwise those of a 16384-row one,
  * with the algorithm the heuristic picks for each M ("heur") and with one
  * algorithm for every M ("pin": the heuristic's answer at PIN rows), and
- * what the pinned algorithm costs at each M against the heuristic's.
+ * what the pinned algorithm costs at each M against the heuristic's; and
+ * whether a prompt's rows placed inside a larger product ("moved") get the
+ * bits they get alone, each product's algorithm picked as backend.cu picks
+ * it (the heuristic's first that sums over the whole K, or split-K off).
  *
  * usage: lt_rows [PIN]   (default 1024). Prints one line per shape and M.
  */
@@ -97,6 +100,40 @@ static int heuristic(const descs *d, cublasLtMatmulAlgo_t *algo) {
     return 1;
 }
 
+/* As backend.cu's lt_pick_whole_k: the first of 8 answers that sums over the
+ * whole K, else the first accepted with its split-K turned off. */
+static int whole_k(const cublasLtMatmulAlgo_t *a) {
+    uint32_t splitk = 1, red = 0;
+    size_t w;
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &red, sizeof red, &w);
+    return splitk <= 1 && red == 0;
+}
+
+static int heuristic_whole(const descs *d, cublasLtMatmulAlgo_t *algo) {
+    cublasLtMatmulPreference_t pref;
+    size_t wsb = WS_BYTES;
+    CL(cublasLtMatmulPreferenceCreate(&pref));
+    CL(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
+    cublasLtMatmulHeuristicResult_t all[8];
+    int n = 0, got = 0;
+    cublasStatus_t h = cublasLtMatmulAlgoGetHeuristic(lt, d->op, d->la, d->lb, d->lc, d->lc, pref, 8, all, &n);
+    cublasLtMatmulPreferenceDestroy(pref);
+    for (int i = 0; h == CUBLAS_STATUS_SUCCESS && i < n && !got; i++)
+        if (all[i].state == CUBLAS_STATUS_SUCCESS && whole_k(&all[i].algo)) *algo = all[i].algo, got = 1;
+    for (int i = 0; h == CUBLAS_STATUS_SUCCESS && i < n && !got; i++) {
+        cublasLtMatmulAlgo_t a = all[i].algo;
+        uint32_t one = 1, none = 0;
+        cublasLtMatmulHeuristicResult_t chk;
+        if (all[i].state == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one, sizeof one) == 0 &&
+            cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &none, sizeof none) == 0 &&
+            cublasLtMatmulAlgoCheck(lt, d->op, d->la, d->lb, d->lc, d->lc, &a, &chk) == 0 && whole_k(&a))
+            *algo = a, got = 2;
+    }
+    return got;
+}
+
 static void describe(const cublasLtMatmulAlgo_t *a, char *buf, size_t n) {
     int id = -1;
     uint32_t tile = 0, stages = 0, splitk = 0, red = 0, swz = 0, custom = 0;
@@ -177,7 +214,7 @@ int main(int argc, char **argv) {
     cudaDeviceProp p;
     CK(cudaGetDeviceProperties(&p, 0));
     printf("%s, cuBLASLt %zu, pinned algorithm: the heuristic's at M = %d\n", p.name, cublasLtGetVersion(), pin_m);
-    int bad_pin = 0;
+    int bad_pin = 0, bad_moved = 0;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const shape *s = &shapes[si];
         size_t osz = s->ot == CUDA_R_32F ? 4 : 2, out_bytes = (size_t)MMAX * s->O * osz;
@@ -253,9 +290,47 @@ int main(int argc, char **argv) {
                    "pin@%d: %5d\n",
                    M, ms_h, MMAX, diff_h, MMAX, diff_hp, dh, ms_p, MMAX, diff_p);
         }
+        /* Moved rows: a prompt's M rows at row `at` of a product of `big`
+         * rows (the batch's one product) against the M rows alone, from an
+         * output zeroed first (beta 1: accumulated into zeros). */
+        static const int moved[][3] = {{29, 65, 805}, {32, 97, 805}, {14, 3, 805}, {150, 300, 805}, {128, 128, 4096}};
+        for (size_t k = 0; k < sizeof moved / sizeof moved[0]; k++) {
+            int M = moved[k][0], at = moved[k][1], big = moved[k][2];
+            size_t rb = (size_t)s->O * osz, ib = (size_t)s->I * 2;
+            void *x2, *zero;
+            CK(cudaMalloc(&x2, (size_t)big * ib));
+            CK(cudaMalloc(&zero, out_bytes));
+            CK(cudaMemset(zero, 0, out_bytes));
+            /* rows [0, at) and [at + M, big) from elsewhere in x, [at, at + M) = x's first M */
+            CK(cudaMemcpy(x2, (char *)x + (size_t)M * ib, (size_t)at * ib, cudaMemcpyDeviceToDevice));
+            CK(cudaMemcpy((char *)x2 + (size_t)at * ib, x, (size_t)M * ib, cudaMemcpyDeviceToDevice));
+            CK(cudaMemcpy((char *)x2 + (size_t)(at + M) * ib, (char *)x + (size_t)(at + M) * ib,
+                          (size_t)(big - at - M) * ib, cudaMemcpyDeviceToDevice));
+            int diff = -1;
+            descs d1 = make(s, M, bias), d2 = make(s, big, bias);
+            cublasLtMatmulAlgo_t a1, a2;
+            int ok1 = heuristic_whole(&d1, &a1), ok2 = heuristic_whole(&d2, &a2);
+            unmake(&d1), unmake(&d2);
+            char s1[256] = "none", s2[256] = "none";
+            if (ok1) describe(&a1, s1, sizeof s1);
+            if (ok2) describe(&a2, s2, sizeof s2);
+            if (ok1 && ok2 && run(s, M, &a1, w, x, bias, out, out_bytes, zero, NULL)) {
+                CK(cudaMemcpy(hres, out, (size_t)M * rb, cudaMemcpyDeviceToHost));
+                if (run(s, big, &a2, w, x2, bias, out, out_bytes, zero, NULL)) {
+                    CK(cudaMemcpy(href_h, (char *)out + (size_t)at * rb, (size_t)M * rb, cudaMemcpyDeviceToHost));
+                    diff = 0;
+                    for (int r = 0; r < M; r++) diff += memcmp(hres + r * rb, href_h + r * rb, rb) != 0;
+                }
+            }
+            printf("  moved: %d rows alone [%s%s] vs at row %d of %d [%s%s]: %d rows differ\n", M, s1,
+                   ok1 == 2 ? ", split-K turned off" : "", at, big, s2, ok2 == 2 ? ", split-K turned off" : "", diff);
+            bad_moved += diff != 0;
+            cudaFree(x2), cudaFree(zero);
+        }
         free(hw), free(hx), free(hb), free(hres), free(href_h), free(href_p);
         cudaFree(w), cudaFree(x), cudaFree(bias), cudaFree(out), cudaFree(init);
     }
     printf("\npinned algorithm: %d (shape, M) cases with rows unlike the %d-row product's\n", bad_pin, MMAX);
+    printf("moved rows: %d cases where a product's rows differ from those rows alone\n", bad_moved);
     return 0;
 }

@@ -530,6 +530,39 @@ static int lt_whole_k(const cublasLtMatmulAlgo_t *a) {
     return splitk <= 1 && red == CUBLASLT_REDUCTION_SCHEME_NONE;
 }
 
+/* The first of the heuristic's n answers that sums over the whole K, else
+ * the first that cuBLASLt accepts with its split-K turned off (a few
+ * hundred rows or fewer of a long product, K = 3072 or 6400: every answer
+ * in the top 8 splits K). 0: none. */
+static int lt_pick_whole_k(cublasLtHandle_t lt, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
+                           cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc,
+                           const cublasLtMatmulHeuristicResult_t *all, int n, cublasLtMatmulHeuristicResult_t *res) {
+    for (int i = 0; i < n; i++)
+        if (all[i].state == CUBLAS_STATUS_SUCCESS && lt_whole_k(&all[i].algo)) {
+            *res = all[i];
+            return 1;
+        }
+    for (int i = 0; i < n; i++) {
+        if (all[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        cublasLtMatmulAlgo_t a = all[i].algo;
+        uint32_t one = 1, none = CUBLASLT_REDUCTION_SCHEME_NONE;
+        cublasLtMatmulHeuristicResult_t chk;
+        memset(&chk, 0, sizeof chk);
+        if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one, sizeof one) ==
+                CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &none, sizeof none) ==
+                CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulAlgoCheck(lt, op, la, lb, lc, lc, &a, &chk) == CUBLAS_STATUS_SUCCESS &&
+            chk.workspaceSize <= LT_WORKSPACE_BYTES && lt_whole_k(&a)) {
+            *res = all[i];
+            res->algo = a;
+            res->workspaceSize = chk.workspaceSize;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static cudaDataType_t lt_type(gptc_dtype dt) {
     return dt == GPTC_DTYPE_F16 ? CUDA_R_16F : dt == GPTC_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
 }
@@ -616,8 +649,7 @@ static gptc_status lt_matmul_ex(const cuda_model *cm, cuda_session *cs, void *ou
         int n = 0;
         cublasStatus_t h = cublasLtMatmulAlgoGetHeuristic(cm->lt, op, la, lb, lc, lc, pref, LT_CANDIDATES, all, &n);
         queried = h == CUBLAS_STATUS_SUCCESS;
-        for (int i = 0; queried && i < n && !found; i++)
-            if (all[i].state == CUBLAS_STATUS_SUCCESS && lt_whole_k(&all[i].algo)) res = all[i], found = 1;
+        if (queried) found = lt_pick_whole_k(cm->lt, op, la, lb, lc, all, n, &res);
     }
     if (s == CUBLAS_STATUS_SUCCESS && found)
         s = cublasLtMatmul(cm->lt, op, &alpha, w, la, in, lb, &beta, out, lc, out, lc, &res.algo,

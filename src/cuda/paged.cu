@@ -572,6 +572,17 @@ static gptc_status pass_product(cuda_kv *kv, const cuda_model *cm, const pass_la
                         ws->stream));
     else if (ns)
         CK(cuda_gemv(cm->dt, in, w, ldw, ns, I, O, e, ws->stream));
+    static int per_seg = -1; /* GPTC_PREFILL_PER_SEGMENT=1: a product per long segment (the A/B) */
+    if (per_seg < 0) per_seg = env_flag("GPTC_PREFILL_PER_SEGMENT");
+    if (per_seg) {
+        for (int32_t s = 0; s < lay->n_segs; s++) {
+            const segment *g = &kv->segs[s];
+            if (g->group)
+                CKST(rows_product(ws, cm, g->row, g->n, in, in_es, ln_w, ln_b, eps, w, ldw, I, O, e, out_es,
+                                  g->group == 2 ? ws->qkv16 : NULL));
+        }
+        return GPTC_OK;
+    }
     if (e.mode != EPI_QKV) {
         /* The rows between the two groups, if any (alignment), are token 0
          * at position 0 from the embedding on: computed, never read. */
@@ -632,16 +643,19 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
         if (ns && short_split)
             CK(cuda_attention_run(CUDA_ATT_SPLIT, cm->dt, w->att, w->qkv, kl, vl, map, ns, C, NH,
                                   split_len, scale, w->att_scratch, w->att_tickets, st));
+        static int att_per_seg = -1; /* GPTC_PREFILL_ATT_PER_SEGMENT=1: an attention launch per prompt */
+        if (att_per_seg < 0) att_per_seg = env_flag("GPTC_PREFILL_ATT_PER_SEGMENT");
         for (int32_t s = 0; s < lay->n_segs; s++) {
             const segment *g = &kv->segs[s];
-            if ((short_split && g->group == 0) || g->group == 2) continue;
-            cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size, 0, NULL};
+            if ((short_split && g->group == 0) || (g->group == 2 && !att_per_seg)) continue;
+            cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size, 0,
+                              g->group == 2 ? (char *)w->qkv16 + (size_t)g->row * 3 * C * es : NULL};
             CK(cuda_attention_run(g->kind, cm->dt, (char *)w->att + (size_t)g->row * C * es,
                                   w->qkv + (size_t)g->row * 3 * C, kl, vl, gm, g->n, C, NH,
                                   p->pos[g->first + g->n - 1] + 1, scale, w->att_scratch,
                                   w->att_tickets, st));
         }
-        if (lay->fresh_segs) {
+        if (lay->fresh_segs && !att_per_seg) {
             /* The fresh prompts in one launch, each query tile as its prompt's own launch has it. */
             cuda_kv_map fm = {lay->pos, lay->tables, lay->tab, kv->block_size, 0, w->qkv16};
             CK(cuda_attention_mma_segs(cm->dt, w->att, w->qkv, kl, vl, fm, lay->fsegs, lay->fresh_segs,
