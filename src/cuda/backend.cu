@@ -508,14 +508,14 @@ static float prof_collect(cuda_session *cs, double *tot, const char **names, int
 }
 
 /*
- * The heuristic's best algorithm that sums each output over the whole K in
- * one pass (no split-K). A batch's prompts share one product (paged.cu), and
- * a row's bits must not depend on the rows beside it: on an H100 with
- * cuBLASLt 13.1 every such algorithm the heuristic picked for GPT-2's
- * prefill products gave each row the same bits at 8 to 16,384 rows, tile
- * shapes and all, where the split-K ones it picks below ~16 rows of long
- * products (K = 3072, 6400) did not (bench/lt_rows.cu). Sessions and batches
- * take the rule alike.
+ * Products through cuBLASLt sum each output over the whole K in one pass
+ * (no split-K). A batch's prompts share one product (paged.cu), and a row's
+ * bits must not depend on the rows beside it: on an H100 with cuBLASLt 13.1
+ * every such algorithm gave GPT-2's prefill products the same bits for a
+ * row at 8 to 16,384 rows, at any place in the product, whatever its tile
+ * shape, where the split-K ones the heuristic picks for a few dozen rows of
+ * the long products (K = 3072, 6400) did not (bench/lt_rows.cu). Sessions
+ * and batches take the rule alike.
  */
 #define LT_CANDIDATES 8
 static int lt_whole_k(const cublasLtMatmulAlgo_t *a) {

@@ -19,11 +19,14 @@
  *   - segments under LT_MIN_TOKENS tokens (every decode token) go through
  *     the GEMV kernels, all of them in one launch per product: a GEMV sums
  *     each token's outputs in an order that depends on nothing else (gemv.cu);
- *   - the longer segments (prompts) share one cuBLASLt product: its
- *     algorithms sum every output over the whole K in one pass (backend.cu's
- *     lt_whole_k), so that a row's bits do not depend on how many rows the
- *     product has (bench/lt_rows.cu measures it) - a session's prompt gets
- *     them from a product of its own rows;
+ *   - the longer segments (prompts) share one cuBLASLt product. Its
+ *     algorithm sums every output over the whole K in one pass (backend.cu's
+ *     lt_pick_whole_k), and then a row's bits do not depend on the rows
+ *     beside it or on their number: measured, not documented by cuBLASLt -
+ *     bench/lt_rows.cu on an H100 with cuBLASLt 13.1, and test_batch
+ *     (GPTC_BATCH_SHAPE=gpt2, tests/gpu/prefill_check.sh) on each card the
+ *     GPU checks run on. A session's prompt gets the same bits from a
+ *     product of its own rows;
  *   - attention: the split kernel for the tokens of segments under
  *     ATT_SPLIT_MAXT (one launch, each query with its own position and block
  *     table), the tensor-core kernel for all the prompts that take it in one
