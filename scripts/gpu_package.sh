@@ -17,6 +17,10 @@ done
 strip --strip-unneeded gpu-pkg/gptc gpu-pkg/test_*
 # bench/launch_floor.cu: what a chain of dependent kernels costs on the card.
 cp build-gpu/launch_floor gpu-pkg/
+# bench/lt_rows.cu: whether a cuBLASLt product's rows depend on their neighbours.
+cp build-gpu/lt_rows gpu-pkg/ && strip --strip-unneeded gpu-pkg/lt_rows
+# GPU_PKG_DROP="test_cuda ...": leave those out (a smaller bundle beside a large carry).
+for f in ${GPU_PKG_DROP:-}; do rm -f "gpu-pkg/$f"; done
 # Libraries from Debian packages that the GPU image may not have; the CUDA
 # libraries (cuBLASLt) come from the GPU machine's own toolkit.
 for lib in $(ldd build-gpu/gptc | awk '/=> \// {print $3}'); do

@@ -146,21 +146,6 @@ size_t cuda_attention_scratch_floats(int NH, int D, int max_len) {
  * block. */
 #define SPLIT_CLUSTER_SMEM (32 * 1024) /* the partials' most: S x (D + 2) floats */
 
-__device__ __forceinline__ void cluster_arrive_relaxed() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void cluster_arrive() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void cluster_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
-#endif
-}
 /* The address of p in the shared memory of the cluster's first block. */
 __device__ __forceinline__ float *cluster_first(float *p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -170,6 +155,32 @@ __device__ __forceinline__ float *cluster_first(float *p) {
 #else
     return p;
 #endif
+}
+
+/* 8 elements from shared memory as fp32 (load8 reads global memory). */
+__device__ __forceinline__ void lds8(const float *p, float v[8]) {
+    float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+    v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void lds8(const __half *p, float v[8]) {
+    cvt8<__half>(*reinterpret_cast<const uint4 *>(p), v);
+}
+__device__ __forceinline__ void lds8(const __nv_bfloat16 *p, float v[8]) {
+    cvt8<__nv_bfloat16>(*reinterpret_cast<const uint4 *>(p), v);
+}
+/* attn_split_kernel<PRE = 4>'s row stride in its shared K / V rows, and
+ * the bytes of both chunks' rows. */
+template <typename T> __host__ __device__ __forceinline__ int split_smem_row(int D) {
+    return D + 16 / (int)sizeof(T);
+}
+template <typename T> static size_t split_smem_bytes(int D) {
+    return (size_t)2 * ATT_CHUNK * split_smem_row<T>(D) * sizeof(T);
+}
+/* A cluster's partials (S x (D + 2) floats) rounded up to 16 bytes, where
+ * the rows start (cp.async's destinations are 16-byte aligned). */
+__host__ __device__ __forceinline__ size_t split_part_floats(int S, int D) {
+    return ((size_t)S * (D + 2) + 3) & ~(size_t)3;
 }
 
 /* PAGED: the map has block tables (a template parameter, so that the
@@ -185,7 +196,8 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
                       cuda_kv_map km, int C, int D, float scale, float *part, int *tickets, int S) {
     __shared__ float q[256], p[ATT_CHUNK], red[32], accs[SPLIT_THREADS * 8];
     __shared__ int last;
-    extern __shared__ float cpart[]; /* CLUSTER: the first block's are the merge's */
+    extern __shared__ float4 dyn4[]; /* CLUSTER: the partials (the first block's are the merge's); then SMEM's rows */
+    float *cpart = reinterpret_cast<float *>(dyn4);
     int h = blockIdx.x, t = blockIdx.y, s = blockIdx.z, tid = threadIdx.x;
     /* Cluster barrier phase 1: every block has started (its shared memory
      * exists) before any block stores into another's; phase 2: every
@@ -220,20 +232,42 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     int key = tid >> 1, half = tid & 1;
     bool kreg = (PRE & 1) && nc <= 2 * SPLIT_KPRE;
     float vpre[4][8], kpre[SPLIT_KPRE][8];
+    /* SMEM (PRE 4): the chunk's K and V rows copied into shared memory by
+     * cp.async, all in flight at once, the old ones before the wait - the
+     * loads of the prefetch registers without their registers. The sums
+     * read the same values in the same order. */
+    constexpr bool SMEM = PRE == 4;
+    int DS = split_smem_row<T>(D); /* a row's stride there: 16 bytes of padding, 4 banks a key further */
+    T *ks = reinterpret_cast<T *>(cpart + (CLUSTER ? split_part_floats(S, D) : 0)), *vs = ks + (size_t)ATT_CHUNK * DS;
+    int nu = D * (int)sizeof(T) / 16; /* 16-byte pieces of a row */
     /* Chunk rows in [lo, hi) only. */
     const int NV = PRE & 2 ? 4 : 0; /* V rows a thread holds ahead */
     auto fetch = [&](int start, int nk, int lo, int hi) {
+        if constexpr (SMEM) {
+            for (int u = tid; u < nk * nu; u += blockDim.x) {
+                int k = u / nu, pc = u - k * nu, j = start + k;
+                if (j >= lo && j < hi) {
+                    size_t r = kv_row(tb, bs, j) * C + hoff;
+                    cp_async16(reinterpret_cast<char *>(ks + (size_t)k * DS) + pc * 16,
+                               reinterpret_cast<const char *>(kc + r) + pc * 16, 16);
+                    cp_async16(reinterpret_cast<char *>(vs + (size_t)k * DS) + pc * 16,
+                               reinterpret_cast<const char *>(vc + r) + pc * 16, 16);
+                }
+            }
+        } else {
 #pragma unroll
-        for (int u = 0; u < NV; u++) {
-            int k = g + u * groups, j = start + k;
-            if (g < groups && k < nk && j >= lo && j < hi) load8(vc + kv_row(tb, bs, j) * C + hoff + c * 8, vpre[u]);
-        }
-        int j = start + key;
-        if (kreg && key < nk && j >= lo && j < hi) {
-            const T *kr = kc + kv_row(tb, bs, j) * C + hoff;
+            for (int u = 0; u < NV; u++) {
+                int k = g + u * groups, j = start + k;
+                if (g < groups && k < nk && j >= lo && j < hi)
+                    load8(vc + kv_row(tb, bs, j) * C + hoff + c * 8, vpre[u]);
+            }
+            int j = start + key;
+            if (kreg && key < nk && j >= lo && j < hi) {
+                const T *kr = kc + kv_row(tb, bs, j) * C + hoff;
 #pragma unroll
-            for (int i = 0; i < SPLIT_KPRE; i++)
-                if (half + 2 * i < nc) load8(kr + (half + 2 * i) * 8, kpre[i]);
+                for (int i = 0; i < SPLIT_KPRE; i++)
+                    if (half + 2 * i < nc) load8(kr + (half + 2 * i) * 8, kpre[i]);
+            }
         }
     };
     fetch(s * ATT_CHUNK, min(ATT_CHUNK, L - s * ATT_CHUNK), 0, fresh);
@@ -242,13 +276,17 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     fetch(s * ATT_CHUNK, min(ATT_CHUNK, L - s * ATT_CHUNK), fresh, INT_MAX);
     const float *qr = qkv + (size_t)t * 3 * C + hoff;
     for (int d = tid; d < D; d += blockDim.x) q[d] = qr[d] * scale;
+    if (SMEM) cp_async_wait_all();
     __syncthreads();
     size_t row = (size_t)h * gridDim.y + t;
     /* Chunks s, s + gridDim.z, ...: each the same sums, whichever block
      * takes it. */
     for (bool first = true;; s += gridDim.z, first = false) {
         int start = s * ATT_CHUNK, nk = min(ATT_CHUNK, L - start);
-        if (!first) fetch(start, nk, 0, INT_MAX);
+        if (!first) {
+            fetch(start, nk, 0, INT_MAX);
+            if (SMEM) cp_async_wait_all(), __syncthreads();
+        }
         float sc = 0.0f;
         if (key < nk) {
             if (kreg) {
@@ -259,6 +297,15 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
 #pragma unroll
                         for (int e = 0; e < 8; e++) sc += q[cc * 8 + e] * kpre[i][e];
                     }
+            } else if (SMEM) {
+                const T *kr = ks + (size_t)key * DS;
+#pragma unroll 4
+                for (int cc = half; cc < nc; cc += 2) {
+                    float kv[8];
+                    lds8(kr + cc * 8, kv);
+#pragma unroll
+                    for (int e = 0; e < 8; e++) sc += q[cc * 8 + e] * kv[e];
+                }
             } else {
                 const T *kr = kc + kv_row(tb, bs, start + key) * C + hoff;
 #pragma unroll 4
@@ -291,7 +338,8 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
 #pragma unroll 4
             for (int k = g + NV * groups; k < nk; k += groups) {
                 float vv[8];
-                load8(vc + kv_row(tb, bs, start + k) * C + hoff + c * 8, vv);
+                if (SMEM) lds8(vs + (size_t)k * DS + c * 8, vv);
+                else load8(vc + kv_row(tb, bs, start + k) * C + hoff + c * 8, vv);
                 float pk = p[k];
 #pragma unroll
                 for (int i = 0; i < 8; i++) a[i] += pk * vv[i];
@@ -571,7 +619,7 @@ __device__ __forceinline__ float2 unpack2(const __nv_bfloat16 *p) {
 template <typename T, int MMA_GROUPS>
 __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
     attn_mma_kernel(T *out, const float *qkv, const T *kc, const T *vc, cuda_kv_map m, int T_, int C,
-                    float scale) {
+                    float scale, const int2 *segs) {
     extern __shared__ float4 smm4[];
     T *qs = reinterpret_cast<T *>(smm4), *kv_all = qs + MMA_Q * MMA_LD;
     int h = blockIdx.x, t0 = (gridDim.y - 1 - blockIdx.y) * MMA_Q, tid = threadIdx.x;
@@ -579,6 +627,21 @@ __global__ void __launch_bounds__(128 * MMA_GROUPS, MMA_GROUPS <= 2 ? 2 : 1)
     int g = lane >> 2, tq = lane & 3;
     T *kvs = kv_all + grp * 4 * MMA_K * MMA_LD;
     pdl_wait();
+    if (segs) {
+        /* Several prompts in one launch (cuda_attention_mma_segs): segment
+         * blockIdx.z is the rows (first, count) of the pass, and a block
+         * does for its query tile what a launch of that segment alone
+         * does - tiles counted from the segment's first row - so the
+         * same bits. Tiles past a shorter segment's end have no work. */
+        int2 sg = segs[blockIdx.z];
+        if (t0 >= sg.y) return;
+        T_ = sg.y;
+        out += (size_t)sg.x * C;
+        qkv += (size_t)sg.x * 3 * C;
+        m.pos += sg.x;
+        if (m.tab) m.tab += sg.x;
+        if (m.fresh) m.fresh = static_cast<const T *>(m.fresh) + (size_t)sg.x * 3 * C;
+    }
     int P0 = q_pos(m, 0), bs = m.block_size;
     const int32_t *tb = q_table(m, 0);
     size_t hoff = (size_t)h * MMA_D;
@@ -800,6 +863,27 @@ static int mma_groups(void) {
     return g == 4 && !g_mma4_ok[cuda_device_slot()] ? 2 : g;
 }
 
+/* attn_mma_kernel with mma_groups()'s groups, over grid (heads, query
+ * tiles, segments); segs: NULL for one segment of T queries. */
+template <typename T>
+static cudaError_t mma_launch_t(dim3 grid, cudaStream_t st, void *out, const float *qkv, const void *k_cache,
+                                const void *v_cache, cuda_kv_map map, int Tq, int C, float scale,
+                                const int2 *segs) {
+    int G = mma_groups();
+    void (*k)(T *, const float *, const T *, const T *, cuda_kv_map, int, int, float, const int2 *) =
+        G == 1 ? attn_mma_kernel<T, 1> : G == 4 ? attn_mma_kernel<T, 4> : attn_mma_kernel<T, 2>;
+    return launch_pdl(k, grid, dim3(128 * G), mma_smem(G), st, (T *)out, qkv, (const T *)k_cache,
+                      (const T *)v_cache, map, Tq, C, scale, segs);
+}
+
+static cudaError_t mma_launch(gptc_dtype dt, dim3 grid, cudaStream_t st, void *out, const float *qkv,
+                              const void *k_cache, const void *v_cache, cuda_kv_map map, int Tq, int C,
+                              float scale, const int2 *segs) {
+    if (dt == GPTC_DTYPE_BF16)
+        return mma_launch_t<__nv_bfloat16>(grid, st, out, qkv, k_cache, v_cache, map, Tq, C, scale, segs);
+    return mma_launch_t<__half>(grid, st, out, qkv, k_cache, v_cache, map, Tq, C, scale, segs);
+}
+
 /* The most blocks a cluster of attn_split_kernel may have: 0 where clusters
  * are not to be used (before sm_90; GPTC_ATT_CLUSTER=0, for comparisons). */
 static int split_cluster_ok(void) {
@@ -866,20 +950,31 @@ static int split_cluster_ok(void) {
 
 /* A batch's pass whose split grid would not fit on the SMs at once with the
  * K / V prefetch registers (124 of them: 4 blocks an SM) runs the kernel
- * without them (PRE 0: 48-56 registers; the same sums); a smaller grid
- * (batch 1, a few beams) keeps them, its blocks' latency uncovered by
- * others. H100, device ms a step at 128 + 64 tokens, prefetch -> none:
- * batch 32 gpt2 0.692 -> 0.623, gpt2-xl 4.94 -> 4.35; batch 128 gpt2 1.36 ->
- * 1.21, gpt2-xl 12.15 -> 10.10 (K rows alone or V rows alone: between).
- * GPTC_ATT_PRE=0 or 3 (GPTC_ATT_LEAN=0: 3): always that, for comparisons. */
+ * without them (the same sums); a smaller grid (batch 1, a few beams) keeps
+ * them, its blocks' latency uncovered by others. H100, device ms a step at
+ * 128 + 64 tokens, prefetch -> none (PRE 0, 48-56 registers): batch 32
+ * gpt2 0.692 -> 0.623, gpt2-xl 4.94 -> 4.35; batch 128 gpt2 1.36 -> 1.21,
+ * gpt2-xl 12.15 -> 10.10 (K rows alone or V rows alone: between). Where its
+ * chunk's rows fit 48 KB of shared memory such a pass copies them there
+ * (PRE 4: cp.async, every row in flight at once, 32-40 registers): none ->
+ * shared, gpt2 batch 32 0.619 -> 0.586, 128 1.207 -> 1.104; gpt2-xl 8 3.02
+ * -> 2.96, 32 4.34 -> 4.30, 128 10.10 -> 9.71 (but slower than the
+ * prefetch where that fits: gpt2 batch 8 0.426 against 0.412, gpt2-xl
+ * batch 1 2.16 against 2.01). GPTC_ATT_PRE=0, 3 or 4 (GPTC_ATT_LEAN=0: 3):
+ * always that one, for comparisons (4 where it fits, else 0). */
 template <typename W, bool CLUSTER>
-static void (*paged_split(long blocks))(W *, const float *, const W *, const W *, cuda_kv_map, int, int, float,
-                                        float *, int *, int) {
+static void (*paged_split(long blocks, int D, size_t *smem))(W *, const float *, const W *, const W *, cuda_kv_map,
+                                                             int, int, float, float *, int *, int) {
     static int pre = -1;
     static long fit = -1;
     if (pre < 0) {
         const char *v = getenv("GPTC_ATT_PRE"), *l = getenv("GPTC_ATT_LEAN");
-        pre = v ? (atoi(v) == 3 ? 3 : 0) : l && atoi(l) == 0 ? 3 : 4; /* 4: by the grid */
+        pre = v ? (atoi(v) == 3 || atoi(v) == 4 ? atoi(v) : 0) : l && atoi(l) == 0 ? 3 : 5; /* 5: by the grid */
+    }
+    size_t rows_smem = (*smem + 15) / 16 * 16 + split_smem_bytes<W>(D);
+    if (pre == 4 && rows_smem <= 48 * 1024) {
+        *smem = rows_smem;
+        return attn_split_kernel<W, true, CLUSTER, 4>;
     }
     if (fit < 0) {
         int dev = 0, sms = 0, per = 0;
@@ -892,7 +987,11 @@ static void (*paged_split(long blocks))(W *, const float *, const W *, const W *
         }
         fit = (long)sms * per;
     }
-    if (pre == 3 || (pre == 4 && blocks <= fit)) return attn_split_kernel<W, true, CLUSTER, 3>;
+    if (pre == 3 || (pre == 5 && blocks <= fit)) return attn_split_kernel<W, true, CLUSTER, 3>;
+    if (pre == 5 && rows_smem <= 48 * 1024) {
+        *smem = rows_smem;
+        return attn_split_kernel<W, true, CLUSTER, 4>;
+    }
     return attn_split_kernel<W, true, CLUSTER, 0>;
 }
 
@@ -961,20 +1060,22 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
             cfg.numAttrs = cuda_pdl_enabled() ? 2 : 1;
             if (map.tables)
                 GPTC_DISPATCH_DTYPE(dt, W,
-                                    err = cudaLaunchKernelEx(&cfg, paged_split<W, true>(nb), (W *)out, qkv,
-                                                             (const W *)k_cache, (const W *)v_cache, map, C, D,
-                                                             scale, scratch, tickets, S));
+                                    err = cudaLaunchKernelEx(&cfg, paged_split<W, true>(nb, D, &cfg.dynamicSmemBytes),
+                                                             (W *)out, qkv, (const W *)k_cache, (const W *)v_cache,
+                                                             map, C, D, scale, scratch, tickets, S));
             else
                 GPTC_DISPATCH_DTYPE(dt, W,
                                     err = cudaLaunchKernelEx(&cfg, attn_split_kernel<W, false, true>, (W *)out, qkv,
                                                              (const W *)k_cache, (const W *)v_cache, map, C, D,
                                                              scale, scratch, tickets, S));
-        } else if (map.tables)
-            GPTC_DISPATCH_DTYPE(dt, W,
-                                err = launch_pdl(paged_split<W, false>(nb), grid, dim3(SPLIT_THREADS),
-                                                 0, st, (W *)out, qkv, (const W *)k_cache,
-                                                 (const W *)v_cache, map, C, D, scale, scratch,
-                                                 tickets, S));
+        } else if (map.tables) {
+            size_t smem = 0;
+            GPTC_DISPATCH_DTYPE(dt, W, {
+                auto k = paged_split<W, false>(nb, D, &smem);
+                err = launch_pdl(k, grid, dim3(SPLIT_THREADS), smem, st, (W *)out, qkv, (const W *)k_cache,
+                                 (const W *)v_cache, map, C, D, scale, scratch, tickets, S);
+            });
+        }
         else
             GPTC_DISPATCH_DTYPE(dt, W,
                                 err = launch_pdl(attn_split_kernel<W, false, false>, grid, dim3(SPLIT_THREADS),
@@ -983,19 +1084,7 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
                                                  tickets, S));
     } else if (kind == CUDA_ATT_MMA) {
         dim3 grid((unsigned)NH, (unsigned)((T + MMA_Q - 1) / MMA_Q));
-        int G = mma_groups();
-        if (dt == GPTC_DTYPE_BF16) {
-            typedef __nv_bfloat16 B;
-            void (*k)(B *, const float *, const B *, const B *, cuda_kv_map, int, int, float) =
-                G == 1 ? attn_mma_kernel<B, 1> : G == 4 ? attn_mma_kernel<B, 4> : attn_mma_kernel<B, 2>;
-            err = launch_pdl(k, grid, dim3(128 * G), mma_smem(G), st, (B *)out, qkv, (const B *)k_cache,
-                             (const B *)v_cache, map, T, C, scale);
-        } else {
-            void (*k)(__half *, const float *, const __half *, const __half *, cuda_kv_map, int, int, float) =
-                G == 1 ? attn_mma_kernel<__half, 1> : G == 4 ? attn_mma_kernel<__half, 4> : attn_mma_kernel<__half, 2>;
-            err = launch_pdl(k, grid, dim3(128 * G), mma_smem(G), st, (__half *)out, qkv,
-                             (const __half *)k_cache, (const __half *)v_cache, map, T, C, scale);
-        }
+        err = mma_launch(dt, grid, st, out, qkv, k_cache, v_cache, map, T, C, scale, NULL);
     } else if (kind == CUDA_ATT_TILE) {
         dim3 grid((unsigned)NH, (unsigned)((T + TILE_Q - 1) / TILE_Q));
         if (D <= 64)
@@ -1019,6 +1108,16 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
                                 scale));
     }
     return err != cudaSuccess ? err : cudaGetLastError();
+}
+
+cudaError_t cuda_attention_mma_segs(gptc_dtype dt, void *out, const float *qkv, const void *k_cache,
+                                    const void *v_cache, cuda_kv_map map, const int32_t *segs, int n_segs,
+                                    int max_T, int C, int NH, float scale, cudaStream_t st) {
+    if (n_segs < 1) return cudaSuccess;
+    if (n_segs > 65535 || max_T < 1) return cudaErrorInvalidValue;
+    dim3 grid((unsigned)NH, (unsigned)((max_T + MMA_Q - 1) / MMA_Q), (unsigned)n_segs);
+    return mma_launch(dt, grid, st, out, qkv, k_cache, v_cache, map, max_T, C, scale,
+                      reinterpret_cast<const int2 *>(segs));
 }
 
 cudaError_t cuda_attention(gptc_dtype dt, void *out, const float *qkv, const void *k_cache,

@@ -507,6 +507,62 @@ static float prof_collect(cuda_session *cs, double *tot, const char **names, int
     return all;
 }
 
+/*
+ * Products through cuBLASLt sum each output over the whole K in one pass
+ * (no split-K). A batch's prompts share one product (paged.cu), and a row's
+ * bits must not depend on the rows beside it: on an H100 with cuBLASLt 13.1
+ * every such algorithm gave GPT-2's prefill products the same bits for a
+ * row at 8 to 16,384 rows, at any place in the product, whatever its tile
+ * shape, where the split-K ones the heuristic picks for a few dozen rows of
+ * the long products (K = 3072, 6400) did not (bench/lt_rows.cu). Sessions
+ * and batches take the rule alike.
+ */
+#define LT_CANDIDATES 8
+static int lt_whole_k(const cublasLtMatmulAlgo_t *a) {
+    uint32_t splitk = 1, red = CUBLASLT_REDUCTION_SCHEME_NONE;
+    size_t w = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, &w) !=
+        CUBLAS_STATUS_SUCCESS)
+        splitk = 1;
+    if (cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &red, sizeof red, &w) !=
+        CUBLAS_STATUS_SUCCESS)
+        red = CUBLASLT_REDUCTION_SCHEME_NONE;
+    return splitk <= 1 && red == CUBLASLT_REDUCTION_SCHEME_NONE;
+}
+
+/* The first of the heuristic's n answers that sums over the whole K, else
+ * the first that cuBLASLt accepts with its split-K turned off (a few
+ * hundred rows or fewer of a long product, K = 3072 or 6400: every answer
+ * in the top 8 splits K). 0: none. */
+static int lt_pick_whole_k(cublasLtHandle_t lt, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
+                           cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc,
+                           const cublasLtMatmulHeuristicResult_t *all, int n, cublasLtMatmulHeuristicResult_t *res) {
+    for (int i = 0; i < n; i++)
+        if (all[i].state == CUBLAS_STATUS_SUCCESS && lt_whole_k(&all[i].algo)) {
+            *res = all[i];
+            return 1;
+        }
+    for (int i = 0; i < n; i++) {
+        if (all[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        cublasLtMatmulAlgo_t a = all[i].algo;
+        uint32_t one = 1, none = CUBLASLT_REDUCTION_SCHEME_NONE;
+        cublasLtMatmulHeuristicResult_t chk;
+        memset(&chk, 0, sizeof chk);
+        if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one, sizeof one) ==
+                CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &none, sizeof none) ==
+                CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulAlgoCheck(lt, op, la, lb, lc, lc, &a, &chk) == CUBLAS_STATUS_SUCCESS &&
+            chk.workspaceSize <= LT_WORKSPACE_BYTES && lt_whole_k(&a)) {
+            *res = all[i];
+            res->algo = a;
+            res->workspaceSize = chk.workspaceSize;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static cudaDataType_t lt_type(gptc_dtype dt) {
     return dt == GPTC_DTYPE_F16 ? CUDA_R_16F : dt == GPTC_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
 }
@@ -556,7 +612,7 @@ static gptc_status lt_matmul_ex(const cuda_model *cm, cuda_session *cs, void *ou
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
     cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t res;
+    cublasLtMatmulHeuristicResult_t res = {};
     int found = 0;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     size_t ws = LT_WORKSPACE_BYTES;
@@ -589,10 +645,11 @@ static gptc_status lt_matmul_ex(const cuda_model *cm, cuda_session *cs, void *ou
     if (s == CUBLAS_STATUS_SUCCESS) {
         /* No algorithm (e.g. odd sizes for this dtype) is not an error: the
          * GEMV path computes the same product. */
-        cublasStatus_t h =
-            cublasLtMatmulAlgoGetHeuristic(cm->lt, op, la, lb, lc, lc, pref, 1, &res, &found);
-        if (h != CUBLAS_STATUS_SUCCESS || found < 1 || res.state != CUBLAS_STATUS_SUCCESS) found = 0;
+        cublasLtMatmulHeuristicResult_t all[LT_CANDIDATES];
+        int n = 0;
+        cublasStatus_t h = cublasLtMatmulAlgoGetHeuristic(cm->lt, op, la, lb, lc, lc, pref, LT_CANDIDATES, all, &n);
         queried = h == CUBLAS_STATUS_SUCCESS;
+        if (queried) found = lt_pick_whole_k(cm->lt, op, la, lb, lc, all, n, &res);
     }
     if (s == CUBLAS_STATUS_SUCCESS && found)
         s = cublasLtMatmul(cm->lt, op, &alpha, w, la, in, lb, &beta, out, lc, out, lc, &res.algo,

@@ -244,6 +244,36 @@ static inline cudaError_t launch_pdl(void (*k)(KArgs...), dim3 grid, dim3 block,
     return cudaLaunchKernelEx(&cfg, k, ((KArgs)args)...);
 }
 
+/* Thread-block cluster barriers (sm_90; nothing on older targets, where
+ * the host never launches clusters): arrive (relaxed: orders nothing;
+ * release: this thread's earlier stores), then wait (acquire). */
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+/* The address of p in the shared memory of cluster block `rank`. */
+template <typename P> __device__ __forceinline__ P *cluster_map(P *p, unsigned rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint64_t r;
+    asm volatile("mapa.u64 %0, %1, %2;" : "=l"(r) : "l"(p), "r"(rank));
+    return reinterpret_cast<P *>(r);
+#else
+    (void)rank;
+    return p;
+#endif
+}
+
 /* Per-device state of the launchers (a kernel's shared-memory limit is set
  * per device): the current device's slot. */
 #define CUDA_MAX_DEVICES 64

@@ -157,6 +157,16 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
                                const void *k_cache, const void *v_cache, cuda_kv_map map, int T,
                                int C, int NH, int max_len, float scale, float *scratch,
                                int *tickets, cudaStream_t st);
+/*
+ * CUDA_ATT_MMA for several prompts in one launch: segs holds n_segs pairs
+ * (first row, count) of the pass on the device, each a run of queries of
+ * one sequence at consecutive positions, the longest max_T; map, out and qkv
+ * (and map.fresh) are indexed by the pass's rows. Each query gets the bits a
+ * cuda_attention_run of its segment alone gives it.
+ */
+cudaError_t cuda_attention_mma_segs(gptc_dtype dt, void *out, const float *qkv, const void *k_cache,
+                                    const void *v_cache, cuda_kv_map map, const int32_t *segs, int n_segs,
+                                    int max_T, int C, int NH, float scale, cudaStream_t st);
 
 /* Blocks of the first argmax stage: cuda_argmax's partial buffers hold this many. */
 #define CUDA_ARGMAX_PARTS 256

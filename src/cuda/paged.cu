@@ -19,12 +19,19 @@
  *   - segments under LT_MIN_TOKENS tokens (every decode token) go through
  *     the GEMV kernels, all of them in one launch per product: a GEMV sums
  *     each token's outputs in an order that depends on nothing else (gemv.cu);
- *   - each longer segment (a prompt) is its own cuBLASLt product, of the
- *     shape a session's prompt makes, from rows as aligned as a session's
- *     buffers, so cuBLASLt's heuristic picks the same algorithm;
+ *   - the longer segments (prompts) share one cuBLASLt product. Its
+ *     algorithm sums every output over the whole K in one pass (backend.cu's
+ *     lt_pick_whole_k), and then a row's bits do not depend on the rows
+ *     beside it or on their number: measured, not documented by cuBLASLt -
+ *     bench/lt_rows.cu on an H100 with cuBLASLt 13.1, and test_batch
+ *     (GPTC_BATCH_SHAPE=gpt2, tests/gpu/prefill_check.sh) on each card the
+ *     GPU checks run on. A session's prompt gets the same bits from a
+ *     product of its own rows;
  *   - attention: the split kernel for the tokens of segments under
  *     ATT_SPLIT_MAXT (one launch, each query with its own position and block
- *     table), a tiled kernel per longer segment; the block tables change
+ *     table), the tensor-core kernel for all the prompts that take it in one
+ *     launch (a block per query tile of a prompt, as a launch of that prompt
+ *     alone), another kernel per other segment; the block tables change
  *     where a row is read, never the arithmetic (attention.cu);
  *   - the final layer norm and the LM head (GEMV, per row) only for the
  *     logit rows, as a session computes its last position's.
@@ -42,8 +49,10 @@
  * on CUDA cores (gpt2-xl at batch 32: the products are compute-bound).
  *
  * Rows of the pass's activations: the short segments' tokens first (rows
- * 0 .. n_short - 1, in pass order), then each long segment from a row
- * aligned as said.
+ * 0 .. n_short - 1, in pass order), then the long segments whose QKV product
+ * writes the cache, then those whose attention does (fresh_qkv), each group
+ * contiguous from a row whose every buffer is 256-byte aligned (cuBLASLt's
+ * assumption).
  *
  * A decode pass (one token of each sequence, each with its logits) replays
  * a CUDA graph captured once per token count: its kernels read every
@@ -63,12 +72,12 @@
 #include "backend.cuh"
 
 #define PROF_MARKS 256
-#define PREFILL_STREAMS 4 /* GPTC_PREFILL_STREAMS=0..4 */
 
 typedef struct {
     int32_t first, n; /* tokens [first, first + n) of the pass */
     int32_t row;      /* the row of its first token in the activations */
     int kind;         /* its attention kernel (CUDA_ATT_*) */
+    int group;        /* 0: short; long, 1: its QKV product writes the cache, 2: fresh_qkv */
 } segment;
 
 typedef struct {
@@ -109,14 +118,6 @@ typedef struct {
      * two), summed and printed by kv_free; =2: also per kernel kind, the
      * passes run uncaptured with an event after each kernel. */
     int prof, n_marks, prof_skip;
-    /* Prompts side by side: each long segment's whole chain (every layer)
-     * on one of n_side streams, with a cuBLASLt workspace each, forked
-     * from ws.stream after the embedding and joined before the head.
-     * Created on first use (side_made of them); n_side: this pass's. */
-    int n_side, side_made;
-    cudaStream_t side[PREFILL_STREAMS];
-    void *side_ws[PREFILL_STREAMS];
-    cudaEvent_t fork, join[PREFILL_STREAMS];
     cudaEvent_t ev[3], mev[PROF_MARKS];
     int mphase[PROF_MARKS];
     double prof_ms[3], phase_ms[8];
@@ -170,13 +171,6 @@ void cuda_kv_free(gptc_model *m, void *kv_) {
             kv->prof_ms[2] / kv->prof_n);
     for (int i = 1; i < 8 && kv->prof == 2 && kv->prof_n; i++)
         fprintf(stderr, "  %-10s %.4f ms per pass\n", PHASES[i], kv->phase_ms[i] / kv->prof_n);
-    for (int i = 0; i < kv->side_made; i++) {
-        cudaStreamSynchronize(kv->side[i]);
-        cudaStreamDestroy(kv->side[i]);
-        cudaFree(kv->side_ws[i]);
-        cudaEventDestroy(kv->join[i]);
-    }
-    if (kv->fork) cudaEventDestroy(kv->fork);
     for (int i = 0; i < 3; i++)
         if (kv->ev[i]) cudaEventDestroy(kv->ev[i]);
     for (int i = 0; i < PROF_MARKS; i++)
@@ -400,6 +394,12 @@ typedef struct {
     const int32_t *ids, *pos, *crow, *tab, *lrows, *tables;
     int32_t *next;  /* the argmax of each logit row */
     size_t next_at; /* ... at this offset of d_int and h_int */
+    /* The long segments' rows: from long0 to the end; the group whose QKV
+     * product writes the cache, [cached0, + n_cached), and the fresh one,
+     * [fresh0, + n_fresh): fresh_segs of them, the longest fresh_max, their
+     * (first row, count) pairs at fsegs (after the tables). */
+    int32_t long0, cached0, n_cached, fresh0, n_fresh, fresh_segs, fresh_max;
+    const int32_t *fsegs;
 } pass_layout;
 
 /* Cuts the pass into segments, places them in rows, and stages and uploads
@@ -421,27 +421,41 @@ static gptc_status stage_pass(cuda_kv *kv, const gptc_model *m, const gptc_pass 
         if (p->seq[t] > max_seq) max_seq = p->seq[t];
         if (t == 0 || p->seq[t] != p->seq[t - 1] || p->pos[t] != p->pos[t - 1] + 1) {
             CKST(grow((void **)&kv->segs, &kv->cap_segs, n_segs + 1, sizeof(segment)));
-            kv->segs[n_segs++] = (segment){t, 0, 0, 0};
+            kv->segs[n_segs++] = (segment){t, 0, 0, 0, 0};
         }
         kv->segs[n_segs - 1].n++;
     }
-    /* Rows: the short segments first, then each long one aligned. */
-    int32_t rows = 0, max_pos_short = 0;
-    for (int pass = 0; pass < 2; pass++)
+    /* Rows: the short segments, then the long ones whose QKV product
+     * writes the cache, then the fresh ones; each group of long ones from
+     * an aligned row. */
+    int32_t rows = 0, max_pos_short = 0, group0[3] = {0, 0, 0}, group_n[3] = {0, 0, 0};
+    int32_t fresh_segs = 0, fresh_max = 0;
+    for (int32_t s = 0; s < n_segs; s++) {
+        segment *g = &kv->segs[s];
+        g->kind = cuda_attention_kind(cm->dt, g->n, c->n_embd, c->n_head);
+        g->group = g->n < LT_MIN_TOKENS ? 0 : fresh_qkv(cm, g->n, g->kind) ? 2 : 1;
+        group_n[g->group] += g->n;
+    }
+    for (int grp = 0; grp < 3; grp++) {
+        if (grp && group_n[grp]) rows = (rows + kv->align - 1) / kv->align * kv->align;
+        group0[grp] = rows;
         for (int32_t s = 0; s < n_segs; s++) {
             segment *g = &kv->segs[s];
-            if ((g->n >= LT_MIN_TOKENS) != pass) continue;
-            if (pass) rows = (rows + kv->align - 1) / kv->align * kv->align;
+            if (g->group != grp) continue;
             g->row = rows;
-            g->kind = cuda_attention_kind(cm->dt, g->n, c->n_embd, c->n_head);
             for (int32_t k = 0; k < g->n; k++)
                 kv->row_of[g->first + k] = rows + k;
-            if (!pass) {
+            if (!grp) {
                 int32_t last = p->pos[g->first + g->n - 1];
                 if (last > max_pos_short) max_pos_short = last;
             }
+            if (grp == 2) {
+                fresh_segs++;
+                if (g->n > fresh_max) fresh_max = g->n;
+            }
             rows += g->n;
         }
+    }
     int32_t n_short = 0;
     for (int32_t s = 0; s < n_segs; s++)
         if (kv->segs[s].n < LT_MIN_TOKENS) n_short += kv->segs[s].n;
@@ -459,8 +473,9 @@ static gptc_status stage_pass(cuda_kv *kv, const gptc_model *m, const gptc_pass 
     for (int32_t s = 0; s <= max_seq; s++)
         if (seq_max[s] >= 0) n_tab += (size_t)(seq_max[s] / bs + 1);
     size_t base_l = 4 * (size_t)rows, base_n = base_l + (size_t)p->n_logits;
-    size_t base_t = base_n + (size_t)p->n_logits;
-    CKST(reserve_ints(kv, base_t + n_tab));
+    /* the fresh segments' pairs are read as int2: an even offset */
+    size_t base_t = base_n + (size_t)p->n_logits, base_s = (base_t + n_tab + 1) & ~(size_t)1;
+    CKST(reserve_ints(kv, base_s + 2 * (size_t)fresh_segs));
     int32_t *h = kv->h_int, *ids = h, *pos = h + rows, *crow = h + 2 * rows, *tab = h + 3 * rows;
     int32_t *tables = h + base_t;
     size_t at = 0;
@@ -490,11 +505,25 @@ static gptc_status stage_pass(cuda_kv *kv, const gptc_model *m, const gptc_pass 
     }
     for (int32_t i = 0; i < p->n_logits; i++)
         h[base_l + (size_t)i] = kv->row_of[p->logit_rows[i]];
-    CK(cudaMemcpyAsync(kv->d_int, h, (base_t + n_tab) * sizeof(int32_t), cudaMemcpyHostToDevice,
+    int32_t *fs = h + base_s;
+    for (int32_t s = 0; s < n_segs; s++) {
+        const segment *g = &kv->segs[s];
+        if (g->group != 2) continue;
+        *fs++ = g->row;
+        *fs++ = g->n;
+    }
+    CK(cudaMemcpyAsync(kv->d_int, h, (base_s + 2 * (size_t)fresh_segs) * sizeof(int32_t), cudaMemcpyHostToDevice,
                        kv->ws.stream));
     int32_t *d = kv->d_int;
-    *lay = (pass_layout){rows,         n_short,      n_segs,     max_pos_short, d,         d + rows,
-                         d + 2 * rows, d + 3 * rows, d + base_l, d + base_t,    d + base_n, base_n};
+    memset(lay, 0, sizeof *lay);
+    lay->rows = rows, lay->n_short = n_short, lay->n_segs = n_segs, lay->max_pos_short = max_pos_short;
+    lay->ids = d, lay->pos = d + rows, lay->crow = d + 2 * rows, lay->tab = d + 3 * rows;
+    lay->lrows = d + base_l, lay->tables = d + base_t, lay->next = d + base_n, lay->next_at = base_n;
+    lay->long0 = group_n[1] ? group0[1] : group0[2]; /* = rows when there are none */
+    lay->cached0 = group0[1], lay->n_cached = group_n[1];
+    lay->fresh0 = group0[2], lay->n_fresh = group_n[2];
+    lay->fresh_segs = fresh_segs, lay->fresh_max = fresh_max;
+    lay->fsegs = d + base_s;
     return GPTC_OK;
 }
 
@@ -505,43 +534,31 @@ static void mark(cuda_kv *kv, int phase) {
     kv->mphase[kv->n_marks++] = phase;
 }
 
-/* The product of long segment g's rows (pass_product's per-segment call),
- * on sh's stream. */
-/* Segment g's rows of qkv16 where its QKV product and attention take the
- * fresh path (fresh_qkv), else NULL. */
-static void *seg_fresh(const cuda_model *cm, const cuda_session *w, const segment *g, int C) {
-    return fresh_qkv(cm, g->n, g->kind) ? (char *)w->qkv16 + (size_t)g->row * 3 * C * cm->es : NULL;
-}
-
-static gptc_status segment_product(cuda_session *sh, const cuda_model *cm, const segment *g,
-                                   const void *in, size_t in_es, const float *ln_w,
-                                   const float *ln_b, float eps, const void *w, int ldw, int I,
-                                   int O, cuda_epi e, size_t out_es, void *xn) {
-    const void *gin = (const char *)in + (size_t)g->row * I * in_es;
+/* The product of rows [row, row + n) of the pass (n >= LT_MIN_TOKENS):
+ * pass_product's call for the long segments. qkv16: the fresh rows' place
+ * for a QKV product whose attention fills the cache, else NULL. */
+static gptc_status rows_product(cuda_session *ws, const cuda_model *cm, int32_t row, int32_t n, const void *in,
+                                size_t in_es, const float *ln_w, const float *ln_b, float eps, const void *w,
+                                int ldw, int I, int O, cuda_epi e, size_t out_es, void *qkv16) {
+    const void *gin = (const char *)in + (size_t)row * I * in_es;
     cuda_epi ge = e;
-    ge.out = (char *)e.out + (size_t)g->row * e.ldo * out_es;
-    if (e.rows) ge.rows = e.rows + g->row;
-    if (e.mode == EPI_QKV) ge.qkv16 = seg_fresh(cm, sh, g, e.C);
+    ge.out = (char *)e.out + (size_t)row * e.ldo * out_es;
+    if (e.rows) ge.rows = e.rows + row;
+    if (e.mode == EPI_QKV) ge.qkv16 = qkv16 ? (char *)qkv16 + (size_t)row * 3 * e.C * cm->es : NULL;
     if (ln_w)
-        return cuda_ln_linear(cm, sh, (const float *)gin, (char *)xn + (size_t)g->row * I * cm->es,
-                              ln_w, ln_b, eps, w, ldw, g->n, I, O, ge);
-    return cuda_linear(cm, sh, gin, w, ldw, g->n, I, O, ge);
-}
-
-/* Whether long segment g runs on a side stream: its attention kernel needs
- * no split scratch, and no product of the model goes through tmp (every
- * epilogue is cuBLASLt's). */
-static int on_side(const cuda_kv *kv, const segment *g) {
-    return kv->n_side && g->n >= LT_MIN_TOKENS && g->kind != CUDA_ATT_SPLIT;
+        return cuda_ln_linear(cm, ws, (const float *)gin, (char *)ws->xn + (size_t)row * I * cm->es, ln_w, ln_b,
+                              eps, w, ldw, n, I, O, ge);
+    return cuda_linear(cm, ws, gin, w, ldw, n, I, O, ge);
 }
 
 /*
  * One linear layer of the pass: the short rows at once (GEMV kernels, or
- * with `lt` one cuBLASLt product), then each long segment as a session's
- * prompt through cuBLASLt. in: rows of in_es bytes per element (the fp32
+ * with `lt` one cuBLASLt product), then the long segments' rows in one
+ * cuBLASLt product (two for the QKV: the group whose product writes the
+ * cache, and the fresh one). in: rows of in_es bytes per element (the fp32
  * residual when ln_w is set: the layer norm comes first, fused into the
  * GEMV or through ws.xn); e writes row 0, out_es bytes per output element,
- * and its cache rows (QKV) follow the segment.
+ * and its cache rows (QKV) follow the rows.
  */
 static gptc_status pass_product(cuda_kv *kv, const cuda_model *cm, const pass_layout *lay, int lt,
                                 const void *in, size_t in_es, const float *ln_w, const float *ln_b,
@@ -558,78 +575,31 @@ static gptc_status pass_product(cuda_kv *kv, const cuda_model *cm, const pass_la
                         ws->stream));
     else if (ns)
         CK(cuda_gemv(cm->dt, in, w, ldw, ns, I, O, e, ws->stream));
-    for (int32_t s = 0; s < lay->n_segs; s++) {
-        const segment *g = &kv->segs[s];
-        if (g->n < LT_MIN_TOKENS || on_side(kv, g)) continue;
-        CKST(segment_product(ws, cm, g, in, in_es, ln_w, ln_b, eps, w, ldw, I, O, e, out_es, ws->xn));
-    }
-    return GPTC_OK;
-}
-
-/* One layer of long segment g - what pass_product and the attention loop
- * of enqueue_blocks do for it, the same calls - on sh's stream. */
-static gptc_status segment_layer(cuda_kv *kv, const gptc_model *m, const gptc_pass *p,
-                                 const pass_layout *lay, cuda_session *sh, const segment *g, int l) {
-    const gptc_config *c = &m->cfg;
-    const cuda_model *cm = (const cuda_model *)m->backend_state;
-    const cuda_layer *y = &cm->layers[l];
-    cuda_session *w = &kv->ws;
-    int C = c->n_embd, F = c->n_inner, Cp = cm->Cp, Fp = cm->Fp;
-    size_t es = cm->es, layer = kv->layer_rows * (size_t)C * es;
-    float eps = c->layer_norm_epsilon;
-    char *kl = (char *)kv->k + l * layer, *vl = (char *)kv->v + l * layer;
-    cuda_epi e = epi_qkv(y, w->qkv, C, kl, vl);
-    e.rows = lay->crow;
-    CKST(segment_product(sh, cm, g, w->x, sizeof(float), y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, C,
-                         3 * C, e, sizeof(float), w->xn));
-    cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size, 0, seg_fresh(cm, w, g, C)};
-    CK(cuda_attention_run(g->kind, cm->dt, (char *)w->att + (size_t)g->row * C * es,
-                          w->qkv + (size_t)g->row * 3 * C, kl, vl, gm, g->n, C, c->n_head,
-                          p->pos[g->first + g->n - 1] + 1, gptc_attn_scale(c, l), w->att_scratch,
-                          w->att_tickets, sh->stream));
-    CKST(segment_product(sh, cm, g, w->att, es, NULL, NULL, 0.0f, y->proj_w, Cp, C, C,
-                         epi(EPI_RESID, y->proj_b, w->x, C), sizeof(float), w->xn));
-    e = epi_fc(y, m->act, w->fc, F);
-    CKST(segment_product(sh, cm, g, w->x, sizeof(float), y->ln2_w, y->ln2_b, eps, y->fc_w, Cp, C, F,
-                         e, es, w->xn));
-    return segment_product(sh, cm, g, w->fc, es, NULL, NULL, 0.0f, y->mproj_w, Fp, F, C,
-                           epi(EPI_RESID, y->mproj_b, w->x, C), sizeof(float), w->xn);
-}
-
-/* Sets kv->n_side for this pass (0: everything on ws.stream), creating the
- * streams the first time. Side streams need every epilogue in cuBLASLt
- * (fp16 / bf16, gelu_new): the tmp buffer is shared. */
-static gptc_status plan_side(cuda_kv *kv, const gptc_model *m, const pass_layout *lay) {
-    const cuda_model *cm = (const cuda_model *)m->backend_state;
-    static int want = -1;
-    if (want < 0) {
-        const char *v = getenv("GPTC_PREFILL_STREAMS");
-        want = v && *v ? atoi(v) : PREFILL_STREAMS;
-        if (want < 0) want = 0;
-        if (want > PREFILL_STREAMS) want = PREFILL_STREAMS;
-    }
-    int long_segs = 0;
-    for (int32_t s = 0; s < lay->n_segs; s++)
-        long_segs += kv->segs[s].n >= LT_MIN_TOKENS && kv->segs[s].kind != CUDA_ATT_SPLIT;
-    int ok = want > 0 && long_segs >= 2 && cm->dt != GPTC_DTYPE_F32 && m->act == ACT_GELU_TANH &&
-             !env_flag("GPTC_CUDA_NO_LT_EPI");
-    kv->n_side = 0;
-    if (!ok) return GPTC_OK;
-    if (!kv->fork) CK(cudaEventCreateWithFlags(&kv->fork, cudaEventDisableTiming));
-    while (kv->side_made < want) {
-        int i = kv->side_made;
-        CK(cudaStreamCreateWithFlags(&kv->side[i], cudaStreamNonBlocking));
-        cudaError_t e = cudaMalloc(&kv->side_ws[i], LT_WORKSPACE_BYTES);
-        if (e == cudaSuccess) e = cudaEventCreateWithFlags(&kv->join[i], cudaEventDisableTiming);
-        if (e != cudaSuccess) { /* fewer side streams (memory), not an error */
-            (void)cudaGetLastError();
-            cudaStreamDestroy(kv->side[i]);
-            cudaFree(kv->side_ws[i]);
-            break;
+    static int per_seg = -1; /* GPTC_PREFILL_PER_SEGMENT=1: a product per long segment (the A/B) */
+    if (per_seg < 0) per_seg = env_flag("GPTC_PREFILL_PER_SEGMENT");
+    if (per_seg) {
+        for (int32_t s = 0; s < lay->n_segs; s++) {
+            const segment *g = &kv->segs[s];
+            if (g->group)
+                CKST(rows_product(ws, cm, g->row, g->n, in, in_es, ln_w, ln_b, eps, w, ldw, I, O, e, out_es,
+                                  g->group == 2 ? ws->qkv16 : NULL));
         }
-        kv->side_made++;
+        return GPTC_OK;
     }
-    kv->n_side = kv->side_made < want ? kv->side_made : want;
+    if (e.mode != EPI_QKV) {
+        /* The rows between the two groups, if any (alignment), are token 0
+         * at position 0 from the embedding on: computed, never read. */
+        if (lay->rows > lay->long0)
+            CKST(rows_product(ws, cm, lay->long0, lay->rows - lay->long0, in, in_es, ln_w, ln_b, eps, w, ldw,
+                              I, O, e, out_es, NULL));
+        return GPTC_OK;
+    }
+    if (lay->n_cached)
+        CKST(rows_product(ws, cm, lay->cached0, lay->n_cached, in, in_es, ln_w, ln_b, eps, w, ldw, I, O, e,
+                          out_es, NULL));
+    if (lay->n_fresh)
+        CKST(rows_product(ws, cm, lay->fresh0, lay->n_fresh, in, in_es, ln_w, ln_b, eps, w, ldw, I, O, e,
+                          out_es, ws->qkv16));
     return GPTC_OK;
 }
 
@@ -651,28 +621,6 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
     mark(kv, 0);
     CK(cuda_embed_at(cm->dt, w->x, cm->wte, Cp, cm->wpe, lay->ids, lay->pos, lay->rows, C, st));
     mark(kv, 1);
-    /* The prompts that can run side by side: each its whole chain on a side
-     * stream (the same calls as below, so the same sums), forked here. */
-    CKST(plan_side(kv, m, lay));
-    if (kv->n_side) {
-        CK(cudaEventRecord(kv->fork, st));
-        for (int k = 0; k < kv->n_side; k++)
-            CK(cudaStreamWaitEvent(kv->side[k], kv->fork, 0));
-        int k = 0;
-        for (int32_t s = 0; s < lay->n_segs; s++) {
-            const segment *g = &kv->segs[s];
-            if (!on_side(kv, g)) continue;
-            cuda_session sh = *w;
-            sh.stream = kv->side[k];
-            sh.lt_ws = kv->side_ws[k];
-            /* Its own rows of tmp too, should a product fall back to the
-             * epilogue kernel (plan_side picks models whose products don't). */
-            sh.tmp = w->tmp + (size_t)g->row * (3 * C > F ? 3 * C : F);
-            k = (k + 1) % kv->n_side;
-            for (int l = 0; l < c->n_layer; l++)
-                CKST(segment_layer(kv, m, p, lay, &sh, g, l));
-        }
-    }
     size_t layer = kv->layer_rows * (size_t)C * es;
     int ns = lay->n_short;
     /* fast_decode: the short rows' products through cuBLASLt (tensor
@@ -698,20 +646,28 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
         if (ns && short_split)
             CK(cuda_attention_run(CUDA_ATT_SPLIT, cm->dt, w->att, w->qkv, kl, vl, map, ns, C, NH,
                                   split_len, scale, w->att_scratch, w->att_tickets, st));
+        static int att_per_seg = -1; /* GPTC_PREFILL_ATT_PER_SEGMENT=1: an attention launch per prompt */
+        if (att_per_seg < 0) att_per_seg = env_flag("GPTC_PREFILL_ATT_PER_SEGMENT");
         for (int32_t s = 0; s < lay->n_segs; s++) {
             const segment *g = &kv->segs[s];
-            if ((short_split && g->n < LT_MIN_TOKENS) || on_side(kv, g)) continue;
+            if ((short_split && g->group == 0) || (g->group == 2 && !att_per_seg)) continue;
             cuda_kv_map gm = {lay->pos + g->row, lay->tables, lay->tab + g->row, kv->block_size, 0,
-                              seg_fresh(cm, w, g, C)};
+                              g->group == 2 ? (char *)w->qkv16 + (size_t)g->row * 3 * C * es : NULL};
             CK(cuda_attention_run(g->kind, cm->dt, (char *)w->att + (size_t)g->row * C * es,
                                   w->qkv + (size_t)g->row * 3 * C, kl, vl, gm, g->n, C, NH,
                                   p->pos[g->first + g->n - 1] + 1, scale, w->att_scratch,
                                   w->att_tickets, st));
         }
+        if (lay->fresh_segs && !att_per_seg) {
+            /* The fresh prompts in one launch, each query tile as its prompt's own launch has it. */
+            cuda_kv_map fm = {lay->pos, lay->tables, lay->tab, kv->block_size, 0, w->qkv16};
+            CK(cuda_attention_mma_segs(cm->dt, w->att, w->qkv, kl, vl, fm, lay->fsegs, lay->fresh_segs,
+                                       lay->fresh_max, C, NH, scale, st));
+        }
 
         mark(kv, 3);
         /* Projection, LN2 + FC, MLP projection, each on the short rows at
-         * once and on each long segment. */
+         * once and on the long ones at once. */
         CKST(pass_product(kv, cm, lay, lt, w->att, es, NULL, NULL, 0.0f, y->proj_w, Cp, C, C,
                           epi(EPI_RESID, y->proj_b, w->x, C), sizeof(float)));
         mark(kv, 4);
@@ -722,10 +678,6 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
         CKST(pass_product(kv, cm, lay, lt, w->fc, es, NULL, NULL, 0.0f, y->mproj_w, Fp, F, C,
                           epi(EPI_RESID, y->mproj_b, w->x, C), sizeof(float)));
         mark(kv, 6);
-    }
-    for (int k = 0; k < kv->n_side; k++) { /* join */
-        CK(cudaEventRecord(kv->join[k], kv->side[k]));
-        CK(cudaStreamWaitEvent(st, kv->join[k], 0));
     }
     return GPTC_OK;
 }

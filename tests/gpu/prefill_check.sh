@@ -2,8 +2,9 @@
 # On the GPU machine (carrying gpu-pkg/ from scripts/gpu_package.sh): the
 # checks and timings of the prefill path - the kernel tests (attention
 # against float64, paged = contiguous), test_cuda and the batch tests on
-# CUDA (a batch's prompts = sessions, bitwise), racecheck and memcheck of a
-# gpt2-shape prefill through the tensor-core attention, then prefill of
+# CUDA (a batch's prompts = sessions, bitwise; also on a gpt2-shape model),
+# racecheck and memcheck of a gpt2-shape prefill through the tensor-core
+# attention and memcheck of a batch's, then a batch's timings and prefill of
 # 1024 tokens for the gpt2 and gpt2-xl shapes with the per-phase profile.
 # SHAPES= overrides the shapes; SKIP_TESTS=1 times only.
 set -u -o pipefail
@@ -30,9 +31,10 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   # cuBLASLt's own nvjet kernels report hazards (with or without gptc's
   # changes, NOTES-cuda.md); any other kernel fails the check.
   grep 'reported between' "$out/racecheck.log" | grep -v ' at nvjet_' | grep -q . && status=1
-  # Prompts of a batch side by side on streams (fp16/bf16, gelu_new): a batch
-  # of long prompts gives each the ids it gets alone, with the streams and
-  # without them (GPTC_PREFILL_STREAMS=0).
+  # A batch's prompts share each product and the attention launch: a batch of
+  # long prompts gives each the ids it gets alone (fixture: 8-wide heads), and
+  # so does a gpt2-shape model (64-wide heads: the tensor-core attention of
+  # several prompts in one launch), f16 and bf16.
   python3 - > /tmp/long_prompts.txt <<'PY'
 words = "the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches".split()
 for i in range(7):
@@ -44,28 +46,26 @@ PY
       gpu-pkg/gptc generate -m tests/fixtures/gpt2vocab-f16 --backend cuda --dtype $dt --prompt "$line" \
         --max-new-tokens 12 --ids >> /tmp/alone.txt 2>/dev/null
     done < /tmp/long_prompts.txt
-    for ps in 4 0; do
-      GPTC_PREFILL_STREAMS=$ps gpu-pkg/gptc generate -m tests/fixtures/gpt2vocab-f16 --backend cuda --dtype $dt \
-        --prompts-file /tmp/long_prompts.txt --batch-size 7 --max-new-tokens 12 --ids > /tmp/batch.txt 2>/dev/null
-      if cmp -s /tmp/alone.txt /tmp/batch.txt && [ -s /tmp/batch.txt ]; then
-        echo "== long prompts $dt, prefill streams $ps: batch = one at a time"
-      else
-        echo "== long prompts $dt, prefill streams $ps: DIFFERENT from one at a time"; status=1
-        diff /tmp/alone.txt /tmp/batch.txt | head -6
-      fi
-    done
+    gpu-pkg/gptc generate -m tests/fixtures/gpt2vocab-f16 --backend cuda --dtype $dt \
+      --prompts-file /tmp/long_prompts.txt --batch-size 7 --max-new-tokens 12 --ids > /tmp/batch.txt 2>/dev/null
+    if cmp -s /tmp/alone.txt /tmp/batch.txt && [ -s /tmp/batch.txt ]; then
+      echo "== long prompts $dt: batch = one at a time"
+    else
+      echo "== long prompts $dt: DIFFERENT from one at a time"; status=1
+      diff /tmp/alone.txt /tmp/batch.txt | head -6
+    fi
+    run test_batch-shape-gpt2-$dt env GPTC_BATCH_SHAPE=gpt2 GPTC_BATCH_BACKEND=cuda GPTC_BATCH_DTYPE=$dt \
+      gpu-pkg/test_batch
   done
-  compute-sanitizer --tool memcheck gpu-pkg/gptc generate -m tests/fixtures/gpt2vocab-f16 --backend cuda \
-    --prompts-file /tmp/long_prompts.txt --batch-size 7 --max-new-tokens 4 --ids > "$out/memcheck-streams.log" 2>&1
-  echo "== memcheck, long prompts side by side: $(grep -E 'SUMMARY' "$out/memcheck-streams.log" | tail -1)"
-  grep -q 'ERROR SUMMARY: 0 errors' "$out/memcheck-streams.log" || status=1
+  compute-sanitizer --tool memcheck gpu-pkg/gptc bench --backend cuda --shape gpt2 --batch 5 --prompt-len 150 \
+    --new-tokens 3 > "$out/memcheck-batch.log" 2>&1
+  echo "== memcheck, a batch of gpt2 prompts: $(grep -E 'SUMMARY' "$out/memcheck-batch.log" | tail -1)"
+  grep -q 'ERROR SUMMARY: 0 errors' "$out/memcheck-batch.log" || status=1
 fi
 for shape in ${SHAPES:-gpt2 gpt2-xl}; do
-  for ps in 4 0; do
-    echo "== $shape batch 32 x 128 + 128, prefill streams $ps"
-    GPTC_PREFILL_STREAMS=$ps gpu-pkg/gptc bench --backend cuda --shape $shape --prompt-len 128 --new-tokens 128 \
-      --batch 32 2>&1 | grep -E 'prefill|decode|tokens/s' | head -4
-  done
+  echo "== $shape batch 32 x 128 + 128"
+  gpu-pkg/gptc bench --backend cuda --shape $shape --prompt-len 128 --new-tokens 128 --batch 32 2>&1 |
+    grep -E 'prefill|decode|tokens/s' | head -4
 done
 for shape in ${SHAPES:-gpt2 gpt2-xl}; do
   echo "== $shape"
