@@ -494,6 +494,11 @@ def test_logprobs(port):
         return
     ids = tokenize(P1)
     steps, k = 6, 3
+    # On the CPU (fp32) the server's decode steps and the reference's prefill
+    # of the prefix agree to 1e-6; on CUDA (GPTC_DEVICES_BACKEND=cuda: the GPU
+    # machine's run, fp16) they are different kernels rounding activations to
+    # fp16, and a logit moves by up to ~1e-3 between them.
+    tol = 1e-4 if os.environ.get("GPTC_DEVICES_BACKEND", "cpu") == "cpu" else 5e-3
 
     def want_for(gen, prefix=None):
         prefix = ids if prefix is None else prefix
@@ -511,9 +516,9 @@ def test_logprobs(port):
             return False
         for i, (w_lp, w_top) in enumerate(want):
             got_top = lp["top_logprobs"][i]
-            if abs(lp["token_logprobs"][i] - w_lp) > 1e-4 or set(got_top) != set(w_top):
+            if abs(lp["token_logprobs"][i] - w_lp) > tol or set(got_top) != set(w_top):
                 return False
-            if any(abs(got_top[n] - w_top[n]) > 1e-4 for n in w_top):
+            if any(abs(got_top[n] - w_top[n]) > tol for n in w_top):
                 return False
             if list(got_top.values())[:k] != sorted(list(got_top.values())[:k], reverse=True):
                 return False
