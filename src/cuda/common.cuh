@@ -262,18 +262,6 @@ __device__ __forceinline__ void cluster_wait() {
     asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
 #endif
 }
-/* The address of p in the shared memory of cluster block `rank`. */
-template <typename P> __device__ __forceinline__ P *cluster_map(P *p, unsigned rank) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    uint64_t r;
-    asm volatile("mapa.u64 %0, %1, %2;" : "=l"(r) : "l"(p), "r"(rank));
-    return reinterpret_cast<P *>(r);
-#else
-    (void)rank;
-    return p;
-#endif
-}
-
 /* Per-device state of the launchers (a kernel's shared-memory limit is set
  * per device): the current device's slot. */
 #define CUDA_MAX_DEVICES 64

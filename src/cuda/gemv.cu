@@ -442,113 +442,6 @@ __global__ void __launch_bounds__(256 * R, MINB)
 }
 
 /*
- * gemv_mma_kernel's sums with its warps spread over a cluster of Q blocks
- * (GPTC_GEMV_SPLIT=Q, for batches): the cluster takes Q row blocks of 16
- * rows, and its block c runs, for each of them, the warps c * 8 / Q, ...
- * (c + 1) * 8 / Q - 1 of gemv_mma_kernel's block - the same steps of the
- * row (warp w: w, w + 8, ...), the same mma chains. So a block stages only
- * the steps of its warps, 1 / Q of each token's row (32 tokens of gpt2-xl:
- * 25 KB at Q = 4 against 100 KB), and more blocks fit an SM. After a
- * cluster barrier, block c adds row block c's 8 warp partials from the
- * cluster's shared memory in warp order, as gemv_mma_kernel does: the same
- * bits (tests/gpu/test_kernels.cu: T = 41 = alone, the single tokens
- * through gemv_mma_kernel where the split is off for them).
- */
-template <typename T, int NTILE, int Q, int NCL>
-__global__ void __launch_bounds__(256, 3)
-    gemv_split_kernel(const T *__restrict__ in, const T *__restrict__ w, int ldw, int I, int O, int n_tok,
-                      int tpb, cuda_epi e) {
-    constexpr int VW = 8 / Q; /* warps of a row block a block runs */
-    extern __shared__ float4 sm4[]; /* the staged steps, then the partial sums */
-    char *sm = reinterpret_cast<char *>(sm4);
-    int nk = (ldw + 31) >> 5, nch = ldw >> 3;
-    int nkl = ((nk + 7) >> 3) * VW, S = (nkl | 1) * 64; /* steps staged a token, bytes a token */
-    int c = (int)(blockIdx.y % Q), base = (int)blockIdx.y - c;
-    int t0 = blockIdx.x * tpb, nt = min(tpb, n_tok - t0);
-    int pw = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-    int rb = pw / VW, vl = pw % VW, vw = c * VW + vl; /* row block in the cluster, warp of the mma block */
-    int ns = nk > vw ? (nk - vw + 7) >> 3 : 0;
-    int o0 = (base + rb) * 16;
-    const T *r0 = w + (size_t)min(o0 + g, O - 1) * ldw, *r1 = w + (size_t)min(o0 + g + 8, O - 1) * ldw;
-    int orow = threadIdx.x & 15, oe = (base + c) * 16 + orow;
-    bool keep = oe < O;
-    float bias = e.bias && keep ? __ldg(e.bias + oe) : 0.0f;
-    uint4 wa[NCL], wb[NCL];
-    auto load = [&](int i) {
-#pragma unroll
-        for (int k = 0; k < NCL; k++) {
-            int ch = (vw + 8 * (i + k)) * 4 + q;
-            if (i + k < ns && ch < nch) {
-                wa[k] = __ldg(reinterpret_cast<const uint4 *>(r0 + (size_t)ch * 8));
-                wb[k] = __ldg(reinterpret_cast<const uint4 *>(r1 + (size_t)ch * 8));
-            } else {
-                wa[k] = wb[k] = make_uint4(0, 0, 0, 0);
-            }
-        }
-    };
-    load(0);
-    /* Every block of the cluster has started before any reads another's
-     * shared memory (the merge below). */
-    cluster_arrive_relaxed();
-    pdl_wait();
-    pdl_trigger();
-    /* Local step j of a token: step (j / VW) * 8 + c * VW + j % VW of the
-     * row, 4 chunks of 8; chunks past I zero-filled (cp.async of 0 bytes). */
-    int n8 = I >> 3;
-    for (int u = threadIdx.x; u < nt * nkl * 4; u += blockDim.x) {
-        int tok = u / (nkl * 4), r = u - tok * nkl * 4, j = r >> 2, cc = r & 3;
-        int step = (j / VW) * 8 + c * VW + j % VW, ch = step * 4 + cc;
-        const T *src = in + (size_t)(t0 + tok) * I + (size_t)min(ch, n8 - 1) * 8;
-        cp_async16(sm + (size_t)tok * S + j * 64 + cc * 16, src, ch < n8 && step < nk ? 16 : 0);
-    }
-    cp_async_wait_all();
-    __syncthreads();
-    float acc[NTILE][4];
-#pragma unroll
-    for (int j = 0; j < NTILE; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-    for (int i = 0; i < ns; i += NCL) {
-        if (i) load(i);
-#pragma unroll
-        for (int k = 0; k < NCL; k++) {
-            if (i + k >= ns) break;
-            int off = ((i + k) * VW + vl) * 64 + q * 16;
-#pragma unroll
-            for (int j = 0; j < NTILE; j++) {
-                int n = j * 8 + g;
-                uint4 xb = n < nt ? *reinterpret_cast<const uint4 *>(sm + (size_t)n * S + off) : make_uint4(0, 0, 0, 0);
-                mma16816<T>(acc[j], wa[k].x, wb[k].x, wa[k].y, wb[k].y, xb.x, xb.y);
-                mma16816<T>(acc[j], wa[k].z, wb[k].z, wa[k].w, wb[k].w, xb.z, xb.w);
-            }
-        }
-    }
-    float4 *part = reinterpret_cast<float4 *>(sm + (size_t)min(tpb, n_tok) * S);
-#pragma unroll
-    for (int j = 0; j < NTILE; j++)
-        part[(pw * NTILE + j) * 32 + lane] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
-    cluster_wait();   /* every block started (the relaxed arrival) */
-    cluster_arrive(); /* this block's partials stored */
-    cluster_wait();
-    /* Row block c's warp u lives in block u / VW as its warp c * VW + u % VW. */
-    cuda_epi ee = e;
-    ee.bias = NULL;
-    for (int i = threadIdx.x; i < 16 * nt; i += 256) {
-        int n = i >> 4, j = n >> 3, cn = n & 7;
-        int src = (((orow & 7) * 4 + (cn >> 1)) << 2) + ((orow >> 3) << 1) + (cn & 1);
-        float v = 0.0f;
-#pragma unroll
-        for (int u = 0; u < 8; u++) {
-            const float *pf = cluster_map(reinterpret_cast<const float *>(part), (unsigned)(u / VW));
-            float x = pf[(size_t)((c * VW + u % VW) * NTILE + j) * 128 + src];
-            v = u ? v + x : x;
-        }
-        if (keep) epi_store<T>(ee, t0 + n, oe, v + bias);
-    }
-    /* No block leaves while another may still read its partials. */
-    cluster_arrive();
-    cluster_wait();
-}
-
-/*
  * The layer norm of gemv_kernel<LN>'s staging, for products of several
  * tokens: a block of as many threads per token takes the same sums in the
  * same order and writes the row rounded to T, which the multi-token product
@@ -579,10 +472,7 @@ static int env_int(const char *name, int def) {
     return v && *v ? atoi(v) : def;
 }
 
-static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist, g_tpb, g_split,
-    g_split_steps;
-/* Compute capability major of the devices in use (the smallest): clusters from 9. */
-static int g_cc_major = 0;
+static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist, g_tpb;
 
 /* Tokens per block of a launch of T > 1 (T = 1: one). */
 #define GEMV_NT 8
@@ -634,9 +524,6 @@ static void gemv_shapes(void) {
     if (g_rb != 8 && g_rb != 16) g_rb = 4;
     g_persist = env_int("GPTC_GEMV_PERSIST", 1);
     g_tpb = env_int("GPTC_GEMV_TPB", 0);
-    g_split = env_int("GPTC_GEMV_SPLIT", 0);
-    if (g_split != 2 && g_split != 4) g_split = 0;
-    g_split_steps = env_int("GPTC_GEMV_SPLIT_STEPS", 8);
 }
 
 /* A tensor-core product's launch with no more blocks of rows than the SMs
@@ -744,50 +631,6 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
     return gemv_mma_steps<W, LN, NTILE, 16>(grid, steps, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps, smem, st);
 }
 
-/* gemv_split_kernel's launch: clusters of Q blocks along the row blocks
- * (their count rounded up to Q; the extra rows are read clamped, never
- * stored), 4 loads a lane a round (3 blocks an SM). */
-template <typename W, int NTILE, int Q>
-static cudaError_t gemv_split_go(const void *in, const void *w, int ldw, int T, int I, int O, cuda_epi epi, int tpb,
-                                 size_t smem, cudaStream_t st) {
-    int nrb = (O + 15) / 16;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)((T + tpb - 1) / tpb), (unsigned)((nrb + Q - 1) / Q * Q));
-    cfg.blockDim = dim3(256);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = st;
-    cudaLaunchAttribute at[2];
-    at[0].id = cudaLaunchAttributeClusterDimension;
-    at[0].val.clusterDim.x = 1;
-    at[0].val.clusterDim.y = Q;
-    at[0].val.clusterDim.z = 1;
-    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[1].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = cuda_pdl_enabled() ? 2 : 1;
-    return cudaLaunchKernelEx(&cfg, gemv_split_kernel<W, NTILE, Q, 4>, (const W *)in, (const W *)w, ldw, I, O, T,
-                              tpb, epi);
-}
-
-/* Tokens a block as for gemv_mma_kernel (as many as fit, up to 32; fewer
- * where the blocks would leave SMs idle), each staging 1 / Q of its row. */
-template <typename W, int Q>
-static cudaError_t gemv_split_launch(const void *in, const void *w, int ldw, int T, int I, int O, cuda_epi epi,
-                                     cudaStream_t st) {
-    int nk = (ldw + 31) >> 5, nrb = (O + 15) / 16;
-    size_t S = (size_t)(((((nk + 7) >> 3) * (8 / Q)) | 1) * 64), part = 8 * 32 * sizeof(float4);
-    size_t fit = g_smem_optin > 4 * part ? (g_smem_optin - 4 * part) / S : 0;
-    if (fit < 1) return cudaErrorInvalidValue;
-    int tpb = fit < GEMV_MMA_TOK ? (int)fit : GEMV_MMA_TOK;
-    if (g_tpb > 0 && g_tpb < tpb) tpb = g_tpb;
-    while (tpb > 8 && (long)((T + tpb - 1) / tpb) * nrb < g_sms) tpb /= 2;
-    int n = T < tpb ? T : tpb, tiles = (n + 7) / 8;
-    size_t smem = (size_t)n * S + (size_t)(tiles == 3 ? 4 : tiles) * part;
-    if (tiles == 1) return gemv_split_go<W, 1, Q>(in, w, ldw, T, I, O, epi, tpb, smem, st);
-    if (tiles == 2) return gemv_split_go<W, 2, Q>(in, w, ldw, T, I, O, epi, tpb, smem, st);
-    return gemv_split_go<W, 4, Q>(in, w, ldw, T, I, O, epi, tpb, smem, st);
-}
-
 /* The tensor-core product (gemv_mma_kernel). Its shape depends on ldw alone
  * - tokens a block takes as many as fit in shared memory, up to
  * GEMV_MMA_TOK - and a token's sums on nothing else, so any T gives each
@@ -812,9 +655,6 @@ static cudaError_t gemv_mma_launch(const void *in, const void *w, int ldw, int T
         if (smem > g_smem_optin) return cudaErrorInvalidValue;
         return gemv_mma_go<W, true, 1>(in, w, ldw, T, I, O, epi, ln_w, ln_b, eps, 1, smem, st);
     }
-    if (g_split && g_cc_major >= 9 && T > 1 && (I & 7) == 0 && ((((ldw + 31) >> 5) + 7) >> 3) > g_split_steps)
-        return g_split == 2 ? gemv_split_launch<W, 2>(in, w, ldw, T, I, O, epi, st)
-                            : gemv_split_launch<W, 4>(in, w, ldw, T, I, O, epi, st);
     size_t fit = g_smem_optin > 4 * part ? (g_smem_optin - 4 * part) / S : 0;
     if (fit < 1) return cudaErrorInvalidValue;
     /* Fewer tokens a block where the row blocks alone would leave SMs idle
@@ -954,15 +794,6 @@ template <typename W, bool LN, int NTILE> static cudaError_t gemv_mma_prepare(in
 }
 /* The multi-token kernels and the layer norm staging may use all the
  * device allows; gemv_launch checks each launch's need against it. */
-template <typename W, int Q> static cudaError_t gemv_split_prepare(int bytes) {
-    cudaError_t e = cudaFuncSetAttribute(gemv_split_kernel<W, 1, Q, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         bytes);
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(gemv_split_kernel<W, 2, Q, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(gemv_split_kernel<W, 4, Q, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    return e;
-}
 template <typename W> static cudaError_t gemv_prepare_nt(int bytes) {
     cudaError_t e = gemv_prepare3<W, false, 1, GEMV_NT>(bytes);
     if (e == cudaSuccess) e = gemv_prepare3<W, false, 2, GEMV_NT>(bytes);
@@ -975,10 +806,6 @@ template <typename W> static cudaError_t gemv_prepare_nt(int bytes) {
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute(ln_stage_kernel<W>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  bytes);
-    if constexpr (sizeof(W) == 2) {
-        if (e == cudaSuccess) e = gemv_split_prepare<W, 2>(bytes);
-        if (e == cudaSuccess) e = gemv_split_prepare<W, 4>(bytes);
-    }
     if constexpr (sizeof(W) == 2) {
         if (e == cudaSuccess) e = gemv_mma_prepare<W, true, 1>(bytes);
         if (e == cudaSuccess) e = gemv_mma_prepare<W, false, 1>(bytes);
@@ -1009,12 +836,11 @@ cudaError_t cuda_gemv_prepare(int max_ldw, int max_ln_ldw) {
          (e = gemv_prepare1<__nv_bfloat16, true>(ln_bytes)) != cudaSuccess))
         return e;
     if (!nt_ready[slot]) {
-        int dev = 0, optin = 0, sms = 0, major = 0;
+        int dev = 0, optin = 0, sms = 0;
         if ((e = cudaGetDevice(&dev)) != cudaSuccess ||
             (e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) !=
                 cudaSuccess ||
-            (e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess ||
-            (e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess)
+            (e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess)
             return e;
         /* The static reduction buffer takes part of the block's shared memory. */
         int nt_bytes = optin - 32 * (int)sizeof(float);
@@ -1026,7 +852,6 @@ cudaError_t cuda_gemv_prepare(int max_ldw, int max_ln_ldw) {
          * smallest is safe */
         if (!g_smem_optin || (size_t)nt_bytes < g_smem_optin) g_smem_optin = (size_t)nt_bytes;
         if (!nt_ready_any || sms < g_sms) g_sms = sms;
-        if (!nt_ready_any || major < g_cc_major) g_cc_major = major;
         nt_ready_any = true;
         nt_ready[slot] = true;
     }
