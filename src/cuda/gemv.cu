@@ -31,6 +31,7 @@
  * the fp32 dot product before anything is stored, so that a decode layer is
  * a handful of kernels and the activations take one trip through memory.
  */
+#include <pthread.h>
 #include <stdlib.h>
 
 #include <type_traits>
@@ -526,6 +527,41 @@ static void gemv_shapes(void) {
     g_tpb = env_int("GPTC_GEMV_TPB", 0);
 }
 
+/* Blocks of kernel k an SM holds at threads and smem bytes, on the current
+ * device: cudaOccupancyMaxActiveBlocksPerMultiprocessor, its answers kept
+ * (the query costs the host a few microseconds, and a pass outside a graph -
+ * a batch's prompts, a short prompt - makes 4 products a layer). 0: unknown. */
+#define OCC_CACHE 512
+static struct {
+    const void *k;
+    int slot, threads, per;
+    size_t smem;
+} g_occ[OCC_CACHE];
+static int g_n_occ;
+static pthread_mutex_t g_occ_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int occupancy(const void *k, int threads, size_t smem) {
+    int slot = cuda_device_slot(), per = -1;
+    pthread_mutex_lock(&g_occ_mu);
+    for (int i = 0; i < g_n_occ && per < 0; i++)
+        if (g_occ[i].k == k && g_occ[i].slot == slot && g_occ[i].threads == threads && g_occ[i].smem == smem)
+            per = g_occ[i].per;
+    pthread_mutex_unlock(&g_occ_mu);
+    if (per >= 0) return per;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k, threads, smem) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0; /* not kept: asked again next time */
+    }
+    pthread_mutex_lock(&g_occ_mu);
+    if (g_n_occ < OCC_CACHE) { /* full: the rest are asked each time */
+        g_occ[g_n_occ].k = k, g_occ[g_n_occ].slot = slot, g_occ[g_n_occ].threads = threads;
+        g_occ[g_n_occ].smem = smem, g_occ[g_n_occ].per = per;
+        g_n_occ++;
+    }
+    pthread_mutex_unlock(&g_occ_mu);
+    return per;
+}
+
 /* A tensor-core product's launch with no more blocks of rows than the SMs
  * hold at once (for grid.x groups of tokens): the row blocks split evenly
  * among them (GPTC_GEMV_PERSIST=1) or every place filled (2; 0: a block
@@ -537,10 +573,7 @@ static cudaError_t launch_rows(void (*k)(KArgs...), dim3 grid, dim3 block, size_
                                Args... args) {
     int per = 0;
     if (g_persist && grid.y > 1) {
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k, (int)block.x, smem) != cudaSuccess) {
-            (void)cudaGetLastError();
-            per = 0;
-        }
+        per = occupancy(reinterpret_cast<const void *>(k), (int)block.x, smem);
         long slots = (long)per * g_sms / (long)grid.x;
         if (per > 0 && slots >= 1 && grid.y > slots) {
             long rounds = (grid.y + slots - 1) / slots;
