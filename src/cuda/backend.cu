@@ -531,9 +531,9 @@ static int lt_whole_k(const cublasLtMatmulAlgo_t *a) {
 }
 
 /* The first of the heuristic's n answers that sums over the whole K, else
- * the first that cuBLASLt accepts with its split-K turned off (a few
- * hundred rows or fewer of a long product, K = 3072 or 6400: every answer
- * in the top 8 splits K). 0: none. */
+ * the first that cuBLASLt accepts with its split-K turned off (for a few
+ * dozen rows of a long product, K = 3072 or 6400, every answer of the top
+ * 8 split K). 0: none. */
 static int lt_pick_whole_k(cublasLtHandle_t lt, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
                            cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc,
                            const cublasLtMatmulHeuristicResult_t *all, int n, cublasLtMatmulHeuristicResult_t *res) {
