@@ -588,7 +588,8 @@ static gptc_status pass_product(cuda_kv *kv, const cuda_model *cm, const pass_la
     }
     if (e.mode != EPI_QKV) {
         /* The rows between the two groups, if any (alignment), are token 0
-         * at position 0 from the embedding on: computed, never read. */
+         * at position 0 from the embedding on and zeros from the attention
+         * (enqueue_blocks): computed, never read. */
         if (lay->rows > lay->long0)
             CKST(rows_product(ws, cm, lay->long0, lay->rows - lay->long0, in, in_es, ln_w, ln_b, eps, w, ldw,
                               I, O, e, out_es, NULL));
@@ -621,6 +622,12 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
     mark(kv, 0);
     CK(cuda_embed_at(cm->dt, w->x, cm->wte, Cp, cm->wpe, lay->ids, lay->pos, lay->rows, C, st));
     mark(kv, 1);
+    /* The rows between the two groups of prompts (alignment; only where a
+     * model's rows are not 256-byte multiples) go through the products
+     * after the attention, which never writes them: zeros, not stale rows. */
+    int32_t gap0 = lay->cached0 + lay->n_cached;
+    if (lay->n_cached && lay->n_fresh && lay->fresh0 > gap0)
+        CK(cudaMemsetAsync((char *)w->att + (size_t)gap0 * C * es, 0, (size_t)(lay->fresh0 - gap0) * C * es, st));
     size_t layer = kv->layer_rows * (size_t)C * es;
     int ns = lay->n_short;
     /* fast_decode: the short rows' products through cuBLASLt (tensor
