@@ -297,21 +297,13 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
 #pragma unroll
                         for (int e = 0; e < 8; e++) sc += q[cc * 8 + e] * kpre[i][e];
                     }
-            } else if (SMEM) {
-                const T *kr = ks + (size_t)key * DS;
-#pragma unroll 4
-                for (int cc = half; cc < nc; cc += 2) {
-                    float kv[8];
-                    lds8(kr + cc * 8, kv);
-#pragma unroll
-                    for (int e = 0; e < 8; e++) sc += q[cc * 8 + e] * kv[e];
-                }
             } else {
-                const T *kr = kc + kv_row(tb, bs, start + key) * C + hoff;
+                const T *kr = SMEM ? ks + (size_t)key * DS : kc + kv_row(tb, bs, start + key) * C + hoff;
 #pragma unroll 4
                 for (int cc = half; cc < nc; cc += 2) {
                     float kv[8];
-                    load8(kr + cc * 8, kv);
+                    if (SMEM) lds8(kr + cc * 8, kv);
+                    else load8(kr + cc * 8, kv);
 #pragma unroll
                     for (int e = 0; e < 8; e++) sc += q[cc * 8 + e] * kv[e];
                 }

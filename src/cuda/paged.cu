@@ -456,9 +456,7 @@ static gptc_status stage_pass(cuda_kv *kv, const gptc_model *m, const gptc_pass 
             rows += g->n;
         }
     }
-    int32_t n_short = 0;
-    for (int32_t s = 0; s < n_segs; s++)
-        if (kv->segs[s].n < LT_MIN_TOKENS) n_short += kv->segs[s].n;
+    int32_t n_short = group_n[0];
     /* Each sequence's table, as far as its highest position in the pass
      * (seq_max; -1 for ids not in the pass), at seq_off in the tables. */
     if (max_seq >= INT32_MAX / 2)
