@@ -177,6 +177,9 @@ template <typename T> __host__ __device__ __forceinline__ int split_smem_row(int
 template <typename T> static size_t split_smem_bytes(int D) {
     return (size_t)2 * ATT_CHUNK * split_smem_row<T>(D) * sizeof(T);
 }
+/* attn_split_kernel's static shared memory (q, p, red, accs, last): what
+ * its dynamic part may add within a block's default 48 KB. */
+#define SPLIT_STATIC_SMEM ((256 + ATT_CHUNK + 32 + SPLIT_THREADS * 8 + 1) * 4)
 /* A cluster's partials (S x (D + 2) floats) rounded up to 16 bytes, where
  * the rows start (cp.async's destinations are 16-byte aligned). */
 __host__ __device__ __forceinline__ size_t split_part_floats(int S, int D) {
@@ -236,21 +239,26 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
      * cp.async, all in flight at once, the old ones before the wait - the
      * loads of the prefetch registers without their registers. The sums
      * read the same values in the same order. */
-    constexpr bool SMEM = PRE == 4;
+    constexpr bool SMEM = PRE == 4 || PRE == 8;
+    /* PRE 8: two such buffers, a block that takes several chunks copying
+     * the next one's rows while it sums this one's. */
+    constexpr bool TWO = PRE == 8;
     int DS = split_smem_row<T>(D); /* a row's stride there: 16 bytes of padding, 4 banks a key further */
-    T *ks = reinterpret_cast<T *>(cpart + (CLUSTER ? split_part_floats(S, D) : 0)), *vs = ks + (size_t)ATT_CHUNK * DS;
+    T *ks0 = reinterpret_cast<T *>(cpart + (CLUSTER ? split_part_floats(S, D) : 0));
+    T *ks = ks0, *vs = ks + (size_t)ATT_CHUNK * DS;
     int nu = D * (int)sizeof(T) / 16; /* 16-byte pieces of a row */
     /* Chunk rows in [lo, hi) only. */
     const int NV = PRE & 2 ? 4 : 0; /* V rows a thread holds ahead */
-    auto fetch = [&](int start, int nk, int lo, int hi) {
+    auto fetch = [&](int start, int nk, int lo, int hi, T *kd) {
         if constexpr (SMEM) {
+            T *vd = kd + (size_t)ATT_CHUNK * DS;
             for (int u = tid; u < nk * nu; u += blockDim.x) {
                 int k = u / nu, pc = u - k * nu, j = start + k;
                 if (j >= lo && j < hi) {
                     size_t r = kv_row(tb, bs, j) * C + hoff;
-                    cp_async16(reinterpret_cast<char *>(ks + (size_t)k * DS) + pc * 16,
+                    cp_async16(reinterpret_cast<char *>(kd + (size_t)k * DS) + pc * 16,
                                reinterpret_cast<const char *>(kc + r) + pc * 16, 16);
-                    cp_async16(reinterpret_cast<char *>(vs + (size_t)k * DS) + pc * 16,
+                    cp_async16(reinterpret_cast<char *>(vd + (size_t)k * DS) + pc * 16,
                                reinterpret_cast<const char *>(vc + r) + pc * 16, 16);
                 }
             }
@@ -270,10 +278,10 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
             }
         }
     };
-    fetch(s * ATT_CHUNK, min(ATT_CHUNK, L - s * ATT_CHUNK), 0, fresh);
+    fetch(s * ATT_CHUNK, min(ATT_CHUNK, L - s * ATT_CHUNK), 0, fresh, ks);
     pdl_wait();
     pdl_trigger();
-    fetch(s * ATT_CHUNK, min(ATT_CHUNK, L - s * ATT_CHUNK), fresh, INT_MAX);
+    fetch(s * ATT_CHUNK, min(ATT_CHUNK, L - s * ATT_CHUNK), fresh, INT_MAX, ks);
     const float *qr = qkv + (size_t)t * 3 * C + hoff;
     for (int d = tid; d < D; d += blockDim.x) q[d] = qr[d] * scale;
     if (SMEM) cp_async_wait_all();
@@ -281,10 +289,21 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     size_t row = (size_t)h * gridDim.y + t;
     /* Chunks s, s + gridDim.z, ...: each the same sums, whichever block
      * takes it. */
-    for (bool first = true;; s += gridDim.z, first = false) {
+    for (int it = 0;; s += gridDim.z, it++) {
+        bool first = it == 0;
         int start = s * ATT_CHUNK, nk = min(ATT_CHUNK, L - start);
-        if (!first) {
-            fetch(start, nk, 0, INT_MAX);
+        if (TWO) {
+            /* this chunk's rows were copied during the last one's sums
+             * (the barrier at its end freed the other buffer) */
+            if (!first) cp_async_wait_all(), __syncthreads();
+            ks = ks0 + (size_t)(it & 1) * 2 * ATT_CHUNK * DS, vs = ks + (size_t)ATT_CHUNK * DS;
+            int nx = s + (int)gridDim.z;
+            if (nx < ns) {
+                T *kn = ks0 + (size_t)((it + 1) & 1) * 2 * ATT_CHUNK * DS;
+                fetch(nx * ATT_CHUNK, min(ATT_CHUNK, L - nx * ATT_CHUNK), 0, INT_MAX, kn);
+            }
+        } else if (!first) {
+            fetch(start, nk, 0, INT_MAX, ks);
             if (SMEM) cp_async_wait_all(), __syncthreads();
         }
         float sc = 0.0f;
@@ -952,18 +971,33 @@ static int split_cluster_ok(void) {
  * shared, gpt2 batch 32 0.619 -> 0.586, 128 1.207 -> 1.104; gpt2-xl 8 3.02
  * -> 2.96, 32 4.34 -> 4.30, 128 10.10 -> 9.71 (but slower than the
  * prefetch where that fits: gpt2 batch 8 0.426 against 0.412, gpt2-xl
- * batch 1 2.16 against 2.01). GPTC_ATT_PRE=0, 3 or 4 (GPTC_ATT_LEAN=0: 3):
- * always that one, for comparisons (4 where it fits, else 0). */
+ * batch 1 2.16 against 2.01). A pass of few (head, query) pairs (`pairs`
+ * <= SPLIT_TWO_PAIRS) takes the shared-memory kernel with two buffers
+ * (PRE 8): H200, 128 + 64 tokens, device ms a step: gpt2 batch 4 0.367 ->
+ * 0.331, 8 0.385 -> 0.354, 16 0.417 -> 0.394; gpt2-xl batch 4 2.21 ->
+ * 2.08, 8 2.54 -> 2.52 - though at these sizes most blocks take one chunk
+ * and never use the second buffer (PRE 4, the one buffer, ran as the
+ * prefetch did: the gain is not the copy's overlap; not understood). From
+ * gpt2 batch 32 and gpt2-xl 16 on it was slower (by 1.5-9%).
+ * GPTC_ATT_PRE=0, 3, 4 or 8 (GPTC_ATT_LEAN=0: 3): always that one, for
+ * comparisons (4 and 8 where they fit, else 0). */
+#define SPLIT_TWO_PAIRS 256
 template <typename W, bool CLUSTER>
-static void (*paged_split(long blocks, int D, size_t *smem))(W *, const float *, const W *, const W *, cuda_kv_map,
-                                                             int, int, float, float *, int *, int) {
+static void (*paged_split(long blocks, long pairs, int D, size_t *smem))(W *, const float *, const W *, const W *,
+                                                                         cuda_kv_map, int, int, float, float *,
+                                                                         int *, int) {
     static int pre = -1;
     static long fit = -1;
     if (pre < 0) {
         const char *v = getenv("GPTC_ATT_PRE"), *l = getenv("GPTC_ATT_LEAN");
-        pre = v ? (atoi(v) == 3 || atoi(v) == 4 ? atoi(v) : 0) : l && atoi(l) == 0 ? 3 : 5; /* 5: by the grid */
+        pre = v ? (atoi(v) == 3 || atoi(v) == 4 || atoi(v) == 8 ? atoi(v) : 0) : l && atoi(l) == 0 ? 3 : 5; /* 5: by the grid */
     }
     size_t rows_smem = (*smem + 15) / 16 * 16 + split_smem_bytes<W>(D);
+    size_t two_smem = rows_smem + split_smem_bytes<W>(D);
+    if ((pre == 8 || (pre == 5 && pairs <= SPLIT_TWO_PAIRS)) && two_smem + SPLIT_STATIC_SMEM <= 48 * 1024) {
+        *smem = two_smem;
+        return attn_split_kernel<W, true, CLUSTER, 8>;
+    }
     if (pre == 4 && rows_smem <= 48 * 1024) {
         *smem = rows_smem;
         return attn_split_kernel<W, true, CLUSTER, 4>;
@@ -1052,7 +1086,7 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
             cfg.numAttrs = cuda_pdl_enabled() ? 2 : 1;
             if (map.tables)
                 GPTC_DISPATCH_DTYPE(dt, W,
-                                    err = cudaLaunchKernelEx(&cfg, paged_split<W, true>(nb, D, &cfg.dynamicSmemBytes),
+                                    err = cudaLaunchKernelEx(&cfg, paged_split<W, true>(nb, (long)grid.x * grid.y, D, &cfg.dynamicSmemBytes),
                                                              (W *)out, qkv, (const W *)k_cache, (const W *)v_cache,
                                                              map, C, D, scale, scratch, tickets, S));
             else
@@ -1063,7 +1097,7 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
         } else if (map.tables) {
             size_t smem = 0;
             GPTC_DISPATCH_DTYPE(dt, W, {
-                auto k = paged_split<W, false>(nb, D, &smem);
+                auto k = paged_split<W, false>(nb, (long)grid.x * grid.y, D, &smem);
                 err = launch_pdl(k, grid, dim3(SPLIT_THREADS), smem, st, (W *)out, qkv, (const W *)k_cache,
                                  (const W *)v_cache, map, C, D, scale, scratch, tickets, S);
             });

@@ -455,17 +455,19 @@ template <typename T>
 __global__ void __launch_bounds__(1024)
     ln_stage_kernel(T *xn, const float *__restrict__ x, const float *__restrict__ ln_w,
                     const float *__restrict__ ln_b, float eps, int I) {
-    extern __shared__ float4 xs4[]; /* I floats */
+    extern __shared__ float4 xs4[]; /* I floats, then ln_w and ln_b */
     __shared__ float red[32];
-    float *xs = reinterpret_cast<float *>(xs4);
+    float *xs = reinterpret_cast<float *>(xs4), *lw = xs + I, *lb = lw + I;
     int nthr = blockDim.x;
+    /* The parameters before the wait (block_sum's barriers publish them):
+     * their round trip overlaps the previous kernel's end, not this one's. */
+    for (int i = threadIdx.x; i < I; i += nthr) lw[i] = __ldg(ln_w + i), lb[i] = __ldg(ln_b + i);
     pdl_wait();
     pdl_trigger();
     float mean, rstd;
     ln_stage_row(x + (size_t)blockIdx.x * I, xs, xs4, I, eps, red, mean, rstd);
     T *o = xn + (size_t)blockIdx.x * I;
-    for (int i = threadIdx.x; i < I; i += nthr)
-        o[i] = from_f<T>((xs[i] - mean) * rstd * __ldg(ln_w + i) + __ldg(ln_b + i));
+    for (int i = threadIdx.x; i < I; i += nthr) o[i] = from_f<T>((xs[i] - mean) * rstd * lw[i] + lb[i]);
 }
 
 static int env_int(const char *name, int def) {
@@ -675,11 +677,11 @@ static cudaError_t gemv_mma_launch(const void *in, const void *w, int ldw, int T
     size_t S = (size_t)mma_row_bytes(ldw), part = 8 * 32 * sizeof(float4); /* a tile's partial sums */
     if ((O + 15) / 16 > 65535) return cudaErrorInvalidConfiguration;
     if (LN) {
-        if (T > 1 && xn) {
+        if (T > 1 && xn && 3 * (size_t)I * sizeof(float) <= g_smem_optin) {
             /* The layer norm once per token (256 threads: the fused
              * kernel's block, so the same sums), then the product. */
             cudaError_t e = launch_pdl(ln_stage_kernel<W>, dim3((unsigned)T), dim3(256),
-                                       (size_t)I * sizeof(float), st, (W *)xn, (const float *)in, ln_w,
+                                       3 * (size_t)I * sizeof(float), st, (W *)xn, (const float *)in, ln_w,
                                        ln_b, eps, I);
             if (e != cudaSuccess) return e;
             return gemv_mma_launch<W, false>(xn, w, ldw, T, I, O, epi, NULL, NULL, 0.0f, NULL, st);
@@ -741,10 +743,10 @@ static cudaError_t gemv_launch(const void *in, const void *w, int ldw, int T, in
     }
     size_t row = (size_t)ldw * sizeof(float);
     int multi = g_nt_min > 0 && T >= g_nt_min && T > 1 && GEMV_NT * row <= g_smem_optin;
-    if (LN && multi && xn && (size_t)I * sizeof(float) <= g_smem_optin) {
+    if (LN && multi && xn && 3 * (size_t)I * sizeof(float) <= g_smem_optin) {
         /* The layer norm once per token, then the multi-token product. */
         cudaError_t e = launch_pdl(ln_stage_kernel<W>, dim3((unsigned)T), dim3(g_lnw * 32),
-                                   (size_t)I * sizeof(float), st, (W *)xn, (const float *)in, ln_w,
+                                   3 * (size_t)I * sizeof(float), st, (W *)xn, (const float *)in, ln_w,
                                    ln_b, eps, I);
         if (e != cudaSuccess) return e;
         return gemv_launch<W, false>(xn, w, ldw, T, I, O, epi, NULL, NULL, 0.0f, NULL, st);

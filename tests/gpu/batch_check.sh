@@ -26,6 +26,13 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   # takes (GEMV_NT_MIN): once more with it taking every pass of two or more.
   run test_batch-cuda-nt2 env GPTC_BATCH_BACKEND=cuda GPTC_GEMV_NT_MIN=2 gpu-pkg/test_batch
   run test_beam-cuda-nt2 env GPTC_BEAM_BACKEND=cuda GPTC_GEMV_NT_MIN=2 gpu-pkg/test_beam
+  # The split attention's two-buffer kernel where blocks take several
+  # chunks (one block a (head, query): GPTC_ATT_SPLIT_BLOCKS=1); by default
+  # only passes of few pairs take it, mostly a chunk a block.
+  run test_kernels-two env GPTC_ATT_PRE=8 GPTC_ATT_SPLIT_BLOCKS=1 gpu-pkg/test_kernels
+  run test_batch-cuda-two env GPTC_ATT_PRE=8 GPTC_ATT_SPLIT_BLOCKS=1 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
+  run test_batch-gpt2-two env GPTC_ATT_PRE=8 GPTC_ATT_SPLIT_BLOCKS=1 GPTC_BATCH_SHAPE=gpt2 GPTC_BATCH_BACKEND=cuda \
+    gpu-pkg/test_batch
   [ -z "${SKIP_TEST_CUDA:-}" ] && run test_cuda gpu-pkg/test_cuda
   printf '%s\n' "Hello world" "The quick brown fox jumps over the lazy dog and keeps running far away" \
     "a" "Once upon a time, in a land far far away, there lived a king who had three daughters and a dog" \
