@@ -972,29 +972,39 @@ static int split_cluster_ok(void) {
  * -> 2.96, 32 4.34 -> 4.30, 128 10.10 -> 9.71 (but slower than the
  * prefetch where that fits: gpt2 batch 8 0.426 against 0.412, gpt2-xl
  * batch 1 2.16 against 2.01). A pass of few (head, query) pairs (`pairs`
- * <= SPLIT_TWO_PAIRS) takes the shared-memory kernel with two buffers
+ * in [SPLIT_TWO_MIN, SPLIT_TWO_MAX]) takes the shared-memory kernel with two buffers
  * (PRE 8): H200, 128 + 64 tokens, device ms a step: gpt2 batch 4 0.367 ->
  * 0.331, 8 0.385 -> 0.354, 16 0.417 -> 0.394; gpt2-xl batch 4 2.21 ->
  * 2.08, 8 2.54 -> 2.52 - though at these sizes most blocks take one chunk
- * and never use the second buffer (PRE 4, the one buffer, ran as the
- * prefetch did: the gain is not the copy's overlap; not understood). From
- * gpt2 batch 32 and gpt2-xl 16 on it was slower (by 1.5-9%).
+ * and never use the second buffer. What it gives them is fewer blocks an
+ * SM: PRE 4 with its shared memory padded by 18 KB ran as PRE 8 (H100,
+ * gpt2 batch 8: 0.405 -> 0.373 ms, PRE 8 0.377; 8 KB: 0.385), so the
+ * pass's working blocks (the grid spans max_len; past a query's chunks
+ * they exit) spread over more SMs. From gpt2 batch 32 and gpt2-xl 16 on,
+ * where every block works, it was slower (by 1.5-9%); and at gpt2-xl's
+ * batch 1 (25 pairs), where the prefetch's registers win as before, 2.01
+ * -> 2.19 (gpt2's batch 1 and 2, 12 and 24 pairs, would gain 1-3%; xl's
+ * batch 2, 50 pairs, gains 2.41 -> 2.28). GPTC_ATT_TWO_MIN / _MAX=N:
+ * other bounds, for comparisons.
  * GPTC_ATT_PRE=0, 3, 4 or 8 (GPTC_ATT_LEAN=0: 3): always that one, for
  * comparisons (4 and 8 where they fit, else 0). */
-#define SPLIT_TWO_PAIRS 256
+#define SPLIT_TWO_MIN 32
+#define SPLIT_TWO_MAX 256
 template <typename W, bool CLUSTER>
 static void (*paged_split(long blocks, long pairs, int D, size_t *smem))(W *, const float *, const W *, const W *,
                                                                          cuda_kv_map, int, int, float, float *,
                                                                          int *, int) {
     static int pre = -1;
-    static long fit = -1;
+    static long fit = -1, two_min, two_max;
     if (pre < 0) {
+        const char *a = getenv("GPTC_ATT_TWO_MIN"), *b = getenv("GPTC_ATT_TWO_MAX");
+        two_min = a ? atol(a) : SPLIT_TWO_MIN, two_max = b ? atol(b) : SPLIT_TWO_MAX;
         const char *v = getenv("GPTC_ATT_PRE"), *l = getenv("GPTC_ATT_LEAN");
         pre = v ? (atoi(v) == 3 || atoi(v) == 4 || atoi(v) == 8 ? atoi(v) : 0) : l && atoi(l) == 0 ? 3 : 5; /* 5: by the grid */
     }
     size_t rows_smem = (*smem + 15) / 16 * 16 + split_smem_bytes<W>(D);
     size_t two_smem = rows_smem + split_smem_bytes<W>(D);
-    if ((pre == 8 || (pre == 5 && pairs <= SPLIT_TWO_PAIRS)) && two_smem + SPLIT_STATIC_SMEM <= 48 * 1024) {
+    if ((pre == 8 || (pre == 5 && pairs >= two_min && pairs <= two_max)) && two_smem + SPLIT_STATIC_SMEM <= 48 * 1024) {
         *smem = two_smem;
         return attn_split_kernel<W, true, CLUSTER, 8>;
     }
