@@ -56,6 +56,8 @@ PY
     fi
     run test_batch-shape-gpt2-$dt env GPTC_BATCH_SHAPE=gpt2 GPTC_BATCH_BACKEND=cuda GPTC_BATCH_DTYPE=$dt \
       gpu-pkg/test_batch
+    run test_batch-shape-tiny64-$dt env GPTC_BATCH_SHAPE=tiny64 GPTC_BATCH_BACKEND=cuda GPTC_BATCH_DTYPE=$dt \
+      gpu-pkg/test_batch
   done
   compute-sanitizer --tool memcheck gpu-pkg/gptc bench --backend cuda --shape gpt2 --batch 5 --prompt-len 150 \
     --new-tokens 3 > "$out/memcheck-batch.log" 2>&1
