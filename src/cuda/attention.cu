@@ -972,8 +972,8 @@ static int split_cluster_ok(void) {
  * -> 2.96, 32 4.34 -> 4.30, 128 10.10 -> 9.71 (but slower than the
  * prefetch where that fits: gpt2 batch 8 0.426 against 0.412, gpt2-xl
  * batch 1 2.16 against 2.01). A pass of few (head, query) pairs (`pairs`
- * in [SPLIT_TWO_MIN, SPLIT_TWO_MAX]) takes the shared-memory kernel with two buffers
- * (PRE 8): H200, 128 + 64 tokens, device ms a step: gpt2 batch 4 0.367 ->
+ * in [SPLIT_TWO_MIN, SPLIT_TWO_MAX]) takes the shared-memory kernel with
+ * two buffers (PRE 8): H200, 128 + 64 tokens, device ms a step: gpt2 batch 4 0.367 ->
  * 0.331, 8 0.385 -> 0.354, 16 0.417 -> 0.394; gpt2-xl batch 4 2.21 ->
  * 2.08, 8 2.54 -> 2.52 - though at these sizes most blocks take one chunk
  * and never use the second buffer. What it gives them is fewer blocks an
@@ -1000,11 +1000,13 @@ static void (*paged_split(long blocks, long pairs, int D, size_t *smem))(W *, co
         const char *a = getenv("GPTC_ATT_TWO_MIN"), *b = getenv("GPTC_ATT_TWO_MAX");
         two_min = a ? atol(a) : SPLIT_TWO_MIN, two_max = b ? atol(b) : SPLIT_TWO_MAX;
         const char *v = getenv("GPTC_ATT_PRE"), *l = getenv("GPTC_ATT_LEAN");
-        pre = v ? (atoi(v) == 3 || atoi(v) == 4 || atoi(v) == 8 ? atoi(v) : 0) : l && atoi(l) == 0 ? 3 : 5; /* 5: by the grid */
+        int n = v ? atoi(v) : 0;
+        pre = v ? (n == 3 || n == 4 || n == 8 ? n : 0) : l && atoi(l) == 0 ? 3 : 5; /* 5: by the grid */
     }
     size_t rows_smem = (*smem + 15) / 16 * 16 + split_smem_bytes<W>(D);
     size_t two_smem = rows_smem + split_smem_bytes<W>(D);
-    if ((pre == 8 || (pre == 5 && pairs >= two_min && pairs <= two_max)) && two_smem + SPLIT_STATIC_SMEM <= 48 * 1024) {
+    bool two = pre == 8 || (pre == 5 && pairs >= two_min && pairs <= two_max);
+    if (two && two_smem + SPLIT_STATIC_SMEM <= 48 * 1024) {
         *smem = two_smem;
         return attn_split_kernel<W, true, CLUSTER, 8>;
     }
@@ -1103,7 +1105,9 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
             cfg.numAttrs = cuda_pdl_enabled() ? 2 : 1;
             if (map.tables)
                 GPTC_DISPATCH_DTYPE(dt, W,
-                                    err = cudaLaunchKernelEx(&cfg, paged_split<W, true>(nb, (long)grid.x * grid.y, D, &cfg.dynamicSmemBytes),
+                                    err = cudaLaunchKernelEx(&cfg,
+                                                             paged_split<W, true>(nb, (long)grid.x * grid.y, D,
+                                                                                  &cfg.dynamicSmemBytes),
                                                              (W *)out, qkv, (const W *)k_cache, (const W *)v_cache,
                                                              map, C, D, scale, scratch, tickets, S));
             else
