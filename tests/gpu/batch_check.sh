@@ -49,6 +49,14 @@ if [ -z "${SKIP_TESTS:-}" ]; then
     --backend cuda --prompt "Hello world, this is a test of beams" --num-beams 4 --max-new-tokens 20 --ids 2>&1 | tail -2
   compute-sanitizer --tool memcheck --error-exitcode 3 gpu-pkg/gptc bench --backend cuda --shape gpt2 \
     --batch 3 --prompt-len 40 --new-tokens 3 2>&1 | tail -2
+  # racecheck of the split attention's two buffers, blocks taking two chunks
+  # (prompts of 7 tokens: no cuBLASLt product, whose kernels the sanitizer
+  # fails on, before the decode steps reach 87 positions)
+  echo "== racecheck: the two-buffer split attention, 2 sequences"
+  GPTC_ATT_PRE=8 GPTC_ATT_SPLIT_BLOCKS=1 compute-sanitizer --tool racecheck --error-exitcode 3 \
+    --kernel-name kns=attn_split gpu-pkg/gptc bench --backend cuda --shape gpt2 --batch 2 --prompt-len 7 \
+    --new-tokens 80 > "$out/racecheck-two.log" 2>&1 || status=1
+  grep SUMMARY "$out/racecheck-two.log" | tail -1
 fi
 echo "== timings (gpt2 shape, fp16): batch-1 session decode, then the batch engine"
 gpu-pkg/gptc bench --backend cuda --shape gpt2 --prompt-len 16 --new-tokens 128 2>&1 | grep -E 'decode|prefill'
