@@ -37,7 +37,7 @@ for shape in ${SHAPES:-gpt2 gpt2-xl}; do
   if [ -n "${BATCH:-}" ]; then
     echo "== $shape: one decode layer of a batch of $BATCH (128-token prompts)"
     ncu --clock-control none --csv --page raw --metrics $metrics \
-      --kernel-name regex:"${BATCH_KERNELS:-gemv_mma|attn_split|ln_stage}" --launch-skip "${BSKIP:-400}" \
+      --kernel-name regex:"${BATCH_KERNELS:-gemv_mma|gemv_pipe|attn_split|ln_stage}" --launch-skip "${BSKIP:-400}" \
       --launch-count "${BCOUNT:-7}" gpu-pkg/gptc bench --backend cuda --shape "$shape" --batch "$BATCH" \
       --prompt-len 128 --new-tokens 16 2>/dev/null | show
   fi

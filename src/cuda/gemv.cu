@@ -17,7 +17,9 @@
  * That is the fp32 path; fp16 and bf16 take gemv_mma_kernel, which reads
  * each weight once for up to 32 tokens and multiplies on tensor cores
  * (gpt2-xl at batch 32 on an H100: 15.5 -> 5.0 ms per decode step), the
- * CUDA-core kernels staying behind GPTC_GEMV_MMA=0.
+ * CUDA-core kernels staying behind GPTC_GEMV_MMA=0; passes of 2-32 tokens
+ * take gemv_pipe_kernel, the same sums with the weights streamed through
+ * shared memory.
  *
  * Batch invariance: a token's sums run in the same order whatever the
  * number of tokens, the block shape or the token's place in its block
@@ -300,6 +302,50 @@ __host__ __device__ constexpr int mma_minb(int NTILE, int NCL, int R, int RB) {
     return R > 1 ? 1 : NCL >= 16 ? (RB < 16 ? 2 : 1) : NCL >= 7 ? (NTILE > 1 ? 2 : RB < 16 ? 4 : 3) : 3;
 }
 
+/* A block's nt tokens (rows of I elements from `in`) into shared memory,
+ * a token every S bytes, zero from I to kpad. */
+template <typename T>
+__device__ __forceinline__ void mma_stage_tokens(char *sm, int S, const T *__restrict__ in, int nt, int I, int kpad) {
+    if ((I & 7) == 0) {
+        /* Asynchronous copies, all in flight at once: 32 tokens of gpt2-xl
+         * are 100 KB a block, which a loop of loads and stores would fetch
+         * one L2 round trip per iteration. Chunks past I are zero-filled. */
+        int n8 = I >> 3, k8 = kpad >> 3;
+        for (int u = threadIdx.x; u < nt * k8; u += blockDim.x) {
+            int j = u / k8, c = u - j * k8;
+            cp_async16(sm + (size_t)j * S + c * 16, in + (size_t)j * I + (size_t)min(c, n8 - 1) * 8, c < n8 ? 16 : 0);
+        }
+        cp_async_wait_all();
+    } else {
+        for (int u = threadIdx.x; u < nt * kpad; u += blockDim.x) {
+            int j = u / kpad, i = u - j * kpad;
+            reinterpret_cast<T *>(sm + (size_t)j * S)[i] = i < I ? in[(size_t)j * I + i] : from_f<T>(0.0f);
+        }
+    }
+}
+
+/* A row block's outputs from the 8 warps' partial sums (a float4 a lane of
+ * each warp and tile, after a barrier), added in warp order by the thread
+ * of each (row, token): lane (g, q) holds rows g and g + 8 of tokens 2q,
+ * 2q + 1. Rows ob.. of tokens t0..; `bb` is the thread's row's bias. */
+template <typename T, int NTILE, int RB>
+__device__ __forceinline__ void mma_epilogue(const float *pf, const cuda_epi &e, int tid, int nt, int t0, int ob,
+                                             int O, float bb) {
+    /* the epilogue's copy, so that the parameters stay out of registers
+     * until here (the bias is already in `bb`) */
+    cuda_epi ee = e;
+    ee.bias = NULL;
+    int orow = tid & 15;
+    for (int i = tid; i < 16 * nt; i += 256) {
+        int n = i >> 4, j = n >> 3, c = n & 7;
+        int src = (((orow & 7) * 4 + (c >> 1)) << 2) + ((orow >> 3) << 1) + (c & 1);
+        float v = pf[(size_t)j * 128 + src];
+#pragma unroll
+        for (int u = 1; u < 8; u++) v += pf[(size_t)(u * NTILE + j) * 128 + src];
+        if (orow < RB && ob + orow < O) epi_store<T>(ee, t0 + n, ob + orow, v + bb);
+    }
+}
+
 template <typename T, bool LN, int NTILE, int NCL, int R, int RB = 16, int MINB = mma_minb(NTILE, NCL, R, RB)>
 __global__ void __launch_bounds__(256 * R, MINB)
     gemv_mma_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O,
@@ -369,23 +415,8 @@ __global__ void __launch_bounds__(256 * R, MINB)
         T *xh = reinterpret_cast<T *>(sm);
         for (int i = threadIdx.x; i < kpad; i += blockDim.x)
             xh[i] = i < I ? from_f<T>((xs[i] - mean) * rstd * lw[i] + lb[i]) : from_f<T>(0.0f);
-    } else if ((I & 7) == 0) {
-        /* Asynchronous copies, all in flight at once: 32 tokens of gpt2-xl
-         * are 100 KB a block, which a loop of loads and stores would fetch
-         * one L2 round trip per iteration. Chunks past I are zero-filled. */
-        int n8 = I >> 3, k8 = kpad >> 3;
-        for (int u = threadIdx.x; u < nt * k8; u += blockDim.x) {
-            int j = u / k8, c = u - j * k8;
-            const T *src = (const T *)in_ + (size_t)(t0 + j) * I + (size_t)min(c, n8 - 1) * 8;
-            cp_async16(sm + (size_t)j * S + c * 16, src, c < n8 ? 16 : 0);
-        }
-        cp_async_wait_all();
     } else {
-        for (int u = threadIdx.x; u < nt * kpad; u += blockDim.x) {
-            int j = u / kpad, i = u - j * kpad;
-            reinterpret_cast<T *>(sm + (size_t)j * S)[i] =
-                i < I ? ((const T *)in_)[(size_t)(t0 + j) * I + i] : from_f<T>(0.0f);
-        }
+        mma_stage_tokens<T>(sm, S, (const T *)in_ + (size_t)t0 * I, nt, I, kpad);
     }
     __syncthreads();
     /* The partial sums' room, after the staged rows. */
@@ -424,22 +455,134 @@ __global__ void __launch_bounds__(256 * R, MINB)
         float bb = bias;
         rbk += gridDim.y;
         if (rbk < nrb) rows(rbk), load(0);
-        const float *pf = reinterpret_cast<const float *>(part);
-        /* the epilogue's copy, so that the parameters stay out of registers
-         * until here (the bias is already in `bb`) */
-        cuda_epi ee = e;
-        ee.bias = NULL;
-        for (int i = tid; i < 16 * nt; i += 256) {
-            int n = i >> 4, j = n >> 3, c = n & 7;
-            int src = (((orow & 7) * 4 + (c >> 1)) << 2) + ((orow >> 3) << 1) + (c & 1);
-            float v = pf[(size_t)j * 128 + src];
-#pragma unroll
-            for (int u = 1; u < 8; u++) v += pf[(size_t)(u * NTILE + j) * 128 + src];
-            if (orow < RB && ob + orow < O) epi_store<T>(ee, t0 + n, ob + orow, v + bb);
-        }
+        mma_epilogue<T, NTILE, RB>(reinterpret_cast<const float *>(part), e, tid, nt, t0, ob, O, bb);
         if (rbk >= nrb) break;
         __syncthreads(); /* part is the next row block's */
     }
+}
+
+/*
+ * The tensor-core product of a few tokens with the weights streamed through
+ * shared memory (gemv_pipe_kernel). gemv_mma_kernel holds a row block's
+ * loads in registers and issues the next batch only after its mmas, its
+ * barrier and its epilogue, so a block's loads come in bursts. Here one
+ * block an SM stages its tokens once and keeps PIPE_BYTES of weights in
+ * flight with cp.async whatever its warps are doing: a unit is RB rows x 8
+ * SPW steps of 32 elements, the units of a slab's row blocks one stream, a
+ * stage refilled as soon as the slab's 8 warps are done with it. Two slabs
+ * of 8 warps a block, each its own row blocks and stages: with 8 warps an
+ * SM the mmas' latency was not hidden (ncu: a warp issuing every 5 cycles,
+ * the products below gemv_mma_kernel's speed at 32 tokens).
+ * H100, device ms a decode step at 128 + 64 tokens, gemv_mma_kernel ->
+ * this: gpt2 batch 4 0.358 -> 0.351, 8 0.371 -> 0.349, 32 0.545 -> 0.520
+ * (16 tokens a block; 32 a block: 0.529); gpt2-xl 4 2.365 -> 2.133, 8 2.75
+ * -> 2.27, 16 3.13 -> 3.06, 32 unchanged (3.97; 32 a block 4.07); batch 128
+ * 1.10 -> 1.15 and 9.6 -> 10.6 (so not there: GPTC_GEMV_PIPE).
+ *
+ * The sums are gemv_mma_kernel's: warp w takes steps 8 k + w of a unit
+ * (k < SPW), so steps w, w + 8, ... of each row in order, on the same
+ * mmas of the same operand slots (zero-padded steps included), and the
+ * partials add in warp order (mma_epilogue) - a token's outputs are bitwise
+ * those of a launch of T = 1 (tests/gpu/test_kernels.cu, "= alone").
+ * A unit's 16-byte chunk ci of row r lies at ci ^ 4 (r & 1) in the row's
+ * bytes, so the 8 lanes of a quarter-warp (rows 2p, 2p + 1, chunks 4 s ..
+ * 4 s + 3 of one step) read 8 distinct bank groups.
+ */
+#define PIPE_BYTES (64 * 1024) /* weights in flight a block */
+
+/* A slab's named barrier (ids 1, 2; 0 is __syncthreads'). */
+__device__ __forceinline__ void slab_sync(int slab) { asm volatile("bar.sync %0, 256;" ::"r"(slab + 1) : "memory"); }
+
+template <typename T, int NTILE, int RB, int SLABS>
+__global__ void __launch_bounds__(256 * SLABS, 1)
+    gemv_pipe_kernel(const T *__restrict__ in, const T *__restrict__ w, int ldw, int I, int O, int n_tok, int tpb,
+                     cuda_epi e) {
+    static_assert(RB == 16 || RB == 8, "a unit's rows: 16, or 8 with the mma's upper rows zero");
+    /* SPW: steps a warp takes from a unit; RCH: a unit row's 16-byte chunks;
+     * CPT: the copies a thread issues a unit. */
+    constexpr int SPW = SLABS == 1 ? 2 : 1, RCH = 32 * SPW, UNIT = RB * RCH * 16;
+    constexpr int STAGES = PIPE_BYTES / SLABS / UNIT, CPT = RB * RCH / 256;
+    extern __shared__ float4 sm4[];
+    char *sm = reinterpret_cast<char *>(sm4);
+    int nk = (ldw + 31) >> 5, S = mma_row_bytes(ldw), nch = ldw >> 3, nu = (nk + 8 * SPW - 1) / (8 * SPW);
+    int t0 = blockIdx.x * tpb, nt = min(tpb, n_tok - t0);
+    /* SLABS groups of 8 warps, each its own stream of row blocks and its
+     * own stages, sharing the staged tokens (more warps an SM to hide the
+     * mmas' latency where a unit multiplies several tiles of tokens). */
+    int slab = SLABS > 1 ? threadIdx.x >> 8 : 0, tid = threadIdx.x & 255;
+    int warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+    int nrb = (O + RB - 1) / RB, by = blockIdx.y * SLABS + slab, gy = gridDim.y * SLABS;
+    int nv = nrb > by ? (nrb - by + gy - 1) / gy * nu : 0; /* units of row blocks by, by + gy, ... */
+    char *ws = sm + (size_t)min(tpb, n_tok) * S + (size_t)slab * STAGES * UNIT;
+    float4 *part = reinterpret_cast<float4 *>(sm + (size_t)min(tpb, n_tok) * S + (size_t)SLABS * STAGES * UNIT) +
+                   slab * 8 * NTILE * 32;
+    /* The issuing position (row block's first row, unit within it, stage),
+     * advanced a unit at a time. Always a group, empty past the end, so
+     * that the waits count alike. A warp's copy is 512 bytes of one row. */
+    int i_o0 = by * RB, i_u = 0, i_st = 0, issued = 0;
+    auto issue = [&]() {
+        if (issued < nv) {
+            char *dst = ws + i_st * UNIT;
+#pragma unroll
+            for (int h = 0; h < CPT; h++) {
+                int idx = tid + h * 256, r = idx / RCH, ci = idx % RCH, c = i_u * RCH + ci;
+                const T *src = w + (size_t)min(i_o0 + r, O - 1) * ldw + (size_t)min(c, nch - 1) * 8;
+                cp_async16(dst + r * (RCH * 16) + ((ci ^ ((r & 1) << 2)) << 4), src, c < nch ? 16 : 0);
+            }
+            issued++;
+            if (++i_u == nu) i_u = 0, i_o0 += gy * RB;
+            if (++i_st == STAGES) i_st = 0;
+        }
+        cp_async_commit();
+    };
+    /* Parameters never change: the first stages in flight before waiting on
+     * the previous kernel. */
+    for (int v = 0; v < STAGES - 1; v++) issue();
+    pdl_wait();
+    pdl_trigger();
+    mma_stage_tokens<T>(sm, S, in + (size_t)t0 * I, nt, I, nk * 32); /* waits for every copy so far */
+    __syncthreads();
+    float acc[NTILE][4];
+#pragma unroll
+    for (int j = 0; j < NTILE; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    int c_o0 = by * RB, c_u = 0, c_st = 0;
+    for (int v = 0; v < nv; v++) {
+        cp_async_wait<STAGES - 2>();
+        slab_sync(slab); /* unit v is here for the slab; unit v - 1's stage is free */
+        issue();
+        const char *st = ws + c_st * UNIT;
+#pragma unroll
+        for (int k = 0; k < SPW; k++) {
+            int step = (c_u * SPW + k) * 8 + warp;
+            if (step >= nk) break;
+            int ci = (k * 8 + warp) * 4 + q, off_w = g * (RCH * 16) + ((ci ^ ((g & 1) << 2)) << 4);
+            uint4 wa = *reinterpret_cast<const uint4 *>(st + off_w);
+            uint4 wb = RB == 16 ? *reinterpret_cast<const uint4 *>(st + 8 * (RCH * 16) + off_w) : make_uint4(0, 0, 0, 0);
+            int off = step * 64 + q * 16;
+#pragma unroll
+            for (int j = 0; j < NTILE; j++) {
+                int n = j * 8 + g;
+                uint4 xb = n < nt ? *reinterpret_cast<const uint4 *>(sm + (size_t)n * S + off) : make_uint4(0, 0, 0, 0);
+                mma16816<T>(acc[j], wa.x, wb.x, wa.y, wb.y, xb.x, xb.y);
+                mma16816<T>(acc[j], wa.z, wb.z, wa.w, wb.w, xb.z, xb.w);
+            }
+        }
+        if (++c_st == STAGES) c_st = 0;
+        if (++c_u == nu) {
+#pragma unroll
+            for (int j = 0; j < NTILE; j++) {
+                part[(warp * NTILE + j) * 32 + lane] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+                acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+            }
+            slab_sync(slab);
+            int orow = tid & 15;
+            float bb = e.bias && orow < RB && c_o0 + orow < O ? __ldg(e.bias + c_o0 + orow) : 0.0f;
+            mma_epilogue<T, NTILE, RB>(reinterpret_cast<const float *>(part), e, tid, nt, t0, c_o0, O, bb);
+            /* part is rewritten only after the next unit's barrier */
+            c_u = 0, c_o0 += gy * RB;
+        }
+    }
+    cp_async_wait<0>();
 }
 
 /*
@@ -475,7 +618,7 @@ static int env_int(const char *name, int def) {
     return v && *v ? atoi(v) : def;
 }
 
-static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist, g_tpb;
+static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist, g_tpb, g_pipe, g_pipe_rb, g_pipe_slabs, g_pipe_tpb;
 
 /* Tokens per block of a launch of T > 1 (T = 1: one). */
 #define GEMV_NT 8
@@ -527,6 +670,10 @@ static void gemv_shapes(void) {
     if (g_rb != 8 && g_rb != 16) g_rb = 4;
     g_persist = env_int("GPTC_GEMV_PERSIST", 1);
     g_tpb = env_int("GPTC_GEMV_TPB", 0);
+    g_pipe = env_int("GPTC_GEMV_PIPE", 32);
+    g_pipe_tpb = env_int("GPTC_GEMV_PIPE_TPB", 16);
+    g_pipe_rb = env_int("GPTC_GEMV_PIPE_RB", 0);
+    g_pipe_slabs = env_int("GPTC_GEMV_PIPE_SLABS", 0);
 }
 
 /* Blocks of kernel k an SM holds at threads and smem bytes, on the current
@@ -666,6 +813,54 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
     return gemv_mma_steps<W, LN, NTILE, 16>(grid, steps, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps, smem, st);
 }
 
+template <typename W, int NTILE, int RB>
+static cudaError_t gemv_pipe_go(dim3 grid, int slabs, const void *in, const void *w, int ldw, int T, int I, int O,
+                                cuda_epi epi, int tpb, size_t smem, cudaStream_t st) {
+    if (slabs == 2)
+        return launch_rows(gemv_pipe_kernel<W, NTILE, RB, 2>, grid, dim3(512), smem, st, (const W *)in, (const W *)w,
+                           ldw, I, O, T, tpb, epi);
+    return launch_rows(gemv_pipe_kernel<W, NTILE, RB, 1>, grid, dim3(256), smem, st, (const W *)in, (const W *)w, ldw,
+                       I, O, T, tpb, epi);
+}
+
+/* gemv_pipe_kernel for T tokens, 16 a block (GPTC_GEMV_PIPE_TPB=N: N, 8 to
+ * 32; 32 tokens of gpt2-xl in one group measured slower, above).
+ * cudaErrorNotSupported where their rows and the pipeline do not fit in
+ * shared memory (gpt2-xl's MLP projection, 6400 wide, from 12 tokens):
+ * gemv_mma_kernel then - groups of fewer tokens would each read all the
+ * weights (measured: gpt2-xl's 32 in 4 groups of 8 at 81 us, 24 with
+ * gemv_mma_kernel). Units of 8 rows for one tile of tokens where row blocks
+ * of 16 would leave the last round's slabs less busy: the rows a slab takes
+ * at most decide (with 2 or 4 tiles, 8 rows cost twice the mmas a byte:
+ * slower; GPTC_GEMV_PIPE_RB=8 / 16 and GPTC_GEMV_PIPE_SLABS=1 for A/B). */
+template <typename W>
+static cudaError_t gemv_pipe_launch(const void *in, const void *w, int ldw, int T, int I, int O, cuda_epi epi,
+                                    cudaStream_t st) {
+    size_t S = (size_t)mma_row_bytes(ldw), part = 8 * 32 * sizeof(float4);
+    int most = g_pipe_tpb >= 8 && g_pipe_tpb < GEMV_MMA_TOK ? g_pipe_tpb : GEMV_MMA_TOK;
+    int tpb = T < most ? T : most;
+    int tiles = (tpb + 7) / 8, slabs = 2;
+    if (g_pipe_slabs == 1 || g_pipe_slabs == 2) slabs = g_pipe_slabs;
+    size_t smem = (size_t)tpb * S + PIPE_BYTES + (size_t)slabs * (tiles == 3 ? 4 : tiles) * part;
+    if (smem > g_smem_optin) return cudaErrorNotSupported;
+    unsigned groups = (unsigned)((T + tpb - 1) / tpb);
+    long slots = g_sms * (long)slabs / (long)groups;
+    if (slots < 1) slots = 1;
+    long r16 = ((O + 15) / 16 + slots - 1) / slots * 16, r8 = ((O + 7) / 8 + slots - 1) / slots * 8;
+    int rb = tiles == 1 && r8 < r16 ? 8 : 16;
+    if (g_pipe_rb == 8 || g_pipe_rb == 16) rb = g_pipe_rb;
+    if ((O + rb - 1) / rb > 65535) return cudaErrorNotSupported;
+    dim3 grid(groups, (unsigned)(((O + rb - 1) / rb + slabs - 1) / slabs));
+    if (tiles == 1)
+        return rb == 8 ? gemv_pipe_go<W, 1, 8>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st)
+                       : gemv_pipe_go<W, 1, 16>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st);
+    if (tiles == 2)
+        return rb == 8 ? gemv_pipe_go<W, 2, 8>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st)
+                       : gemv_pipe_go<W, 2, 16>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st);
+    return rb == 8 ? gemv_pipe_go<W, 4, 8>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st)
+                   : gemv_pipe_go<W, 4, 16>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st);
+}
+
 /* The tensor-core product (gemv_mma_kernel). Its shape depends on ldw alone
  * - tokens a block takes as many as fit in shared memory, up to
  * GEMV_MMA_TOK - and a token's sums on nothing else, so any T gives each
@@ -689,6 +884,11 @@ static cudaError_t gemv_mma_launch(const void *in, const void *w, int ldw, int T
         size_t smem = S + 3 * (size_t)ldw * sizeof(float) + part;
         if (smem > g_smem_optin) return cudaErrorInvalidValue;
         return gemv_mma_go<W, true, 1>(in, w, ldw, T, I, O, epi, ln_w, ln_b, eps, 1, smem, st);
+    }
+    /* 2-32 tokens (a batch's decode pass; GPTC_GEMV_PIPE=N: up to N, 0 never) */
+    if (T > 1 && T <= g_pipe) {
+        cudaError_t e = gemv_pipe_launch<W>(in, w, ldw, T, I, O, epi, st);
+        if (e != cudaErrorNotSupported) return e;
     }
     size_t fit = g_smem_optin > 4 * part ? (g_smem_optin - 4 * part) / S : 0;
     if (fit < 1) return cudaErrorInvalidValue;
@@ -825,6 +1025,14 @@ template <typename W, bool LN, int NTILE> static cudaError_t gemv_mma_prepare(in
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 7, 2>,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if constexpr (!LN) {
+        const void *pipes[] = {(const void *)gemv_pipe_kernel<W, NTILE, 16, 1>,
+                               (const void *)gemv_pipe_kernel<W, NTILE, 8, 1>,
+                               (const void *)gemv_pipe_kernel<W, NTILE, 16, 2>,
+                               (const void *)gemv_pipe_kernel<W, NTILE, 8, 2>};
+        for (const void *k : pipes)
+            if (e == cudaSuccess) e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    }
     return e;
 }
 /* The multi-token kernels and the layer norm staging may use all the

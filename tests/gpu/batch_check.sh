@@ -33,6 +33,12 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   run test_batch-cuda-two env GPTC_ATT_PRE=8 GPTC_ATT_SPLIT_BLOCKS=1 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
   run test_batch-gpt2-two env GPTC_ATT_PRE=8 GPTC_ATT_SPLIT_BLOCKS=1 GPTC_BATCH_SHAPE=gpt2 GPTC_BATCH_BACKEND=cuda \
     gpu-pkg/test_batch
+  # The pipelined product (gemv_pipe_kernel) past its default 32 tokens
+  # (test_kernels' 41), with its other shapes: rows of 8 wherever it runs
+  # (and 32 tokens a block), one slab of warps a block.
+  run test_kernels-pipe-rb8 env GPTC_GEMV_PIPE=64 GPTC_GEMV_PIPE_RB=8 GPTC_GEMV_PIPE_TPB=32 gpu-pkg/test_kernels
+  run test_kernels-pipe-slab1 env GPTC_GEMV_PIPE=64 GPTC_GEMV_PIPE_SLABS=1 gpu-pkg/test_kernels
+  run test_batch-cuda-pipe env GPTC_GEMV_PIPE=64 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
   [ -z "${SKIP_TEST_CUDA:-}" ] && run test_cuda gpu-pkg/test_cuda
   printf '%s\n' "Hello world" "The quick brown fox jumps over the lazy dog and keeps running far away" \
     "a" "Once upon a time, in a land far far away, there lived a king who had three daughters and a dog" \
@@ -57,6 +63,14 @@ if [ -z "${SKIP_TESTS:-}" ]; then
     --kernel-name kns=attn_split gpu-pkg/gptc bench --backend cuda --shape gpt2 --batch 2 --prompt-len 7 \
     --new-tokens 80 > "$out/racecheck-two.log" 2>&1 || status=1
   grep SUMMARY "$out/racecheck-two.log" | tail -1
+  # The pipelined product's stages (cp.async into shared memory, a slab's
+  # named barrier): a batch of 4 takes it at every decode step.
+  for tool in racecheck synccheck; do
+    echo "== $tool: the pipelined product, batch 4"
+    compute-sanitizer --tool $tool --error-exitcode 3 --kernel-name kns=gemv_pipe gpu-pkg/gptc bench \
+      --backend cuda --shape gpt2 --batch 4 --prompt-len 7 --new-tokens 6 > "$out/$tool-pipe.log" 2>&1 || status=1
+    grep SUMMARY "$out/$tool-pipe.log" | tail -1
+  done
 fi
 echo "== timings (gpt2 shape, fp16): batch-1 session decode, then the batch engine"
 gpu-pkg/gptc bench --backend cuda --shape gpt2 --prompt-len 16 --new-tokens 128 2>&1 | grep -E 'decode|prefill'

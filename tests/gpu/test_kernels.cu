@@ -1464,6 +1464,14 @@ int main(int argc, char **argv) {
         test_gemv_invariance(&DTYPES[di], 37, 51, 41);
         test_gemv_invariance(&DTYPES[di], 768, 2304, 41);
         test_gemv_invariance(&DTYPES[di], 768, 2304, 29);
+        /* 2-32 tokens take the pipelined product (gemv_pipe_kernel, 16 a
+         * block: 29 above is two groups): one tile, two, rows of 8
+         * (gpt2-xl's proj at 5: its 1600 rows in 200 units), the MLP
+         * projection's 3072; 41 takes gemv_mma_kernel */
+        test_gemv_invariance(&DTYPES[di], 768, 2304, 13);
+        test_gemv_invariance(&DTYPES[di], 1600, 1600, 5);
+        if (!g_quick) test_gemv_invariance(&DTYPES[di], 3072, 768, 11);
+        if (!g_quick) test_gemv_invariance(&DTYPES[di], 1600, 6402, 16);
         if (!g_quick) test_gemv_invariance(&DTYPES[di], 3072, 768, 41);
         /* gpt2-xl's width: 32 tokens a block take two slabs of rows (O odd:
          * the last slab partly past O) */
