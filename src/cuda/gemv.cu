@@ -557,7 +557,8 @@ __global__ void __launch_bounds__(256 * SLABS, 1)
             if (step >= nk) break;
             int ci = (k * 8 + warp) * 4 + q, off_w = g * (RCH * 16) + ((ci ^ ((g & 1) << 2)) << 4);
             uint4 wa = *reinterpret_cast<const uint4 *>(st + off_w);
-            uint4 wb = RB == 16 ? *reinterpret_cast<const uint4 *>(st + 8 * (RCH * 16) + off_w) : make_uint4(0, 0, 0, 0);
+            uint4 wb = make_uint4(0, 0, 0, 0);
+            if (RB == 16) wb = *reinterpret_cast<const uint4 *>(st + 8 * (RCH * 16) + off_w);
             int off = step * 64 + q * 16;
 #pragma unroll
             for (int j = 0; j < NTILE; j++) {
@@ -618,7 +619,8 @@ static int env_int(const char *name, int def) {
     return v && *v ? atoi(v) : def;
 }
 
-static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist, g_tpb, g_pipe, g_pipe_rb, g_pipe_slabs, g_pipe_tpb;
+static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist, g_tpb;
+static int g_pipe, g_pipe_rb, g_pipe_slabs, g_pipe_tpb; /* gemv_pipe_launch's switches */
 
 /* Tokens per block of a launch of T > 1 (T = 1: one). */
 #define GEMV_NT 8
