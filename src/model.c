@@ -447,7 +447,8 @@ gptc_status gptc_model_from_shape(const char *shape, uint64_t seed, const gptc_m
     for (int i = 0; i < (int)(sizeof shapes / sizeof shapes[0]); i++)
         if (shape && strcmp(shape, shapes[i].name) == 0) k = i;
     if (k < 0)
-        return gptc_fail(GPTC_ERR_ARG, "--shape: unknown shape '%s' (gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, tiny64)",
+        return gptc_fail(GPTC_ERR_ARG,
+                         "--shape: unknown shape '%s' (gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, tiny64)",
                          shape ? shape : "");
     gptc_model *m = calloc(1, sizeof *m);
     if (!m) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");

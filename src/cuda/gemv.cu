@@ -502,6 +502,7 @@ __global__ void __launch_bounds__(256 * SLABS, 1)
      * CPT: the copies a thread issues a unit. */
     constexpr int SPW = SLABS == 1 ? 2 : 1, RCH = 32 * SPW, UNIT = RB * RCH * 16;
     constexpr int STAGES = PIPE_BYTES / SLABS / UNIT, CPT = RB * RCH / 256;
+    static_assert(SLABS * STAGES * UNIT == PIPE_BYTES, "gemv_pipe_launch sizes the stages as PIPE_BYTES");
     extern __shared__ float4 sm4[];
     char *sm = reinterpret_cast<char *>(sm4);
     int nk = (ldw + 31) >> 5, S = mma_row_bytes(ldw), nch = ldw >> 3, nu = (nk + 8 * SPW - 1) / (8 * SPW);
@@ -513,9 +514,9 @@ __global__ void __launch_bounds__(256 * SLABS, 1)
     int warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
     int nrb = (O + RB - 1) / RB, by = blockIdx.y * SLABS + slab, gy = gridDim.y * SLABS;
     int nv = nrb > by ? (nrb - by + gy - 1) / gy * nu : 0; /* units of row blocks by, by + gy, ... */
-    char *ws = sm + (size_t)min(tpb, n_tok) * S + (size_t)slab * STAGES * UNIT;
-    float4 *part = reinterpret_cast<float4 *>(sm + (size_t)min(tpb, n_tok) * S + (size_t)SLABS * STAGES * UNIT) +
-                   slab * 8 * NTILE * 32;
+    /* the staged tokens, then the slabs' stages, then their partial sums */
+    char *stages = sm + (size_t)min(tpb, n_tok) * S, *ws = stages + (size_t)slab * STAGES * UNIT;
+    float4 *part = reinterpret_cast<float4 *>(stages + (size_t)SLABS * STAGES * UNIT) + slab * 8 * NTILE * 32;
     /* The issuing position (row block's first row, unit within it, stage),
      * advanced a unit at a time. Always a group, empty past the end, so
      * that the waits count alike. A warp's copy is 512 bytes of one row. */
