@@ -489,20 +489,22 @@ __global__ void __launch_bounds__(256 * R, MINB)
  * 4 s + 3 of one step) read 8 distinct bank groups.
  */
 #define PIPE_BYTES (64 * 1024) /* weights in flight a block */
+#define PIPE_BYTES_BIG (96 * 1024) /* with units of 2 steps a warp in two slabs (gemv_pipe_launch) */
 
 /* A slab's named barrier (ids 1, 2; 0 is __syncthreads'). */
 __device__ __forceinline__ void slab_sync(int slab) { asm volatile("bar.sync %0, 256;" ::"r"(slab + 1) : "memory"); }
 
-template <typename T, int NTILE, int RB, int SLABS>
+template <typename T, int NTILE, int RB, int SLABS, bool BIG = false>
 __global__ void __launch_bounds__(256 * SLABS, 1)
     gemv_pipe_kernel(const T *__restrict__ in, const T *__restrict__ w, int ldw, int I, int O, int n_tok, int tpb,
                      cuda_epi e) {
     static_assert(RB == 16 || RB == 8, "a unit's rows: 16, or 8 with the mma's upper rows zero");
     /* SPW: steps a warp takes from a unit; RCH: a unit row's 16-byte chunks;
      * CPT: the copies a thread issues a unit. */
-    constexpr int SPW = SLABS == 1 ? 2 : 1, RCH = 32 * SPW, UNIT = RB * RCH * 16;
-    constexpr int STAGES = PIPE_BYTES / SLABS / UNIT, CPT = RB * RCH / 256;
-    static_assert(SLABS * STAGES * UNIT == PIPE_BYTES, "gemv_pipe_launch sizes the stages as PIPE_BYTES");
+    constexpr int SPW = SLABS == 1 || BIG ? 2 : 1, RCH = 32 * SPW, UNIT = RB * RCH * 16;
+    constexpr int BYTES = BIG ? PIPE_BYTES_BIG : PIPE_BYTES, STAGES = BYTES / SLABS / UNIT, CPT = RB * RCH / 256;
+    static_assert(SLABS * STAGES * UNIT == BYTES, "gemv_pipe_launch sizes the stages as BYTES");
+    static_assert(STAGES >= 3, "a stage being filled, one being read, one in flight at least");
     extern __shared__ float4 sm4[];
     char *sm = reinterpret_cast<char *>(sm4);
     int nk = (ldw + 31) >> 5, S = mma_row_bytes(ldw), nch = ldw >> 3, nu = (nk + 8 * SPW - 1) / (8 * SPW);
@@ -588,6 +590,152 @@ __global__ void __launch_bounds__(256 * SLABS, 1)
 }
 
 /*
+ * The pipelined product of rows too long for a block to stage its tokens
+ * whole beside the stages (gpt2-xl's MLP projection, 6400 wide, from 12
+ * tokens), split along K over a cluster of 4 blocks by warp role: block z
+ * takes the steps 8 o + 2 z and 8 o + 2 z + 1 of every row (the roles 2 z,
+ * 2 z + 1 of gemv_mma_kernel's 8 warps: 128 contiguous bytes a row an
+ * octet o) and stages only those of its tokens, a quarter of each row. Its
+ * 8 warps are 2 roles x 4 row blocks side by side (a group), each warp one
+ * role's accumulator chain over a row block, in step order - the chain a
+ * warp of the T = 1 kernel runs. At a group's end the chains' partials meet
+ * in shared memory (two buffers, alternating), a cluster barrier, and block
+ * z adds row block z's in role order 0..7 from the 4 blocks' memory, then
+ * the bias (mma_epilogue's expression): the bits a token gets alone.
+ */
+#define KSPLIT_LANES 4 /* row blocks of 16 side by side: the cluster's size too */
+
+/* The address of p in the shared memory of the cluster's block `rank`. */
+__device__ __forceinline__ const float *cluster_rank_ptr(const float *p, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint64_t r;
+    asm volatile("mapa.u64 %0, %1, %2;" : "=l"(r) : "l"(p), "r"(rank));
+    return reinterpret_cast<const float *>(r);
+#else
+    (void)rank;
+    return p;
+#endif
+}
+
+template <typename T, int NTILE>
+__global__ void __launch_bounds__(256, 1)
+    gemv_ksplit_kernel(const T *__restrict__ in, const T *__restrict__ w, int ldw, int I, int O, int n_tok, int tpb,
+                       cuda_epi e) {
+    /* a unit: 64 rows (4 row blocks) x 2 octets x the block's 2 steps of
+     * each: 256 bytes (16 chunks) a row, 16 KB; 4 copies a thread */
+    constexpr int OCT = 2, RCH = OCT * 8, UNIT = KSPLIT_LANES * 16 * RCH * 16, STAGES = PIPE_BYTES / UNIT;
+    constexpr int CPT = KSPLIT_LANES * 16 * RCH / 256, PSZ = KSPLIT_LANES * 2 * NTILE * 32; /* float4s */
+    extern __shared__ float4 sm4[];
+    char *sm = reinterpret_cast<char *>(sm4);
+    int z = blockIdx.x; /* the block's rank in its cluster of KSPLIT_LANES along x */
+    int nk = (ldw + 31) >> 5, noct = (nk + 7) >> 3, nch = ldw >> 3, nu = (noct + OCT - 1) / OCT;
+    int S = ((noct * 2) | 1) * 64; /* a staged token: its 2 noct steps, odd in 64s */
+    int t0 = blockIdx.z * tpb, nt = min(tpb, n_tok - t0);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    int role = warp & 1, wl = warp >> 1; /* this warp's role (of the block's 2) and row block */
+    int ngr = (O + 16 * KSPLIT_LANES - 1) / (16 * KSPLIT_LANES), by = blockIdx.y, gy = gridDim.y;
+    int ng = ngr > by ? (ngr - by + gy - 1) / gy : 0, nv = ng * nu;
+    char *ws = sm + (size_t)min(tpb, n_tok) * S;
+    float4 *part = reinterpret_cast<float4 *>(ws + STAGES * UNIT); /* two buffers of PSZ */
+    int i_o0 = by * 16 * KSPLIT_LANES, i_u = 0, i_st = 0, issued = 0;
+    auto issue = [&]() {
+        if (issued < nv) {
+            char *dst = ws + i_st * UNIT;
+#pragma unroll
+            for (int h = 0; h < CPT; h++) {
+                int idx = threadIdx.x + h * 256, r = idx / RCH, ci = idx % RCH;
+                int oc = i_u * OCT + ci / 8, c = (8 * oc + 2 * z + ((ci >> 2) & 1)) * 4 + (ci & 3);
+                bool ok = oc < noct && c < nch;
+                const T *src = w + (size_t)min(i_o0 + r, O - 1) * ldw + (size_t)(ok ? c : 0) * 8;
+                cp_async16(dst + r * (RCH * 16) + ((ci ^ ((r & 1) << 2)) << 4), src, ok ? 16 : 0);
+            }
+            issued++;
+            if (++i_u == nu) i_u = 0, i_o0 += gy * 16 * KSPLIT_LANES;
+            if (++i_st == STAGES) i_st = 0;
+        }
+        cp_async_commit();
+    };
+    for (int v = 0; v < STAGES - 1; v++) issue();
+    pdl_wait();
+    pdl_trigger();
+    /* The block's quarter of its tokens: compact step 2 o + j is step
+     * 8 o + 2 z + j; chunks past I zero, as mma_stage_tokens'. */
+    {
+        int k8 = noct * 2 * 4;
+        for (int u = threadIdx.x; u < nt * k8; u += blockDim.x) {
+            int jt = u / k8, cc = u - jt * k8, cs = cc >> 2;
+            int c = (8 * (cs >> 1) + 2 * z + (cs & 1)) * 4 + (cc & 3);
+            bool ok = c * 8 < I;
+            cp_async16(sm + (size_t)jt * S + cc * 16, in + (size_t)(t0 + jt) * I + (size_t)(ok ? c : 0) * 8,
+                       ok ? 16 : 0);
+        }
+        cp_async_wait_all();
+    }
+    __syncthreads();
+    float acc[NTILE][4];
+#pragma unroll
+    for (int j = 0; j < NTILE; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    int c_o0 = by * 16 * KSPLIT_LANES, c_u = 0, c_st = 0, grp = 0;
+    for (int v = 0; v < nv; v++) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads(); /* unit v is here; unit v - 1's stage is free */
+        issue();
+        const char *st = ws + c_st * UNIT;
+#pragma unroll
+        for (int k = 0; k < OCT; k++) {
+            int oc = c_u * OCT + k, step = 8 * oc + 2 * z + role;
+            if (oc >= noct || step >= nk) break;
+            int r0 = wl * 16 + g, ci = (k * 2 + role) * 4 + q;
+            int off_w = r0 * (RCH * 16) + ((ci ^ ((r0 & 1) << 2)) << 4);
+            uint4 wa = *reinterpret_cast<const uint4 *>(st + off_w);
+            uint4 wb = *reinterpret_cast<const uint4 *>(st + off_w + 8 * (RCH * 16));
+            int off = (2 * oc + role) * 64 + q * 16;
+#pragma unroll
+            for (int j = 0; j < NTILE; j++) {
+                int n = j * 8 + g;
+                uint4 xb = make_uint4(0, 0, 0, 0);
+                if (n < nt) xb = *reinterpret_cast<const uint4 *>(sm + (size_t)n * S + off);
+                mma16816<T>(acc[j], wa.x, wb.x, wa.y, wb.y, xb.x, xb.y);
+                mma16816<T>(acc[j], wa.z, wb.z, wa.w, wb.w, xb.z, xb.w);
+            }
+        }
+        if (++c_st == STAGES) c_st = 0;
+        if (++c_u == nu) {
+            float4 *pb = part + (grp & 1) * PSZ;
+#pragma unroll
+            for (int j = 0; j < NTILE; j++) {
+                pb[((wl * 2 + role) * NTILE + j) * 32 + lane] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+                acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+            }
+            /* every block's partials of the group published (the other
+             * buffer's readers of the group before are past this too) */
+            cluster_arrive();
+            cluster_wait();
+            int orow = threadIdx.x & 15, ob = c_o0 + z * 16;
+            float bb = e.bias && ob + orow < O ? __ldg(e.bias + ob + orow) : 0.0f;
+            cuda_epi ee = e;
+            ee.bias = NULL;
+            const float *mine = reinterpret_cast<const float *>(pb);
+            for (int i = threadIdx.x; i < 16 * nt; i += 256) {
+                int n = i >> 4, j = n >> 3, c = n & 7;
+                int src = (((orow & 7) * 4 + (c >> 1)) << 2) + ((orow >> 3) << 1) + (c & 1);
+                /* role r's partial: block r / 2, slot (row block z, role r % 2) */
+                float v = cluster_rank_ptr(mine, 0)[((z * 2 + 0) * NTILE + j) * 128 + src];
+#pragma unroll
+                for (int r = 1; r < 8; r++)
+                    v += cluster_rank_ptr(mine, r >> 1)[((z * 2 + (r & 1)) * NTILE + j) * 128 + src];
+                if (ob + orow < O) epi_store<T>(ee, t0 + n, ob + orow, v + bb);
+            }
+            c_u = 0, c_o0 += gy * 16 * KSPLIT_LANES, grp++;
+        }
+    }
+    /* no block leaves while another may still read its partials */
+    cluster_arrive();
+    cluster_wait();
+    cp_async_wait<0>();
+}
+
+/*
  * The layer norm of gemv_kernel<LN>'s staging, for products of several
  * tokens: a block of as many threads per token takes the same sums in the
  * same order and writes the row rounded to T, which the multi-token product
@@ -621,7 +769,7 @@ static int env_int(const char *name, int def) {
 }
 
 static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist, g_tpb;
-static int g_pipe, g_pipe_rb, g_pipe_slabs, g_pipe_tpb; /* gemv_pipe_launch's switches */
+static int g_pipe, g_pipe_rb, g_pipe_slabs, g_pipe_tpb, g_pipe_big, g_ksplit; /* gemv_pipe_launch's switches */
 
 /* Tokens per block of a launch of T > 1 (T = 1: one). */
 #define GEMV_NT 8
@@ -677,6 +825,8 @@ static void gemv_shapes(void) {
     g_pipe_tpb = env_int("GPTC_GEMV_PIPE_TPB", 16);
     g_pipe_rb = env_int("GPTC_GEMV_PIPE_RB", 0);
     g_pipe_slabs = env_int("GPTC_GEMV_PIPE_SLABS", 0);
+    g_pipe_big = env_int("GPTC_GEMV_PIPE_BIG", 1);
+    g_ksplit = env_int("GPTC_GEMV_KSPLIT", 1);
 }
 
 /* Blocks of kernel k an SM holds at threads and smem bytes, on the current
@@ -819,6 +969,10 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
 template <typename W, int NTILE, int RB>
 static cudaError_t gemv_pipe_go(dim3 grid, int slabs, const void *in, const void *w, int ldw, int T, int I, int O,
                                 cuda_epi epi, int tpb, size_t smem, cudaStream_t st) {
+    if constexpr (RB == 16 && NTILE > 1)
+        if (slabs == 3) /* two slabs, units of 2 steps a warp (GPTC_GEMV_PIPE_BIG) */
+            return launch_rows(gemv_pipe_kernel<W, NTILE, RB, 2, true>, grid, dim3(512), smem, st, (const W *)in,
+                               (const W *)w, ldw, I, O, T, tpb, epi);
     if (slabs == 2)
         return launch_rows(gemv_pipe_kernel<W, NTILE, RB, 2>, grid, dim3(512), smem, st, (const W *)in, (const W *)w,
                            ldw, I, O, T, tpb, epi);
@@ -846,14 +1000,26 @@ static cudaError_t gemv_pipe_launch(const void *in, const void *w, int ldw, int 
     if (g_pipe_slabs == 1 || g_pipe_slabs == 2) slabs = g_pipe_slabs;
     size_t smem = (size_t)tpb * S + PIPE_BYTES + (size_t)slabs * (tiles == 3 ? 4 : tiles) * part;
     if (smem > g_smem_optin) return cudaErrorNotSupported;
+    /* 2 or 4 tiles in two slabs take units of 2 steps a warp (half the
+     * barriers and copy issues a byte, for consumers that were instruction-
+     * bound) and 96 KB in flight, where that fits; "slabs" 3 tells
+     * gemv_pipe_go. H100, device ms a decode step (128 + 64 tokens): gpt2
+     * batch 16 0.417 -> 0.401, 32 0.513 -> 0.496; gpt2-xl 16 3.03 -> 2.99,
+     * 32 3.96 -> 3.90 (batch 8, one tile: unchanged). GPTC_GEMV_PIPE_BIG=0:
+     * units of one step. */
+    size_t big = smem + PIPE_BYTES_BIG - PIPE_BYTES;
+    bool use_big = g_pipe_big && slabs == 2 && tiles > 1 && big <= g_smem_optin;
+    if (use_big) smem = big;
     unsigned groups = (unsigned)((T + tpb - 1) / tpb);
     long slots = g_sms * (long)slabs / (long)groups;
     if (slots < 1) slots = 1;
     long r16 = ((O + 15) / 16 + slots - 1) / slots * 16, r8 = ((O + 7) / 8 + slots - 1) / slots * 8;
     int rb = tiles == 1 && r8 < r16 ? 8 : 16;
     if (g_pipe_rb == 8 || g_pipe_rb == 16) rb = g_pipe_rb;
+    if (use_big) rb = 16, slabs = 3;
     if ((O + rb - 1) / rb > 65535) return cudaErrorNotSupported;
-    dim3 grid(groups, (unsigned)(((O + rb - 1) / rb + slabs - 1) / slabs));
+    int sl = slabs == 3 ? 2 : slabs;
+    dim3 grid(groups, (unsigned)(((O + rb - 1) / rb + sl - 1) / sl));
     if (tiles == 1)
         return rb == 8 ? gemv_pipe_go<W, 1, 8>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st)
                        : gemv_pipe_go<W, 1, 16>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st);
@@ -862,6 +1028,64 @@ static cudaError_t gemv_pipe_launch(const void *in, const void *w, int ldw, int 
                        : gemv_pipe_go<W, 2, 16>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st);
     return rb == 8 ? gemv_pipe_go<W, 4, 8>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st)
                    : gemv_pipe_go<W, 4, 16>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st);
+}
+
+/* gemv_ksplit_kernel for 2-32 tokens, in clusters of KSPLIT_LANES blocks
+ * along x, groups of tokens along z: the products the pipe cannot stage
+ * (gpt2-xl's MLP projection from 12 tokens), which gemv_mma_kernel took
+ * before. H100, device ms a decode step (128 + 64 tokens): gpt2-xl batch 16
+ * 3.03 -> 2.75, 32 3.96 -> 3.74 (groups of 16 tokens, GPTC_GEMV_KSPLIT=16:
+ * 3.89; 0: never). cudaErrorNotSupported: not sm_90, I not a multiple of 8,
+ * or too big. */
+template <typename W, int NTILE>
+static cudaError_t gemv_ksplit_go(dim3 grid, size_t smem, const void *in, const void *w, int ldw, int T, int I, int O,
+                                  cuda_epi epi, int tpb, cudaStream_t st) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(256);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute at[2];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = KSPLIT_LANES;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[1].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = cuda_pdl_enabled() ? 2 : 1;
+    return cudaLaunchKernelEx(&cfg, gemv_ksplit_kernel<W, NTILE>, (const W *)in, (const W *)w, ldw, I, O, T, tpb,
+                              epi);
+}
+template <typename W>
+static cudaError_t gemv_ksplit_launch(const void *in, const void *w, int ldw, int T, int I, int O, cuda_epi epi,
+                                      cudaStream_t st) {
+    static int major[CUDA_MAX_DEVICES];
+    int slot = cuda_device_slot();
+    if (!major[slot]) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&major[slot], cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return cudaErrorNotSupported;
+        }
+    }
+    if (major[slot] < 9 || (I & 7)) return cudaErrorNotSupported;
+    /* GPTC_GEMV_KSPLIT=N: up to N tokens a block (8 to 32; 1, the default: 32) */
+    int most = g_ksplit >= 8 && g_ksplit < GEMV_MMA_TOK ? g_ksplit : GEMV_MMA_TOK;
+    int tpb = T < most ? T : most, tiles = (tpb + 7) / 8, nt4 = tiles == 3 ? 4 : tiles;
+    int noct = (((ldw + 31) >> 5) + 7) >> 3;
+    size_t S = (size_t)((noct * 2) | 1) * 64;
+    size_t smem = tpb * S + PIPE_BYTES + 2 * (size_t)KSPLIT_LANES * 2 * nt4 * 32 * sizeof(float4);
+    if (smem > g_smem_optin) return cudaErrorNotSupported;
+    unsigned groups = (unsigned)((T + tpb - 1) / tpb);
+    long ngr = (O + 16 * KSPLIT_LANES - 1) / (16 * KSPLIT_LANES), slots = g_sms / KSPLIT_LANES / (long)groups;
+    if (slots < 1) slots = 1;
+    long rounds = (ngr + slots - 1) / slots;
+    dim3 grid(KSPLIT_LANES, (unsigned)((ngr + rounds - 1) / rounds), groups);
+    if (tiles == 1) return gemv_ksplit_go<W, 1>(grid, smem, in, w, ldw, T, I, O, epi, tpb, st);
+    if (tiles == 2) return gemv_ksplit_go<W, 2>(grid, smem, in, w, ldw, T, I, O, epi, tpb, st);
+    return gemv_ksplit_go<W, 4>(grid, smem, in, w, ldw, T, I, O, epi, tpb, st);
 }
 
 /* The tensor-core product (gemv_mma_kernel). Its shape depends on ldw alone
@@ -888,9 +1112,11 @@ static cudaError_t gemv_mma_launch(const void *in, const void *w, int ldw, int T
         if (smem > g_smem_optin) return cudaErrorInvalidValue;
         return gemv_mma_go<W, true, 1>(in, w, ldw, T, I, O, epi, ln_w, ln_b, eps, 1, smem, st);
     }
-    /* 2-32 tokens (a batch's decode pass; GPTC_GEMV_PIPE=N: up to N, 0 never) */
+    /* 2-32 tokens (a batch's decode pass; GPTC_GEMV_PIPE=N: up to N, 0
+     * never); the K split where the pipe does not fit */
     if (T > 1 && T <= g_pipe) {
         cudaError_t e = gemv_pipe_launch<W>(in, w, ldw, T, I, O, epi, st);
+        if (e == cudaErrorNotSupported && g_ksplit) e = gemv_ksplit_launch<W>(in, w, ldw, T, I, O, epi, st);
         if (e != cudaErrorNotSupported) return e;
     }
     size_t fit = g_smem_optin > 4 * part ? (g_smem_optin - 4 * part) / S : 0;
@@ -1032,7 +1258,9 @@ template <typename W, bool LN, int NTILE> static cudaError_t gemv_mma_prepare(in
         const void *pipes[] = {(const void *)gemv_pipe_kernel<W, NTILE, 16, 1>,
                                (const void *)gemv_pipe_kernel<W, NTILE, 8, 1>,
                                (const void *)gemv_pipe_kernel<W, NTILE, 16, 2>,
-                               (const void *)gemv_pipe_kernel<W, NTILE, 8, 2>};
+                               (const void *)gemv_pipe_kernel<W, NTILE, 8, 2>,
+                               (const void *)gemv_pipe_kernel<W, NTILE, 16, 2, true>,
+                               (const void *)gemv_ksplit_kernel<W, NTILE>};
         for (const void *k : pipes)
             if (e == cudaSuccess) e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     }

@@ -39,6 +39,10 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   run test_kernels-pipe-rb8 env GPTC_GEMV_PIPE=64 GPTC_GEMV_PIPE_RB=8 GPTC_GEMV_PIPE_TPB=32 gpu-pkg/test_kernels
   run test_kernels-pipe-slab1 env GPTC_GEMV_PIPE=64 GPTC_GEMV_PIPE_SLABS=1 gpu-pkg/test_kernels
   run test_batch-cuda-pipe env GPTC_GEMV_PIPE=64 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
+  # Units of one step a warp for 2-4 tiles (the default takes 2), and the
+  # K split of the products the pipe cannot stage in groups of 16 tokens.
+  run test_kernels-pipe-small env GPTC_GEMV_PIPE_BIG=0 gpu-pkg/test_kernels
+  run test_kernels-ksplit16 env GPTC_GEMV_KSPLIT=16 gpu-pkg/test_kernels
   [ -z "${SKIP_TEST_CUDA:-}" ] && run test_cuda gpu-pkg/test_cuda
   printf '%s\n' "Hello world" "The quick brown fox jumps over the lazy dog and keeps running far away" \
     "a" "Once upon a time, in a land far far away, there lived a king who had three daughters and a dog" \
@@ -70,6 +74,15 @@ if [ -z "${SKIP_TESTS:-}" ]; then
     compute-sanitizer --tool $tool --error-exitcode 3 --kernel-name kns=gemv_pipe gpu-pkg/gptc bench \
       --backend cuda --shape gpt2 --batch 4 --prompt-len 7 --new-tokens 6 > "$out/$tool-pipe.log" 2>&1 || status=1
     grep SUMMARY "$out/$tool-pipe.log" | tail -1
+  done
+  # The K split (a cluster's shared memory read across blocks): gpt2-xl's
+  # MLP projection at every decode step of a batch of 12.
+  for tool in memcheck racecheck synccheck; do
+    echo "== $tool: the K-split product, gpt2-xl batch 12"
+    compute-sanitizer --tool $tool --error-exitcode 3 --kernel-name kns=gemv_ksplit gpu-pkg/gptc bench \
+      --backend cuda --shape gpt2-xl --batch 12 --prompt-len 7 --new-tokens 3 > "$out/$tool-ksplit.log" 2>&1 ||
+      status=1
+    grep SUMMARY "$out/$tool-ksplit.log" | tail -1
   done
 fi
 echo "== timings (gpt2 shape, fp16): batch-1 session decode, then the batch engine"
