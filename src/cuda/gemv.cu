@@ -19,7 +19,9 @@
  * (gpt2-xl at batch 32 on an H100: 15.5 -> 5.0 ms per decode step), the
  * CUDA-core kernels staying behind GPTC_GEMV_MMA=0; passes of 2-32 tokens
  * take gemv_pipe_kernel, the same sums with the weights streamed through
- * shared memory.
+ * shared memory, or where a block cannot stage their rows (gpt2-xl's MLP
+ * projection from 12 tokens) gemv_ksplit_kernel, the same sums with each
+ * row's steps split over a cluster of 4 blocks.
  *
  * Batch invariance: a token's sums run in the same order whatever the
  * number of tokens, the block shape or the token's place in its block
