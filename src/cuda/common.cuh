@@ -227,6 +227,19 @@ __device__ __forceinline__ void pdl_trigger() {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+/* A 16-byte load of parameters (weights) issued before pdl_wait, as a
+ * plain global load: ptxas moves read-only (.nc, __ldg) loads freely across
+ * griddepcontrol.wait and in gemv_mma_kernel hoisted the wait above all of
+ * them (SASS: ACQBULK first), so the weights were requested only after the
+ * previous kernel had finished; a plain load stays where it is written.
+ * scripts/pdl_check.sh checks every kernel's SASS for it. */
+__device__ __forceinline__ uint4 ld_before_wait(const uint4 *p) {
+    uint4 r;
+    asm volatile("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
 int cuda_pdl_enabled(void);
 template <typename... KArgs, typename... Args>
 static inline cudaError_t launch_pdl(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem,

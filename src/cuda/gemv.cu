@@ -386,14 +386,16 @@ __global__ void __launch_bounds__(256 * R, MINB)
     rows(rbk);
     bool has0 = RB > 8 || g < RB;
     uint4 wa[NCL], wb[NCL];
-    auto load = [&](int i) {
+    auto load = [&](int i, bool pre) {
         const T *r0 = w + (size_t)min(o0 + g, O - 1) * ldw, *r1 = w + (size_t)min(o0 + g + 8, O - 1) * ldw;
 #pragma unroll
         for (int k = 0; k < NCL; k++) {
             int c = (warp + 8 * (i + k)) * 4 + q;
             if (i + k < ns && c < nch) {
-                wa[k] = has0 ? __ldg(reinterpret_cast<const uint4 *>(r0 + (size_t)c * 8)) : make_uint4(0, 0, 0, 0);
-                wb[k] = RB == 16 ? __ldg(reinterpret_cast<const uint4 *>(r1 + (size_t)c * 8)) : make_uint4(0, 0, 0, 0);
+                const uint4 *p0 = reinterpret_cast<const uint4 *>(r0 + (size_t)c * 8);
+                const uint4 *p1 = reinterpret_cast<const uint4 *>(r1 + (size_t)c * 8);
+                wa[k] = has0 ? (pre ? ld_before_wait(p0) : __ldg(p0)) : make_uint4(0, 0, 0, 0);
+                wb[k] = RB == 16 ? (pre ? ld_before_wait(p1) : __ldg(p1)) : make_uint4(0, 0, 0, 0);
             } else {
                 wa[k] = wb[k] = make_uint4(0, 0, 0, 0);
             }
@@ -401,7 +403,7 @@ __global__ void __launch_bounds__(256 * R, MINB)
     };
     /* Parameters never change: the first weights in flight before waiting
      * on the previous kernel. */
-    load(0);
+    load(0, true);
     float *xs = reinterpret_cast<float *>(sm + S), *lw = xs + ldw, *lb = lw + ldw;
     if (LN)
         for (int i = threadIdx.x; i < I; i += blockDim.x) lw[i] = __ldg(ln_w + i), lb[i] = __ldg(ln_b + i);
@@ -431,7 +433,7 @@ __global__ void __launch_bounds__(256 * R, MINB)
         /* NCL steps' loads in flight, then their mmas (interleaving the two,
          * a ring of slots refilled as they are used, measured slower). */
         for (int i = 0; i < ns; i += NCL) {
-            if (i) load(i);
+            if (i) load(i, false);
 #pragma unroll
             for (int k = 0; k < NCL; k++) {
                 if (i + k >= ns) break;
@@ -456,7 +458,7 @@ __global__ void __launch_bounds__(256 * R, MINB)
         int ob = o0;
         float bb = bias;
         rbk += gridDim.y;
-        if (rbk < nrb) rows(rbk), load(0);
+        if (rbk < nrb) rows(rbk), load(0, false);
         mma_epilogue<T, NTILE, RB>(reinterpret_cast<const float *>(part), e, tid, nt, t0, ob, O, bb);
         if (rbk >= nrb) break;
         __syncthreads(); /* part is the next row block's */
