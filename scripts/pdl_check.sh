@@ -15,10 +15,10 @@ cd "$(dirname "$0")/.."
 nvdisasm=$(command -v nvdisasm || true)
 if [ -z "$nvdisasm" ]; then
   [ -d .venv-tools ] || python3 -m venv .venv-tools
-  nvdisasm=$(find .venv-tools -path '*/bin/nvdisasm' -type f 2>/dev/null | head -1)
+  nvdisasm=$(find -L .venv-tools -path '*/bin/nvdisasm' -type f 2>/dev/null | head -1)
   if [ -z "$nvdisasm" ]; then
     .venv-tools/bin/pip install -q nvidia-cuda-nvdisasm
-    nvdisasm=$(find .venv-tools -path '*/bin/nvdisasm' -type f | head -1)
+    nvdisasm=$(find -L .venv-tools -path '*/bin/nvdisasm' -type f | head -1)
   fi
   chmod +x "$nvdisasm"
 fi
