@@ -146,17 +146,6 @@ size_t cuda_attention_scratch_floats(int NH, int D, int max_len) {
  * block. */
 #define SPLIT_CLUSTER_SMEM (32 * 1024) /* the partials' most: S x (D + 2) floats */
 
-/* The address of p in the shared memory of the cluster's first block. */
-__device__ __forceinline__ float *cluster_first(float *p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    uint64_t r;
-    asm volatile("mapa.u64 %0, %1, 0;" : "=l"(r) : "l"(p));
-    return reinterpret_cast<float *>(r);
-#else
-    return p;
-#endif
-}
-
 /* 8 elements from shared memory as fp32 (load8 reads global memory). */
 __device__ __forceinline__ void lds8(const float *p, float v[8]) {
     float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
@@ -372,7 +361,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
             return;
         }
         if (CLUSTER && first) cluster_wait();
-        float *po = CLUSTER ? cluster_first(cpart) + s * (D + 2) : part + (row * S + s) * (size_t)(D + 2);
+        float *po = CLUSTER ? cluster_map(cpart, 0) + s * (D + 2) : part + (row * S + s) * (size_t)(D + 2);
         for (int d = tid; d < D; d += blockDim.x) {
             float o = 0.0f;
             for (int k = 0; k < groups; k++) o += accs[k * D + d];
@@ -898,18 +887,10 @@ static cudaError_t mma_launch(gptc_dtype dt, dim3 grid, cudaStream_t st, void *o
 /* The most blocks a cluster of attn_split_kernel may have: 0 where clusters
  * are not to be used (before sm_90; GPTC_ATT_CLUSTER=0, for comparisons). */
 static int split_cluster_ok(void) {
-    static int off = -1, major_of[CUDA_MAX_DEVICES];
+    static int off = -1;
     if (off < 0) off = getenv("GPTC_ATT_CLUSTER") && atoi(getenv("GPTC_ATT_CLUSTER")) == 0;
-    int slot = cuda_device_slot(), &major = major_of[slot];
-    if (!major) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-            (void)cudaGetLastError();
-            major = 1;
-        }
-    }
-    if (off || major < 9) return 0;
+    int slot = cuda_device_slot();
+    if (off || cuda_device_major() < 9) return 0;
     /* Clusters of 16 (a block per chunk of a 1024-position context) are
      * past the portable 8 and must be allowed per kernel and device. */
     static int allowed_of[CUDA_MAX_DEVICES];

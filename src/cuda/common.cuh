@@ -275,6 +275,18 @@ __device__ __forceinline__ void cluster_wait() {
     asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
 #endif
 }
+/* The address of p in the shared memory of the cluster's block `rank`
+ * (sm_90; p itself on older targets, where the host launches no clusters). */
+template <typename T> __device__ __forceinline__ T *cluster_map(T *p, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint64_t r;
+    asm volatile("mapa.u64 %0, %1, %2;" : "=l"(r) : "l"(p), "r"(rank));
+    return reinterpret_cast<T *>(r);
+#else
+    (void)rank;
+    return p;
+#endif
+}
 /* Per-device state of the launchers (a kernel's shared-memory limit is set
  * per device): the current device's slot. */
 #define CUDA_MAX_DEVICES 64
@@ -285,6 +297,21 @@ static inline int cuda_device_slot(void) {
         return 0;
     }
     return dev;
+}
+/* The current device's compute capability major (cached per device; 0 when
+ * the runtime cannot say, asked again next time): sm_90 launches clusters. */
+static inline int cuda_device_major(void) {
+    static int major_of[CUDA_MAX_DEVICES];
+    int &major = major_of[cuda_device_slot()];
+    if (!major) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            major = 0;
+        }
+    }
+    return major;
 }
 
 /* Calls F<T>(args...) for the runtime dtype: the launchers' one dispatch. */

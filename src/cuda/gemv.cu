@@ -326,6 +326,13 @@ __device__ __forceinline__ void mma_stage_tokens(char *sm, int S, const T *__res
     }
 }
 
+/* The place of (row orow, token c) of a 16 x 8 mma accumulator among its
+ * 32 lanes x 4 floats: lane (g, q) holds rows g and g + 8 of tokens 2q,
+ * 2q + 1. */
+__device__ __forceinline__ int mma_frag_index(int orow, int c) {
+    return (((orow & 7) * 4 + (c >> 1)) << 2) + ((orow >> 3) << 1) + (c & 1);
+}
+
 /* A row block's outputs from the 8 warps' partial sums (a float4 a lane of
  * each warp and tile, after a barrier), added in warp order by the thread
  * of each (row, token): lane (g, q) holds rows g and g + 8 of tokens 2q,
@@ -340,7 +347,7 @@ __device__ __forceinline__ void mma_epilogue(const float *pf, const cuda_epi &e,
     int orow = tid & 15;
     for (int i = tid; i < 16 * nt; i += 256) {
         int n = i >> 4, j = n >> 3, c = n & 7;
-        int src = (((orow & 7) * 4 + (c >> 1)) << 2) + ((orow >> 3) << 1) + (c & 1);
+        int src = mma_frag_index(orow, c);
         float v = pf[(size_t)j * 128 + src];
 #pragma unroll
         for (int u = 1; u < 8; u++) v += pf[(size_t)(u * NTILE + j) * 128 + src];
@@ -609,18 +616,6 @@ __global__ void __launch_bounds__(256 * SLABS, 1)
  */
 #define KSPLIT_LANES 4 /* row blocks of 16 side by side: the cluster's size too */
 
-/* The address of p in the shared memory of the cluster's block `rank`. */
-__device__ __forceinline__ const float *cluster_rank_ptr(const float *p, int rank) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    uint64_t r;
-    asm volatile("mapa.u64 %0, %1, %2;" : "=l"(r) : "l"(p), "r"(rank));
-    return reinterpret_cast<const float *>(r);
-#else
-    (void)rank;
-    return p;
-#endif
-}
-
 template <typename T, int NTILE>
 __global__ void __launch_bounds__(256, 1)
     gemv_ksplit_kernel(const T *__restrict__ in, const T *__restrict__ w, int ldw, int I, int O, int n_tok, int tpb,
@@ -722,12 +717,12 @@ __global__ void __launch_bounds__(256, 1)
             const float *mine = reinterpret_cast<const float *>(pb);
             for (int i = threadIdx.x; i < 16 * nt; i += 256) {
                 int n = i >> 4, j = n >> 3, c = n & 7;
-                int src = (((orow & 7) * 4 + (c >> 1)) << 2) + ((orow >> 3) << 1) + (c & 1);
+                int src = mma_frag_index(orow, c);
                 /* role r's partial: block r / 2, slot (row block z, role r % 2) */
-                float v = cluster_rank_ptr(mine, 0)[((z * 2 + 0) * NTILE + j) * 128 + src];
+                float v = cluster_map(mine, 0)[((z * 2 + 0) * NTILE + j) * 128 + src];
 #pragma unroll
                 for (int r = 1; r < 8; r++)
-                    v += cluster_rank_ptr(mine, r >> 1)[((z * 2 + (r & 1)) * NTILE + j) * 128 + src];
+                    v += cluster_map(mine, r >> 1)[((z * 2 + (r & 1)) * NTILE + j) * 128 + src];
                 if (ob + orow < O) epi_store<T>(ee, t0 + n, ob + orow, v + bb);
             }
             c_u = 0, c_o0 += gy * 16 * KSPLIT_LANES, grp++;
@@ -1064,17 +1059,7 @@ static cudaError_t gemv_ksplit_go(dim3 grid, size_t smem, const void *in, const 
 template <typename W>
 static cudaError_t gemv_ksplit_launch(const void *in, const void *w, int ldw, int T, int I, int O, cuda_epi epi,
                                       cudaStream_t st) {
-    static int major[CUDA_MAX_DEVICES];
-    int slot = cuda_device_slot();
-    if (!major[slot]) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&major[slot], cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-            (void)cudaGetLastError();
-            return cudaErrorNotSupported;
-        }
-    }
-    if (major[slot] < 9 || (I & 7)) return cudaErrorNotSupported;
+    if (cuda_device_major() < 9 || (I & 7)) return cudaErrorNotSupported;
     /* GPTC_GEMV_KSPLIT=N: up to N tokens a block (8 to 32; 1, the default: 32) */
     int most = g_ksplit >= 8 && g_ksplit < GEMV_MMA_TOK ? g_ksplit : GEMV_MMA_TOK;
     int tpb = T < most ? T : most, tiles = (tpb + 7) / 8, nt4 = tiles == 3 ? 4 : tiles;

@@ -1473,8 +1473,8 @@ int main(int argc, char **argv) {
         if (!g_quick) test_gemv_invariance(&DTYPES[di], 3072, 768, 11);
         if (!g_quick) test_gemv_invariance(&DTYPES[di], 1600, 6402, 16);
         /* gpt2-xl's MLP projection: 13 and 29 tokens do not fit the pipe
-         * (gemv_mma_kernel, or with GPTC_GEMV_KSPLIT=1 the K split over a
-         * cluster) */
+         * (the K split over a cluster, gemv_ksplit_kernel; with
+         * GPTC_GEMV_KSPLIT=0 gemv_mma_kernel) */
         if (!g_quick) test_gemv_invariance(&DTYPES[di], 6400, 1600, 13);
         if (!g_quick) test_gemv_invariance(&DTYPES[di], 6400, 1600, 29);
         if (!g_quick) test_gemv_invariance(&DTYPES[di], 3072, 768, 41);
