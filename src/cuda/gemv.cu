@@ -355,7 +355,23 @@ __device__ __forceinline__ void mma_epilogue(const float *pf, const cuda_epi &e,
     }
 }
 
-template <typename T, bool LN, int NTILE, int NCL, int R, int RB = 16, int MINB = mma_minb(NTILE, NCL, R, RB)>
+/* A one-token block's weights past its first round of loads (steps NCL ..
+ * 2 NCL - 1 of its warp), which the loop would request only after the first
+ * round's mmas, copied into shared memory before the PDL wait (TAIL): every
+ * byte of the block's first row block is then in flight while the previous
+ * kernel finishes. A thread reads back only what it copied itself: slot
+ * (2 k + h) x 256 + tid (blocks of RB < 16 rows: k x 256 + tid, row g
+ * only), consecutive threads on consecutive 16 bytes. */
+__host__ __device__ constexpr int mma_tail_steps(int ldw, int NCL) {
+    int steps = (((ldw + 31) >> 5) + 7) >> 3; /* a warp's steps at most */
+    return steps <= NCL ? 0 : steps - NCL < NCL ? steps - NCL : NCL;
+}
+static __host__ __device__ size_t mma_tail_bytes(int ldw, int NCL, int RB) {
+    return (size_t)mma_tail_steps(ldw, NCL) * (RB == 16 ? 2 : 1) * 256 * 16;
+}
+
+template <typename T, bool LN, int NTILE, int NCL, int R, int RB = 16, int MINB = mma_minb(NTILE, NCL, R, RB),
+          bool TAIL = false>
 __global__ void __launch_bounds__(256 * R, MINB)
     gemv_mma_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O,
                     int n_tok, int tpb, cuda_epi e, const float *__restrict__ ln_w,
@@ -411,6 +427,21 @@ __global__ void __launch_bounds__(256 * R, MINB)
     /* Parameters never change: the first weights in flight before waiting
      * on the previous kernel. */
     load(0, true);
+    /* The tail's room, after the partial sums (see the launcher's smem). */
+    static_assert(!TAIL || (NTILE == 1 && R == 1), "the tail is one token's");
+    size_t part_at = LN ? S + 12 * (size_t)ldw : (size_t)min(tpb, n_tok) * S;
+    uint4 *tail = reinterpret_cast<uint4 *>(sm + part_at + 8 * 32 * sizeof(float4));
+    int ntail = TAIL ? mma_tail_steps(ldw, NCL) : 0;
+    if (TAIL) {
+        const T *r0 = w + (size_t)min(o0 + g, O - 1) * ldw, *r1 = w + (size_t)min(o0 + g + 8, O - 1) * ldw;
+        for (int k = 0; k < ntail; k++) {
+            int c = (warp + 8 * (NCL + k)) * 4 + q;
+            bool ok = NCL + k < ns && c < nch;
+            int cc = ok ? c : 0;
+            cp_async16(tail + (RB == 16 ? 2 * k : k) * 256 + tid, r0 + (size_t)cc * 8, ok && has0 ? 16 : 0);
+            if (RB == 16) cp_async16(tail + (2 * k + 1) * 256 + tid, r1 + (size_t)cc * 8, ok ? 16 : 0);
+        }
+    }
     float *xs = reinterpret_cast<float *>(sm + S), *lw = xs + ldw, *lb = lw + ldw;
     if (LN)
         for (int i = threadIdx.x; i < I; i += blockDim.x) lw[i] = __ldg(ln_w + i), lb[i] = __ldg(ln_b + i);
@@ -431,8 +462,7 @@ __global__ void __launch_bounds__(256 * R, MINB)
     }
     __syncthreads();
     /* The partial sums' room, after the staged rows. */
-    float4 *part = reinterpret_cast<float4 *>(sm + (LN ? S + 12 * (size_t)ldw : (size_t)min(tpb, n_tok) * S)) +
-                   slab * 8 * NTILE * 32;
+    float4 *part = reinterpret_cast<float4 *>(sm + part_at) + slab * 8 * NTILE * 32;
     for (;;) {
         float acc[NTILE][4];
 #pragma unroll
@@ -440,7 +470,17 @@ __global__ void __launch_bounds__(256 * R, MINB)
         /* NCL steps' loads in flight, then their mmas (interleaving the two,
          * a ring of slots refilled as they are used, measured slower). */
         for (int i = 0; i < ns; i += NCL) {
-            if (i) load(i, false);
+            if (TAIL && i == NCL && ntail) {
+                /* this thread's own copies: waiting makes them visible to it */
+                cp_async_wait_all();
+#pragma unroll
+                for (int k = 0; k < NCL; k++) {
+                    wa[k] = k < ntail ? tail[(RB == 16 ? 2 * k : k) * 256 + tid] : make_uint4(0, 0, 0, 0);
+                    wb[k] = RB == 16 && k < ntail ? tail[(2 * k + 1) * 256 + tid] : make_uint4(0, 0, 0, 0);
+                }
+            } else if (i) {
+                load(i, false);
+            }
 #pragma unroll
             for (int k = 0; k < NCL; k++) {
                 if (i + k >= ns) break;
@@ -465,6 +505,7 @@ __global__ void __launch_bounds__(256 * R, MINB)
         int ob = o0;
         float bb = bias;
         rbk += gridDim.y;
+        ntail = 0; /* the tail was the first row block's */
         if (rbk < nrb) rows(rbk), load(0, false);
         mma_epilogue<T, NTILE, RB>(reinterpret_cast<const float *>(part), e, tid, nt, t0, ob, O, bb);
         if (rbk >= nrb) break;
@@ -767,7 +808,7 @@ static int env_int(const char *name, int def) {
     return v && *v ? atoi(v) : def;
 }
 
-static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist, g_tpb;
+static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist, g_tpb, g_tail;
 static int g_pipe, g_pipe_rb, g_pipe_slabs, g_pipe_tpb, g_pipe_big, g_ksplit; /* gemv_pipe_launch's switches */
 
 /* Tokens per block of a launch of T > 1 (T = 1: one). */
@@ -816,6 +857,7 @@ static void gemv_shapes(void) {
     g_ntb = env_int("GPTC_GEMV_NTB", 3);
     g_mma = env_int("GPTC_GEMV_MMA", 1);
     g_ln4 = env_int("GPTC_GEMV_LN4", 2);
+    g_tail = env_int("GPTC_GEMV_TAIL", 1);
     g_rb = env_int("GPTC_GEMV_RB", 4);
     if (g_rb != 8 && g_rb != 16) g_rb = 4;
     g_persist = env_int("GPTC_GEMV_PERSIST", 1);
@@ -901,6 +943,19 @@ static cudaError_t gemv_mma_steps(dim3 grid, int steps, const void *in, const W 
     if (steps <= 8)
         return launch_rows(gemv_mma_kernel<W, LN, NTILE, 7, 1, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
                           tpb, epi, ln_w, ln_b, eps);
+    /* One tile's rows of more than 16 steps a warp take the rest of their
+     * first row block through shared memory (TAIL): gpt2-xl's MLP projection
+     * (25 steps) and gpt2-large's (20). H100, decode ms/token: gpt2-xl 1.909
+     * -> 1.870, gpt2-large 1.156 -> 1.119, the others unchanged. The same
+     * for the layer-norm products' second round of 4 (gpt2-xl's QKV and FC,
+     * 4 blocks an SM) made gpt2-xl slower, 1.91 -> 2.06, so they do without.
+     * GPTC_GEMV_TAIL=0: never. */
+    if constexpr (NTILE == 1) {
+        size_t tb = mma_tail_bytes(ldw, 16, RB);
+        if (g_tail && tb && smem + tb <= g_smem_optin)
+            return launch_rows(gemv_mma_kernel<W, LN, 1, 16, 1, RB, mma_minb(1, 16, 1, RB), true>, grid, dim3(256),
+                               smem + tb, st, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps);
+    }
     return launch_rows(gemv_mma_kernel<W, LN, NTILE, 16, 1, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T, tpb,
                       epi, ln_w, ln_b, eps);
 }
@@ -1225,9 +1280,14 @@ template <typename W, bool LN, int NTILE, int RB> static cudaError_t gemv_mma_st
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 7, 1, RB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  bytes);
-    return e != cudaSuccess ? e
-                            : cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 16, 1, RB>,
-                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 16, 1, RB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 bytes);
+    if constexpr (NTILE == 1)
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 16, 1, RB, mma_minb(1, 16, 1, RB), true>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    return e;
 }
 template <typename W, bool LN, int NTILE> static cudaError_t gemv_mma_prepare(int bytes) {
     cudaError_t e = gemv_mma_steps_prepare<W, LN, NTILE, 16>(bytes);
@@ -1235,6 +1295,7 @@ template <typename W, bool LN, int NTILE> static cudaError_t gemv_mma_prepare(in
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4>,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+
     if constexpr (NTILE == 1) {
         if (e == cudaSuccess) e = gemv_mma_steps_prepare<W, LN, 1, 8>(bytes);
         if (e == cudaSuccess) e = gemv_mma_steps_prepare<W, LN, 1, 4>(bytes);
