@@ -26,6 +26,11 @@ if [[ "${1:-}" == "--test" ]]; then
   # tokenizers: the live reference of the differential tokenizer test;
   # openai: the real client that tests/test_serve.py drives `gptc serve` with.
   .venv/bin/python3 -m pip install -q --disable-pip-version-check tokenizers numpy openai
+  # nvdisasm, for the test pdl_check (scripts/pdl_check.sh), where CUDA is
+  # built: the toolkit's Debian-free install may lack it.
+  if command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]]; then
+    .venv/bin/python3 -m pip install -q --disable-pip-version-check nvidia-cuda-nvdisasm
+  fi
   # The 'wheel' package, for the test that pip-installs python/ offline
   # (test.sh points PIP_FIND_LINKS here; Debian 12's setuptools needs it).
   [[ -n "$(ls .venv/wheelhouse/wheel-*.whl 2>/dev/null)" ]] ||
