@@ -294,6 +294,10 @@ __global__ void __launch_bounds__(256, 3)
  */
 #define GEMV_MMA_TOK 32 /* tokens a block multiplies at most (4 tiles of 8) */
 
+/* The most steps of 32 elements of a row one of a block's 8 warps takes
+ * (warp w: w, w + 8, ...); the K split's octets of steps likewise. */
+__host__ __device__ constexpr int mma_warp_steps(int ldw) { return (((ldw + 31) >> 5) + 7) >> 3; }
+
 /* Bytes of one token's staged row: nk steps of 32 elements, odd in 64s. */
 static __host__ __device__ __forceinline__ int mma_row_bytes(int ldw) { return (((ldw + 31) >> 5) | 1) * 64; }
 
@@ -363,7 +367,7 @@ __device__ __forceinline__ void mma_epilogue(const float *pf, const cuda_epi &e,
  * (2 k + h) x 256 + tid (blocks of RB < 16 rows: k x 256 + tid, row g
  * only), consecutive threads on consecutive 16 bytes. */
 __host__ __device__ constexpr int mma_tail_steps(int ldw, int NCL) {
-    int steps = (((ldw + 31) >> 5) + 7) >> 3; /* a warp's steps at most */
+    int steps = mma_warp_steps(ldw);
     return steps <= NCL ? 0 : steps - NCL < NCL ? steps - NCL : NCL;
 }
 static __host__ __device__ size_t mma_tail_bytes(int ldw, int NCL, int RB) {
@@ -965,7 +969,7 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
                                const float *ln_w, const float *ln_b, float eps, int tpb, size_t smem,
                                cudaStream_t st) {
     dim3 grid((unsigned)((T + tpb - 1) / tpb), (unsigned)((O + 15) / 16));
-    int steps = (((ldw + 31) >> 5) + 7) >> 3;
+    int steps = mma_warp_steps(ldw);
     const W *wp = (const W *)w;
     /* Two slabs a block, 7 loads a lane, where a block of one slab would be
      * alone on its SM - its staged tokens take over half the shared memory
@@ -1118,7 +1122,7 @@ static cudaError_t gemv_ksplit_launch(const void *in, const void *w, int ldw, in
     /* GPTC_GEMV_KSPLIT=N: up to N tokens a block (8 to 32; 1, the default: 32) */
     int most = g_ksplit >= 8 && g_ksplit < GEMV_MMA_TOK ? g_ksplit : GEMV_MMA_TOK;
     int tpb = T < most ? T : most, tiles = (tpb + 7) / 8, nt4 = tiles == 3 ? 4 : tiles;
-    int noct = (((ldw + 31) >> 5) + 7) >> 3;
+    int noct = mma_warp_steps(ldw);
     size_t S = (size_t)((noct * 2) | 1) * 64;
     size_t smem = tpb * S + PIPE_BYTES + 2 * (size_t)KSPLIT_LANES * 2 * nt4 * 32 * sizeof(float4);
     if (smem > g_smem_optin) return cudaErrorNotSupported;
@@ -1295,7 +1299,6 @@ template <typename W, bool LN, int NTILE> static cudaError_t gemv_mma_prepare(in
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4>,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-
     if constexpr (NTILE == 1) {
         if (e == cudaSuccess) e = gemv_mma_steps_prepare<W, LN, 1, 8>(bytes);
         if (e == cudaSuccess) e = gemv_mma_steps_prepare<W, LN, 1, 4>(bytes);

@@ -22,11 +22,11 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   grep -E 'paged|gemv rows' "$out/test_kernels.log" | head -60
   run test_batch-cuda env GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
   run test_beam-cuda env GPTC_BEAM_BACKEND=cuda gpu-pkg/test_beam
-  # The passes of these tests have fewer tokens than the multi-token GEMV
-  # takes (GEMV_NT_MIN): once more with it taking every pass of two or more.
   # cuBLASLt's algorithm cache with room for 3 shapes: entries evicted and
   # asked for again all the time, the outputs still batch = alone.
   run test_batch-cuda-lt3 env GPTC_CUDA_LT_CACHE=3 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
+  # The passes of these tests have fewer tokens than the multi-token GEMV
+  # takes (GEMV_NT_MIN): once more with it taking every pass of two or more.
   run test_batch-cuda-nt2 env GPTC_BATCH_BACKEND=cuda GPTC_GEMV_NT_MIN=2 gpu-pkg/test_batch
   run test_beam-cuda-nt2 env GPTC_BEAM_BACKEND=cuda GPTC_GEMV_NT_MIN=2 gpu-pkg/test_beam
   # The split attention's two-buffer kernel where blocks take several
