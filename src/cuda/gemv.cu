@@ -36,6 +36,7 @@
  * a handful of kernels and the activations take one trip through memory.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <type_traits>
@@ -814,6 +815,7 @@ static int env_int(const char *name, int def) {
 
 static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist, g_tpb, g_tail;
 static int g_pipe, g_pipe_rb, g_pipe_slabs, g_pipe_tpb, g_pipe_big, g_ksplit; /* gemv_pipe_launch's switches */
+static int g_show;
 
 /* Tokens per block of a launch of T > 1 (T = 1: one). */
 #define GEMV_NT 8
@@ -861,7 +863,8 @@ static void gemv_shapes(void) {
     g_ntb = env_int("GPTC_GEMV_NTB", 3);
     g_mma = env_int("GPTC_GEMV_MMA", 1);
     g_ln4 = env_int("GPTC_GEMV_LN4", 2);
-    g_tail = env_int("GPTC_GEMV_TAIL", 1);
+    g_tail = env_int("GPTC_GEMV_TAIL", 3);
+    g_show = env_int("GPTC_GEMV_SHOW", 0);
     g_rb = env_int("GPTC_GEMV_RB", 4);
     if (g_rb != 8 && g_rb != 16) g_rb = 4;
     g_persist = env_int("GPTC_GEMV_PERSIST", 1);
@@ -877,32 +880,52 @@ static void gemv_shapes(void) {
 /* Blocks of kernel k an SM holds at threads and smem bytes, on the current
  * device: cudaOccupancyMaxActiveBlocksPerMultiprocessor, its answers kept
  * (the query costs the host a few microseconds, and a pass outside a graph -
- * a batch's prompts, a short prompt - makes 4 products a layer). 0: unknown. */
+ * a batch's prompts, a short prompt - makes 4 products a layer). With
+ * cluster > 1: clusters of that many blocks the device holds at once
+ * (cudaOccupancyMaxActiveClusters; 0 where a GPC cannot place one, e.g. a
+ * MIG slice). 0: unknown too. */
 #define OCC_CACHE 512
 static struct {
     const void *k;
-    int slot, threads, per;
+    int slot, threads, cluster, per;
     size_t smem;
 } g_occ[OCC_CACHE];
 static int g_n_occ;
 static pthread_mutex_t g_occ_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static int occupancy(const void *k, int threads, size_t smem) {
+static int occupancy(const void *k, int threads, size_t smem, int cluster = 1) {
     int slot = cuda_device_slot(), per = -1;
     pthread_mutex_lock(&g_occ_mu);
     for (int i = 0; i < g_n_occ && per < 0; i++)
-        if (g_occ[i].k == k && g_occ[i].slot == slot && g_occ[i].threads == threads && g_occ[i].smem == smem)
+        if (g_occ[i].k == k && g_occ[i].slot == slot && g_occ[i].threads == threads && g_occ[i].smem == smem &&
+            g_occ[i].cluster == cluster)
             per = g_occ[i].per;
     pthread_mutex_unlock(&g_occ_mu);
     if (per >= 0) return per;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k, threads, smem) != cudaSuccess) {
+    cudaError_t e;
+    if (cluster > 1) {
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3((unsigned)cluster);
+        cfg.blockDim = dim3((unsigned)threads);
+        cfg.dynamicSmemBytes = smem;
+        cudaLaunchAttribute at;
+        at.id = cudaLaunchAttributeClusterDimension;
+        at.val.clusterDim.x = (unsigned)cluster;
+        at.val.clusterDim.y = at.val.clusterDim.z = 1;
+        cfg.attrs = &at;
+        cfg.numAttrs = 1;
+        e = cudaOccupancyMaxActiveClusters(&per, k, &cfg);
+    } else {
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k, threads, smem);
+    }
+    if (e != cudaSuccess) {
         (void)cudaGetLastError();
         return 0; /* not kept: asked again next time */
     }
     pthread_mutex_lock(&g_occ_mu);
     if (g_n_occ < OCC_CACHE) { /* full: the rest are asked each time */
         g_occ[g_n_occ].k = k, g_occ[g_n_occ].slot = slot, g_occ[g_n_occ].threads = threads;
-        g_occ[g_n_occ].smem = smem, g_occ[g_n_occ].per = per;
+        g_occ[g_n_occ].cluster = cluster, g_occ[g_n_occ].smem = smem, g_occ[g_n_occ].per = per;
         g_n_occ++;
     }
     pthread_mutex_unlock(&g_occ_mu);
@@ -927,6 +950,13 @@ static cudaError_t launch_rows(void (*k)(KArgs...), dim3 grid, dim3 block, size_
             grid.y = (unsigned)(g_persist == 2 ? slots : (grid.y + rounds - 1) / rounds);
         }
     }
+    if (g_show > 0) { /* GPTC_GEMV_SHOW=N: the first N launches, for checking which kernel runs */
+        g_show--;
+        const char *name = NULL;
+        if (cudaFuncGetName(&name, reinterpret_cast<const void *>(k)) != cudaSuccess) name = "?";
+        fprintf(stderr, "gptc gemv: %s grid %u x %u x %u, %u threads, %zu bytes shared, %d blocks an SM\n", name,
+                grid.x, grid.y, grid.z, block.x, smem, occupancy(reinterpret_cast<const void *>(k), (int)block.x, smem));
+    }
     return launch_pdl(k, grid, block, smem, st, args...);
 }
 
@@ -950,13 +980,12 @@ static cudaError_t gemv_mma_steps(dim3 grid, int steps, const void *in, const W 
     /* One tile's rows of more than 16 steps a warp take the rest of their
      * first row block through shared memory (TAIL): gpt2-xl's MLP projection
      * (25 steps) and gpt2-large's (20). H100, decode ms/token: gpt2-xl 1.909
-     * -> 1.870, gpt2-large 1.156 -> 1.119, the others unchanged. The same
-     * for the layer-norm products' second round of 4 (gpt2-xl's QKV and FC,
-     * 4 blocks an SM) made gpt2-xl slower, 1.91 -> 2.06, so they do without.
-     * GPTC_GEMV_TAIL=0: never. */
+     * -> 1.870, gpt2-large 1.156 -> 1.119, the others unchanged. The
+     * layer-norm products take it too (below). GPTC_GEMV_TAIL: 1 these rows
+     * only, 2 the layer-norm products only, 0 never. */
     if constexpr (NTILE == 1) {
         size_t tb = mma_tail_bytes(ldw, 16, RB);
-        if (g_tail && tb && smem + tb <= g_smem_optin)
+        if ((g_tail & 1) && tb && smem + tb <= g_smem_optin)
             return launch_rows(gemv_mma_kernel<W, LN, 1, 16, 1, RB, mma_minb(1, 16, 1, RB), true>, grid, dim3(256),
                                smem + tb, st, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps);
     }
@@ -996,11 +1025,20 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
      * SMs): 4 blocks an SM with 4 loads a lane in two rounds. H100, decode
      * ms/token: gpt2-xl 2.33 -> 2.07 (the FC alone 2.12: its 400 blocks
      * were 3 an SM and a second wave of 4); gpt2-large's 5 steps (320 and
-     * 240 blocks) got slower, 1.26 -> 1.29, so they keep one round of 7. */
+     * 240 blocks) got slower, 1.26 -> 1.29, so they keep one round of 7.
+     * Their second round of 4 comes through shared memory too (TAIL, 24 KB
+     * more a block: 50 KB, 3 blocks an SM in mma_attrs' 164 KB): gpt2-xl
+     * 1.838 -> 1.795. It made gpt2-xl slower, 1.91 -> 2.06, before the
+     * carve-out (session 10): the driver's split then held fewer. */
     if constexpr (LN && NTILE == 1)
-        if (g_ln4 && steps >= 7 && steps <= 8 && (long)grid.y > (long)g_ln4 * g_sms)
+        if (g_ln4 && steps >= 7 && steps <= 8 && (long)grid.y > (long)g_ln4 * g_sms) {
+            size_t tb = mma_tail_bytes(ldw, 4, 16);
+            if ((g_tail & 2) && smem + tb <= g_smem_optin)
+                return launch_rows(gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4, true>, grid, dim3(256), smem + tb, st, in,
+                                   wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps);
             return launch_rows(gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4>, grid, dim3(256), smem, st, in, wp, ldw, I, O,
                               T, tpb, epi, ln_w, ln_b, eps);
+        }
     /* Fewer rows a block where blocks of 16 would leave SMs idle: the
      * projections back to the model width (gpt2's 768 rows are 48 blocks,
      * gpt2-xl's 1600 are 100, on 132 SMs) take 8 or 4 rows a block, the
@@ -1098,6 +1136,16 @@ static cudaError_t gemv_pipe_launch(const void *in, const void *w, int ldw, int 
 template <typename W, int NTILE>
 static cudaError_t gemv_ksplit_go(dim3 grid, size_t smem, const void *in, const void *w, int ldw, int T, int I, int O,
                                   cuda_epi epi, int tpb, cudaStream_t st) {
+    /* A card or MIG slice whose GPCs cannot place a cluster of these blocks
+     * (~200 KB of shared memory each) takes gemv_mma_kernel instead: the
+     * same sums. */
+    int clusters = occupancy(reinterpret_cast<const void *>(gemv_ksplit_kernel<W, NTILE>), 256, smem, KSPLIT_LANES);
+    if (g_show > 0) {
+        g_show--;
+        fprintf(stderr, "gptc gemv: gemv_ksplit_kernel<%d tiles> grid %u x %u x %u, %zu bytes shared, %d clusters at once\n",
+                NTILE, grid.x, grid.y, grid.z, smem, clusters);
+    }
+    if (clusters < 1) return cudaErrorNotSupported;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = dim3(256);
@@ -1277,28 +1325,44 @@ template <typename W, bool LN> static cudaError_t gemv_prepare1(int bytes) {
     cudaError_t e = gemv_prepare3<W, LN, 1, 1>(bytes);
     return e != cudaSuccess ? e : gemv_prepare3<W, LN, 2, 1>(bytes);
 }
+/* A gemv_mma_kernel may use `bytes` of shared memory. A one-token one
+ * (NTILE 1) on sm_90 also asks for 60% of the SM's unified L1 as shared
+ * memory (164 of 256 KB) whatever its own blocks need. Left to itself the
+ * driver sizes each kernel's split to its own blocks; the likely cost of
+ * that: an SM takes the next kernel's blocks (launched early, PDL) only
+ * where they fit beside the blocks still running, and gpt2-xl's MLP
+ * projection (2 x 54 KB an SM) leaves no room for the next QKV product's
+ * (26 KB a block) in its own split. More is worse, and too little limits
+ * the blocks an SM (0%: gpt2-xl 3.1 ms a token; every kernel of the step at
+ * 100%: 2.04) - plausibly because the weights loaded into registers before
+ * the wait are in flight through L1. H100, decode ms/token: gpt2-xl 1.874
+ * -> 1.842, gpt2-large 1.119 -> 1.115, gpt2 and gpt2-medium unchanged,
+ * batches unchanged (bench/NOTES-cuda.md, session 11). GPTC_GEMV_CARVEOUT=N
+ * asks for N% instead, -1 for the driver's choice. */
+static cudaError_t mma_attrs(const void *k, int bytes, bool one) {
+    int carve = env_int("GPTC_GEMV_CARVEOUT", cuda_device_major() == 9 ? 60 : -1);
+    cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e == cudaSuccess && one && carve >= 0)
+        e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, carve > 100 ? 100 : carve);
+    return e;
+}
+#define MMA_ATTRS(k, bytes, ...) mma_attrs(reinterpret_cast<const void *>(k), bytes, __VA_ARGS__)
 /* gemv_mma_steps' three variants may use `bytes` of shared memory. */
 template <typename W, bool LN, int NTILE, int RB> static cudaError_t gemv_mma_steps_prepare(int bytes) {
-    cudaError_t e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 4, 1, RB>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 7, 1, RB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 bytes);
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, NTILE, 16, 1, RB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 bytes);
+    cudaError_t e = MMA_ATTRS((gemv_mma_kernel<W, LN, NTILE, 4, 1, RB>), bytes, NTILE == 1);
+    if (e == cudaSuccess) e = MMA_ATTRS((gemv_mma_kernel<W, LN, NTILE, 7, 1, RB>), bytes, NTILE == 1);
+    if (e == cudaSuccess) e = MMA_ATTRS((gemv_mma_kernel<W, LN, NTILE, 16, 1, RB>), bytes, NTILE == 1);
     if constexpr (NTILE == 1)
         if (e == cudaSuccess)
-            e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 16, 1, RB, mma_minb(1, 16, 1, RB), true>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+            e = MMA_ATTRS((gemv_mma_kernel<W, LN, 1, 16, 1, RB, mma_minb(1, 16, 1, RB), true>), bytes, true);
     return e;
 }
 template <typename W, bool LN, int NTILE> static cudaError_t gemv_mma_prepare(int bytes) {
     cudaError_t e = gemv_mma_steps_prepare<W, LN, NTILE, 16>(bytes);
     if constexpr (LN && NTILE == 1)
-        if (e == cudaSuccess)
-            e = cudaFuncSetAttribute(gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+        if (e == cudaSuccess) e = MMA_ATTRS((gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4>), bytes, true);
+    if constexpr (LN && NTILE == 1)
+        if (e == cudaSuccess) e = MMA_ATTRS((gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4, true>), bytes, true);
     if constexpr (NTILE == 1) {
         if (e == cudaSuccess) e = gemv_mma_steps_prepare<W, LN, 1, 8>(bytes);
         if (e == cudaSuccess) e = gemv_mma_steps_prepare<W, LN, 1, 4>(bytes);
