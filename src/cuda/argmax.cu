@@ -7,7 +7,9 @@
  * NaN logits are never picked. The second stage writes the token where the
  * next step's embedding reads it and advances the device position: a
  * replayed decode graph needs no host input when the caller feeds back the
- * token it was given.
+ * token it was given. With a ring (host memory mapped into the device's
+ * address space) the token of position p also goes to ring[p & ring_mask],
+ * so that no copy of it follows the step on the stream.
  *
  * cuda_argmax_rows serves the batch engine's passes: one block per row of
  * logits, every row at once on its own SM.
@@ -45,7 +47,7 @@ __device__ __forceinline__ void block_argmax(float &v, int &i) {
 /* Stage one in every block, then the last block to finish (an atomic
  * ticket, which it resets) takes stage two: one kernel, not two. */
 __global__ void argmax_kernel(const float *x, int n, float *pv, int32_t *pi, int *ticket, int32_t *token,
-                              int32_t *pos) {
+                              int32_t *pos, int32_t *ring, int ring_mask) {
     __shared__ int last;
     pdl_wait();
     pdl_trigger();
@@ -67,16 +69,18 @@ __global__ void argmax_kernel(const float *x, int n, float *pv, int32_t *pi, int
     for (int k = threadIdx.x; k < (int)gridDim.x; k += blockDim.x) better(v, i, __ldcg(pv + k), __ldcg(pi + k));
     block_argmax(v, i);
     if (threadIdx.x == 0) {
-        *token = i == INT_MAX ? 0 : i; /* all NaN: token 0 rather than garbage */
-        *pos += 1;
+        int32_t tok = i == INT_MAX ? 0 : i, p = *pos + 1; /* all NaN: token 0 rather than garbage */
+        *token = tok;
+        *pos = p;
         *ticket = 0;
+        if (ring) ring[p & ring_mask] = tok;
     }
 }
 
 cudaError_t cuda_argmax(const float *logits, int V, float *part_v, int32_t *part_i, int *ticket, int32_t *token,
-                        int32_t *pos, cudaStream_t st) {
+                        int32_t *pos, int32_t *ring, int ring_mask, cudaStream_t st) {
     cudaError_t e = launch_pdl(argmax_kernel, dim3(CUDA_ARGMAX_PARTS), dim3(ARGMAX_THREADS), 0, st, logits, V,
-                               part_v, part_i, ticket, token, pos);
+                               part_v, part_i, ticket, token, pos, ring, ring_mask);
     return e != cudaSuccess ? e : cudaGetLastError();
 }
 

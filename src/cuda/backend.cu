@@ -350,6 +350,7 @@ static void cuda_session_free(gptc_session *s) {
                     cs->d_layers, cs->dec_part, cs->dec_sync, cs->am_ticket};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cudaFree(bufs[i]);
     cudaFreeHost(cs->h_next);
+    cudaFreeHost(cs->h_ring);
     for (int i = 0; i < SPEC_DEPTH; i++)
         if (cs->spec_ev[i]) cudaEventDestroy(cs->spec_ev[i]);
     if (cs->stream) cudaStreamDestroy(cs->stream);
@@ -443,6 +444,11 @@ static gptc_status session_init(gptc_session *s, cuda_session *cs) {
     CK(cudaMalloc((void **)&cs->am_ticket, sizeof(int)));
     CK(cudaMemsetAsync(cs->am_ticket, 0, sizeof(int), cs->stream));
     CK(cudaMallocHost((void **)&cs->h_next, (1 + SPEC_DEPTH) * sizeof(int32_t)));
+    if (!getenv("GPTC_CUDA_TOKEN_COPY") &&
+        cudaHostAlloc((void **)&cs->h_ring, TOKEN_RING * sizeof(int32_t), cudaHostAllocMapped) == cudaSuccess &&
+        cudaHostGetDevicePointer((void **)&cs->d_ring, cs->h_ring, 0) != cudaSuccess)
+        cs->d_ring = NULL; /* a device that cannot map it: the copy */
+    (void)cudaGetLastError();
     for (int i = 0; i < SPEC_DEPTH; i++) CK(cudaEventCreateWithFlags(&cs->spec_ev[i], cudaEventDisableTiming));
     CK(cudaMalloc(&cs->lt_ws, LT_WORKSPACE_BYTES));
     CK(cudaMalloc((void **)&cs->d_samp, sizeof(cuda_sampler)));
@@ -978,7 +984,8 @@ static gptc_status enqueue_decode(const gptc_session *s, cuda_session *cs, int s
         CK(cuda_sample(cs->d_samp, cs->d_sstate, cs->logits, V, cs->d_hist, cs->d_present,
                        cs->d_tok, cs->d_pos, 1, cs->stream));
     else
-        CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->am_ticket, cs->d_tok, cs->d_pos, cs->stream));
+        CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->am_ticket, cs->d_tok, cs->d_pos, cs->d_ring,
+                       TOKEN_RING - 1, cs->stream));
     prof_mark(cs, sampler ? "sample" : "argmax");
     return GPTC_OK;
 }
@@ -1093,6 +1100,14 @@ static gptc_status profile_decode(gptc_session *s, cuda_session *cs, int32_t id)
     return restore_step(s, cs, id);
 }
 
+/* Whether the argmax graph leaves its tokens in the mapped ring (the
+ * persistent kernel picks its own and does not). */
+static int ring_on(const cuda_session *cs) { return cs->d_ring && !cs->mega; }
+/* The token of position p from the ring, once the step that wrote it is done. */
+static int32_t ring_at(const cuda_session *cs, int p) {
+    return ((const volatile int32_t *)cs->h_ring)[p & (TOKEN_RING - 1)];
+}
+
 /* Fills the ring of steps launched ahead (cuda_session.spec_*): each runs
  * the argmax graph on the token the step before it picks, at the next
  * position. If the caller's next calls are those steps, their results are
@@ -1106,8 +1121,9 @@ static gptc_status speculate(const gptc_session *s, cuda_session *cs) {
     while (cs->spec_n < SPEC_DEPTH && cs->spec_pos + cs->spec_n < s->max_len) {
         int slot = (cs->spec_head + cs->spec_n) % SPEC_DEPTH;
         CK(cudaGraphLaunch(cs->exec, cs->stream));
-        CK(cudaMemcpyAsync(cs->h_next + 1 + slot, cs->d_tok, sizeof(int32_t), cudaMemcpyDeviceToHost,
-                           cs->stream));
+        if (!ring_on(cs))
+            CK(cudaMemcpyAsync(cs->h_next + 1 + slot, cs->d_tok, sizeof(int32_t), cudaMemcpyDeviceToHost,
+                               cs->stream));
         CK(cudaEventRecord(cs->spec_ev[slot], cs->stream));
         cs->spec_n++;
         cs->dev_pos = cs->dev_tok = -1;
@@ -1123,7 +1139,7 @@ static gptc_status decode_step(gptc_session *s, int32_t id, int sampler, int32_t
         if (!sampler && cs->spec_pos == s->len && cs->spec_id == id) {
             int slot = cs->spec_head;
             CK(cudaEventSynchronize(cs->spec_ev[slot]));
-            *next = cs->h_next[1 + slot];
+            *next = ring_on(cs) ? ring_at(cs, s->len + 1) : cs->h_next[1 + slot];
             cs->spec_head = (slot + 1) % SPEC_DEPTH;
             cs->spec_n--;
             cs->spec_pos++;
@@ -1141,9 +1157,10 @@ static gptc_status decode_step(gptc_session *s, int32_t id, int sampler, int32_t
     cudaGraphExec_t *ex = sampler ? &cs->exec_s : &cs->exec;
     if (!*ex) CKST(capture_decode(s, cs, sampler));
     CK(cudaGraphLaunch(*ex, st));
-    CK(cudaMemcpyAsync(cs->h_next, cs->d_tok, sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+    int ring = !sampler && ring_on(cs);
+    if (!ring) CK(cudaMemcpyAsync(cs->h_next, cs->d_tok, sizeof(int32_t), cudaMemcpyDeviceToHost, st));
     CK(cudaStreamSynchronize(st));
-    *next = *cs->h_next;
+    *next = ring ? ring_at(cs, s->len + 1) : *cs->h_next;
     cs->dev_tok = *next;
     cs->dev_pos = s->len + 1;
     if (sampler) return GPTC_OK;
@@ -1213,7 +1230,7 @@ static gptc_status cuda_eval_sample(gptc_session *s, const int32_t *ids, int n, 
     int V = m->cfg.n_vocab;
     CKST(forward(s, cs, ids, n, 1, NULL));
     if (cs->plain_greedy) {
-        CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->am_ticket, cs->d_tok, cs->d_pos, st));
+        CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->am_ticket, cs->d_tok, cs->d_pos, NULL, 0, st));
     } else {
         /* forward() left the ids in d_ids: they extend the history. */
         CK(cudaMemcpyAsync(cs->d_hist + cs->hist_n, cs->d_ids, (size_t)n * sizeof(int32_t),

@@ -49,6 +49,9 @@ typedef struct {
 
 /* Greedy steps a session launches ahead of the caller (decode_step). */
 #define SPEC_DEPTH 2
+/* Entries of a session's token ring (cuda_session.h_ring): more than the
+ * steps in flight at once (SPEC_DEPTH + 1), a power of two. */
+#define TOKEN_RING 4
 
 typedef struct {
     cudaStream_t stream;
@@ -69,6 +72,14 @@ typedef struct {
     int32_t *am_i;
     int *am_ticket; /* the argmax's last-block ticket, zero between steps */
     int32_t *h_next; /* pinned */
+    /* The argmax graph's tokens: the token of position p lands in
+     * h_ring[p & (TOKEN_RING - 1)] (pinned, mapped: d_ring is its device
+     * address), written by the argmax kernel itself, so that a step needs
+     * no copy on the stream after it - between two replays of the graph.
+     * H200, decode ms/token: gpt2 0.248 -> 0.240, gpt2-xl 1.574 -> 1.566
+     * (bench/NOTES-cuda.md, session 12). NULL (GPTC_CUDA_TOKEN_COPY=1, or
+     * no mapping): the token is copied to h_next. */
+    int32_t *h_ring, *d_ring;
     void *lt_ws;
     float *att_scratch; /* split attention partials */
     int *att_tickets;   /* (n_head * ATT_SPLIT_MAXT), zero between passes */
@@ -102,8 +113,8 @@ typedef struct {
      * picks (it reads d_tok on the device), so that the host's round trip
      * (copy the token, wake, launch the next graph: ~12-18 us on an H100)
      * overlaps the GPU's work. spec_n such steps are in flight, the oldest
-     * at position spec_pos on token spec_id, in ring slot spec_head: its
-     * token lands in h_next[1 + slot] when spec_ev[slot] completes. */
+     * at position spec_pos on token spec_id, in slot spec_head: its token
+     * lands in the ring (or h_next[1 + slot]) when spec_ev[slot] completes. */
     int spec_n, spec_pos, spec_id, spec_head;
     cudaEvent_t spec_ev[SPEC_DEPTH];
 } cuda_session;

@@ -172,9 +172,10 @@ cudaError_t cuda_attention_mma_segs(gptc_dtype dt, void *out, const float *qkv, 
 #define CUDA_ARGMAX_PARTS 256
 /* *token = argmax(logits (V)) (lowest index on ties, like torch.argmax), then
  * *pos += 1: the end of a decode step. part_v/part_i: CUDA_ARGMAX_PARTS each;
- * ticket: one int, zero between calls (the kernel leaves it zero). */
+ * ticket: one int, zero between calls (the kernel leaves it zero). ring
+ * (or NULL): the token also to ring[new *pos & ring_mask]. */
 cudaError_t cuda_argmax(const float *logits, int V, float *part_v, int32_t *part_i, int *ticket, int32_t *token,
-                        int32_t *pos, cudaStream_t st);
+                        int32_t *pos, int32_t *ring, int ring_mask, cudaStream_t st);
 /* out[r] = argmax of row r of logits (n_rows, V), as cuda_argmax picks. */
 cudaError_t cuda_argmax_rows(const float *logits, int V, int n_rows, int32_t *out, cudaStream_t st);
 

@@ -1337,15 +1337,20 @@ static void test_argmax(int V, int kind) {
     int32_t *d_tok = (int32_t *)dupload(&tok0, sizeof tok0), *d_pos = (int32_t *)dupload(&pos0, sizeof pos0);
     int zero = 0;
     int *d_ticket = (int *)dupload(&zero, sizeof zero);
+    /* The token ring (a session's is mapped host memory; the kernel only
+     * writes through the pointer): the token of position p at [p & 3]. */
+    int32_t ring0[4] = {-7, -7, -7, -7}, ring[4];
+    int32_t *d_ring = (int32_t *)dupload(ring0, sizeof ring0);
     /* Twice: the last block leaves the ticket at zero for the next call. */
     int32_t tok[2], pos[2];
     int ticket;
     for (int k = 0; k < 2; k++) {
-        CK(cuda_argmax(d_x, V, d_pv, d_pi, d_ticket, d_tok, d_pos, g_st));
+        CK(cuda_argmax(d_x, V, d_pv, d_pi, d_ticket, d_tok, d_pos, d_ring, 3, g_st));
         download(&tok[k], d_tok, sizeof tok[k]);
         download(&pos[k], d_pos, sizeof pos[k]);
     }
     download(&ticket, d_ticket, sizeof ticket);
+    download(ring, d_ring, sizeof ring);
     int32_t want = argmax_ref(x, V);
     report r;
     rep_init(&r);
@@ -1353,7 +1358,13 @@ static void test_argmax(int V, int kind) {
     rep_add(&r, "token %d, %d (expected %d)", tok[0], tok[1], want);
     if (pos[0] != pos0 + 1 || pos[1] != pos0 + 2 || ticket != 0) r.ok = 0;
     rep_add(&r, ", pos %d -> %d -> %d, ticket %d", pos0, pos[0], pos[1], ticket);
+    int r1 = (pos0 + 1) & 3, r2 = (pos0 + 2) & 3, untouched = 1;
+    for (int k = 0; k < 4; k++)
+        if (k != r1 && k != r2 && ring[k] != -7) untouched = 0;
+    if (ring[r1] != want || ring[r2] != want || !untouched) r.ok = 0;
+    rep_add(&r, ", ring [%d] %d [%d] %d", r1, ring[r1], r2, ring[r2]);
     rep_end(&r, label);
+    CK(cudaFree(d_ring));
     CK(cudaFree(d_ticket));
     CK(cudaFree(d_x));
     CK(cudaFree(d_pv));
