@@ -1359,10 +1359,10 @@ template <typename W, bool LN, int NTILE, int RB> static cudaError_t gemv_mma_st
 }
 template <typename W, bool LN, int NTILE> static cudaError_t gemv_mma_prepare(int bytes) {
     cudaError_t e = gemv_mma_steps_prepare<W, LN, NTILE, 16>(bytes);
-    if constexpr (LN && NTILE == 1)
+    if constexpr (LN && NTILE == 1) {
         if (e == cudaSuccess) e = MMA_ATTRS((gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4>), bytes, true);
-    if constexpr (LN && NTILE == 1)
         if (e == cudaSuccess) e = MMA_ATTRS((gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4, true>), bytes, true);
+    }
     if constexpr (NTILE == 1) {
         if (e == cudaSuccess) e = gemv_mma_steps_prepare<W, LN, 1, 8>(bytes);
         if (e == cudaSuccess) e = gemv_mma_steps_prepare<W, LN, 1, 4>(bytes);
