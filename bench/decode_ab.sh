@@ -7,7 +7,8 @@
 # in one call: scripts/gpu_ab_binary.sh keeps one as gpu-pkg-ab/NAME.xz, and
 # GPTC=gpu-pkg-ab/NAME runs it, unpacked here on first use).
 # SHAPES (default: the four GPT-2 sizes), REPS (2), PROMPT (16), NEW (256),
-# BACKEND (cuda). BATCH="32 128": batches of that many prompts instead, each
+# BACKEND (cuda), BENCH_ARGS (more gptc bench flags, e.g. "--do-sample --top-k 50"
+# for sampling steps at batch 1). BATCH="32 128": batches of that many prompts instead, each
 # run's device ms per decode pass (GPTC_CUDA_PASS_PROF=1); PROF=2 adds the
 # ms per kernel kind (the passes then run uncaptured, an event per kernel).
 set -u -o pipefail
@@ -30,7 +31,7 @@ one() { # variant, binary, shape, batch
   if [ -z "$4" ]; then
     # shellcheck disable=SC2086 # a variant is several words on purpose
     env $1 "$2" bench --backend "${BACKEND:-cuda}" --shape "$3" --prompt-len "${PROMPT:-16}" \
-      --new-tokens "${NEW:-256}" 2>&1 | grep -oE 'decode[^0-9]*[0-9.]+ ms' | grep -oE '[0-9.]+ ms'
+      --new-tokens "${NEW:-256}" ${BENCH_ARGS:-} 2>&1 | grep -oE 'decode[^0-9]*[0-9.]+ ms' | grep -oE '[0-9.]+ ms'
   else
     # shellcheck disable=SC2086
     env GPTC_CUDA_PASS_PROF="${PROF:-1}" $1 "$2" bench --backend "${BACKEND:-cuda}" --shape "$3" \

@@ -1009,6 +1009,10 @@ static const char *k_bench_help =
     "  --fast-decode      with --batch: tensor-core products for the decode tokens\n"
     "                     (CUDA; not bitwise batch-invariant, see generate --help)\n"
     "  --num-beams N      beam search with N beams (no eos, to --new-tokens): tokens/s\n"
+    "  --do-sample        decode through generate() by sampling (its processors and\n"
+    "                     draw, on the GPU where the backend has them); with\n"
+    "  --temperature T, --top-k K, --top-p P, --seed S  (defaults: the model's\n"
+    "                     generation config, else 1, 50, 1, 0; T 0: greedy)\n"
     "  --json             one JSON object per line\n";
 
 static int cmp_double(const void *a, const void *b) {
@@ -1225,11 +1229,30 @@ done:
     return rc;
 }
 
+/* bench --do-sample: each token's arrival, as the time since the one before. */
+typedef struct {
+    double *steps;
+    long n;
+    double last;
+} bench_clock;
+
+static int bench_tick(int32_t id, void *user) {
+    (void)id;
+    bench_clock *b = user;
+    double t = now_s();
+    b->steps[b->n++] = t - b->last;
+    b->last = t;
+    return 0;
+}
+
 static int cmd_bench(int argc, char **argv) {
     common_opts co = {.dtype = -1};
     const char *shape = NULL, *tok_dir = NULL, *text_file = NULL;
     long prompt_len = 16, new_tokens = 64, batch = 0, beams = 0;
-    int json = 0, kv_cache = 1, host_logits = 0, fast_decode = 0;
+    int json = 0, kv_cache = 1, host_logits = 0, fast_decode = 0, do_sample = 0;
+    /* NAN / -1: the model's generation defaults */
+    double temperature = NAN, top_p = NAN;
+    long top_k = -1, seed = 0;
     for (int i = 1; i < argc; i++) {
         int r = common_flag(argc, argv, &i, &co);
         if (r < 0) return 2;
@@ -1242,9 +1265,19 @@ static int cmd_bench(int argc, char **argv) {
         if (strcmp(a, "--json") == 0) { json = 1; continue; }
         if (strcmp(a, "--host-logits") == 0) { host_logits = 1; continue; }
         if (strcmp(a, "--fast-decode") == 0) { fast_decode = 1; continue; }
+        if (strcmp(a, "--do-sample") == 0) { do_sample = 1; continue; }
         if (i + 1 >= argc) return usage_error("%s: unknown flag or missing value%s", a, "");
         const char *v = argv[++i];
         if (strcmp(a, "--shape") == 0) shape = v;
+        else if (strcmp(a, "--temperature") == 0) {
+            if (!parse_double(a, v, &temperature)) return 2;
+            if (!(temperature >= 0)) return usage_error("--temperature: %s is negative%s", v, "");
+        } else if (strcmp(a, "--top-p") == 0) {
+            if (!parse_double(a, v, &top_p)) return 2;
+            if (!(top_p > 0 && top_p <= 1)) return usage_error("--top-p: %s is outside (0, 1]%s", v, "");
+        }
+        else if (strcmp(a, "--top-k") == 0) { if (!parse_long(a, v, 0, INT32_MAX, &top_k)) return 2; }
+        else if (strcmp(a, "--seed") == 0) { if (!parse_long(a, v, 0, LONG_MAX, &seed)) return 2; }
         else if (strcmp(a, "--kv-cache") == 0) {
             if (strcmp(v, "on") == 0) kv_cache = 1;
             else if (strcmp(v, "off") == 0) kv_cache = 0;
@@ -1262,6 +1295,10 @@ static int cmd_bench(int argc, char **argv) {
     if (!shape && !co.model_dir) shape = "gpt2";
     if (batch && beams > 1) return usage_error("--batch and --num-beams: give one, not both%s%s", "", "");
     if (fast_decode && !batch) return usage_error("--fast-decode: only with --batch%s%s", "", "");
+    if (!do_sample && (!isnan(temperature) || !isnan(top_p) || top_k >= 0 || seed))
+        return usage_error("--temperature / --top-k / --top-p / --seed: only with --do-sample%s%s", "", "");
+    if (do_sample && (batch || beams > 1 || !kv_cache || host_logits))
+        return usage_error("--do-sample: not with --batch, --num-beams, --kv-cache off or --host-logits%s%s", "", "");
     if ((batch || beams > 1) && (!kv_cache || host_logits || text_file))
         return usage_error("--batch / --num-beams: not with --kv-cache off, --host-logits or --text%s%s", "", "");
     if ((batch || beams > 1) && new_tokens < 1) return usage_error("--batch / --num-beams: --new-tokens must be >= 1%s%s", "", "");
@@ -1355,7 +1392,36 @@ static int cmd_bench(int argc, char **argv) {
     for (int v = 1; v < c->n_vocab; v++)
         if (logits[v] > logits[next]) next = v;
     int on_device = gptc_session_has_greedy(s) && !host_logits;
-    for (long i = 0; i < new_tokens; i++) {
+    long n_steps = new_tokens; /* steps timed */
+    if (do_sample && new_tokens) {
+        /* generate()'s own loop (its processors and draw on the device
+         * where the backend has them): a step is the time between two
+         * tokens, the first token's (prefill included) left out. */
+        gptc_generate_params gp = gptc_generate_default_params(m);
+        gp.do_sample = 1;
+        if (!isnan(temperature)) gp.temperature = (float)temperature; /* 0: generate()'s greedy */
+        if (top_k >= 0) gp.top_k = (int32_t)top_k;
+        if (!isnan(top_p)) gp.top_p = (float)top_p;
+        gp.seed = (uint64_t)seed;
+        gp.max_new_tokens = (int32_t)new_tokens;
+        gp.min_new_tokens = 0;
+        gp.n_eos_token_ids = 0; /* every step runs */
+        bench_clock bc = {steps, 0, now_s()};
+        if (gptc_generate(m, NULL, ids, (size_t)prompt_len, &gp, bench_tick, &bc, NULL, NULL) != GPTC_OK) {
+            rc = lib_error();
+            goto done;
+        }
+        if (bc.n != new_tokens) {
+            err_line("--do-sample: generate() stopped after %ld of %ld tokens", bc.n, new_tokens);
+            rc = 1;
+            goto done;
+        }
+        /* steps[0] held the first token's time: the rest move down one */
+        memmove(steps, steps + 1, (size_t)(new_tokens - 1) * sizeof *steps);
+        n_steps = new_tokens - 1;
+        for (long i = 0; i < n_steps; i++) decode_total += steps[i];
+    }
+    for (long i = 0; i < new_tokens && !do_sample; i++) {
         double t = now_s();
         ids[prompt_len + i] = next;
         if (!kv_cache) {
@@ -1384,8 +1450,8 @@ static int cmd_bench(int argc, char **argv) {
     }
     /* The median step, like the bandwidths it is compared with; the mean is
      * reported beside it. */
-    double decode_mean_s = new_tokens ? decode_total / (double)new_tokens : NAN;
-    double decode_s = new_tokens ? median(steps, (int)new_tokens) : NAN;
+    double decode_mean_s = n_steps ? decode_total / (double)n_steps : NAN;
+    double decode_s = n_steps ? median(steps, (int)n_steps) : NAN;
     double gb = (double)gptc_model_weight_bytes(m) / 1e9;
     double gbs = gb / decode_s;
     const char *name = shape ? shape : co.model_dir;
@@ -1393,9 +1459,9 @@ static int cmd_bench(int argc, char **argv) {
         printf("{\"model\":");
         json_str(name);
         printf(",\"backend\":\"%s\",\"threads\":%d,\"prompt_len\":%ld,\"new_tokens\":%ld,"
-               "\"kv_cache\":%s,\"host_logits\":%s",
+               "\"kv_cache\":%s,\"host_logits\":%s,\"do_sample\":%s",
                gptc_model_backend(m), gptc_model_n_threads(m), prompt_len, new_tokens,
-               kv_cache ? "true" : "false", host_logits ? "true" : "false");
+               kv_cache ? "true" : "false", host_logits ? "true" : "false", do_sample ? "true" : "false");
         const struct {
             const char *key;
             double v;
@@ -1422,8 +1488,9 @@ static int cmd_bench(int argc, char **argv) {
         printf("prefill          %ld tokens: %.3f ms (median of %d), %.1f tokens/s\n", prompt_len,
                prefill_s * 1e3, n_pre, (double)prompt_len / prefill_s);
         if (new_tokens)
-            printf("decode           %.3f ms/token (median; mean %.3f), weights read at %.2f GB/s\n",
-                   decode_s * 1e3, decode_mean_s * 1e3, gbs);
+            printf("decode           %.3f ms/token (median; mean %.3f), weights read at %.2f GB/s%s\n",
+                   decode_s * 1e3, decode_mean_s * 1e3, gbs,
+                   !do_sample ? "" : temperature == 0 ? " (generate(), greedy)" : " (sampling)");
         if (isfinite(copy_gbs)) {
             printf("memory copy      %.2f GB/s (read + write)\n", copy_gbs);
             printf("decode/copy      %.1f%%\n", 100 * gbs / copy_gbs);

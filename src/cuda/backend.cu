@@ -967,7 +967,7 @@ static gptc_status enqueue_decode(const gptc_session *s, cuda_session *cs, int s
         prof_mark(cs, "decode");
         if (sampler)
             CK(cuda_sample(cs->d_samp, cs->d_sstate, cs->logits, V, cs->d_hist, cs->d_present,
-                           cs->d_tok, cs->d_pos, 1, cs->stream));
+                           cs->d_tok, cs->d_pos, 1, NULL, 0, cs->stream));
         prof_mark(cs, sampler ? "sample" : "argmax");
         return GPTC_OK;
     }
@@ -982,7 +982,7 @@ static gptc_status enqueue_decode(const gptc_session *s, cuda_session *cs, int s
     prof_mark(cs, "lm_head");
     if (sampler)
         CK(cuda_sample(cs->d_samp, cs->d_sstate, cs->logits, V, cs->d_hist, cs->d_present,
-                       cs->d_tok, cs->d_pos, 1, cs->stream));
+                       cs->d_tok, cs->d_pos, 1, cs->d_ring, TOKEN_RING - 1, cs->stream));
     else
         CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->am_ticket, cs->d_tok, cs->d_pos, cs->d_ring,
                        TOKEN_RING - 1, cs->stream));
@@ -1074,7 +1074,21 @@ static gptc_status profile_mega(gptc_session *s, cuda_session *cs, int32_t id) {
     return restore_step(s, cs, id);
 }
 
-static gptc_status profile_decode(gptc_session *s, cuda_session *cs, int32_t id) {
+/* The sampler's state as the caller's last step left it, on the stream:
+ * the count of draws (its random numbers) and the history's length and
+ * mask - after steps it did not take (launched ahead, or profiled). */
+static gptc_status sampler_restore(const gptc_session *s, cuda_session *cs) {
+    if (!cs->hist_ok) return GPTC_OK;
+    cudaStream_t st = cs->stream;
+    cuda_sample_state z = {cs->hist_n, cs->samp_step};
+    /* From pageable memory the copy returns once the source is read. */
+    CK(cudaMemcpyAsync(cs->d_sstate, &z, sizeof z, cudaMemcpyHostToDevice, st));
+    CK(cudaMemsetAsync(cs->d_present, 0, (size_t)s->model->cfg.n_vocab, st));
+    CK(cuda_mark_present(cs->d_present, cs->d_hist, 0, cs->hist_n, st));
+    return GPTC_OK;
+}
+
+static gptc_status profile_decode(gptc_session *s, cuda_session *cs, int32_t id, int sampler) {
     if (cs->mega) return profile_mega(s, cs, id);
     const int reps = 20;
     double tot[32] = {0};
@@ -1087,7 +1101,7 @@ static gptc_status profile_decode(gptc_session *s, cuda_session *cs, int32_t id)
         cs->prof_on = 1;
         cs->prof_n = 0;
         prof_mark(cs, "start");
-        gptc_status st = enqueue_decode(s, cs, 0);
+        gptc_status st = enqueue_decode(s, cs, sampler);
         cs->prof_on = 0;
         CKST(st);
         float all = prof_collect(cs, tot, names, &nn, r >= 2);
@@ -1097,11 +1111,12 @@ static gptc_status profile_decode(gptc_session *s, cuda_session *cs, int32_t id)
     for (int k = 0; k < nn; k++)
         fprintf(stderr, "  %-10s %8.4f ms per step\n", names[k], tot[k] / reps);
     fprintf(stderr, "  %-10s %8.4f ms per step\n", "total", step_ms / reps);
+    if (sampler) CKST(sampler_restore(s, cs));
     return restore_step(s, cs, id);
 }
 
-/* Whether the argmax graph leaves its tokens in the mapped ring (the
- * persistent kernel picks its own and does not). */
+/* Whether the decode graphs (argmax or sampler) leave their tokens in the
+ * mapped ring (the persistent kernel picks its own and does not). */
 static int ring_on(const cuda_session *cs) { return cs->d_ring && !cs->mega; }
 /* The token of position p from the ring, once the step that wrote it is done. */
 static int32_t ring_at(const cuda_session *cs, int p) {
@@ -1109,18 +1124,21 @@ static int32_t ring_at(const cuda_session *cs, int p) {
 }
 
 /* Fills the ring of steps launched ahead (cuda_session.spec_*): each runs
- * the argmax graph on the token the step before it picks, at the next
- * position. If the caller's next calls are those steps, their results are
- * waiting (decode_step); any other call finds the stream busy with them and
- * rewrites what they changed (d_pos, d_tok, their cache rows). Never past
- * the session's length; off with GPTC_CUDA_NO_SPEC=1 or while profiling. */
+ * the decode graph of the step before it (argmax, or with spec_sampler the
+ * sampler) on the token that step picks, at the next position. If the
+ * caller's next calls are those steps, their results are waiting
+ * (decode_step); any other call finds the stream busy with them and
+ * rewrites what they changed (d_pos, d_tok, their cache rows; the
+ * sampler's state through spec_cancel). Never past the session's length;
+ * off with GPTC_CUDA_NO_SPEC=1 or while profiling. */
 static gptc_status speculate(const gptc_session *s, cuda_session *cs) {
     static int off = -1;
     if (off < 0) off = getenv("GPTC_CUDA_NO_SPEC") != NULL || getenv("GPTC_CUDA_PROF") != NULL;
-    if (off || !cs->exec) return GPTC_OK;
+    cudaGraphExec_t ex = cs->spec_sampler ? cs->exec_s : cs->exec;
+    if (off || !ex) return GPTC_OK;
     while (cs->spec_n < SPEC_DEPTH && cs->spec_pos + cs->spec_n < s->max_len) {
         int slot = (cs->spec_head + cs->spec_n) % SPEC_DEPTH;
-        CK(cudaGraphLaunch(cs->exec, cs->stream));
+        CK(cudaGraphLaunch(ex, cs->stream));
         if (!ring_on(cs))
             CK(cudaMemcpyAsync(cs->h_next + 1 + slot, cs->d_tok, sizeof(int32_t), cudaMemcpyDeviceToHost,
                                cs->stream));
@@ -1131,12 +1149,21 @@ static gptc_status speculate(const gptc_session *s, cuda_session *cs) {
     return GPTC_OK;
 }
 
+/* Forgets the steps launched ahead. They still run, first; after sampler
+ * steps the sampler's state goes back to that of the last step the caller
+ * took, so that the next draw is the one it would have been without them. */
+static gptc_status spec_cancel(const gptc_session *s, cuda_session *cs) {
+    int was = cs->spec_n && cs->spec_sampler;
+    cs->spec_n = 0;
+    return was ? sampler_restore(s, cs) : GPTC_OK;
+}
+
 /* One decode step from the graph ending in the argmax or the sampler. */
 static gptc_status decode_step(gptc_session *s, int32_t id, int sampler, int32_t *next) {
     cuda_session *cs = (cuda_session *)s->impl;
     cudaStream_t st = cs->stream;
     if (cs->spec_n) {
-        if (!sampler && cs->spec_pos == s->len && cs->spec_id == id) {
+        if (cs->spec_sampler == sampler && cs->spec_pos == s->len && cs->spec_id == id) {
             int slot = cs->spec_head;
             CK(cudaEventSynchronize(cs->spec_ev[slot]));
             *next = ring_on(cs) ? ring_at(cs, s->len + 1) : cs->h_next[1 + slot];
@@ -1147,23 +1174,25 @@ static gptc_status decode_step(gptc_session *s, int32_t id, int sampler, int32_t
             if (!cs->spec_n) cs->dev_tok = *next, cs->dev_pos = s->len + 1;
             return speculate(s, cs);
         }
-        cs->spec_n = 0;
+        CKST(spec_cancel(s, cs));
     }
     const char *pe = getenv("GPTC_CUDA_PROF");
-    if (pe && atoi(pe) == s->len) CKST(profile_decode(s, cs, id));
+    if (pe && atoi(pe) == s->len) CKST(profile_decode(s, cs, id, sampler));
     if (cs->dev_pos != s->len) CK(cuda_set_int(cs->d_pos, s->len, st));
     if (cs->dev_tok != id) CK(cuda_set_int(cs->d_tok, id, st));
     cs->dev_pos = cs->dev_tok = -1; /* unknown until the step completes */
     cudaGraphExec_t *ex = sampler ? &cs->exec_s : &cs->exec;
     if (!*ex) CKST(capture_decode(s, cs, sampler));
     CK(cudaGraphLaunch(*ex, st));
-    int ring = !sampler && ring_on(cs);
+    int ring = ring_on(cs);
     if (!ring) CK(cudaMemcpyAsync(cs->h_next, cs->d_tok, sizeof(int32_t), cudaMemcpyDeviceToHost, st));
     CK(cudaStreamSynchronize(st));
     *next = ring ? ring_at(cs, s->len + 1) : *cs->h_next;
     cs->dev_tok = *next;
     cs->dev_pos = s->len + 1;
-    if (sampler) return GPTC_OK;
+    /* The persistent kernel's sampler step is not launched ahead. */
+    if (sampler && cs->mega) return GPTC_OK;
+    cs->spec_sampler = sampler;
     cs->spec_pos = s->len + 1;
     cs->spec_id = *next;
     cs->spec_head = 0;
@@ -1198,6 +1227,9 @@ static gptc_status cuda_sample_init(gptc_session *s, const gptc_generate_params 
     cuda_session *cs = (cuda_session *)s->impl;
     cudaStream_t st = cs->stream;
     cuda_sampler h = cuda_sampler_of(p);
+    /* Sampler steps launched ahead drew with the old parameters and state,
+     * which the copies below replace after them on the stream. */
+    if (cs->spec_sampler) cs->spec_n = 0;
     /* Plain greedy needs neither history nor the sampler: the argmax graph
      * (a two-stage reduction over many blocks) is faster. */
     cs->plain_greedy = !h.do_sample && h.repetition_penalty == 1.0f && h.no_repeat_ngram_size == 0 &&
@@ -1212,6 +1244,7 @@ static gptc_status cuda_sample_init(gptc_session *s, const gptc_generate_params 
         CK(cuda_mark_present(cs->d_present, cs->d_hist, 0, n, st));
     }
     cs->hist_n = n;
+    cs->samp_step = 0;
     cs->hist_ok = 1;
     return GPTC_OK;
 }
@@ -1224,8 +1257,10 @@ static gptc_status cuda_eval_sample(gptc_session *s, const int32_t *ids, int n, 
     if (n == 1) {
         CKST(decode_step(s, ids[0], !cs->plain_greedy, next));
         cs->hist_n++;
+        cs->samp_step += !cs->plain_greedy;
         return GPTC_OK;
     }
+    CKST(spec_cancel(s, cs)); /* before the history grows */
     const gptc_model *m = s->model;
     int V = m->cfg.n_vocab;
     CKST(forward(s, cs, ids, n, 1, NULL));
@@ -1239,13 +1274,14 @@ static gptc_status cuda_eval_sample(gptc_session *s, const int32_t *ids, int n, 
         /* and the sampler's count of them: no-repeat-ngram reads hist[0, hist_n) */
         CK(cuda_set_int(&cs->d_sstate->hist_n, cs->hist_n + n, st));
         CK(cuda_sample(cs->d_samp, cs->d_sstate, cs->logits, V, cs->d_hist, cs->d_present,
-                       cs->d_tok, NULL, 0, st));
+                       cs->d_tok, NULL, 0, NULL, 0, st));
     }
     CK(cuda_set_int(cs->d_pos, s->len + n, st));
     CK(cudaMemcpyAsync(cs->h_next, cs->d_tok, sizeof(int32_t), cudaMemcpyDeviceToHost, st));
     CK(cudaStreamSynchronize(st));
     *next = *cs->h_next;
     cs->hist_n += n;
+    cs->samp_step += !cs->plain_greedy;
     cs->dev_tok = *next;
     cs->dev_pos = s->len + n;
     return GPTC_OK;

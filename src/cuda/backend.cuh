@@ -72,9 +72,9 @@ typedef struct {
     int32_t *am_i;
     int *am_ticket; /* the argmax's last-block ticket, zero between steps */
     int32_t *h_next; /* pinned */
-    /* The argmax graph's tokens: the token of position p lands in
+    /* The decode graphs' tokens: the token of position p lands in
      * h_ring[p & (TOKEN_RING - 1)] (pinned, mapped: d_ring is its device
-     * address), written by the argmax kernel itself, so that a step needs
+     * address), written by the argmax or sampler kernel itself, so that a step needs
      * no copy on the stream after it - between two replays of the graph.
      * H200, decode ms/token: gpt2 0.248 -> 0.240, gpt2-xl 1.574 -> 1.566
      * (bench/NOTES-cuda.md, session 12). NULL (GPTC_CUDA_TOKEN_COPY=1, or
@@ -95,6 +95,7 @@ typedef struct {
     int32_t *d_hist;    /* (max_len) */
     uint8_t *d_present; /* (V) */
     int hist_n, hist_ok, plain_greedy;
+    int samp_step; /* the draws since sample_init that the caller took: the device's state->step */
     /* The decode step as one persistent kernel (decode.cu), when the shape
      * allows it and GPTC_CUDA_MEGA=1 (an experiment: measured slower than
      * the kernel-per-op graph so far, bench/NOTES-cuda.md): its arguments,
@@ -108,14 +109,16 @@ typedef struct {
     cudaGraph_t graph, graph_s;
     cudaGraphExec_t exec, exec_s;
     int32_t dev_pos, dev_tok; /* what d_pos / d_tok hold once the stream is idle; -1 unknown */
-    /* Greedy decoding ahead (decode_step): after a step the argmax graph is
-     * launched again, SPEC_DEPTH times, each on the token the one before
-     * picks (it reads d_tok on the device), so that the host's round trip
-     * (copy the token, wake, launch the next graph: ~12-18 us on an H100)
-     * overlaps the GPU's work. spec_n such steps are in flight, the oldest
-     * at position spec_pos on token spec_id, in slot spec_head: its token
-     * lands in the ring (or h_next[1 + slot]) when spec_ev[slot] completes. */
+    /* Decoding ahead (decode_step): after a step its graph (argmax or
+     * sampler) is launched again, SPEC_DEPTH times, each on the token the
+     * one before picks (it reads d_tok on the device), so that the host's
+     * round trip (copy the token, wake, launch the next graph: ~12-18 us on
+     * an H100) overlaps the GPU's work. spec_n such steps are in flight,
+     * the oldest at position spec_pos on token spec_id, in slot spec_head:
+     * its token lands in the ring (or h_next[1 + slot]) when spec_ev[slot]
+     * completes. */
     int spec_n, spec_pos, spec_id, spec_head;
+    int spec_sampler; /* those steps are the sampler graph's (else the argmax's) */
     cudaEvent_t spec_ev[SPEC_DEPTH];
 } cuda_session;
 

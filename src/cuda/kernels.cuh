@@ -209,13 +209,15 @@ typedef struct {
  * just evaluated). Then logits (V) fp32 are processed in place (on return
  * they hold the processed scores, filtered tokens -INFINITY), the next token
  * is drawn with u = sample_uniform(seed, state->step) of sampling.c, written
- * to *token, state->step += 1, and *pos += 1 when pos is not NULL.
+ * to *token, state->step += 1, and *pos += 1 when pos is not NULL; with pos
+ * and a ring (mapped host memory, as cuda_argmax's) the token also goes to
+ * ring[new *pos & ring_mask].
  * present: V bytes, 1 for each token in hist (may be NULL when the
  * repetition penalty is off). hist has room for one more token when append.
  */
 cudaError_t cuda_sample(const cuda_sampler *p, cuda_sample_state *state, float *logits, int V,
                         int32_t *hist, uint8_t *present, int32_t *token, int32_t *pos, int append,
-                        cudaStream_t st);
+                        int32_t *ring, int ring_mask, cudaStream_t st);
 /*
  * The batch engine's sampler: one row of a pass's logits, with its
  * sequence's own parameters, state, history and mask (as cuda_sample's),

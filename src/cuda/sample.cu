@@ -747,7 +747,7 @@ template <bool SMEM>
 __device__ __forceinline__ void sample_block(const cuda_sampler *pp, cuda_sample_state *state,
                                              float *logits, int V, int32_t *hist, uint8_t *present,
                                              const int32_t *in_token, int32_t *token, int32_t *pos,
-                                             int append) {
+                                             int append, int32_t *ring, int ring_mask) {
     extern __shared__ float4 sample_dyn[];
     __shared__ uint32_t area[2 * LIST_CAP]; /* the list: scores, then ids */
     __shared__ uint32_t khist[1 << TOPK_BITS];
@@ -1073,7 +1073,11 @@ __device__ __forceinline__ void sample_block(const cuda_sampler *pp, cuda_sample
     if (tid == 0) {
         *token = next;
         state->step = step + 1;
-        if (pos) *pos += 1;
+        if (pos) {
+            int32_t np = *pos + 1;
+            *pos = np;
+            if (ring) ring[np & ring_mask] = next; /* argmax_kernel's ring */
+        }
     }
     PROF(7);
 }
@@ -1081,8 +1085,9 @@ __device__ __forceinline__ void sample_block(const cuda_sampler *pp, cuda_sample
 template <bool SMEM>
 __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
     sample_kernel(const cuda_sampler *pp, cuda_sample_state *state, float *logits, int V,
-                  int32_t *hist, uint8_t *present, int32_t *token, int32_t *pos, int append) {
-    sample_block<SMEM>(pp, state, logits, V, hist, present, token, token, pos, append);
+                  int32_t *hist, uint8_t *present, int32_t *token, int32_t *pos, int append, int32_t *ring,
+                  int ring_mask) {
+    sample_block<SMEM>(pp, state, logits, V, hist, present, token, token, pos, append, ring, ring_mask);
 }
 
 /* A block per row of a batch pass's logits; rows without a sampler exit. */
@@ -1092,7 +1097,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
     const cuda_sample_row *r = rows + blockIdx.x;
     if (!r->p) return;
     sample_block<SMEM>(r->p, r->state, logits + (size_t)blockIdx.x * V, V, r->hist, r->present,
-                       &r->token, tokens + blockIdx.x, NULL, r->append);
+                       &r->token, tokens + blockIdx.x, NULL, r->append, NULL, 0);
 }
 
 __global__ void mark_present_kernel(uint8_t *present, const int32_t *hist, int from, int to) {
@@ -1137,17 +1142,17 @@ size_t sample_smem_limit(int dev) {
 
 cudaError_t cuda_sample(const cuda_sampler *p, cuda_sample_state *state, float *logits, int V,
                         int32_t *hist, uint8_t *present, int32_t *token, int32_t *pos, int append,
-                        cudaStream_t st) {
+                        int32_t *ring, int ring_mask, cudaStream_t st) {
     int dev = 0;
     cudaError_t e = cudaGetDevice(&dev);
     if (e != cudaSuccess) return e;
     size_t need = (size_t)V * sizeof(float);
     if (need <= sample_smem_limit(dev))
         e = launch_pdl(sample_kernel<true>, dim3(1), dim3(SAMPLE_THREADS), need, st, p, state,
-                       logits, V, hist, present, token, pos, append);
+                       logits, V, hist, present, token, pos, append, ring, ring_mask);
     else
         e = launch_pdl(sample_kernel<false>, dim3(1), dim3(SAMPLE_THREADS), 0, st, p, state,
-                       logits, V, hist, present, token, pos, append);
+                       logits, V, hist, present, token, pos, append, ring, ring_mask);
     return e != cudaSuccess ? e : cudaGetLastError();
 }
 

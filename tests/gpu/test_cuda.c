@@ -19,7 +19,8 @@
  * (a near tie). Then, in fp32, gptc_generate with the logits processors and
  * sampling on the device against the CPU backend with the same seeds, the
  * device sampler against the host one on the same GPU model
- * (GPTC_HOST_SAMPLING), and the device sampler against itself (determinism).
+ * (GPTC_HOST_SAMPLING), and the device sampler against itself (determinism);
+ * sampler steps launched ahead, taken or not, against the host sampler.
  * Prints one line per case; exits 1 on any failure.
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */
@@ -30,6 +31,7 @@
 
 #include "backend.h" /* gptc_session_copy (beam search's) */
 #include "gptc.h"
+#include "sequence.h" /* the host sampler (gen_seq_pick) */
 
 static int g_failed;
 static int g_V; /* vocabulary of the case running, for per-row reports */
@@ -333,6 +335,60 @@ static void sample_case(const char *name, gptc_model *cpu, gptc_model *gpu) {
     }
 }
 
+/* Sampler steps launched ahead (decode_step): eval_sample's draws on the
+ * device against the host sampler (gen_seq_pick) on a second session's
+ * logits of the same model, through calls that take the steps launched
+ * ahead and calls that do not - every fifth call feeds another token than
+ * the one drawn, after which the sampler's count of draws (its random
+ * numbers), history and mask must be as if nothing had run ahead. Both
+ * sides are fed the same tokens, so a draw at a rounding boundary of the
+ * cumulative sum stays one draw; a wrong state after a detour would change
+ * most draws (temperature 1 over the whole vocabulary). */
+static void sample_spec_case(const char *name, gptc_model *gpu) {
+    int V = gptc_model_config(gpu)->n_vocab, total = 0, same = 0, after = 0, same_after = 0;
+    enum { PROMPTS = 4, STEPS = 25, P = 5 };
+    gptc_generate_params gp = gptc_generate_default_params(gpu);
+    gp.do_sample = 1, gp.temperature = 1.0f, gp.top_k = 0, gp.top_p = 1.0f;
+    gp.repetition_penalty = 1.3f, gp.no_repeat_ngram_size = 2, gp.min_new_tokens = 0;
+    gp.n_eos_token_ids = 0, gp.max_new_tokens = STEPS;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    int ok = logits != NULL;
+    for (int i = 0; ok && i < PROMPTS; i++) {
+        int32_t prompt[P], next = 0;
+        for (int k = 0; k < P; k++) prompt[k] = rand_id(V);
+        gp.seed = 77 + (uint64_t)i;
+        gptc_session *a = NULL, *b = NULL;
+        gen_seq g;
+        int have_g = gen_seq_init(&g, gpu, NULL, &gp, prompt, P, STEPS, 0) == GPTC_OK;
+        ok = have_g && gptc_session_new(gpu, P + STEPS, &a) == GPTC_OK &&
+             gptc_session_new(gpu, P + STEPS, &b) == GPTC_OK && gptc_session_sample_init(a, &gp, NULL, 0) == GPTC_OK &&
+             gptc_session_eval_sample(a, prompt, P, &next) == GPTC_OK &&
+             gptc_session_eval(b, prompt, P, 1, logits) == GPTC_OK;
+        int detoured = 0;
+        for (int k = 0; ok && k < STEPS; k++) {
+            int32_t want = gen_seq_pick(&g, logits);
+            total++, same += want == next;
+            if (detoured) after++, same_after += want == next;
+            int32_t feed = k % 5 == 3 ? (next + 1 + rand_id(V - 1)) % V : next;
+            detoured |= feed != next;
+            (void)gen_seq_push(&g, feed);
+            if (k + 1 < STEPS)
+                ok = gptc_session_eval_sample(a, &feed, 1, &next) == GPTC_OK &&
+                     gptc_session_eval(b, &feed, 1, 1, logits) == GPTC_OK;
+        }
+        if (!ok) printf("FAIL %-28s sampler steps ahead: %s\n", name, gptc_last_error());
+        if (have_g) gen_seq_free(&g);
+        gptc_session_free(a);
+        gptc_session_free(b);
+    }
+    free(logits);
+    /* the host sampler's boundary cases (sample_case) allow a few */
+    int pass = ok && after > 0 && same >= total * 19 / 20 && same_after >= after * 19 / 20;
+    printf("%-4s %-28s f32   sampler steps ahead, detours  same draw as the host sampler: %d/%d, after a detour %d/%d\n",
+           pass ? "ok" : "FAIL", name, same, total, same_after, after);
+    if (!pass) g_failed = 1;
+}
+
 /* The prompt is part of the no-repeat-ngram history (transformers bans
  * n-grams of the whole input_ids). With size 1 every prompt token is banned:
  * the prompts are the model's own greedy continuations, which loop, so the
@@ -429,7 +485,7 @@ int main(void) {
             run_case(name, cpu, gpu, dts[d].name, tol);
             if (dts[d].dt != GPTC_DTYPE_BF16 && (k == 0 || k == nf - 3 || k == nf + 1))
                 spec_case(name, gpu, dts[d].name);
-            if (dts[d].dt == GPTC_DTYPE_F32) sample_case(name, cpu, gpu), ngram_prompt_case(name, gpu);
+            if (dts[d].dt == GPTC_DTYPE_F32) sample_case(name, cpu, gpu), sample_spec_case(name, gpu), ngram_prompt_case(name, gpu);
             gptc_model_free(gpu);
         }
         gptc_model_free(cpu);

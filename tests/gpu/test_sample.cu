@@ -114,6 +114,7 @@ struct step_out {
     int32_t tok;
     cuda_sample_state st;
     int32_t pos;
+    int32_t ring[4]; /* cuda_sample's ring, -1 where it wrote nothing */
     std::vector<int32_t> hist;
     std::vector<uint8_t> present;
 };
@@ -124,7 +125,7 @@ struct step_out {
 struct dev_bufs {
     int V;
     float *logits, *pristine;
-    int32_t *hist, *token, *pos, *toks;
+    int32_t *hist, *token, *pos, *toks, *ring;
     uint8_t *present;
     cuda_sampler *p;
     cuda_sample_state *st;
@@ -137,6 +138,7 @@ static dev_bufs dev_alloc(int V, int ntoks) {
     CK(cudaMalloc(&d.hist, HIST_CAP * sizeof(int32_t)));
     CK(cudaMalloc(&d.token, sizeof(int32_t)));
     CK(cudaMalloc(&d.pos, sizeof(int32_t)));
+    CK(cudaMalloc(&d.ring, 4 * sizeof(int32_t)));
     CK(cudaMalloc(&d.toks, (size_t)(ntoks > 0 ? ntoks : 1) * sizeof(int32_t)));
     CK(cudaMalloc(&d.present, (size_t)V));
     CK(cudaMalloc(&d.p, sizeof(cuda_sampler)));
@@ -145,7 +147,7 @@ static dev_bufs dev_alloc(int V, int ntoks) {
 }
 static void dev_free(dev_bufs &d) {
     cudaFree(d.logits), cudaFree(d.pristine), cudaFree(d.hist), cudaFree(d.token);
-    cudaFree(d.pos), cudaFree(d.toks), cudaFree(d.present), cudaFree(d.p), cudaFree(d.st);
+    cudaFree(d.pos), cudaFree(d.ring), cudaFree(d.toks), cudaFree(d.present), cudaFree(d.p), cudaFree(d.st);
 }
 
 static void gpu_step(dev_bufs &d, const step_in &in, step_out &out) {
@@ -161,8 +163,9 @@ static void gpu_step(dev_bufs &d, const step_in &in, step_out &out) {
     CK(cudaMemcpy(d.pos, &pos, sizeof pos, cudaMemcpyHostToDevice));
     CK(cudaMemset(d.present, 0, (size_t)V));
     CK(cuda_mark_present(d.present, d.hist, 0, hn, 0));
+    CK(cudaMemset(d.ring, 0xff, 4 * sizeof(int32_t)));
     CK(cuda_sample(d.p, d.st, d.logits, V, d.hist, in.present ? d.present : NULL, d.token,
-                   in.pos ? d.pos : NULL, in.append, 0));
+                   in.pos ? d.pos : NULL, in.append, d.ring, 3, 0));
     CK(cudaDeviceSynchronize());
     out.scores.resize(V);
     out.hist.resize(hn + 1);
@@ -171,6 +174,7 @@ static void gpu_step(dev_bufs &d, const step_in &in, step_out &out) {
     CK(cudaMemcpy(&out.tok, d.token, sizeof out.tok, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(&out.st, d.st, sizeof out.st, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(&out.pos, d.pos, sizeof out.pos, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(out.ring, d.ring, sizeof out.ring, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(out.hist.data(), d.hist, (hn + 1) * sizeof(int32_t), cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(out.present.data(), d.present, (size_t)V, cudaMemcpyDeviceToHost));
 }
@@ -281,6 +285,10 @@ static bool state_ok(const step_in &in, const step_out &out, char *why, size_t w
     if (out.st.step != in.step + 1) return snprintf(why, whylen, "step %d", out.st.step), false;
     if (out.st.hist_n != hn + (in.append ? 1 : 0)) return snprintf(why, whylen, "hist_n %d", out.st.hist_n), false;
     if (out.pos != (in.pos ? POS0 + 1 : POS0)) return snprintf(why, whylen, "pos %d", out.pos), false;
+    /* the ring: the token at the new position's slot with pos, nothing without */
+    for (int k = 0; k < 4; k++)
+        if (out.ring[k] != (in.pos && k == ((POS0 + 1) & 3) ? out.tok : -1))
+            return snprintf(why, whylen, "ring[%d] %d", k, out.ring[k]), false;
     if (in.append && (out.hist[hn] != in.tok || !out.present[in.tok]))
         return snprintf(why, whylen, "append: hist %d present %d", out.hist[hn], out.present[in.tok]), false;
     if (!in.append && out.hist[hn] != -1) return snprintf(why, whylen, "hist written without append"), false;
@@ -442,7 +450,7 @@ static void test_stats(void) {
     CK(cudaMemcpy(d.st, &st, sizeof st, cudaMemcpyHostToDevice));
     for (int s = 0; s < N; s++) {
         CK(cudaMemcpyAsync(d.logits, d.pristine, V * sizeof(float), cudaMemcpyDeviceToDevice, 0));
-        CK(cuda_sample(d.p, d.st, d.logits, V, d.hist, NULL, d.token, d.pos, 0, 0));
+        CK(cuda_sample(d.p, d.st, d.logits, V, d.hist, NULL, d.token, d.pos, 0, NULL, 0, 0));
         CK(cudaMemcpyAsync(d.toks + s, d.token, sizeof(int32_t), cudaMemcpyDeviceToDevice, 0));
     }
     std::vector<int32_t> toks(N);
@@ -579,7 +587,7 @@ static double time_step(dev_bufs &d, const cuda_sampler &p, bool present, int it
                 e = cudaGetLastError();
                 if (with && e == cudaSuccess)
                     e = cuda_sample(d.p, d.st, d.logits, V, d.hist, present ? d.present : NULL,
-                                    d.token, d.pos, 0, st);
+                                    d.token, d.pos, 0, NULL, 0, st);
             }
             return e;
         };
@@ -627,7 +635,7 @@ static void test_timing(void) {
     cuda_sampler p = base_sampler();
     CK(cudaMemcpy(d.p, &p, sizeof p, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d.logits, d.pristine, V * sizeof(float), cudaMemcpyDeviceToDevice));
-    CK(cuda_sample(d.p, d.st, d.logits, V, d.hist, d.present, d.token, d.pos, 0, 0));
+    CK(cuda_sample(d.p, d.st, d.logits, V, d.hist, d.present, d.token, d.pos, 0, NULL, 0, 0));
     CK(cudaDeviceSynchronize());
 
     struct {
@@ -659,7 +667,7 @@ static void test_timing(void) {
             long long st[16];
             CK(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, 0));
             CK(cudaMemcpy(d.logits, d.pristine, V * sizeof(float), cudaMemcpyDeviceToDevice));
-            CK(cuda_sample(d.p, d.st, d.logits, V, d.hist, d.present, d.token, d.pos, 0, 0));
+            CK(cuda_sample(d.p, d.st, d.logits, V, d.hist, d.present, d.token, d.pos, 0, NULL, 0, 0));
             CK(cudaDeviceSynchronize());
             cuda_sample_profile(st);
             printf("     stages (us at %d MHz):", khz / 1000);
