@@ -604,6 +604,11 @@ def cases(tmp):
     expect_fail("bench unknown shape", ["bench", "--shape", "gpt5"], "gpt5")
     expect_fail("bench --prompt-len 0", ["bench", "--shape", "tiny", "--prompt-len", "0"], "--prompt-len")
     expect_fail("bench -m and --shape", ["bench", "-m", base, "--shape", "tiny"], "--shape")
+    expect_fail("bench --top-k without --do-sample", ["bench", "--shape", "tiny", "--top-k", "5"], "--do-sample")
+    expect_fail("bench --do-sample --batch", ["bench", "--shape", "tiny", "--do-sample", "--batch", "2"], "--do-sample")
+    expect_fail("bench --top-p 0", ["bench", "--shape", "tiny", "--do-sample", "--top-p", "0"], "--top-p")
+    expect_fail("bench --temperature -1", ["bench", "--shape", "tiny", "--do-sample", "--temperature", "-1"],
+                "--temperature")
 
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0

@@ -320,6 +320,16 @@ def cases(tmp):
         ok = False
         print(e, r.stdout, r.stderr)
     check("bench --batch 3 --json", ok)
+    # sampled decode through generate(): every step but the first timed
+    r = run(["bench", "--shape", "tiny", "--prompt-len", "4", "--new-tokens", "4", "--do-sample", "--top-k", "5",
+             "--top-p", "0.9", "--temperature", "0.7", "--seed", "3", "--json"] + T)
+    try:
+        j = json.loads(r.stdout.decode().strip().splitlines()[-1])
+        ok = r.returncode == 0 and j["do_sample"] is True and j["new_tokens"] == 4 and j["decode_ms_per_token"] > 0
+    except Exception as e:  # noqa: BLE001
+        ok = False
+        print(e, r.stdout, r.stderr)
+    check("bench --do-sample --json", ok)
 
     # ---- info: gpt2's shape, as a sparse file (the original upload's key layout, F32) ----
     g2 = os.path.join(tmp, "gpt2-shape")
