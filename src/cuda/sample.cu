@@ -72,6 +72,8 @@ struct sample_ctl {
     int hist_n, step;
     uint32_t b, below, cnt; /* the bucket a radix level chose; counts below it and in it */
     unsigned long long mass_below, cut;
+    unsigned long long kmin, kmax; /* top-p: the keys of a linear bucket */
+    int ncomp;                     /* ... and its tokens copied into the list */
     int tok, overflow;
     uint32_t bound;           /* top-k candidates: distance from the max at most this */
     int wcount[SAMPLE_WARPS]; /* candidates each warp appended */
@@ -624,68 +626,144 @@ struct topp_key {
  * (1 - top_p) times that sum. A level ends early on a bucket of one token.
  * cnt and mass must be zero on entry; they are on return. Returns the count
  * dropped.
+ *
+ * With vlo (a lower bound of the finite scores, below M) the first level
+ * buckets the scores linearly between vlo and M instead of by the key's top
+ * digit: the key is a float's order-preserving bits, whose top digits are
+ * nearly the exponent, so a vocabulary of logits within a few units of each
+ * other (every bucket ~2 exponents) piled into a handful of buckets level
+ * after level - each level a pass over the vocabulary with a double exp and
+ * two contended atomics an element (H200, gpt2's logits, top-p 0.9 without
+ * top-k: 535 us a step). The linear bucket of a score is monotone in it, so
+ * the buckets are ranges of the ascending order and their integer masses
+ * add up to the same cumulative sums: the crossing token, and so the kept
+ * set, is the same. The levels after it run on the chosen bucket's keys
+ * only, and the result is returned as the crossing token's whole key
+ * (*hi = 0): "drop iff key < it" is the same rule.
  */
 template <typename View>
 __device__ __forceinline__ int topp_descent(const View v, float M, topp_key key, int ncand,
                                             float top_p, uint32_t *cnt, unsigned long long *mass,
                                             sample_ctl &ctl, int *hi_out,
-                                            unsigned long long *P_out) {
+                                            unsigned long long *P_out, float vlo = INFINITY,
+                                            float *ls = NULL, int *li = NULL) {
     const int tid = threadIdx.x, lane = tid & 31;
     const int S = 62 - bitlen32((uint32_t)ncand);
     const double cutf = 1.0 - (double)top_p;
     int hi = bitlen32(key.Rc) + key.ib, dropped = 0;
     unsigned long long P = 0, below = 0, cut = 0;
     bool first = true;
-    while (hi > 0) {
-        const int lo = max(hi - TOPP_BITS, 0), w = hi - lo, nb = 1 << w;
+    /* Warp 0: the bucket of nb where the cumulative mass crosses the cut
+     * (into ctl), the buckets zeroed again. Each lane sums eight bins, a
+     * warp scan finds the lane where the mass crosses the cut, and that
+     * lane walks its bins. */
+    auto search = [&](int nb) {
+        const int per = (nb + 31) / 32, d0 = min(lane * per, nb), d1 = min(d0 + per, nb);
+        unsigned long long m = 0;
+        uint32_t c = 0;
+        for (int d = d0; d < d1; d++) m += mass[d], c += cnt[d];
+        unsigned long long mi = m;
+        uint32_t ci = c;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            unsigned long long ym = __shfl_up_sync(FULL_MASK, mi, o);
+            uint32_t yc = __shfl_up_sync(FULL_MASK, ci, o);
+            if (lane >= o) mi += ym, ci += yc;
+        }
+        if (first) cut = (unsigned long long)(cutf * (double)__shfl_sync(FULL_MASK, mi, 31));
+        uint32_t cross = __ballot_sync(FULL_MASK, below + mi > cut);
+        /* No crossing: the top token, in the last non-empty bucket. */
+        int f = cross ? __ffs(cross) - 1 : 31 - __clz((int)__ballot_sync(FULL_MASK, c > 0));
+        if (lane == f) {
+            unsigned long long run = below + mi - m;
+            uint32_t crun = ci - c;
+            int b = d0;
+            unsigned long long rb = 0;
+            uint32_t cb = 0;
+            for (int d = d0; d < d1; d++) {
+                if (cross ? run + mass[d] > cut : cnt[d] > 0) {
+                    b = d, rb = run, cb = crun;
+                    if (cross) break;
+                }
+                run += mass[d], crun += cnt[d];
+            }
+            ctl.b = (uint32_t)b, ctl.mass_below = rb, ctl.below = cb, ctl.cnt = cnt[b];
+            ctl.cut = cut;
+        }
+        for (int d = d0; d < d1; d++) cnt[d] = 0, mass[d] = 0; /* each lane its own bins */
+    };
+    auto add = [&](int d, float s) {
+        double e = exp((double)s - (double)M);
+        atomicAdd(&cnt[d], 1u);
+        atomicAdd(&mass[d], __double2ull_rn(scalbn(e, S)));
+    };
+    /* The first level's linear buckets, when they spread anything. */
+    const float span = M - vlo;
+    const bool lin = span > 0.0f && span < INFINITY;
+    const float scale = lin ? (float)(1 << TOPP_BITS) / span : 0.0f;
+    auto lbin = [=](float s) { return min(max((int)((s - vlo) * scale), 0), (1 << TOPP_BITS) - 1); };
+    int b0 = 0;
+    bool comp = false; /* the chosen linear bucket's tokens are in ls / li */
+    if (lin) {
         for (int j = tid; j < v.n; j += SAMPLE_THREADS) {
             float s = v.score(j);
-            if (!(s > -INFINITY)) continue;
-            unsigned long long K = key(s, v.id(j));
-            if ((K >> hi) != P) continue;
-            int d = (int)((K >> lo) & (unsigned long long)(nb - 1));
-            double e = exp((double)s - (double)M);
-            atomicAdd(&cnt[d], 1u);
-            atomicAdd(&mass[d], __double2ull_rn(scalbn(e, S)));
+            if (s > -INFINITY) add(lbin(s), s);
         }
         __syncthreads();
-        if (tid < 32) {
-            /* Each lane sums eight bins, a warp scan finds the lane where the
-             * mass crosses the cut, and that lane walks its bins. */
-            const int per = (nb + 31) / 32, d0 = min(lane * per, nb), d1 = min(d0 + per, nb);
-            unsigned long long m = 0;
-            uint32_t c = 0;
-            for (int d = d0; d < d1; d++) m += mass[d], c += cnt[d];
-            unsigned long long mi = m;
-            uint32_t ci = c;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                unsigned long long ym = __shfl_up_sync(FULL_MASK, mi, o);
-                uint32_t yc = __shfl_up_sync(FULL_MASK, ci, o);
-                if (lane >= o) mi += ym, ci += yc;
-            }
-            if (first) cut = (unsigned long long)(cutf * (double)__shfl_sync(FULL_MASK, mi, 31));
-            uint32_t cross = __ballot_sync(FULL_MASK, below + mi > cut);
-            /* No crossing: the top token, in the last non-empty bucket. */
-            int f = cross ? __ffs(cross) - 1 : 31 - __clz((int)__ballot_sync(FULL_MASK, c > 0));
-            if (lane == f) {
-                unsigned long long run = below + mi - m;
-                uint32_t crun = ci - c;
-                int b = d0;
-                unsigned long long rb = 0;
-                uint32_t cb = 0;
-                for (int d = d0; d < d1; d++) {
-                    if (cross ? run + mass[d] > cut : cnt[d] > 0) {
-                        b = d, rb = run, cb = crun;
-                        if (cross) break;
-                    }
-                    run += mass[d], crun += cnt[d];
+        if (tid < 32) search(1 << TOPP_BITS);
+        if (tid == 0) ctl.kmin = ~0ull, ctl.kmax = 0, ctl.ncomp = 0;
+        __syncthreads();
+        cut = ctl.cut, first = false;
+        below = ctl.mass_below;
+        dropped += (int)ctl.below;
+        b0 = (int)ctl.b;
+        /* The chosen bucket's keys: a range of the order, whose common
+         * prefix the levels below start from; and its tokens, in any order
+         * (the levels add integers), into the list when they fit, so that
+         * the levels below walk them rather than the vocabulary. */
+        comp = ls && ctl.cnt <= LIST_CAP;
+        unsigned long long kn = ~0ull, kx = 0;
+        for (int j = tid; j < v.n; j += SAMPLE_THREADS) {
+            float s = v.score(j);
+            if (s > -INFINITY && lbin(s) == b0) {
+                unsigned long long K = key(s, v.id(j));
+                kn = min(kn, K), kx = max(kx, K);
+                if (comp) {
+                    int at = atomicAdd(&ctl.ncomp, 1);
+                    ls[at] = s, li[at] = v.id(j);
                 }
-                ctl.b = (uint32_t)b, ctl.mass_below = rb, ctl.below = cb, ctl.cnt = cnt[b];
-                ctl.cut = cut;
             }
-            for (int d = d0; d < d1; d++) cnt[d] = 0, mass[d] = 0; /* each lane its own bins */
         }
+        if (kx >= kn) atomicMin(&ctl.kmin, kn), atomicMax(&ctl.kmax, kx);
+        __syncthreads();
+        const unsigned long long diff = ctl.kmax ^ ctl.kmin;
+        hi = diff ? 64 - __clzll((long long)diff) : 0;
+        P = ctl.kmax >> hi;
+        if (ctl.cnt == 1 || hi == 0) hi = 0; /* one token: its key is the answer */
+    }
+    const int n = comp ? ctl.cnt : v.n;
+    /* The j-th token the levels below look at: the list's, or the view's
+     * restricted to the chosen linear bucket (false when outside it). */
+    auto at = [&](int j, float &s, int &id) {
+        if (comp) {
+            s = ls[j], id = li[j];
+            return true;
+        }
+        s = v.score(j), id = v.id(j);
+        return s > -INFINITY && (!lin || lbin(s) == b0);
+    };
+    while (hi > 0) {
+        const int lo = max(hi - TOPP_BITS, 0), w = hi - lo, nb = 1 << w;
+        for (int j = tid; j < n; j += SAMPLE_THREADS) {
+            float s;
+            int id;
+            if (!at(j, s, id)) continue;
+            unsigned long long K = key(s, id);
+            if ((K >> hi) != P) continue;
+            add((int)((K >> lo) & (unsigned long long)(nb - 1)), s);
+        }
+        __syncthreads();
+        if (tid < 32) search(nb);
         __syncthreads();
         cut = ctl.cut, first = false;
         below = ctl.mass_below;
@@ -693,6 +771,20 @@ __device__ __forceinline__ int topp_descent(const View v, float M, topp_key key,
         P = (P << w) | ctl.b;
         hi = lo;
         if (ctl.cnt == 1) break;
+    }
+    if (lin && hi > 0) {
+        /* A bucket of one token: its key, for the rule "drop iff key < it"
+         * (a prefix would also take tokens of lower linear buckets). */
+        for (int j = tid; j < n; j += SAMPLE_THREADS) {
+            float s;
+            int id;
+            if (!at(j, s, id)) continue;
+            unsigned long long K = key(s, id);
+            if ((K >> hi) == P) ctl.kmin = K;
+        }
+        __syncthreads();
+        P = ctl.kmin, hi = 0;
+        __syncthreads(); /* ctl is the caller's again */
     }
     *hi_out = hi;
     *P_out = P;
@@ -1042,7 +1134,8 @@ __device__ __forceinline__ void sample_block(const cuda_sampler *pp, cuda_sample
                     __syncthreads();
                 } else {
                     const full_view fv = {x, V};
-                    ncand -= topp_descent(fv, M, key, ncand, p.top_p, pcnt, pmass, ctl, &phi, &pP);
+                    /* (the list is free: filter_full rebuilds it below) */
+                    ncand -= topp_descent(fv, M, key, ncand, p.top_p, pcnt, pmass, ctl, &phi, &pP, vmin, ls, li);
                     list = ncand <= LIST_CAP;
                     int kept = filter_full<SMEM>(
                         x, logits, V, [=](float v, int i) { return (key(v, i) >> phi) >= pP; },

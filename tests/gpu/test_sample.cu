@@ -77,7 +77,7 @@ static double rnd_normal(void) {
     return sqrt(-2.0 * log(1.0 - u)) * cos(6.283185307179586 * v);
 }
 
-enum { K_GAUSS, K_GPT2, K_TIES, K_INF, K_COUNT };
+enum { K_GAUSS, K_GPT2, K_TIES, K_INF, K_FLAT, K_COUNT };
 static const char *kind_name[K_COUNT] = {"gauss", "gpt2", "ties", "inf"};
 
 static void gen_logits(std::vector<float> &x, int V, int kind) {
@@ -88,6 +88,8 @@ static void gen_logits(std::vector<float> &x, int V, int kind) {
         case K_GAUSS: x[i] = (float)(2.0 * g); break;
         case K_GPT2: x[i] = (float)(-80.0 + 2.5 * g); break; /* GPT-2's raw logits sit near -80 */
         case K_TIES: x[i] = (float)(floor(g * 2.0 + 0.5) / 2.0); break;
+        /* a random-weight model's: near zero, across many exponents */
+        case K_FLAT: x[i] = (float)(0.5 * g); break;
         default: x[i] = rnd_unit() < 0.3 ? -INFINITY : (float)(2.0 * g); break;
         }
     }
@@ -677,6 +679,23 @@ static void test_timing(void) {
             printf("\n");
         }
 #endif
+    }
+    /* A random-weight model's logits (near zero, across many exponents),
+     * whose keys top-p's radix once piled into a few buckets. */
+    gen_logits(x, V, K_FLAT);
+    CK(cudaMemcpy(d.pristine, x.data(), V * sizeof(float), cudaMemcpyHostToDevice));
+    const struct {
+        const char *name;
+        float T, top_p;
+        int k;
+    } flat[] = {{"flat: sample p0.9 (no top-k)", 1.0f, 0.9f, 0}, {"flat: sample T0.7 k50 p0.9", 0.7f, 0.9f, 50}};
+    for (auto &c : flat) {
+        p = base_sampler();
+        p.do_sample = 1, p.temperature = c.T, p.top_p = c.top_p, p.top_k = c.k;
+        bool graph;
+        double us = time_step(d, p, true, iters, &graph);
+        printf("time      V=%d %-34s %7.2f us/step%s\n", V, c.name, us,
+               graph ? "" : " [stream loop: graph capture failed]");
     }
     fflush(stdout);
     dev_free(d);
