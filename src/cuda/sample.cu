@@ -1208,7 +1208,22 @@ size_t sample_smem_limit(int dev) {
     int optin = 0;
     cudaFuncAttributes fa;
     size_t lim = 0;
-    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
+    /* Experiments (bench/NOTES-cuda.md, session 13: whether the one-block
+     * kernel's shared-memory configuration on its SM slows the products of
+     * the next step): GPTC_SAMPLE_SMEM=0 keeps the logits in global memory;
+     * GPTC_SAMPLE_CARVEOUT=N has the kernels prefer N% of L1 as shared
+     * memory (the one-token products ask for 60 on sm_90). */
+    const char *sm_env = getenv("GPTC_SAMPLE_SMEM"), *co_env = getenv("GPTC_SAMPLE_CARVEOUT");
+    if (co_env) {
+        int co = atoi(co_env);
+        (void)cudaFuncSetAttribute(sample_kernel<true>, cudaFuncAttributePreferredSharedMemoryCarveout, co);
+        (void)cudaFuncSetAttribute(sample_kernel<false>, cudaFuncAttributePreferredSharedMemoryCarveout, co);
+        (void)cudaFuncSetAttribute(sample_rows_kernel<true>, cudaFuncAttributePreferredSharedMemoryCarveout, co);
+        (void)cudaFuncSetAttribute(sample_rows_kernel<false>, cudaFuncAttributePreferredSharedMemoryCarveout, co);
+        (void)cudaGetLastError();
+    }
+    if ((!sm_env || atoi(sm_env) != 0) &&
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
         cudaFuncGetAttributes(&fa, sample_kernel<true>) == cudaSuccess &&
         (size_t)optin > fa.sharedSizeBytes) {
         lim = (size_t)optin - fa.sharedSizeBytes;
