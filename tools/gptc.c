@@ -1232,7 +1232,7 @@ done:
 /* bench --do-sample: each token's arrival, as the time since the one before. */
 typedef struct {
     double *steps;
-    long n;
+    long n, cap;
     double last;
 } bench_clock;
 
@@ -1240,7 +1240,7 @@ static int bench_tick(int32_t id, void *user) {
     (void)id;
     bench_clock *b = user;
     double t = now_s();
-    b->steps[b->n++] = t - b->last;
+    if (b->n < b->cap) b->steps[b->n++] = t - b->last;
     b->last = t;
     return 0;
 }
@@ -1406,7 +1406,7 @@ static int cmd_bench(int argc, char **argv) {
         gp.max_new_tokens = (int32_t)new_tokens;
         gp.min_new_tokens = 0;
         gp.n_eos_token_ids = 0; /* every step runs */
-        bench_clock bc = {steps, 0, now_s()};
+        bench_clock bc = {steps, 0, new_tokens, now_s()};
         if (gptc_generate(m, NULL, ids, (size_t)prompt_len, &gp, bench_tick, &bc, NULL, NULL) != GPTC_OK) {
             rc = lib_error();
             goto done;
@@ -1487,15 +1487,16 @@ static int cmd_bench(int argc, char **argv) {
                gptc_model_n_threads(m));
         printf("prefill          %ld tokens: %.3f ms (median of %d), %.1f tokens/s\n", prompt_len,
                prefill_s * 1e3, n_pre, (double)prompt_len / prefill_s);
-        if (new_tokens)
+        if (n_steps)
             printf("decode           %.3f ms/token (median; mean %.3f), weights read at %.2f GB/s%s\n",
                    decode_s * 1e3, decode_mean_s * 1e3, gbs,
                    !do_sample ? "" : temperature == 0 ? " (generate(), greedy)" : " (sampling)");
         if (isfinite(copy_gbs)) {
             printf("memory copy      %.2f GB/s (read + write)\n", copy_gbs);
-            printf("decode/copy      %.1f%%\n", 100 * gbs / copy_gbs);
-            printf("memory read      %.2f GB/s (decode reaches %.1f%% of it)\n", read_gbs,
-                   100 * gbs / read_gbs);
+            if (n_steps) printf("decode/copy      %.1f%%\n", 100 * gbs / copy_gbs);
+            printf("memory read      %.2f GB/s", read_gbs);
+            if (n_steps) printf(" (decode reaches %.1f%% of it)", 100 * gbs / read_gbs);
+            printf("\n");
         }
         if (!isnan(tok_mb_s)) printf("tokenize         %.2f MB/s\n", tok_mb_s);
     }
