@@ -347,7 +347,7 @@ static void cuda_session_free(gptc_session *s) {
                     cs->xn,      cs->att,     cs->fc,    cs->logits, cs->d_ids,
                     cs->d_pos,   cs->am_v,    cs->am_i,  cs->lt_ws, cs->att_scratch,
                     cs->att_tickets, cs->d_samp, cs->d_sstate, cs->d_hist, cs->d_present,
-                    cs->d_layers, cs->dec_part, cs->dec_sync, cs->am_ticket};
+                    cs->d_samp_scr, cs->d_layers, cs->dec_part, cs->dec_sync, cs->am_ticket};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cudaFree(bufs[i]);
     cudaFreeHost(cs->h_next);
     cudaFreeHost(cs->h_ring);
@@ -455,6 +455,12 @@ static gptc_status session_init(gptc_session *s, cuda_session *cs) {
     CK(cudaMalloc((void **)&cs->d_sstate, sizeof(cuda_sample_state)));
     CK(cudaMalloc((void **)&cs->d_hist, N * sizeof(int32_t)));
     CK(cudaMalloc((void **)&cs->d_present, V));
+    /* GPTC_SAMPLE_MB=0: the one-block sampler for every step (an A/B switch). */
+    size_t scr = cuda_sample_scratch_bytes(V);
+    if (scr && !(getenv("GPTC_SAMPLE_MB") && atoi(getenv("GPTC_SAMPLE_MB")) == 0)) {
+        CK(cudaMalloc(&cs->d_samp_scr, scr));
+        CK(cudaMemsetAsync(cs->d_samp_scr, 0, scr, cs->stream));
+    }
     CK(cudaMalloc((void **)&cs->att_scratch,
                   cuda_attention_scratch_floats(c->n_head, D, s->max_len) * sizeof(float)));
     CK(cudaMalloc((void **)&cs->att_tickets, (size_t)c->n_head * ATT_SPLIT_MAXT * sizeof(int)));
@@ -982,7 +988,7 @@ static gptc_status enqueue_decode(const gptc_session *s, cuda_session *cs, int s
     prof_mark(cs, "lm_head");
     if (sampler)
         CK(cuda_sample(cs->d_samp, cs->d_sstate, cs->logits, V, cs->d_hist, cs->d_present,
-                       cs->d_tok, cs->d_pos, 1, cs->d_ring, TOKEN_RING - 1, cs->stream));
+                       cs->d_tok, cs->d_pos, 1, cs->d_ring, TOKEN_RING - 1, cs->stream, cs->d_samp_scr));
     else
         CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->am_ticket, cs->d_tok, cs->d_pos, cs->d_ring,
                        TOKEN_RING - 1, cs->stream));
@@ -1274,7 +1280,7 @@ static gptc_status cuda_eval_sample(gptc_session *s, const int32_t *ids, int n, 
         /* and the sampler's count of them: no-repeat-ngram reads hist[0, hist_n) */
         CK(cuda_set_int(&cs->d_sstate->hist_n, cs->hist_n + n, st));
         CK(cuda_sample(cs->d_samp, cs->d_sstate, cs->logits, V, cs->d_hist, cs->d_present,
-                       cs->d_tok, NULL, 0, NULL, 0, st));
+                       cs->d_tok, NULL, 0, NULL, 0, st, cs->d_samp_scr));
     }
     CK(cuda_set_int(cs->d_pos, s->len + n, st));
     CK(cudaMemcpyAsync(cs->h_next, cs->d_tok, sizeof(int32_t), cudaMemcpyDeviceToHost, st));

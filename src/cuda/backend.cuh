@@ -94,6 +94,7 @@ typedef struct {
     cuda_sample_state *d_sstate;
     int32_t *d_hist;    /* (max_len) */
     uint8_t *d_present; /* (V) */
+    void *d_samp_scr;   /* cuda_sample's scratch (top-k over many blocks); NULL: one block (GPTC_SAMPLE_MB=0) */
     int hist_n, hist_ok, plain_greedy;
     int samp_step; /* the draws since sample_init that the caller took: the device's state->step */
     /* The decode step as one persistent kernel (decode.cu), when the shape

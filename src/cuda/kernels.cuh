@@ -214,10 +214,15 @@ typedef struct {
  * ring[new *pos & ring_mask].
  * present: V bytes, 1 for each token in hist (may be NULL when the
  * repetition penalty is off). hist has room for one more token when append.
+ * With `scratch` (cuda_sample_scratch_bytes) top-k runs over many blocks.
  */
 cudaError_t cuda_sample(const cuda_sampler *p, cuda_sample_state *state, float *logits, int V,
                         int32_t *hist, uint8_t *present, int32_t *token, int32_t *pos, int append,
-                        int32_t *ring, int ring_mask, cudaStream_t st);
+                        int32_t *ring, int ring_mask, cudaStream_t st, void *scratch = NULL);
+/* Bytes of device memory, zeroed once, that let cuda_sample spread top-k
+ * (k <= 128) over many blocks (0: V too large for it; the one-block kernel
+ * serves). A scratch serves one stream at a time. */
+size_t cuda_sample_scratch_bytes(int V);
 /*
  * The batch engine's sampler: one row of a pass's logits, with its
  * sequence's own parameters, state, history and mask (as cuda_sample's),

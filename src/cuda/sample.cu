@@ -349,6 +349,29 @@ __device__ __forceinline__ void topk_pick(radix32 &r, int lo, uint32_t nb, uint3
     r.kept = r.before + cnt;
 }
 
+/* A warp: the distance bound D (from uMp) of top-k's k-th largest score,
+ * widened with the temperature still to apply (temp) to every lower score
+ * whose quotient by T rounds to the bound's; 0xffffffff (no bound) when it
+ * admits every finite score anyway (vminp: their min). */
+__device__ __noinline__ uint32_t warp_widen(uint32_t D, uint32_t uMp, float vminp, bool temp, float T) {
+    const int lane = threadIdx.x & 31;
+    const uint32_t kmin = ukey(vminp);
+    if ((unsigned long long)D >= (unsigned long long)(uMp - kmin)) return 0xffffffffu;
+    if (!temp) return D;
+    /* The smallest key whose quotient reaches the bound's: a 32-way search,
+     * each lane testing one point of the interval. */
+    uint32_t hi = uMp - D, lo = kmin;
+    const float q = __fdiv_rn(fromkey(hi), T);
+    while (lo < hi) {
+        const uint32_t kl = lo + (uint32_t)(((unsigned long long)(hi - lo) * (lane + 1)) >> 5);
+        const int f = __ffs(__ballot_sync(FULL_MASK, __fdiv_rn(fromkey(kl), T) >= q)) - 1;
+        const uint32_t kf = __shfl_sync(FULL_MASK, kl, f), kp = __shfl_sync(FULL_MASK, kl, max(f - 1, 0));
+        lo = f ? kp + 1 : lo;
+        hi = kf;
+    }
+    return uMp - hi;
+}
+
 /*
  * Warp 0: a bound on the distance (from the max's key uMp) of every score
  * top-k can keep, from the per-thread maxima tmax: the k-th largest maximum
@@ -400,21 +423,7 @@ __device__ __noinline__ uint32_t warp_topk_bound(const float *tmax, uint32_t uMp
         __syncwarp();
         if (cnt == r.krem) break; /* the bucket is kept whole */
     }
-    const uint32_t D = prefix_bound(r.P, r.hi), kmin = ukey(vminp);
-    if ((unsigned long long)D >= (unsigned long long)(uMp - kmin)) return 0xffffffffu;
-    if (!temp) return D;
-    /* The smallest key whose quotient reaches the bound's: a 32-way search,
-     * each lane testing one point of the interval. */
-    uint32_t hi = uMp - D, lo = kmin;
-    const float q = __fdiv_rn(fromkey(hi), T);
-    while (lo < hi) {
-        const uint32_t kl = lo + (uint32_t)(((unsigned long long)(hi - lo) * (lane + 1)) >> 5);
-        const int f = __ffs(__ballot_sync(FULL_MASK, __fdiv_rn(fromkey(kl), T) >= q)) - 1;
-        const uint32_t kf = __shfl_sync(FULL_MASK, kl, f), kp = __shfl_sync(FULL_MASK, kl, max(f - 1, 0));
-        lo = f ? kp + 1 : lo;
-        hi = kf;
-    }
-    return uMp - hi;
+    return warp_widen(prefix_bound(r.P, r.hi), uMp, vminp, temp, T);
 }
 
 /* Moves the entries `valid` accepts (entry j of LIST_CAP, score s) to the
@@ -833,22 +842,70 @@ __device__ __forceinline__ int draw(const View v, float M, double u, sample_red 
     return tok >= 0 ? tok : last >= 0 ? last : 0;
 }
 
+/* 4., 5. on a list of ncand finite scores in index order (with kpend > 0,
+ * every score top-k can keep, top-k still to apply): top-p, the draw, and the
+ * list back into the logits. The token is valid in thread 0. */
+__device__ __forceinline__ int list_tail(float *ls, int *li, int ncand, int kpend, const cuda_sampler &p,
+                                         float M, topp_key key, double u, float *logits, uint32_t *pcnt,
+                                         unsigned long long *pmass, sample_red &red, sample_ctl &ctl) {
+    const int tid = threadIdx.x;
+    if (ncand <= 64) {
+        /* A short list: top-p and the draw in warp 0 alone. */
+        return tid < 32 ? warp_tail(ls, li, ncand, kpend, p.top_p, M, u, logits) : 0;
+    }
+    if (p.top_p < 1.0f && ncand > 1) {
+        int phi;
+        unsigned long long pP;
+        const list_view lv = {ls, li, ncand};
+        topp_descent(lv, M, key, ncand, p.top_p, pcnt, pmass, ctl, &phi, &pP);
+        for (int j = tid; j < ncand; j += SAMPLE_THREADS) {
+            float v = ls[j];
+            if (v > -INFINITY && (key(v, li[j]) >> phi) < pP) {
+                ls[j] = -INFINITY;
+                logits[li[j]] = -INFINITY;
+            }
+        }
+        __syncthreads();
+    }
+    PROF(5);
+    const int next = draw(list_view{ls, li, ncand}, M, u, red, ctl);
+    for (int j = tid; j < ncand; j += SAMPLE_THREADS)
+        if (ls[j] > -INFINITY) logits[li[j]] = ls[j];
+    return next;
+}
+
+/* The block's shared memory, one instance whichever kernel and stage uses
+ * it (a function-scope __shared__ variable is one per block). */
+struct sample_shared {
+    uint32_t area[2 * LIST_CAP]; /* the list: scores, then ids */
+    uint32_t khist[1 << TOPK_BITS];
+    uint32_t pcnt[1 << TOPP_BITS];
+    unsigned long long pmass[1 << TOPP_BITS];
+    uint32_t wcnt[FBATCH * SAMPLE_WARPS];
+    sample_red red;
+    sample_ctl ctl;
+    cuda_sampler p; /* read by every thread: kept out of registers */
+};
+__device__ __forceinline__ sample_shared &sample_sh() {
+    __shared__ sample_shared sh;
+    return sh;
+}
+
 /* One sampling step by the whole block (cuda_sample's contract); the token
- * appended comes from *in_token, the one drawn goes to *token. */
+ * appended comes from *in_token, the one drawn goes to *token. `prepped`:
+ * the logits already hold the processors' scores (sample_mb_kernel). */
 template <bool SMEM>
 __device__ __forceinline__ void sample_block(const cuda_sampler *pp, cuda_sample_state *state,
                                              float *logits, int V, int32_t *hist, uint8_t *present,
                                              const int32_t *in_token, int32_t *token, int32_t *pos,
-                                             int append, int32_t *ring, int ring_mask) {
+                                             int append, int32_t *ring, int ring_mask, bool prepped = false) {
     extern __shared__ float4 sample_dyn[];
-    __shared__ uint32_t area[2 * LIST_CAP]; /* the list: scores, then ids */
-    __shared__ uint32_t khist[1 << TOPK_BITS];
-    __shared__ uint32_t pcnt[1 << TOPP_BITS];
-    __shared__ unsigned long long pmass[1 << TOPP_BITS];
-    __shared__ uint32_t wcnt[FBATCH * SAMPLE_WARPS];
-    __shared__ sample_red red;
-    __shared__ sample_ctl ctl;
-    __shared__ cuda_sampler p; /* read by every thread: kept out of registers */
+    sample_shared &sh = sample_sh();
+    uint32_t *area = sh.area, *khist = sh.khist, *pcnt = sh.pcnt, *wcnt = sh.wcnt;
+    unsigned long long *pmass = sh.pmass;
+    sample_red &red = sh.red;
+    sample_ctl &ctl = sh.ctl;
+    cuda_sampler &p = sh.p;
     float *x = SMEM ? reinterpret_cast<float *>(sample_dyn) : logits;
     float *ls = reinterpret_cast<float *>(area);
     int *li = reinterpret_cast<int *>(area + LIST_CAP);
@@ -881,7 +938,7 @@ __device__ __forceinline__ void sample_block(const cuda_sampler *pp, cuda_sample
      * the min-new-tokens loop. The penalty visits the tokens of the history
      * once each, through the mask, 16 bytes of it a load, all loads of a
      * thread issued before any is used. */
-    if (present && p.repetition_penalty != 1.0f) {
+    if (!prepped && present && p.repetition_penalty != 1.0f) {
         const float pen = p.repetition_penalty;
         const int nv = (reinterpret_cast<uintptr_t>(present) & 15) == 0 ? V / 16 : 0;
         for (int q0 = 0; q0 < nv; q0 += 4 * SAMPLE_THREADS) {
@@ -917,7 +974,7 @@ __device__ __forceinline__ void sample_block(const cuda_sampler *pp, cuda_sample
             }
         __syncthreads();
     }
-    if (p.no_repeat_ngram_size > 0 && n + 1 >= p.no_repeat_ngram_size) {
+    if (!prepped && p.no_repeat_ngram_size > 0 && n + 1 >= p.no_repeat_ngram_size) {
         const int k = p.no_repeat_ngram_size - 1;
         const int32_t *tail = hist + n - k;
         for (int i = tid; i + k < n; i += SAMPLE_THREADS) {
@@ -926,7 +983,7 @@ __device__ __forceinline__ void sample_block(const cuda_sampler *pp, cuda_sample
             if (j == k) logits[hist[i + k]] = -INFINITY;
         }
     }
-    if (step < p.min_new_tokens && tid < p.n_eos) logits[p.eos[tid]] = -INFINITY;
+    if (!prepped && step < p.min_new_tokens && tid < p.n_eos) logits[p.eos[tid]] = -INFINITY;
     __syncthreads();
     PROF(1);
 
@@ -1111,38 +1168,24 @@ __device__ __forceinline__ void sample_block(const cuda_sampler *pp, cuda_sample
         PROF(4);
 
         const double u = uniform(p.seed, (uint64_t)step);
-        if (list && ncand <= 64) {
-            /* 4., 5. A short list: top-p and the draw in warp 0 alone. */
-            if (tid < 32) next = warp_tail(ls, li, ncand, kpend, p.top_p, M, u, logits);
+        const topp_key key = {uM, Rc, bitlen32((uint32_t)(V - 1)), V};
+        if (list) {
+            next = list_tail(ls, li, ncand, kpend, p, M, key, u, logits, pcnt, pmass, red, ctl);
             PROF(6);
         } else {
             /* 4. Top-p. */
-            const topp_key key = {uM, Rc, bitlen32((uint32_t)(V - 1)), V};
             if (p.top_p < 1.0f && ncand > 1) {
                 int phi;
                 unsigned long long pP;
-                if (list) {
-                    const list_view lv = {ls, li, ncand};
-                    topp_descent(lv, M, key, ncand, p.top_p, pcnt, pmass, ctl, &phi, &pP);
-                    for (int j = tid; j < ncand; j += SAMPLE_THREADS) {
-                        float v = ls[j];
-                        if (v > -INFINITY && (key(v, li[j]) >> phi) < pP) {
-                            ls[j] = -INFINITY;
-                            logits[li[j]] = -INFINITY;
-                        }
-                    }
-                    __syncthreads();
-                } else {
-                    const full_view fv = {x, V};
-                    /* (the list is free: filter_full rebuilds it below) */
-                    ncand -= topp_descent(fv, M, key, ncand, p.top_p, pcnt, pmass, ctl, &phi, &pP, vmin, ls, li);
-                    list = ncand <= LIST_CAP;
-                    int kept = filter_full<SMEM>(
-                        x, logits, V, [=](float v, int i) { return (key(v, i) >> phi) >= pP; },
-                        list, ls, li, wcnt, red);
-                    if (list) ncand = min(kept, LIST_CAP);
-                    written = true;
-                }
+                const full_view fv = {x, V};
+                /* (the list is free: filter_full rebuilds it below) */
+                ncand -= topp_descent(fv, M, key, ncand, p.top_p, pcnt, pmass, ctl, &phi, &pP, vmin, ls, li);
+                list = ncand <= LIST_CAP;
+                int kept = filter_full<SMEM>(
+                    x, logits, V, [=](float v, int i) { return (key(v, i) >> phi) >= pP; },
+                    list, ls, li, wcnt, red);
+                if (list) ncand = min(kept, LIST_CAP);
+                written = true;
             }
             PROF(5);
 
@@ -1193,6 +1236,278 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
                        &r->token, tokens + blockIdx.x, NULL, r->append, NULL, 0);
 }
 
+/*
+ * Top-k over many blocks (cuda_sample with scratch): the passes over the
+ * vocabulary, which one block walks at one SM's bandwidth, spread over
+ * G = ceil(V / MB_ELEMS) blocks, a float4 a thread. Block b:
+ *  - applies the processors to its share (the history as it will be after
+ *    the append, which only the last block writes);
+ *  - bounds top-k from its threads' maxima as warp_topk_bound does for the
+ *    one-block kernel (here a radix select by the whole block, then
+ *    warp_widen): its k-th largest maximum is no larger than the k-th
+ *    largest score of the vocabulary, so every score below the bound's key
+ *    (widened to the scores whose quotient by T ties with it) is dropped by
+ *    top-k - those go to the logits as -inf, the others (the candidates)
+ *    with their processed scores, and into the block's slots of the scratch
+ *    in index order with the block's max, min, count of finite scores and
+ *    the bound's key;
+ *  - takes a ticket; the last block to finish raises the bound to the
+ *    largest of the blocks' keys (the scores at or above it are a superset
+ *    of the kept, closed upwards), gathers those candidates into the list
+ *    in index order and finishes as the one-block kernel does on its list
+ *    (the temperature, top-k on the list, list_tail). The kept set, the
+ *    scores and the draw are the same.
+ * Anything else - greedy, no top-k or a larger one, a block with more
+ * candidates than its slots, a list that does not fit - is the one-block
+ * kernel's work: block 0 runs it from the start, or the last block on the
+ * logits as they are (the processors applied, only dominated scores
+ * dropped, which changes no kept set and no draw).
+ */
+#define MB_ELEMS (4 * SAMPLE_THREADS) /* a block's share of the vocabulary */
+#define MB_SLOTS 256                  /* candidates a block passes on */
+#define MB_KMAX 128                   /* the largest top-k taken here */
+#define MB_GMAX (FBATCH * SAMPLE_WARPS - 1) /* blocks: their offsets (and the total) sit in wcnt */
+
+struct mb_part {
+    float vmax, vmin;
+    int nfin, cnt;
+    uint32_t key; /* scores with a smaller key are dropped; 0: none proven */
+    int pad[3];
+};
+struct mb_scratch {
+    int ticket, pad[31];
+    /* then mb_part part[G], float cv[G * MB_SLOTS], int ci[G * MB_SLOTS] */
+};
+__host__ __device__ __forceinline__ int mb_blocks(int V) { return (V + MB_ELEMS - 1) / MB_ELEMS; }
+__host__ __device__ __forceinline__ size_t mb_bytes(int V) {
+    return sizeof(mb_scratch) + (size_t)mb_blocks(V) * (sizeof(mb_part) + MB_SLOTS * (sizeof(float) + sizeof(int)));
+}
+
+template <bool SMEM>
+__global__ void __launch_bounds__(SAMPLE_THREADS, 1)
+    sample_mb_kernel(const cuda_sampler *pp, cuda_sample_state *state, float *logits, int V, int32_t *hist,
+                     uint8_t *present, int32_t *token, int32_t *pos, int append, int32_t *ring,
+                     int ring_mask, mb_scratch *scr) {
+    sample_shared &sh = sample_sh();
+    sample_red &red = sh.red;
+    sample_ctl &ctl = sh.ctl;
+    const cuda_sampler &p = sh.p;
+    const int tid = threadIdx.x, G = gridDim.x, b = blockIdx.x;
+    mb_part *part = reinterpret_cast<mb_part *>(scr + 1);
+    float *cv = reinterpret_cast<float *>(part + G);
+    int *ci = reinterpret_cast<int *>(cv + (size_t)G * MB_SLOTS);
+#ifdef GPTC_SAMPLE_PROFILE
+    long long clk[4];
+    clk[0] = clock64();
+#endif
+    if (tid < (1 << TOPP_BITS)) sh.pcnt[tid] = 0, sh.pmass[tid] = 0;
+    sh.khist[tid] = 0;
+    pdl_wait(); /* the logits are the previous kernel's output */
+    if (tid == 0) sh.p = *pp;
+    __syncthreads();
+    if (!(p.do_sample && p.top_k > 0 && p.top_k <= MB_KMAX && p.top_k < V)) {
+        if (b == 0)
+            sample_block<SMEM>(pp, state, logits, V, hist, present, token, token, pos, append, ring, ring_mask);
+        return;
+    }
+    const int n0 = state->hist_n, step = state->step, n = n0 + (append ? 1 : 0);
+    const int32_t t = append ? *token : -1;
+    const int base = b * MB_ELEMS, i0 = base + 4 * tid;
+    const bool gvec = (reinterpret_cast<uintptr_t>(logits) & 15) == 0;
+    float e[4];
+    ld4(logits, i0, V, gvec, e);
+
+    /* 1. The processors on this block's share, as sample_block's stage 1. */
+    if (present && p.repetition_penalty != 1.0f) {
+        const float pen = p.repetition_penalty;
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int i = i0 + u;
+            if (i < V && (present[i] || i == t)) e[u] = e[u] < 0 ? __fmul_rn(e[u], pen) : __fdiv_rn(e[u], pen);
+        }
+    }
+    const bool ngram = p.no_repeat_ngram_size > 0 && n + 1 >= p.no_repeat_ngram_size;
+    if (ngram || (step < p.min_new_tokens && p.n_eos > 0)) {
+        float *stage = reinterpret_cast<float *>(sh.area);
+#pragma unroll
+        for (int u = 0; u < 4; u++) stage[4 * tid + u] = e[u];
+        __syncthreads();
+        if (ngram) {
+            const int k = p.no_repeat_ngram_size - 1;
+            auto H = [=](int j) { return j == n0 && append ? t : hist[j]; };
+            for (int i = tid; i + k < n; i += SAMPLE_THREADS) {
+                int j = 0;
+                while (j < k && H(i + j) == H(n - k + j)) j++;
+                const int bt = H(i + k) - base;
+                if (j == k && bt >= 0 && bt < MB_ELEMS) stage[bt] = -INFINITY;
+            }
+        }
+        if (step < p.min_new_tokens && tid < p.n_eos) {
+            const int bt = p.eos[tid] - base;
+            if (bt >= 0 && bt < MB_ELEMS) stage[bt] = -INFINITY;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int u = 0; u < 4; u++) e[u] = stage[4 * tid + u];
+        __syncthreads(); /* tmax below takes the stage's place */
+    }
+#ifdef GPTC_SAMPLE_PROFILE
+    clk[1] = clock64();
+#endif
+
+    /* 2., 3. The block's max, min and count, and its top-k bound. */
+    float vmax = -INFINITY, vmin = INFINITY;
+    int nf = 0;
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        vmax = fmaxf(vmax, e[u]);
+        if (e[u] > -INFINITY) vmin = fminf(vmin, e[u]), nf++;
+    }
+    /* The k-th largest of the threads' maxima, by the whole block: a radix
+     * select over them (the missing maxima as the block's min, which moves
+     * no k-th largest when k are finite), then widened by warp 0. */
+    float *tmax = reinterpret_cast<float *>(sh.area);
+    tmax[tid] = vmax;
+    const int nmax = __syncthreads_count(vmax > -INFINITY);
+    block_maxmincount(vmax, vmin, nf, red);
+    const bool temp = p.temperature != 1.0f;
+    if (tid == 0) ctl.bound = 0;
+    if (nmax >= p.top_k) {
+        const uint32_t uMp = ukey(vmax);
+        if (!(tmax[tid] > -INFINITY)) tmax[tid] = vmin; /* each thread its own entry */
+        const uint32_t Dk =
+            topk_list_select(tmax, SAMPLE_THREADS, uMp, uMp - ukey(vmin), p.top_k, sh.khist, red, ctl);
+        if (tid < 32) {
+            const uint32_t D = warp_widen(Dk, uMp, vmin, temp, p.temperature);
+            if (tid == 0) ctl.bound = D == 0xffffffffu ? 0u : uMp - D;
+        }
+    }
+    __syncthreads();
+    const uint32_t kb = ctl.bound;
+    bool f[4];
+    uint32_t c = 0;
+#pragma unroll
+    for (int u = 0; u < 4; u++) f[u] = e[u] > -INFINITY && ukey(e[u]) >= kb, c += f[u];
+    uint32_t cnt, at = block_scan(c, red.u, &cnt);
+    float o[4];
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        if (f[u]) {
+            if (at < MB_SLOTS) cv[b * MB_SLOTS + at] = e[u], ci[b * MB_SLOTS + at] = i0 + u;
+            at++;
+        }
+        o[u] = f[u] ? e[u] : -INFINITY;
+    }
+    st4(logits, i0, V, gvec, o);
+    if (tid == 0) part[b] = mb_part{vmax, vmin, nf, (int)cnt, kb, {0, 0, 0}};
+#ifdef GPTC_SAMPLE_PROFILE
+    clk[2] = clock64();
+#endif
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) ctl.tok = atomicAdd(&scr->ticket, 1) == G - 1;
+    __syncthreads();
+    if (!ctl.tok) return;
+    __threadfence();
+#ifdef GPTC_SAMPLE_PROFILE
+    if (tid == 0) {
+        clk[3] = clock64();
+        for (int k = 0; k < 16; k++) g_sample_prof[k] = k < 4 ? clk[k] : 0;
+    }
+#endif
+
+    /* The last block: the blocks' parts. */
+    if (tid == 0) scr->ticket = 0;
+    float mx = -INFINITY, mn = INFINITY;
+    int nfin = 0, kq = INT_MIN, over = 0;
+    for (int j = tid; j < G; j += SAMPLE_THREADS) {
+        const float *pj = reinterpret_cast<const float *>(part + j);
+        const int cj = __ldcg(reinterpret_cast<const int *>(pj) + 3);
+        mx = fmaxf(mx, __ldcg(pj)), mn = fminf(mn, __ldcg(pj + 1));
+        nfin += __ldcg(reinterpret_cast<const int *>(pj) + 2);
+        kq = max(kq, (int)(__ldcg(reinterpret_cast<const uint32_t *>(pj) + 4) ^ 0x80000000u));
+        over |= cj > MB_SLOTS;
+        sh.wcnt[j] = (uint32_t)cj;
+    }
+    block_maxmincount(mx, mn, nfin, red);
+    block_max2(kq, over, red);
+    const uint32_t keyG = (uint32_t)kq ^ 0x80000000u;
+    float *ls = reinterpret_cast<float *>(sh.area);
+    int *li = reinterpret_cast<int *>(sh.area + LIST_CAP);
+    /* Each block's first entry among the candidates, and their total. */
+    uint32_t nall, off = block_scan(tid < G ? min(sh.wcnt[tid], (uint32_t)MB_SLOTS) : 0u, red.u, &nall);
+    if (tid < G) sh.wcnt[tid] = off;
+    __syncthreads();
+    int run = 0;
+    if (!over && p.top_k < nfin) {
+        /* The candidates at or above the raised bound, in index order; the
+         * others are dominated: -inf. */
+        for (int e0 = 0; e0 < (int)nall; e0 += SAMPLE_THREADS) {
+            const int ej = e0 + tid;
+            const bool valid = ej < (int)nall;
+            int lo = 0, hi = G - 1; /* the last block whose first entry is at or before ej */
+            while (lo < hi) {
+                const int mid = (lo + hi + 1) >> 1;
+                if ((int)sh.wcnt[mid] <= ej) lo = mid;
+                else hi = mid - 1;
+            }
+            const int at_j = lo * MB_SLOTS + ej - (int)sh.wcnt[lo];
+            const float v = valid ? __ldcg(cv + at_j) : -INFINITY;
+            const int id = valid ? __ldcg(ci + at_j) : 0;
+            const bool keep = valid && ukey(v) >= keyG;
+            if (valid && !keep) logits[id] = -INFINITY;
+            uint32_t tot, a = block_scan((uint32_t)keep, red.u, &tot);
+            if (keep && run + (int)a < LIST_CAP) ls[run + a] = v, li[run + a] = id;
+            run += (int)tot;
+        }
+    }
+    __syncthreads(); /* the list, before compact_list reads it */
+    if (over || !(p.top_k < nfin) || run > LIST_CAP) {
+        sample_block<false>(pp, state, logits, V, hist, present, token, token, pos, append, ring, ring_mask, true);
+        return;
+    }
+    PROF(4);
+    if (tid == 0 && append) {
+        hist[n0] = t;
+        if (present) present[t] = 1;
+        state->hist_n = n;
+    }
+    /* The temperature on the list, then top-k there (sample_block's fast path). */
+    const float T = p.temperature;
+    const float M = temp ? __fdiv_rn(mx, T) : mx, vlo = temp ? __fdiv_rn(mn, T) : mn;
+    const uint32_t uM = ukey(M), R = uM - ukey(vlo);
+    int ncand = compact_list(ls, li, [=](int j, float) { return j < run; }, temp, T, red);
+    int kpend = p.top_k;
+    uint32_t Rc = R;
+    if (ncand > 64 && p.top_k < ncand) {
+        const uint32_t Dk = topk_list_select(ls, ncand, uM, R, p.top_k, sh.khist, red, ctl);
+        const int nc = ncand;
+        ncand = compact_list(ls, li,
+                             [=](int j, float v) {
+                                 const bool in = j < nc, keep = in && uM - ukey(v) <= Dk;
+                                 if (in && !keep) logits[li[j]] = -INFINITY;
+                                 return keep;
+                             },
+                             false, T, red);
+        Rc = min(R, Dk);
+        kpend = 0;
+    }
+    const topp_key key = {uM, Rc, bitlen32((uint32_t)(V - 1)), V};
+    const int next = list_tail(ls, li, ncand, kpend, p, M, key, uniform(p.seed, (uint64_t)step), logits,
+                               sh.pcnt, sh.pmass, red, ctl);
+    PROF(6);
+    if (tid == 0) {
+        *token = next;
+        state->step = step + 1;
+        if (pos) {
+            int32_t np = *pos + 1;
+            *pos = np;
+            if (ring) ring[np & ring_mask] = next;
+        }
+    }
+    PROF(7);
+}
+
 __global__ void mark_present_kernel(uint8_t *present, const int32_t *hist, int from, int to) {
     int i = from + blockIdx.x * blockDim.x + threadIdx.x;
     if (i < to) present[hist[i]] = 1;
@@ -1220,6 +1535,8 @@ size_t sample_smem_limit(int dev) {
         (void)cudaFuncSetAttribute(sample_kernel<false>, cudaFuncAttributePreferredSharedMemoryCarveout, co);
         (void)cudaFuncSetAttribute(sample_rows_kernel<true>, cudaFuncAttributePreferredSharedMemoryCarveout, co);
         (void)cudaFuncSetAttribute(sample_rows_kernel<false>, cudaFuncAttributePreferredSharedMemoryCarveout, co);
+        (void)cudaFuncSetAttribute(sample_mb_kernel<true>, cudaFuncAttributePreferredSharedMemoryCarveout, co);
+        (void)cudaFuncSetAttribute(sample_mb_kernel<false>, cudaFuncAttributePreferredSharedMemoryCarveout, co);
         (void)cudaGetLastError();
     }
     if ((!sm_env || atoi(sm_env) != 0) &&
@@ -1227,19 +1544,18 @@ size_t sample_smem_limit(int dev) {
         cudaFuncGetAttributes(&fa, sample_kernel<true>) == cudaSuccess &&
         (size_t)optin > fa.sharedSizeBytes) {
         lim = (size_t)optin - fa.sharedSizeBytes;
-        cudaFuncAttributes fr;
-        /* Both kernels run the same block code: the smaller room serves both. */
-        if (cudaFuncGetAttributes(&fr, sample_rows_kernel<true>) != cudaSuccess ||
-            (size_t)optin <= fr.sharedSizeBytes)
-            lim = 0;
-        else if ((size_t)optin - fr.sharedSizeBytes < lim)
-            lim = (size_t)optin - fr.sharedSizeBytes;
-        if (lim && (cudaFuncSetAttribute(sample_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)lim) != cudaSuccess ||
-                    cudaFuncSetAttribute(sample_rows_kernel<true>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)lim) != cudaSuccess))
-            lim = 0;
+        /* The kernels run the same block code: the smallest room serves all. */
+        for (const void *k : {(const void *)sample_rows_kernel<true>, (const void *)sample_mb_kernel<true>}) {
+            cudaFuncAttributes fr;
+            if (cudaFuncGetAttributes(&fr, k) != cudaSuccess || (size_t)optin <= fr.sharedSizeBytes)
+                lim = 0;
+            else if ((size_t)optin - fr.sharedSizeBytes < lim)
+                lim = (size_t)optin - fr.sharedSizeBytes;
+        }
+        for (const void *k : {(const void *)sample_kernel<true>, (const void *)sample_rows_kernel<true>,
+                              (const void *)sample_mb_kernel<true>})
+            if (lim && cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)lim) != cudaSuccess)
+                lim = 0;
     }
     if (!lim) (void)cudaGetLastError(); /* the global-memory kernel serves instead */
     known[dev].store((long long)lim + 1, std::memory_order_relaxed);
@@ -1248,14 +1564,24 @@ size_t sample_smem_limit(int dev) {
 
 } // namespace
 
+size_t cuda_sample_scratch_bytes(int V) { return V > 0 && mb_blocks(V) <= MB_GMAX ? mb_bytes(V) : 0; }
+
 cudaError_t cuda_sample(const cuda_sampler *p, cuda_sample_state *state, float *logits, int V,
                         int32_t *hist, uint8_t *present, int32_t *token, int32_t *pos, int append,
-                        int32_t *ring, int ring_mask, cudaStream_t st) {
+                        int32_t *ring, int ring_mask, cudaStream_t st, void *scratch) {
     int dev = 0;
     cudaError_t e = cudaGetDevice(&dev);
     if (e != cudaSuccess) return e;
     size_t need = (size_t)V * sizeof(float);
-    if (need <= sample_smem_limit(dev))
+    if (scratch && cuda_sample_scratch_bytes(V)) {
+        mb_scratch *scr = static_cast<mb_scratch *>(scratch);
+        if (need <= sample_smem_limit(dev))
+            e = launch_pdl(sample_mb_kernel<true>, dim3(mb_blocks(V)), dim3(SAMPLE_THREADS), need, st, p, state,
+                           logits, V, hist, present, token, pos, append, ring, ring_mask, scr);
+        else
+            e = launch_pdl(sample_mb_kernel<false>, dim3(mb_blocks(V)), dim3(SAMPLE_THREADS), 0, st, p, state,
+                           logits, V, hist, present, token, pos, append, ring, ring_mask, scr);
+    } else if (need <= sample_smem_limit(dev))
         e = launch_pdl(sample_kernel<true>, dim3(1), dim3(SAMPLE_THREADS), need, st, p, state,
                        logits, V, hist, present, token, pos, append, ring, ring_mask);
     else

@@ -49,12 +49,15 @@ void cuda_sample_profile(long long out[16]);
     } while (0)
 
 static int g_failed, g_quick, g_timing_only, g_vmax = 1 << 30;
+/* cuda_sample's scratch (top-k over many blocks) for the "mb" passes; NULL:
+ * the one-block kernel. */
+static void *g_scr;
 
 static void report(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void report(bool ok, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    printf("%-4s ", ok ? "ok" : "FAIL");
+    printf("%-4s %s", ok ? "ok" : "FAIL", g_scr ? "[mb] " : "");
     vprintf(fmt, ap);
     printf("\n");
     va_end(ap);
@@ -167,7 +170,7 @@ static void gpu_step(dev_bufs &d, const step_in &in, step_out &out) {
     CK(cuda_mark_present(d.present, d.hist, 0, hn, 0));
     CK(cudaMemset(d.ring, 0xff, 4 * sizeof(int32_t)));
     CK(cuda_sample(d.p, d.st, d.logits, V, d.hist, in.present ? d.present : NULL, d.token,
-                   in.pos ? d.pos : NULL, in.append, d.ring, 3, 0));
+                   in.pos ? d.pos : NULL, in.append, d.ring, 3, 0, g_scr));
     CK(cudaDeviceSynchronize());
     out.scores.resize(V);
     out.hist.resize(hn + 1);
@@ -589,7 +592,7 @@ static double time_step(dev_bufs &d, const cuda_sampler &p, bool present, int it
                 e = cudaGetLastError();
                 if (with && e == cudaSuccess)
                     e = cuda_sample(d.p, d.st, d.logits, V, d.hist, present ? d.present : NULL,
-                                    d.token, d.pos, 0, NULL, 0, st);
+                                    d.token, d.pos, 0, NULL, 0, st, g_scr);
             }
             return e;
         };
@@ -620,6 +623,27 @@ static double time_step(dev_bufs &d, const cuda_sampler &p, bool present, int it
     return (ms[1] - ms[0]) * 1000.0 / iters;
 }
 
+/* The stages of one step (thread 0's clocks): built with -DGPTC_SAMPLE_PROFILE
+ * only; the parameters are those time_step left in d.p. */
+static void print_stages(dev_bufs &d, int V) {
+#ifdef GPTC_SAMPLE_PROFILE
+    int khz = 0;
+    long long st[16];
+    CK(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, 0));
+    CK(cudaMemcpy(d.logits, d.pristine, V * sizeof(float), cudaMemcpyDeviceToDevice));
+    CK(cuda_sample(d.p, d.st, d.logits, V, d.hist, d.present, d.token, d.pos, 0, NULL, 0, 0, g_scr));
+    CK(cudaDeviceSynchronize());
+    cuda_sample_profile(st);
+    printf("     stages (us at %d MHz):", khz / 1000);
+    long long prev = st[0];
+    for (int k = 1; k < 16; k++)
+        if (st[k]) printf(" %d:%.2f", k, (st[k] - prev) * 1000.0 / khz), prev = st[k];
+    printf("\n");
+#else
+    (void)d, (void)V;
+#endif
+}
+
 static void test_timing(void) {
     const int V = 50257, iters = 500;
     dev_bufs d = dev_alloc(V, 1);
@@ -637,7 +661,7 @@ static void test_timing(void) {
     cuda_sampler p = base_sampler();
     CK(cudaMemcpy(d.p, &p, sizeof p, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d.logits, d.pristine, V * sizeof(float), cudaMemcpyDeviceToDevice));
-    CK(cuda_sample(d.p, d.st, d.logits, V, d.hist, d.present, d.token, d.pos, 0, NULL, 0, 0));
+    CK(cuda_sample(d.p, d.st, d.logits, V, d.hist, d.present, d.token, d.pos, 0, NULL, 0, 0, g_scr));
     CK(cudaDeviceSynchronize());
 
     struct {
@@ -660,25 +684,10 @@ static void test_timing(void) {
         p.top_p = c.top_p, p.top_k = c.k;
         bool graph;
         double us = time_step(d, p, true, iters, &graph);
-        printf("time      V=%d %-34s %7.2f us/step", V, c.name, us);
+        printf("time %-4s V=%d %-34s %7.2f us/step", g_scr ? "mb" : "", V, c.name, us);
         if (c.goal > 0) printf(" (goal <= %.0f us)%s", c.goal, us > c.goal ? "  OVER GOAL" : "");
         printf("%s\n", graph ? "" : " [stream loop: graph capture failed]");
-#ifdef GPTC_SAMPLE_PROFILE
-        {
-            int khz = 0;
-            long long st[16];
-            CK(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, 0));
-            CK(cudaMemcpy(d.logits, d.pristine, V * sizeof(float), cudaMemcpyDeviceToDevice));
-            CK(cuda_sample(d.p, d.st, d.logits, V, d.hist, d.present, d.token, d.pos, 0, NULL, 0, 0));
-            CK(cudaDeviceSynchronize());
-            cuda_sample_profile(st);
-            printf("     stages (us at %d MHz):", khz / 1000);
-            long long prev = st[0];
-            for (int k = 1; k < 16; k++)
-                if (st[k]) printf(" %d:%.2f", k, (st[k] - prev) * 1000.0 / khz), prev = st[k];
-            printf("\n");
-        }
-#endif
+        print_stages(d, V);
     }
     /* A random-weight model's logits (near zero, across many exponents),
      * whose keys top-p's radix once piled into a few buckets. */
@@ -694,8 +703,9 @@ static void test_timing(void) {
         p.do_sample = 1, p.temperature = c.T, p.top_p = c.top_p, p.top_k = c.k;
         bool graph;
         double us = time_step(d, p, true, iters, &graph);
-        printf("time      V=%d %-34s %7.2f us/step%s\n", V, c.name, us,
+        printf("time %-4s V=%d %-34s %7.2f us/step%s\n", g_scr ? "mb" : "", V, c.name, us,
                graph ? "" : " [stream loop: graph capture failed]");
+        print_stages(d, V);
     }
     fflush(stdout);
     dev_free(d);
@@ -719,22 +729,31 @@ int main(int argc, char **argv) {
     printf("device %s, %d bytes of shared memory a block (opt-in)%s\n", prop.name, optin,
            g_quick ? ", quick" : "");
 
+    const int Vs[] = {1, 7, 1000, 50257, 100003};
+    void *scr = NULL;
+    CK(cudaMalloc(&scr, cuda_sample_scratch_bytes(100003)));
+    CK(cudaMemset(scr, 0, cuda_sample_scratch_bytes(100003)));
     if (g_timing_only) {
-        test_timing();
+        for (int mb = 0; mb < 2; mb++) g_scr = mb ? scr : NULL, test_timing();
         return g_failed;
     }
-    const int Vs[] = {1, 7, 1000, 50257, 100003};
-    for (int V : Vs) {
-        if (V > g_vmax) continue;
-        dev_bufs d = dev_alloc(V, 1);
-        test_greedy(d);
-        test_sampling(d);
-        if (V >= 50000) {
-            test_determinism(d, 0);
-            if (!g_quick) test_determinism(d, 1);
+    /* The one-block kernel, then with the scratch (top-k over many blocks,
+     * everything else still the one-block path, from another kernel). */
+    for (int mb = 0; mb < 2; mb++) {
+        g_scr = mb ? scr : NULL;
+        for (int V : Vs) {
+            if (V > g_vmax) continue;
+            dev_bufs d = dev_alloc(V, 1);
+            test_greedy(d);
+            test_sampling(d);
+            if (V >= 50000) {
+                test_determinism(d, 0);
+                if (!g_quick) test_determinism(d, 1);
+            }
+            dev_free(d);
         }
-        dev_free(d);
     }
+    g_scr = NULL;
     test_state();
     if (!g_quick) test_stats();
     double rate = g_draws ? (double)g_draw_match / g_draws : 1;
@@ -743,7 +762,9 @@ int main(int argc, char **argv) {
            "draws     %ld draws: %.4f%% equal to the CPU draw on the device scores, %.4f%% to the "
            "CPU pipeline's draw",
            g_draws, 100 * rate, g_draws ? 100.0 * g_cpu_match / g_draws : 100.0);
-    if (!g_quick) test_timing();
+    if (!g_quick)
+        for (int mb = 0; mb < 2; mb++) g_scr = mb ? scr : NULL, test_timing();
+    CK(cudaFree(scr));
     printf("%s\n", g_failed ? "FAILED" : "all ok");
     return g_failed ? 1 : 0;
 }
