@@ -874,6 +874,24 @@ __device__ __forceinline__ int list_tail(float *ls, int *li, int ncand, int kpen
     return next;
 }
 
+/* One thread, at a step's end: the token out, the count of draws on, and with
+ * pos the position on and the token into argmax_kernel's ring. */
+__device__ __forceinline__ void put_token(int next, cuda_sample_state *state, int step, int32_t *token,
+                                          int32_t *pos, int32_t *ring, int ring_mask) {
+    *token = next;
+    state->step = step + 1;
+    if (pos) {
+        int32_t np = *pos + 1;
+        *pos = np;
+        if (ring) ring[np & ring_mask] = next;
+    }
+}
+
+/* proc_repetition_penalty's rule for one score. */
+__device__ __forceinline__ float penalize(float v, float pen) {
+    return v < 0 ? __fmul_rn(v, pen) : __fdiv_rn(v, pen);
+}
+
 /* The block's shared memory, one instance whichever kernel and stage uses
  * it (a function-scope __shared__ variable is one per block). */
 struct sample_shared {
@@ -963,15 +981,12 @@ __device__ __forceinline__ void sample_block(const cuda_sampler *pp, cuda_sample
 #pragma unroll
                     for (int b = 0; b < 4; b++)
                         if ((word[q] >> (8 * b)) & 0xff)
-                            logits[i0 + 4 * q + b] = v[b] < 0 ? __fmul_rn(v[b], pen) : __fdiv_rn(v[b], pen);
+                            logits[i0 + 4 * q + b] = penalize(v[b], pen);
                 }
             }
         }
         for (int i = nv * 16 + tid; i < V; i += SAMPLE_THREADS)
-            if (present[i]) {
-                float v = logits[i];
-                logits[i] = v < 0 ? __fmul_rn(v, pen) : __fdiv_rn(v, pen);
-            }
+            if (present[i]) logits[i] = penalize(logits[i], pen);
         __syncthreads();
     }
     if (!prepped && p.no_repeat_ngram_size > 0 && n + 1 >= p.no_repeat_ngram_size) {
@@ -1206,15 +1221,7 @@ __device__ __forceinline__ void sample_block(const cuda_sampler *pp, cuda_sample
             ld4(x, wc.at(it), V, true, e);
             st4(logits, wc.at(it), V, gvec, e);
         }
-    if (tid == 0) {
-        *token = next;
-        state->step = step + 1;
-        if (pos) {
-            int32_t np = *pos + 1;
-            *pos = np;
-            if (ring) ring[np & ring_mask] = next; /* argmax_kernel's ring */
-        }
-    }
+    if (tid == 0) put_token(next, state, step, token, pos, ring, ring_mask);
     PROF(7);
 }
 
@@ -1323,7 +1330,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
 #pragma unroll
         for (int u = 0; u < 4; u++) {
             const int i = i0 + u;
-            if (i < V && (present[i] || i == t)) e[u] = e[u] < 0 ? __fmul_rn(e[u], pen) : __fdiv_rn(e[u], pen);
+            if (i < V && (present[i] || i == t)) e[u] = penalize(e[u], pen);
         }
     }
     const bool ngram = p.no_repeat_ngram_size > 0 && n + 1 >= p.no_repeat_ngram_size;
@@ -1421,11 +1428,10 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
     float mx = -INFINITY, mn = INFINITY;
     int nfin = 0, kq = INT_MIN, over = 0;
     for (int j = tid; j < G; j += SAMPLE_THREADS) {
-        const float *pj = reinterpret_cast<const float *>(part + j);
-        const int cj = __ldcg(reinterpret_cast<const int *>(pj) + 3);
-        mx = fmaxf(mx, __ldcg(pj)), mn = fminf(mn, __ldcg(pj + 1));
-        nfin += __ldcg(reinterpret_cast<const int *>(pj) + 2);
-        kq = max(kq, (int)(__ldcg(reinterpret_cast<const uint32_t *>(pj) + 4) ^ 0x80000000u));
+        const int cj = __ldcg(&part[j].cnt);
+        mx = fmaxf(mx, __ldcg(&part[j].vmax)), mn = fminf(mn, __ldcg(&part[j].vmin));
+        nfin += __ldcg(&part[j].nfin);
+        kq = max(kq, (int)(__ldcg(&part[j].key) ^ 0x80000000u));
         over |= cj > MB_SLOTS;
         sh.wcnt[j] = (uint32_t)cj;
     }
@@ -1496,15 +1502,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
     const int next = list_tail(ls, li, ncand, kpend, p, M, key, uniform(p.seed, (uint64_t)step), logits,
                                sh.pcnt, sh.pmass, red, ctl);
     PROF(6);
-    if (tid == 0) {
-        *token = next;
-        state->step = step + 1;
-        if (pos) {
-            int32_t np = *pos + 1;
-            *pos = np;
-            if (ring) ring[np & ring_mask] = next;
-        }
-    }
+    if (tid == 0) put_token(next, state, step, token, pos, ring, ring_mask);
     PROF(7);
 }
 
