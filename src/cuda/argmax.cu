@@ -1,86 +1,43 @@
 /*
  * argmax.cu - the greedy pick at the end of a decode step, on the device.
  *
- * Two stages in one kernel: CUDA_ARGMAX_PARTS blocks each reduce a strided
- * share of the logits to a (value, index) pair, then the last block to
- * finish reduces the pairs. Ties go to the lowest index, as torch.argmax;
- * NaN logits are never picked. The second stage writes the token where the
- * next step's embedding reads it and advances the device position: a
- * replayed decode graph needs no host input when the caller feeds back the
- * token it was given. With a ring (host memory mapped into the device's
- * address space) the token of position p also goes to ring[p & ring_mask],
- * so that no copy of it follows the step on the stream.
+ * Two stages in one kernel (pick.cuh): CUDA_ARGMAX_PARTS blocks each reduce
+ * a strided share of the logits to a (value, index) pair, then the last
+ * block to finish reduces the pairs. Ties go to the lowest index, as
+ * torch.argmax; NaN logits are never picked. The second stage writes the
+ * token where the next step's embedding reads it and advances the device
+ * position: a replayed decode graph needs no host input when the caller
+ * feeds back the token it was given. With a ring (host memory mapped into
+ * the device's address space) the token of position p also goes to
+ * ring[p & ring_mask], so that no copy of it follows the step on the stream.
+ * A session's greedy decode step picks inside its LM head instead, where
+ * the product's kernel can (cuda_gemv_fuses); this kernel serves the rest.
  *
  * cuda_argmax_rows serves the batch engine's passes: one block per row of
  * logits, every row at once on its own SM.
  */
-#include <limits.h>
-
 #include "common.cuh"
 #include "kernels.cuh"
+#include "pick.cuh"
 
 #define ARGMAX_THREADS 256
 
-__device__ __forceinline__ void better(float &v, int &i, float v2, int i2) {
-    if (v2 > v || (v2 == v && i2 < i)) v = v2, i = i2;
-}
-
-/* Reduces each thread's (v, i) over the block; thread 0 gets the result. */
-__device__ __forceinline__ void block_argmax(float &v, int &i) {
+/* Each block a strided share of the logits, then pick_grid's second stage
+ * in the last block to finish: one kernel, not two. */
+__global__ void argmax_kernel(const float *x, int n, cuda_pick p) {
     __shared__ float sv[32];
     __shared__ int si[32];
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
-    if (lane == 0) sv[warp] = v, si[warp] = i;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < nw ? sv[lane] : -INFINITY;
-        i = lane < nw ? si[lane] : INT_MAX;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
-    }
-}
-
-/* Stage one in every block, then the last block to finish (an atomic
- * ticket, which it resets) takes stage two: one kernel, not two. */
-__global__ void argmax_kernel(const float *x, int n, float *pv, int32_t *pi, int *ticket, int32_t *token,
-                              int32_t *pos, int32_t *ring, int ring_mask) {
-    __shared__ int last;
     pdl_wait();
     pdl_trigger();
     float v = -INFINITY;
     int i = INT_MAX;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < n; k += gridDim.x * blockDim.x)
         better(v, i, x[k], k);
-    block_argmax(v, i);
-    if (threadIdx.x == 0) {
-        pv[blockIdx.x] = v, pi[blockIdx.x] = i;
-        __threadfence();
-        last = atomicAdd(ticket, 1) == (int)gridDim.x - 1;
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    v = -INFINITY;
-    i = INT_MAX;
-    for (int k = threadIdx.x; k < (int)gridDim.x; k += blockDim.x) better(v, i, __ldcg(pv + k), __ldcg(pi + k));
-    block_argmax(v, i);
-    if (threadIdx.x == 0) {
-        int32_t tok = i == INT_MAX ? 0 : i, p = *pos + 1; /* all NaN: token 0 rather than garbage */
-        *token = tok;
-        *pos = p;
-        *ticket = 0;
-        if (ring) ring[p & ring_mask] = tok;
-    }
+    pick_grid(p, v, i, sv, si);
 }
 
-cudaError_t cuda_argmax(const float *logits, int V, float *part_v, int32_t *part_i, int *ticket, int32_t *token,
-                        int32_t *pos, int32_t *ring, int ring_mask, cudaStream_t st) {
-    cudaError_t e = launch_pdl(argmax_kernel, dim3(CUDA_ARGMAX_PARTS), dim3(ARGMAX_THREADS), 0, st, logits, V,
-                               part_v, part_i, ticket, token, pos, ring, ring_mask);
+cudaError_t cuda_argmax(const float *logits, int V, cuda_pick p, cudaStream_t st) {
+    cudaError_t e = launch_pdl(argmax_kernel, dim3(CUDA_ARGMAX_PARTS), dim3(ARGMAX_THREADS), 0, st, logits, V, p);
     return e != cudaSuccess ? e : cudaGetLastError();
 }
 
@@ -91,7 +48,9 @@ __global__ void argmax_rows_kernel(const float *logits, int V, int32_t *out) {
     float v = -INFINITY;
     int i = INT_MAX;
     for (int k = threadIdx.x; k < V; k += blockDim.x) better(v, i, x[k], k);
-    block_argmax(v, i);
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    block_argmax(v, i, sv, si);
     if (threadIdx.x == 0) out[blockIdx.x] = i == INT_MAX ? 0 : i;
 }
 

@@ -347,7 +347,8 @@ static void cuda_session_free(gptc_session *s) {
                     cs->xn,      cs->att,     cs->fc,    cs->logits, cs->d_ids,
                     cs->d_pos,   cs->am_v,    cs->am_i,  cs->lt_ws, cs->att_scratch,
                     cs->att_tickets, cs->d_samp, cs->d_sstate, cs->d_hist, cs->d_present,
-                    cs->d_samp_scr, cs->d_layers, cs->dec_part, cs->dec_sync, cs->am_ticket};
+                    cs->d_samp_scr, cs->d_layers, cs->dec_part, cs->dec_sync, cs->am_ticket,
+                    cs->head_v,  cs->head_i};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cudaFree(bufs[i]);
     cudaFreeHost(cs->h_next);
     cudaFreeHost(cs->h_ring);
@@ -437,6 +438,8 @@ static gptc_status session_init(gptc_session *s, cuda_session *cs) {
     CK(cudaMalloc((void **)&cs->d_ids, N * sizeof(int32_t)));
     CK(cudaMalloc((void **)&cs->d_pos, 2 * sizeof(int32_t)));
     cs->d_tok = cs->d_pos + 1;
+    /* The pick's partials: the argmax kernel's or the persistent kernel's
+     * blocks (the LM head's: head_v / head_i, below). */
     int blocks = cuda_decode_blocks();
     size_t parts = blocks > CUDA_ARGMAX_PARTS ? (size_t)blocks : CUDA_ARGMAX_PARTS;
     CK(cudaMalloc((void **)&cs->am_v, parts * sizeof(float)));
@@ -471,6 +474,9 @@ static gptc_status session_init(gptc_session *s, cuda_session *cs) {
     CK(cudaMemsetAsync(cs->k_cache, 0, kv, cs->stream));
     CK(cudaMemsetAsync(cs->v_cache, 0, kv, cs->stream));
     CK(cudaMemsetAsync(cs->d_pos, 0, 2 * sizeof(int32_t), cs->stream));
+    /* The LM head's pick partials: at most a block a 4 rows (cuda_fuse). */
+    CK(cudaMalloc((void **)&cs->head_v, (size_t)(V + 3) / 4 * sizeof(float)));
+    CK(cudaMalloc((void **)&cs->head_i, (size_t)(V + 3) / 4 * sizeof(int32_t)));
     cs->mega = blocks > 0 && blocks <= 1024 && cuda_decode_supported(c->n_embd, c->n_head, s->max_len) &&
                getenv("GPTC_CUDA_MEGA") && atoi(getenv("GPTC_CUDA_MEGA")) == 1;
     if (cs->mega) CKST(mega_init(s, cs, blocks));
@@ -827,6 +833,33 @@ static int skip_kernel(int T, const char *what) {
     return T == 1 && list[0] && strstr(list, key) != NULL;
 }
 
+/* Whether a one-token pass's products take the embedding (the first QKV's
+ * input) and the greedy pick (the LM head's) into their kernels
+ * (cuda_gemv_fuses). GPTC_CUDA_FUSE_EMBED=0 / GPTC_CUDA_FUSE_PICK=0: the
+ * embedding and argmax kernels, for A/B runs. */
+static int fuse_switch(const char *name) {
+    const char *v = getenv(name);
+    return !(v && *v == '0');
+}
+static int fuse_embed(const cuda_model *cm) {
+    static int on = -1;
+    if (on < 0) on = fuse_switch("GPTC_CUDA_FUSE_EMBED");
+    return on && cuda_gemv_fuses(cm->dt);
+}
+static int fuse_pick(const cuda_model *cm) {
+    static int on = -1;
+    if (on < 0) on = fuse_switch("GPTC_CUDA_FUSE_PICK");
+    return on && cuda_gemv_fuses(cm->dt);
+}
+
+/* The session's greedy pick into d_tok / d_pos (and ring, if not NULL), by
+ * the argmax kernel or (head) the LM head's product. */
+static cuda_pick session_pick(cuda_session *cs, int32_t *ring, int ring_mask, int head) {
+    cuda_pick p = {head ? cs->head_v : cs->am_v, head ? cs->head_i : cs->am_i, cs->am_ticket, cs->d_tok, cs->d_pos,
+                   ring, ring_mask};
+    return p;
+}
+
 /* Enqueues the embedding and every block for T tokens whose ids are in
  * device memory, at the position *cs->d_pos; leaves the residual in cs->x. */
 static gptc_status enqueue_blocks(const gptc_session *s, cuda_session *cs, const int32_t *d_ids,
@@ -839,7 +872,10 @@ static gptc_status enqueue_blocks(const gptc_session *s, cuda_session *cs, const
     cudaStream_t st = cs->stream;
     size_t layer_kv = (size_t)s->max_len * C * cm->es;
 
-    if (!skip_kernel(T, "embed")) CK(cuda_embed(cm->dt, cs->x, cm->wte, Cp, cm->wpe, d_ids, cs->d_pos, T, C, st));
+    /* One token: the first QKV product computes the embedding as its layer
+     * norm's input (the same values, one kernel fewer). */
+    int emb = !skip_kernel(T, "embed"), emb_fused = emb && T == 1 && fuse_embed(cm) && !skip_kernel(T, "qkv");
+    if (emb && !emb_fused) CK(cuda_embed(cm->dt, cs->x, cm->wte, Cp, cm->wpe, d_ids, cs->d_pos, T, C, st));
     for (int l = 0; l < c->n_layer; l++) {
         const cuda_layer *y = &cm->layers[l];
         char *kc = (char *)cs->k_cache + l * layer_kv, *vc = (char *)cs->v_cache + l * layer_kv;
@@ -849,8 +885,15 @@ static gptc_status enqueue_blocks(const gptc_session *s, cuda_session *cs, const
         e.pos = cs->d_pos;
         int kind = cuda_attention_kind(cm->dt, T, C, c->n_head), fresh = fresh_qkv(cm, T, kind);
         if (fresh) e.qkv16 = cs->qkv16;
-        if (!skip_kernel(T, "qkv"))
+        if (l == 0 && emb_fused) {
+            cuda_fuse f;
+            memset(&f, 0, sizeof f);
+            cuda_embed_src m = {cm->wte, cm->wpe, d_ids, cs->d_pos, Cp, cs->x};
+            f.emb = m;
+            CK(cuda_gemv_ln(cm->dt, cs->x, y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, 1, C, 3 * C, e, NULL, st, &f));
+        } else if (!skip_kernel(T, "qkv")) {
             CKST(cuda_ln_linear(cm, cs, cs->x, cs->xn, y->ln1_w, y->ln1_b, eps, y->attn_w, Cp, T, C, 3 * C, e));
+        }
         prof_mark(cs, "qkv");
         cuda_kv_map map = {cs->d_pos, NULL, NULL, 0, 0, fresh ? cs->qkv16 : NULL};
         if (!skip_kernel(T, "attn"))
@@ -982,16 +1025,20 @@ static gptc_status enqueue_decode(const gptc_session *s, cuda_session *cs, int s
     if (!skip_kernel(1, "lnf"))
         CK(cuda_layernorm(cm->dt, cs->xn, cs->x, cm->lnf_w, cm->lnf_b, 1, C, c->layer_norm_epsilon, cs->stream));
     prof_mark(cs, "lnf");
+    /* Greedy: the head's kernel picks the token as it stores the logits. */
+    int pick = !sampler && fuse_pick(cm) && !skip_kernel(1, "head");
+    cuda_fuse f;
+    memset(&f, 0, sizeof f);
+    f.pick = session_pick(cs, cs->d_ring, TOKEN_RING - 1, 1);
     if (!skip_kernel(1, "head"))
-        CK(cuda_gemv(cm->dt, cs->xn, cm->lm_head, cm->Cp, 1, C, V, epi(EPI_STORE, NULL, cs->logits, V),
-                     cs->stream));
+        CK(cuda_gemv(cm->dt, cs->xn, cm->lm_head, cm->Cp, 1, C, V, epi(EPI_STORE, NULL, cs->logits, V), cs->stream,
+                     pick ? &f : NULL));
     prof_mark(cs, "lm_head");
     if (sampler)
         CK(cuda_sample(cs->d_samp, cs->d_sstate, cs->logits, V, cs->d_hist, cs->d_present,
                        cs->d_tok, cs->d_pos, 1, cs->d_ring, TOKEN_RING - 1, cs->stream, cs->d_samp_scr));
-    else
-        CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->am_ticket, cs->d_tok, cs->d_pos, cs->d_ring,
-                       TOKEN_RING - 1, cs->stream));
+    else if (!pick)
+        CK(cuda_argmax(cs->logits, V, session_pick(cs, cs->d_ring, TOKEN_RING - 1, 0), cs->stream));
     prof_mark(cs, sampler ? "sample" : "argmax");
     return GPTC_OK;
 }
@@ -1271,7 +1318,7 @@ static gptc_status cuda_eval_sample(gptc_session *s, const int32_t *ids, int n, 
     int V = m->cfg.n_vocab;
     CKST(forward(s, cs, ids, n, 1, NULL));
     if (cs->plain_greedy) {
-        CK(cuda_argmax(cs->logits, V, cs->am_v, cs->am_i, cs->am_ticket, cs->d_tok, cs->d_pos, NULL, 0, st));
+        CK(cuda_argmax(cs->logits, V, session_pick(cs, NULL, 0, 0), st));
     } else {
         /* forward() left the ids in d_ids: they extend the history. */
         CK(cudaMemcpyAsync(cs->d_hist + cs->hist_n, cs->d_ids, (size_t)n * sizeof(int32_t),

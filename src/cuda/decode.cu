@@ -38,6 +38,7 @@
 #include "act.cuh"
 #include "common.cuh"
 #include "kernels.cuh"
+#include "pick.cuh"
 
 #define DEC_THREADS 256
 #define DEC_WARPS (DEC_THREADS / 32)
@@ -105,10 +106,6 @@ template <> __device__ __forceinline__ void ld_cg8<float>(const float *p, float 
  * so phases with fewer rows than warps still use every SM. */
 __device__ __forceinline__ int gwarp() { return (threadIdx.x >> 5) * gridDim.x + blockIdx.x; }
 __device__ __forceinline__ int nwarps() { return DEC_WARPS * gridDim.x; }
-
-__device__ __forceinline__ void better(float &v, int &i, float v2, int i2) {
-    if (v2 > v || (v2 == v && i2 < i)) v = v2, i = i2;
-}
 
 /* What a product does with each row's sum v (on lane 0). */
 enum { ROW_QKV, ROW_RESID, ROW_ACT, ROW_LOGITS };

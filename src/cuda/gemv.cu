@@ -39,11 +39,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <type_traits>
 
 #include "act.cuh"
 #include "common.cuh"
 #include "kernels.cuh"
+#include "pick.cuh"
 
 #define GEMV_WARPS 4 /* one output row per warp; small blocks so every SM gets several */
 
@@ -92,18 +94,19 @@ __device__ __forceinline__ void epi_store(const cuda_epi &e, int t, int o, float
  * ln_stage_kernel share it, so the two sum in one order (block_sum of this
  * block's threads): a token normalised by either gets the same values.
  */
-__device__ __forceinline__ void ln_stage_row(const float *__restrict__ x, float *xs, float4 *xs4, int I,
-                                             float eps, float *red, float &mean, float &rstd) {
+template <typename G4, typename G1>
+__device__ __forceinline__ void ln_stage_from(G4 get4, G1 get1, float *xs, float4 *xs4, int I, float eps, float *red,
+                                              float &mean, float &rstd) {
     int nthr = blockDim.x;
     float sum = 0.0f;
     if ((I & 3) == 0) {
         for (int i = threadIdx.x * 4; i < I; i += nthr * 4) {
-            float4 v = __ldg(reinterpret_cast<const float4 *>(x + i));
+            float4 v = get4(i);
             xs4[i >> 2] = v;
             sum += (v.x + v.y) + (v.z + v.w);
         }
     } else {
-        for (int i = threadIdx.x; i < I; i += nthr) sum += (xs[i] = x[i]);
+        for (int i = threadIdx.x; i < I; i += nthr) sum += (xs[i] = get1(i));
     }
     mean = block_sum(sum, red) / (float)I; /* barriers publish xs */
     float var = 0.0f;
@@ -113,6 +116,34 @@ __device__ __forceinline__ void ln_stage_row(const float *__restrict__ x, float 
     }
     var = block_sum(var, red) / (float)I;
     rstd = 1.0f / sqrtf(var + eps);
+}
+__device__ __forceinline__ void ln_stage_row(const float *__restrict__ x, float *xs, float4 *xs4, int I,
+                                             float eps, float *red, float &mean, float &rstd) {
+    ln_stage_from([&](int i) { return __ldg(reinterpret_cast<const float4 *>(x + i)); }, [&](int i) { return x[i]; },
+                  xs, xs4, I, eps, red, mean, rstd);
+}
+/* The same for a row that is the embedding of token *ids at position *pos
+ * (cuda_embed_src): cuda_embed's sums, so the same values; the grid's first
+ * block also writes them to the residual stream. */
+template <typename T>
+__device__ __forceinline__ void ln_stage_embed(const cuda_embed_src &m, float *xs, float4 *xs4, int I, float eps,
+                                               float *red, float &mean, float &rstd) {
+    const T *te = reinterpret_cast<const T *>(m.wte) + (size_t)*m.ids * m.ldw;
+    const float *pe = m.wpe + (size_t)*m.pos * I;
+    float *x = blockIdx.x == 0 && blockIdx.y == 0 ? m.x : NULL;
+    ln_stage_from(
+        [&](int i) {
+            float4 v = make_float4(to_f(te[i]) + pe[i], to_f(te[i + 1]) + pe[i + 1], to_f(te[i + 2]) + pe[i + 2],
+                                   to_f(te[i + 3]) + pe[i + 3]);
+            if (x) *reinterpret_cast<float4 *>(x + i) = v;
+            return v;
+        },
+        [&](int i) {
+            float v = to_f(te[i]) + pe[i];
+            if (x) x[i] = v;
+            return v;
+        },
+        xs, xs4, I, eps, red, mean, rstd);
 }
 
 /* Where element i of a staged row goes in the multi-token layout. */
@@ -344,7 +375,7 @@ __device__ __forceinline__ int mma_frag_index(int orow, int c) {
  * 2q + 1. Rows ob.. of tokens t0..; `bb` is the thread's row's bias. */
 template <typename T, int NTILE, int RB>
 __device__ __forceinline__ void mma_epilogue(const float *pf, const cuda_epi &e, int tid, int nt, int t0, int ob,
-                                             int O, float bb) {
+                                             int O, float bb, float *pv = NULL, int *pi = NULL) {
     /* the epilogue's copy, so that the parameters stay out of registers
      * until here (the bias is already in `bb`) */
     cuda_epi ee = e;
@@ -356,7 +387,11 @@ __device__ __forceinline__ void mma_epilogue(const float *pf, const cuda_epi &e,
         float v = pf[(size_t)j * 128 + src];
 #pragma unroll
         for (int u = 1; u < 8; u++) v += pf[(size_t)(u * NTILE + j) * 128 + src];
-        if (orow < RB && ob + orow < O) epi_store<T>(ee, t0 + n, ob + orow, v + bb);
+        if (orow < RB && ob + orow < O) {
+            epi_store<T>(ee, t0 + n, ob + orow, v + bb);
+            /* the pick (one token): this thread's best of the values it stored */
+            if (pv) better(pv[tid], pi[tid], v + bb, ob + orow);
+        }
     }
 }
 
@@ -375,12 +410,13 @@ static __host__ __device__ size_t mma_tail_bytes(int ldw, int NCL, int RB) {
     return (size_t)mma_tail_steps(ldw, NCL) * (RB == 16 ? 2 : 1) * 256 * 16;
 }
 
-template <typename T, bool LN, int NTILE, int NCL, int R, int RB = 16, int MINB = mma_minb(NTILE, NCL, R, RB),
-          bool TAIL = false>
-__global__ void __launch_bounds__(256 * R, MINB)
-    gemv_mma_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O,
-                    int n_tok, int tpb, cuda_epi e, const float *__restrict__ ln_w,
-                    const float *__restrict__ ln_b, float eps) {
+/* The kernel's body: gemv_mma_kernel, and with FUSE gemv_mma_fused_kernel
+ * (one token; fz: the pick of the logits, or the embedding as the input). */
+template <typename T, bool LN, int NTILE, int NCL, int R, int RB, bool TAIL, bool FUSE>
+__device__ __forceinline__ void gemv_mma_body(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I,
+                                              int O, int n_tok, int tpb, const cuda_epi &e,
+                                              const float *__restrict__ ln_w, const float *__restrict__ ln_b,
+                                              float eps, const cuda_fuse *fz) {
     static_assert(sizeof(T) == 2, "tensor cores take the 16-bit dtypes");
     static_assert(!LN || R == 1, "the fused layer norm's sums are those of a 256-thread block");
     static_assert(RB == 16 || (R == 1 && (RB == 8 || RB == 4)), "a block of fewer rows has one slab");
@@ -457,8 +493,11 @@ __global__ void __launch_bounds__(256 * R, MINB)
         /* One token (tpb = 1): ln_stage_kernel's sums and rounding, so a
          * row normalised here or there is the same bytes. */
         float mean, rstd;
-        ln_stage_row((const float *)in_ + (size_t)t0 * I, xs, reinterpret_cast<float4 *>(xs), I, eps, red,
-                     mean, rstd);
+        if (FUSE && fz->emb.wte)
+            ln_stage_embed<T>(fz->emb, xs, reinterpret_cast<float4 *>(xs), I, eps, red, mean, rstd);
+        else
+            ln_stage_row((const float *)in_ + (size_t)t0 * I, xs, reinterpret_cast<float4 *>(xs), I, eps, red,
+                         mean, rstd);
         T *xh = reinterpret_cast<T *>(sm);
         for (int i = threadIdx.x; i < kpad; i += blockDim.x)
             xh[i] = i < I ? from_f<T>((xs[i] - mean) * rstd * lw[i] + lb[i]) : from_f<T>(0.0f);
@@ -466,6 +505,12 @@ __global__ void __launch_bounds__(256 * R, MINB)
         mma_stage_tokens<T>(sm, S, (const T *)in_ + (size_t)t0 * I, nt, I, kpad);
     }
     __syncthreads();
+    /* The pick (cuda_fuse): each epilogue thread's best so far, in `red`
+     * (the layer norm is done with it). */
+    static_assert(!FUSE || (NTILE == 1 && R == 1), "the fused kernels are one token's");
+    float *pv = FUSE && fz->pick.ticket ? red : NULL;
+    int *pi = reinterpret_cast<int *>(red) + 16;
+    if (FUSE && pv && tid < 16) pv[tid] = -INFINITY, pi[tid] = INT_MAX;
     /* The partial sums' room, after the staged rows. */
     float4 *part = reinterpret_cast<float4 *>(sm + part_at) + slab * 8 * NTILE * 32;
     for (;;) {
@@ -512,10 +557,40 @@ __global__ void __launch_bounds__(256 * R, MINB)
         rbk += gridDim.y;
         ntail = 0; /* the tail was the first row block's */
         if (rbk < nrb) rows(rbk), load(0, false);
-        mma_epilogue<T, NTILE, RB>(reinterpret_cast<const float *>(part), e, tid, nt, t0, ob, O, bb);
+        if (FUSE) mma_epilogue<T, NTILE, RB>(reinterpret_cast<const float *>(part), e, tid, nt, t0, ob, O, bb, pv, pi);
+        else mma_epilogue<T, NTILE, RB>(reinterpret_cast<const float *>(part), e, tid, nt, t0, ob, O, bb);
         if (rbk >= nrb) break;
         __syncthreads(); /* part is the next row block's */
     }
+    if (FUSE && pv) {
+        /* the logits of this block's rows are stored: the grid's pick */
+        __syncthreads();
+        float v = tid < 16 ? pv[tid] : -INFINITY;
+        int i = tid < 16 ? pi[tid] : INT_MAX;
+        __syncthreads();
+        pick_grid(fz->pick, v, i, red, pi);
+    }
+}
+
+template <typename T, bool LN, int NTILE, int NCL, int R, int RB = 16, int MINB = mma_minb(NTILE, NCL, R, RB),
+          bool TAIL = false>
+__global__ void __launch_bounds__(256 * R, MINB)
+    gemv_mma_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O,
+                    int n_tok, int tpb, cuda_epi e, const float *__restrict__ ln_w,
+                    const float *__restrict__ ln_b, float eps) {
+    gemv_mma_body<T, LN, NTILE, NCL, R, RB, TAIL, false>(in_, w, ldw, I, O, n_tok, tpb, e, ln_w, ln_b, eps, NULL);
+}
+
+/* One token's product that also picks the token from its logits or takes
+ * the embedding as its input (cuda_fuse): kernels of their own, so that the
+ * others keep their parameters and code (the checks in gemv_mma_kernel made
+ * every product slower: gpt2-xl 1.566 -> 1.618 ms/token on an H200). */
+template <typename T, bool LN, int NCL, int RB, int MINB, bool TAIL>
+__global__ void __launch_bounds__(256, MINB)
+    gemv_mma_fused_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O, int n_tok,
+                          int tpb, cuda_epi e, const float *__restrict__ ln_w, const float *__restrict__ ln_b,
+                          float eps, cuda_fuse f) {
+    gemv_mma_body<T, LN, 1, NCL, 1, RB, TAIL, true>(in_, w, ldw, I, O, n_tok, tpb, e, ln_w, ln_b, eps, &f);
 }
 
 /*
@@ -967,16 +1042,52 @@ static cudaError_t launch_rows(void (*k)(KArgs...), dim3 grid, dim3 block, size_
  * the LN4 variant in gemv_mma_go). Blocks of RB < 16 rows: a lane loads one
  * row's chunks (RB = 8) or half the lanes do (4), so 16 in flight a lane fit
  * 2 blocks an SM (mma_minb). */
+static cudaError_t mma_attrs(const void *k, int bytes, bool one);
+
+/* A one-slab gemv_mma_kernel's launch, or with fz (one token) its fused
+ * twin's: the same grid, shared memory and arguments. A fused kernel gets
+ * its attributes (mma_attrs) at its first launch on a device, not with the
+ * others in cuda_gemv_prepare, where setting them would load all 52 (CUDA
+ * loads a kernel lazily, at its first use): with that, gpt2-xl's greedy
+ * step ran 8-10 us slower on an H200 whether the fused kernels ran or not,
+ * every product's machine code unchanged, and CUDA_MODULE_LOADING=EAGER
+ * moved it by -2 to +30 us from run to run - where the kernels' code lies
+ * matters; loaded here, the step's time is what it was (1.566 ms). */
+template <typename W, bool LN, int NTILE, int NCL, int RB, int MINB = mma_minb(NTILE, NCL, 1, RB), bool TAIL = false>
+static cudaError_t mma_rows(const cuda_fuse *fz, dim3 grid, size_t smem, cudaStream_t st, const void *in,
+                            const W *wp, int ldw, int I, int O, int T, int tpb, cuda_epi epi, const float *ln_w,
+                            const float *ln_b, float eps) {
+    if constexpr (NTILE == 1)
+        if (fz) {
+            auto k = gemv_mma_fused_kernel<W, LN, NCL, RB, MINB, TAIL>;
+            static std::atomic<bool> ready[CUDA_MAX_DEVICES];
+            std::atomic<bool> &r = ready[cuda_device_slot()];
+            if (!r.load()) {
+                cudaError_t e = mma_attrs(reinterpret_cast<const void *>(k), (int)g_smem_optin, true);
+                if (e != cudaSuccess) return e;
+                r.store(true);
+            }
+            return launch_rows(k, grid, dim3(256), smem, st, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps, *fz);
+        }
+    return launch_rows(gemv_mma_kernel<W, LN, NTILE, NCL, 1, RB, MINB, TAIL>, grid, dim3(256), smem, st, in, wp, ldw,
+                       I, O, T, tpb, epi, ln_w, ln_b, eps);
+}
+
+/* Loads in flight a lane: 2 x 4, 7 or 16 16-byte chunks, as a warp's share
+ * of the row needs (gpt2's 768: 3 steps of 32; gpt2-xl's 1600: 7, its 6400:
+ * 25). 7 rather than 8 leaves one token's kernel at most 85 registers, 3
+ * blocks per SM: gpt2-xl's QKV (300 blocks) in one wave (one token's takes
+ * the LN4 variant in gemv_mma_go). Blocks of RB < 16 rows: a lane loads one
+ * row's chunks (RB = 8) or half the lanes do (4), so 16 in flight a lane fit
+ * 2 blocks an SM (mma_minb). */
 template <typename W, bool LN, int NTILE, int RB>
 static cudaError_t gemv_mma_steps(dim3 grid, int steps, const void *in, const W *wp, int ldw, int I, int O, int T,
                                   int tpb, cuda_epi epi, const float *ln_w, const float *ln_b, float eps, size_t smem,
-                                  cudaStream_t st) {
+                                  cudaStream_t st, const cuda_fuse *fz) {
     if (steps <= 4)
-        return launch_rows(gemv_mma_kernel<W, LN, NTILE, 4, 1, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
-                          tpb, epi, ln_w, ln_b, eps);
+        return mma_rows<W, LN, NTILE, 4, RB>(fz, grid, smem, st, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps);
     if (steps <= 8)
-        return launch_rows(gemv_mma_kernel<W, LN, NTILE, 7, 1, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T,
-                          tpb, epi, ln_w, ln_b, eps);
+        return mma_rows<W, LN, NTILE, 7, RB>(fz, grid, smem, st, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps);
     /* One tile's rows of more than 16 steps a warp take the rest of their
      * first row block through shared memory (TAIL): gpt2-xl's MLP projection
      * (25 steps) and gpt2-large's (20). H100, decode ms/token: gpt2-xl 1.909
@@ -986,17 +1097,16 @@ static cudaError_t gemv_mma_steps(dim3 grid, int steps, const void *in, const W 
     if constexpr (NTILE == 1) {
         size_t tb = mma_tail_bytes(ldw, 16, RB);
         if ((g_tail & 1) && tb && smem + tb <= g_smem_optin)
-            return launch_rows(gemv_mma_kernel<W, LN, 1, 16, 1, RB, mma_minb(1, 16, 1, RB), true>, grid, dim3(256),
-                               smem + tb, st, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps);
+            return mma_rows<W, LN, 1, 16, RB, mma_minb(1, 16, 1, RB), true>(fz, grid, smem + tb, st, in, wp, ldw, I,
+                                                                            O, T, tpb, epi, ln_w, ln_b, eps);
     }
-    return launch_rows(gemv_mma_kernel<W, LN, NTILE, 16, 1, RB>, grid, dim3(256), smem, st, in, wp, ldw, I, O, T, tpb,
-                      epi, ln_w, ln_b, eps);
+    return mma_rows<W, LN, NTILE, 16, RB>(fz, grid, smem, st, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps);
 }
 
 template <typename W, bool LN, int NTILE>
 static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, int I, int O, cuda_epi epi,
                                const float *ln_w, const float *ln_b, float eps, int tpb, size_t smem,
-                               cudaStream_t st) {
+                               cudaStream_t st, const cuda_fuse *fz = NULL) {
     dim3 grid((unsigned)((T + tpb - 1) / tpb), (unsigned)((O + 15) / 16));
     int steps = mma_warp_steps(ldw);
     const W *wp = (const W *)w;
@@ -1034,10 +1144,9 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
         if (g_ln4 && steps >= 7 && steps <= 8 && (long)grid.y > (long)g_ln4 * g_sms) {
             size_t tb = mma_tail_bytes(ldw, 4, 16);
             if ((g_tail & 2) && smem + tb <= g_smem_optin)
-                return launch_rows(gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4, true>, grid, dim3(256), smem + tb, st, in,
-                                   wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps);
-            return launch_rows(gemv_mma_kernel<W, LN, 1, 4, 1, 16, 4>, grid, dim3(256), smem, st, in, wp, ldw, I, O,
-                              T, tpb, epi, ln_w, ln_b, eps);
+                return mma_rows<W, LN, 1, 4, 16, 4, true>(fz, grid, smem + tb, st, in, wp, ldw, I, O, T, tpb, epi, ln_w,
+                                                          ln_b, eps);
+            return mma_rows<W, LN, 1, 4, 16, 4>(fz, grid, smem, st, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps);
         }
     /* Fewer rows a block where blocks of 16 would leave SMs idle: the
      * projections back to the model width (gpt2's 768 rows are 48 blocks,
@@ -1055,11 +1164,13 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
             grid.y = (unsigned)((O + rb - 1) / rb);
             if (rb == 8)
                 return gemv_mma_steps<W, LN, 1, 8>(grid, steps, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps, smem,
-                                                   st);
-            return gemv_mma_steps<W, LN, 1, 4>(grid, steps, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps, smem, st);
+                                                   st, fz);
+            return gemv_mma_steps<W, LN, 1, 4>(grid, steps, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps, smem, st,
+                                               fz);
         }
     }
-    return gemv_mma_steps<W, LN, NTILE, 16>(grid, steps, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps, smem, st);
+    return gemv_mma_steps<W, LN, NTILE, 16>(grid, steps, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps, smem, st,
+                                            fz);
 }
 
 template <typename W, int NTILE, int RB>
@@ -1191,7 +1302,7 @@ static cudaError_t gemv_ksplit_launch(const void *in, const void *w, int ldw, in
 template <typename W, bool LN>
 static cudaError_t gemv_mma_launch(const void *in, const void *w, int ldw, int T, int I, int O,
                                    cuda_epi epi, const float *ln_w, const float *ln_b, float eps,
-                                   void *xn, cudaStream_t st) {
+                                   void *xn, cudaStream_t st, const cuda_fuse *fz) {
     size_t S = (size_t)mma_row_bytes(ldw), part = 8 * 32 * sizeof(float4); /* a tile's partial sums */
     if ((O + 15) / 16 > 65535) return cudaErrorInvalidConfiguration;
     if (LN) {
@@ -1202,11 +1313,11 @@ static cudaError_t gemv_mma_launch(const void *in, const void *w, int ldw, int T
                                        3 * (size_t)I * sizeof(float), st, (W *)xn, (const float *)in, ln_w,
                                        ln_b, eps, I);
             if (e != cudaSuccess) return e;
-            return gemv_mma_launch<W, false>(xn, w, ldw, T, I, O, epi, NULL, NULL, 0.0f, NULL, st);
+            return gemv_mma_launch<W, false>(xn, w, ldw, T, I, O, epi, NULL, NULL, 0.0f, NULL, st, NULL);
         }
         size_t smem = S + 3 * (size_t)ldw * sizeof(float) + part;
         if (smem > g_smem_optin) return cudaErrorInvalidValue;
-        return gemv_mma_go<W, true, 1>(in, w, ldw, T, I, O, epi, ln_w, ln_b, eps, 1, smem, st);
+        return gemv_mma_go<W, true, 1>(in, w, ldw, T, I, O, epi, ln_w, ln_b, eps, 1, smem, st, fz);
     }
     /* 2-32 tokens (a batch's decode pass; GPTC_GEMV_PIPE=N: up to N, 0
      * never); the K split where the pipe does not fit */
@@ -1232,7 +1343,7 @@ static cudaError_t gemv_mma_launch(const void *in, const void *w, int ldw, int T
     int n = T < tpb ? T : tpb, tiles = (n + 7) / 8;
     size_t smem = (size_t)n * S + (size_t)(tiles == 3 ? 4 : tiles) * part;
     if (tiles == 1)
-        return gemv_mma_go<W, false, 1>(in, w, ldw, T, I, O, epi, NULL, NULL, 0.0f, tpb, smem, st);
+        return gemv_mma_go<W, false, 1>(in, w, ldw, T, I, O, epi, NULL, NULL, 0.0f, tpb, smem, st, fz);
     if (tiles == 2)
         return gemv_mma_go<W, false, 2>(in, w, ldw, T, I, O, epi, NULL, NULL, 0.0f, tpb, smem, st);
     return gemv_mma_go<W, false, 4>(in, w, ldw, T, I, O, epi, NULL, NULL, 0.0f, tpb, smem, st);
@@ -1241,7 +1352,7 @@ static cudaError_t gemv_mma_launch(const void *in, const void *w, int ldw, int T
 template <typename W, bool LN>
 static cudaError_t gemv_launch(const void *in, const void *w, int ldw, int T, int I, int O,
                                cuda_epi epi, const float *ln_w, const float *ln_b, float eps,
-                               void *xn, cudaStream_t st) {
+                               void *xn, cudaStream_t st, const cuda_fuse *fz = NULL) {
     /* Every block stages (and for LN normalises) the whole input row, so
      * rows per block trade that shared-memory staging and its L2 traffic
      * against blocks in flight. Measured on an H200 (bench/NOTES-cuda.md):
@@ -1263,9 +1374,15 @@ static cudaError_t gemv_launch(const void *in, const void *w, int ldw, int T, in
      * 2; GPTC_GEMV_RB=8 or 16: under-filled products in blocks of no fewer
      * rows, default 4; both gemv_mma_go). */
     gemv_shapes();
+    /* The pick and the embedding: one token's tensor-core kernel only
+     * (cuda_gemv_fuses), the pick of stored values, the embedding as a
+     * layer norm's input. */
+    if (fz && (T != 1 || (fz->pick.ticket && epi.mode != EPI_STORE) || (fz->emb.wte && !LN)))
+        return cudaErrorNotSupported;
     if constexpr (sizeof(W) == 2) {
-        if (g_mma) return gemv_mma_launch<W, LN>(in, w, ldw, T, I, O, epi, ln_w, ln_b, eps, xn, st);
+        if (g_mma) return gemv_mma_launch<W, LN>(in, w, ldw, T, I, O, epi, ln_w, ln_b, eps, xn, st, fz);
     }
+    if (fz) return cudaErrorNotSupported;
     size_t row = (size_t)ldw * sizeof(float);
     int multi = g_nt_min > 0 && T >= g_nt_min && T > 1 && GEMV_NT * row <= g_smem_optin;
     if (LN && multi && xn && 3 * (size_t)I * sizeof(float) <= g_smem_optin) {
@@ -1291,22 +1408,27 @@ static cudaError_t gemv_launch(const void *in, const void *w, int ldw, int T, in
     return gemv_launch_nt<W, LN, 1, 1>(in, w, ldw, T, I, O, epi, ln_w, ln_b, eps, warps, smem, st);
 }
 
+int cuda_gemv_fuses(gptc_dtype dt) {
+    gemv_shapes();
+    return dt != GPTC_DTYPE_F32 && g_mma;
+}
+
 cudaError_t cuda_gemv(gptc_dtype dt, const void *in, const void *w, int ldw, int T, int I, int O,
-                      cuda_epi epi, cudaStream_t st) {
+                      cuda_epi epi, cudaStream_t st, const cuda_fuse *fuse) {
     cudaError_t err;
     GPTC_DISPATCH_DTYPE(dt, W,
                         err = gemv_launch<W, false>(in, w, ldw, T, I, O, epi, NULL, NULL, 0.0f,
-                                                    NULL, st));
+                                                    NULL, st, fuse));
     return err != cudaSuccess ? err : cudaGetLastError();
 }
 
 cudaError_t cuda_gemv_ln(gptc_dtype dt, const float *x, const float *ln_w, const float *ln_b,
                          float eps, const void *w, int ldw, int T, int I, int O, cuda_epi epi,
-                         void *xn, cudaStream_t st) {
+                         void *xn, cudaStream_t st, const cuda_fuse *fuse) {
     cudaError_t err;
     GPTC_DISPATCH_DTYPE(dt, W,
                         err = gemv_launch<W, true>(x, w, ldw, T, I, O, epi, ln_w, ln_b, eps, xn,
-                                                   st));
+                                                   st, fuse));
     return err != cudaSuccess ? err : cudaGetLastError();
 }
 
@@ -1347,7 +1469,8 @@ static cudaError_t mma_attrs(const void *k, int bytes, bool one) {
     return e;
 }
 #define MMA_ATTRS(k, bytes, ...) mma_attrs(reinterpret_cast<const void *>(k), bytes, __VA_ARGS__)
-/* gemv_mma_steps' three variants may use `bytes` of shared memory. */
+/* gemv_mma_steps' three variants may use `bytes` of shared memory (their
+ * fused twins: mma_rows). */
 template <typename W, bool LN, int NTILE, int RB> static cudaError_t gemv_mma_steps_prepare(int bytes) {
     cudaError_t e = MMA_ATTRS((gemv_mma_kernel<W, LN, NTILE, 4, 1, RB>), bytes, NTILE == 1);
     if (e == cudaSuccess) e = MMA_ATTRS((gemv_mma_kernel<W, LN, NTILE, 7, 1, RB>), bytes, NTILE == 1);

@@ -38,6 +38,31 @@ enum {
     EPI_ACT,   /* out (T, ldo) dtype = act(v + bias) */
     EPI_RESID, /* out (T, ldo) fp32 += v + bias (the residual stream) */
 };
+/* Where a decode step's greedy pick goes (pick.cuh): the blocks' partial
+ * (value, index) pairs (one each a block of the kernel that picks), a ticket
+ * (zero between steps; the kernel leaves it zero), the token, the position
+ * it advances and, when not NULL, the mapped ring the token of position p
+ * also goes to (ring[p & ring_mask]). */
+typedef struct {
+    float *part_v;
+    int32_t *part_i;
+    int *ticket;
+    int32_t *token, *pos, *ring;
+    int ring_mask;
+} cuda_pick;
+
+/* A one-token layer-norm product whose input row is the embedding (the
+ * first layer's QKV of a decode step): x = wte[*ids] + wpe[*pos], as
+ * cuda_embed computes it, written to x by one block and normalised by all
+ * (cuda_fuse). */
+typedef struct {
+    const void *wte; /* NULL: the product reads its input row as usual */
+    const float *wpe;
+    const int32_t *ids, *pos;
+    int ldw;
+    float *x;
+} cuda_embed_src;
+
 typedef struct {
     int mode;
     const float *bias; /* (O) or NULL */
@@ -55,6 +80,16 @@ typedef struct {
      * cache itself (cuda_kv_map.fresh). NULL otherwise. */
     void *qkv16;
 } cuda_epi;
+
+/* What a one-token product may also do (cuda_gemv_fuses), in kernels of
+ * its own - the others keep their parameters and code as they are: */
+typedef struct {
+    /* EPI_STORE: the argmax of the stored values, as cuda_argmax picks it
+     * (pick.ticket NULL: not) */
+    cuda_pick pick;
+    /* cuda_gemv_ln: the input row is the embedding (emb.wte NULL: not) */
+    cuda_embed_src emb;
+} cuda_fuse;
 
 /* x (T, C) fp32 = wte[ids[t]] + wpe[*pos + t]; wte rows ldw apart. */
 cudaError_t cuda_embed(gptc_dtype dt, float *x, const void *wte, int ldw, const float *wpe,
@@ -79,7 +114,7 @@ cudaError_t cuda_layernorm_rows(gptc_dtype dt, void *out, const float *x, const 
  * are summed in one order whatever T is: a token's result is bitwise the
  * same in a launch of any T as alone (the paged pass relies on it). */
 cudaError_t cuda_gemv(gptc_dtype dt, const void *in, const void *w, int ldw, int T, int I, int O,
-                      cuda_epi epi, cudaStream_t st);
+                      cuda_epi epi, cudaStream_t st, const cuda_fuse *fuse = NULL);
 /* cuda_gemv of layernorm(x (T, I) fp32) * ln_w + ln_b (rounded to the dtype,
  * as cuda_layernorm's output), fused into the product for one token. For
  * T > 1, xn (T, I) dtype, when not NULL, takes the normalised rows first
@@ -87,9 +122,12 @@ cudaError_t cuda_gemv(gptc_dtype dt, const void *in, const void *w, int ldw, int
  * each token takes a block of its own. Batch-invariant either way. */
 cudaError_t cuda_gemv_ln(gptc_dtype dt, const float *x, const float *ln_w, const float *ln_b,
                          float eps, const void *w, int ldw, int T, int I, int O, cuda_epi epi,
-                         void *xn, cudaStream_t st);
+                         void *xn, cudaStream_t st, const cuda_fuse *fuse = NULL);
 /* Lets cuda_gemv / cuda_gemv_ln take rows up to max_ldw elements (dynamic shared memory). */
 cudaError_t cuda_gemv_prepare(int max_ldw, int max_ln_ldw);
+/* Whether one token's products in this dtype take a cuda_fuse (the
+ * tensor-core kernel: fp16 / bf16); elsewhere they refuse it. */
+int cuda_gemv_fuses(gptc_dtype dt);
 
 /* Applies `epi` to v = tmp (T, O) fp32 (the output of a cuBLASLt product). */
 cudaError_t cuda_epilogue(gptc_dtype dt, const float *tmp, int T, int O, cuda_epi epi,
@@ -170,12 +208,10 @@ cudaError_t cuda_attention_mma_segs(gptc_dtype dt, void *out, const float *qkv, 
 
 /* Blocks of the first argmax stage: cuda_argmax's partial buffers hold this many. */
 #define CUDA_ARGMAX_PARTS 256
-/* *token = argmax(logits (V)) (lowest index on ties, like torch.argmax), then
- * *pos += 1: the end of a decode step. part_v/part_i: CUDA_ARGMAX_PARTS each;
- * ticket: one int, zero between calls (the kernel leaves it zero). ring
- * (or NULL): the token also to ring[new *pos & ring_mask]. */
-cudaError_t cuda_argmax(const float *logits, int V, float *part_v, int32_t *part_i, int *ticket, int32_t *token,
-                        int32_t *pos, int32_t *ring, int ring_mask, cudaStream_t st);
+/* *p.token = argmax(logits (V)) (lowest index on ties, like torch.argmax),
+ * then *p.pos += 1: the end of a decode step (cuda_pick). p.part_v / part_i:
+ * CUDA_ARGMAX_PARTS each. */
+cudaError_t cuda_argmax(const float *logits, int V, cuda_pick p, cudaStream_t st);
 /* out[r] = argmax of row r of logits (n_rows, V), as cuda_argmax picks. */
 cudaError_t cuda_argmax_rows(const float *logits, int V, int n_rows, int32_t *out, cudaStream_t st);
 

@@ -50,6 +50,7 @@
 
 #include "common.cuh"
 #include "kernels.cuh"
+#include "pick.cuh"
 
 #define SAMPLE_THREADS 1024
 #define SAMPLE_WARPS (SAMPLE_THREADS / 32)
@@ -225,10 +226,6 @@ __device__ __forceinline__ void block_maxmincount(float &mx, float &mn, int &n, 
     }
 }
 
-/* torch.argmax's pick: the larger value, the lower index on ties. */
-__device__ __forceinline__ void better(float &v, int &i, float v2, int i2) {
-    if (v2 > v || (v2 == v && i2 < i)) v = v2, i = i2;
-}
 __device__ __forceinline__ void block_argmax(float &v, int &i, sample_red &red) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll

@@ -1298,9 +1298,24 @@ static const char *AM_NAMES[] = {"random",    "tie in one thread", "tie across l
                                  "all equal", "NaNs",              "all NaN",          "all -inf",
                                  "max last"};
 
-static void test_argmax(int V, int kind) {
+/* A plain store of a product's outputs to out (rows of ldo). */
+static cuda_epi store_epi(void *out, int ldo) {
+    cuda_epi e;
+    memset(&e, 0, sizeof e);
+    e.mode = EPI_STORE;
+    e.out = out;
+    e.ldo = ldo;
+    return e;
+}
+
+/* The pick by the argmax kernel (d NULL), or by the LM head's product as it
+ * stores the logits (cuda_fuse.pick, dtype d): a product whose row o is x[o]
+ * at column k0 and zeros elsewhere, times the one-hot row e_k0, stores x[o]
+ * exactly (NaN and -inf included), so both pick from the same values. */
+static void test_argmax(int V, int kind, const dtype_info *d = NULL, int I = 72) {
     char label[128];
-    snprintf(label, sizeof label, "argmax   V=%d %s", V, AM_NAMES[kind]);
+    if (d) snprintf(label, sizeof label, "head pick %-4s V=%d I=%d %s", d->name, V, I, AM_NAMES[kind]);
+    else snprintf(label, sizeof label, "argmax   V=%d %s", V, AM_NAMES[kind]);
     reseed(label);
     float *x = (float *)xmalloc((size_t)V * sizeof(float));
     for (int i = 0; i < V; i++) x[i] = uni(-10, 10);
@@ -1330,10 +1345,28 @@ static void test_argmax(int V, int kind) {
         break;
     case AM_LAST: x[V - 1] = 10.5f; break;
     }
+    /* the head's products: the values in its dtype, the weights and input */
+    void *d_w = NULL, *d_in = NULL;
+    int ldw = cuda_pad_row(I), k0 = I / 2 + 1;
+    if (d) {
+        unsigned char *w = (unsigned char *)xcalloc((size_t)V * ldw, d->es);
+        for (int o = 0; o < V; o++) {
+            put(d->dt, w, (size_t)o * ldw + k0, x[o]);
+            x[o] = get(d->dt, w, (size_t)o * ldw + k0);
+        }
+        d_w = dupload(w, (size_t)V * ldw * d->es);
+        free(w);
+        unsigned char *in = (unsigned char *)xcalloc((size_t)I, d->es);
+        put(d->dt, in, (size_t)k0, 1.0f);
+        d_in = dupload(in, (size_t)I * d->es);
+        free(in);
+    }
     int32_t pos0 = (int32_t)(rnd64() % 1000), tok0 = -12345;
     float *d_x = (float *)dupload(x, (size_t)V * sizeof(float));
-    float *d_pv = (float *)dalloc(CUDA_ARGMAX_PARTS * sizeof(float));
-    int32_t *d_pi = (int32_t *)dalloc(CUDA_ARGMAX_PARTS * sizeof(int32_t));
+    /* the head's grid: at most a block a 4 rows */
+    size_t parts = (size_t)(V + 3) / 4 > CUDA_ARGMAX_PARTS ? (size_t)(V + 3) / 4 : CUDA_ARGMAX_PARTS;
+    float *d_pv = (float *)dalloc(parts * sizeof(float));
+    int32_t *d_pi = (int32_t *)dalloc(parts * sizeof(int32_t));
     int32_t *d_tok = (int32_t *)dupload(&tok0, sizeof tok0), *d_pos = (int32_t *)dupload(&pos0, sizeof pos0);
     int zero = 0;
     int *d_ticket = (int *)dupload(&zero, sizeof zero);
@@ -1344,8 +1377,27 @@ static void test_argmax(int V, int kind) {
     /* Twice: the last block leaves the ticket at zero for the next call. */
     int32_t tok[2], pos[2];
     int ticket;
+    cuda_pick pk = {d_pv, d_pi, d_ticket, d_tok, d_pos, d_ring, 3};
+    size_t stored_wrong = 0;
     for (int k = 0; k < 2; k++) {
-        CK(cuda_argmax(d_x, V, d_pv, d_pi, d_ticket, d_tok, d_pos, d_ring, 3, g_st));
+        if (d) {
+            /* the logits' room pre-filled with NaN: every value must be stored */
+            float *d_out = (float *)dalloc((size_t)V * sizeof(float));
+            CK(cudaMemset(d_out, 0xff, (size_t)V * sizeof(float)));
+            cuda_epi e = store_epi(d_out, V);
+            cuda_fuse f;
+            memset(&f, 0, sizeof f);
+            f.pick = pk;
+            CK(cuda_gemv(d->dt, d_in, d_w, ldw, 1, I, V, e, g_st, &f));
+            float *got = (float *)xmalloc((size_t)V * sizeof(float));
+            download(got, d_out, (size_t)V * sizeof(float));
+            for (int o = 0; o < V; o++)
+                stored_wrong += isnan(x[o]) ? !isnan(got[o]) : memcmp(&got[o], &x[o], sizeof(float)) != 0;
+            free(got);
+            CK(cudaFree(d_out));
+        } else {
+            CK(cuda_argmax(d_x, V, pk, g_st));
+        }
         download(&tok[k], d_tok, sizeof tok[k]);
         download(&pos[k], d_pos, sizeof pos[k]);
     }
@@ -1363,7 +1415,9 @@ static void test_argmax(int V, int kind) {
         if (k != r1 && k != r2 && ring[k] != -7) untouched = 0;
     if (ring[r1] != want || ring[r2] != want || !untouched) r.ok = 0;
     rep_add(&r, ", ring [%d] %d [%d] %d", r1, ring[r1], r2, ring[r2]);
+    if (d) rep_exact(&r, ", logits", stored_wrong);
     rep_end(&r, label);
+    if (d) CK(cudaFree(d_w)), CK(cudaFree(d_in));
     CK(cudaFree(d_ring));
     CK(cudaFree(d_ticket));
     CK(cudaFree(d_x));
@@ -1372,6 +1426,97 @@ static void test_argmax(int V, int kind) {
     CK(cudaFree(d_tok));
     CK(cudaFree(d_pos));
     free(x);
+}
+
+/* A cuda_fuse where no kernel can take it: an error, not a launch that
+ * ignores it. */
+static void test_pick_refused(void) {
+    report r;
+    rep_init(&r);
+    int I = 64, O = 40;
+    void *d_w = dalloc((size_t)O * I * 4), *d_in = dalloc((size_t)2 * I * 4);
+    float *d_out = (float *)dalloc((size_t)2 * O * 4);
+    int *d_ticket = (int *)dalloc(sizeof(int));
+    CK(cudaMemset(d_w, 0, (size_t)O * I * 4));
+    CK(cudaMemset(d_in, 0, (size_t)2 * I * 4));
+    CK(cudaMemset(d_ticket, 0, sizeof(int)));
+    cuda_epi e = store_epi(d_out, O);
+    cuda_fuse f;
+    memset(&f, 0, sizeof f);
+    f.pick.ticket = d_ticket;
+    cudaError_t f32 = cuda_gemv(GPTC_DTYPE_F32, d_in, d_w, I, 1, I, O, e, g_st, &f);
+    cudaError_t two = cuda_gemv(GPTC_DTYPE_F16, d_in, d_w, I, 2, I, O, e, g_st, &f);
+    memset(&f, 0, sizeof f);
+    f.emb.wte = d_w;
+    cudaError_t noln = cuda_gemv(GPTC_DTYPE_F16, d_in, d_w, I, 1, I, O, e, g_st, &f);
+    (void)cudaGetLastError();
+    if (f32 != cudaErrorNotSupported || two != cudaErrorNotSupported || noln != cudaErrorNotSupported ||
+        cuda_gemv_fuses(GPTC_DTYPE_F32))
+        r.ok = 0;
+    rep_add(&r, "fp32: %s, two tokens: %s, embedding without a layer norm: %s", cudaGetErrorName(f32),
+            cudaGetErrorName(two), cudaGetErrorName(noln));
+    rep_end(&r, "head pick refused");
+    CK(cudaFree(d_w)), CK(cudaFree(d_in)), CK(cudaFree(d_out)), CK(cudaFree(d_ticket));
+}
+
+/* The embedding computed inside a one-token layer-norm product (cuda_fuse)
+ * against cuda_embed then the same product: the residual row and the
+ * outputs, bit for bit. */
+static void test_embed_fused(const dtype_info *d, int C, int O) {
+    char label[128];
+    snprintf(label, sizeof label, "embed+ln_gemv %-4s C=%d O=%d", d->name, C, O);
+    reseed(label);
+    const int V = 300, NP = 64;
+    int ldw = cuda_pad_row(C);
+    unsigned char *wte = (unsigned char *)xcalloc((size_t)V * ldw, d->es);
+    unsigned char *w = (unsigned char *)xcalloc((size_t)O * ldw, d->es);
+    for (int r = 0; r < V; r++)
+        for (int c = 0; c < C; c++) put(d->dt, wte, (size_t)r * ldw + c, uni(-1, 1));
+    for (int r = 0; r < O; r++)
+        for (int c = 0; c < C; c++) put(d->dt, w, (size_t)r * ldw + c, uni(-0.1, 0.1));
+    float *wpe = (float *)xmalloc((size_t)NP * C * sizeof(float));
+    float *lw = (float *)xmalloc((size_t)C * 4), *lb = (float *)xmalloc((size_t)C * 4);
+    float *bias = (float *)xmalloc((size_t)O * 4);
+    for (size_t i = 0; i < (size_t)NP * C; i++) wpe[i] = uni(-0.5, 0.5);
+    for (int i = 0; i < C; i++) lw[i] = uni(0.5, 1.5), lb[i] = uni(-0.2, 0.2);
+    for (int i = 0; i < O; i++) bias[i] = uni(-0.2, 0.2);
+    int32_t id = (int32_t)(rnd64() % V), pos = (int32_t)(rnd64() % NP);
+    void *d_wte = dupload(wte, (size_t)V * ldw * d->es), *d_w = dupload(w, (size_t)O * ldw * d->es);
+    float *d_wpe = (float *)dupload(wpe, (size_t)NP * C * 4), *d_lw = (float *)dupload(lw, (size_t)C * 4);
+    float *d_lb = (float *)dupload(lb, (size_t)C * 4), *d_bias = (float *)dupload(bias, (size_t)O * 4);
+    int32_t *d_id = (int32_t *)dupload(&id, sizeof id), *d_pos = (int32_t *)dupload(&pos, sizeof pos);
+    float *d_x[2], *d_out[2];
+    float *x[2], *out[2];
+    for (int k = 0; k < 2; k++) {
+        d_x[k] = (float *)dalloc((size_t)C * 4);
+        d_out[k] = (float *)dalloc((size_t)O * 4);
+        CK(cudaMemset(d_x[k], 0xff, (size_t)C * 4));
+        CK(cudaMemset(d_out[k], 0xff, (size_t)O * 4));
+        cuda_epi e = store_epi(d_out[k], O);
+        e.bias = d_bias;
+        cuda_fuse f;
+        memset(&f, 0, sizeof f);
+        if (k == 0) {
+            CK(cuda_embed(d->dt, d_x[k], d_wte, ldw, d_wpe, d_id, d_pos, 1, C, g_st));
+        } else {
+            cuda_embed_src m = {d_wte, d_wpe, d_id, d_pos, ldw, d_x[k]};
+            f.emb = m;
+        }
+        CK(cuda_gemv_ln(d->dt, d_x[k], d_lw, d_lb, 1e-5f, d_w, ldw, 1, C, O, e, NULL, g_st, k ? &f : NULL));
+        x[k] = (float *)xmalloc((size_t)C * 4);
+        out[k] = (float *)xmalloc((size_t)O * 4);
+        download(x[k], d_x[k], (size_t)C * 4);
+        download(out[k], d_out[k], (size_t)O * 4);
+    }
+    report r;
+    rep_init(&r);
+    rep_exact(&r, "x", count_changed(x[0], x[1], (size_t)C * 4));
+    rep_exact(&r, "outputs", count_changed(out[0], out[1], (size_t)O * 4));
+    rep_end(&r, label);
+    for (int k = 0; k < 2; k++) CK(cudaFree(d_x[k])), CK(cudaFree(d_out[k])), free(x[k]), free(out[k]);
+    CK(cudaFree(d_wte)), CK(cudaFree(d_w)), CK(cudaFree(d_wpe)), CK(cudaFree(d_lw)), CK(cudaFree(d_lb));
+    CK(cudaFree(d_bias)), CK(cudaFree(d_id)), CK(cudaFree(d_pos));
+    free(wte), free(w), free(wpe), free(lw), free(lb), free(bias);
 }
 
 static void test_set_int(void) {
@@ -1516,6 +1661,28 @@ int main(int argc, char **argv) {
         if (!g_quick || kind == AM_TIE_THREAD) test_argmax(100003, kind);
     }
     test_argmax(1, AM_ALL_NAN);
+    /* The same picks inside the LM head's product (16-bit dtypes): ties
+     * within a row block's 16 rows (300, 301), across blocks and row blocks
+     * of one block, NaN and -inf; gpt2's head at I = 768. */
+    for (int di = 1; di < 3; di++) {
+        const int Vh[] = {37, 257, 1500, 50257}; /* blocks of 4, 4, 8 and 16 rows */
+        for (int k = 0; k < 4; k++) test_argmax(Vh[k], AM_RANDOM, &DTYPES[di]);
+        test_argmax(50257, AM_RANDOM, &DTYPES[di], 768);
+        for (int kind = AM_TIE_THREAD; kind <= AM_LAST; kind++) {
+            if (kind != AM_TIE_THREAD) test_argmax(50257, kind, &DTYPES[di]);
+            if (!g_quick || kind == AM_TIE_THREAD) test_argmax(100003, kind, &DTYPES[di]);
+        }
+    }
+    /* and refused where the kernel cannot: fp32, or more than one token */
+    test_pick_refused();
+    for (int di = 1; di < 3; di++) {
+        /* the embedding inside the first QKV product: gpt2's, gpt2-xl's (the
+         * layer-norm product of 4 blocks an SM), an odd width */
+        test_embed_fused(&DTYPES[di], 768, 2304);
+        test_embed_fused(&DTYPES[di], 1600, 4800);
+        test_embed_fused(&DTYPES[di], 37, 51);
+        if (!g_quick) test_embed_fused(&DTYPES[di], 1024, 3072);
+    }
 
     CK(cudaStreamDestroy(g_st));
     clock_gettime(CLOCK_MONOTONIC, &t1);
