@@ -583,8 +583,9 @@ __global__ void __launch_bounds__(256 * R, MINB)
 
 /* One token's product that also picks the token from its logits or takes
  * the embedding as its input (cuda_fuse): kernels of their own, so that the
- * others keep their parameters and code (the checks in gemv_mma_kernel made
- * every product slower: gpt2-xl 1.566 -> 1.618 ms/token on an H200). */
+ * others keep their parameters and code (run-time checks and the larger
+ * parameters in gemv_mma_kernel itself made every product slower: gpt2-xl
+ * 1.566 -> 1.618 ms/token on an H200, with both fusions off). */
 template <typename T, bool LN, int NCL, int RB, int MINB, bool TAIL>
 __global__ void __launch_bounds__(256, MINB)
     gemv_mma_fused_kernel(const void *__restrict__ in_, const T *__restrict__ w, int ldw, int I, int O, int n_tok,
@@ -1035,13 +1036,6 @@ static cudaError_t launch_rows(void (*k)(KArgs...), dim3 grid, dim3 block, size_
     return launch_pdl(k, grid, block, smem, st, args...);
 }
 
-/* Loads in flight a lane: 2 x 4, 7 or 16 16-byte chunks, as a warp's share
- * of the row needs (gpt2's 768: 3 steps of 32; gpt2-xl's 1600: 7, its 6400:
- * 25). 7 rather than 8 leaves one token's kernel at most 85 registers, 3
- * blocks per SM: gpt2-xl's QKV (300 blocks) in one wave (one token's takes
- * the LN4 variant in gemv_mma_go). Blocks of RB < 16 rows: a lane loads one
- * row's chunks (RB = 8) or half the lanes do (4), so 16 in flight a lane fit
- * 2 blocks an SM (mma_minb). */
 static cudaError_t mma_attrs(const void *k, int bytes, bool one);
 
 /* A one-slab gemv_mma_kernel's launch, or with fz (one token) its fused
