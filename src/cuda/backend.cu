@@ -347,8 +347,7 @@ static void cuda_session_free(gptc_session *s) {
                     cs->xn,      cs->att,     cs->fc,    cs->logits, cs->d_ids,
                     cs->d_pos,   cs->am_v,    cs->am_i,  cs->lt_ws, cs->att_scratch,
                     cs->att_tickets, cs->d_samp, cs->d_sstate, cs->d_hist, cs->d_present,
-                    cs->d_samp_scr, cs->d_layers, cs->dec_part, cs->dec_sync, cs->am_ticket,
-                    cs->head_v,  cs->head_i};
+                    cs->d_samp_scr, cs->d_layers, cs->dec_part, cs->dec_sync, cs->am_ticket};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cudaFree(bufs[i]);
     cudaFreeHost(cs->h_next);
     cudaFreeHost(cs->h_ring);
@@ -438,10 +437,12 @@ static gptc_status session_init(gptc_session *s, cuda_session *cs) {
     CK(cudaMalloc((void **)&cs->d_ids, N * sizeof(int32_t)));
     CK(cudaMalloc((void **)&cs->d_pos, 2 * sizeof(int32_t)));
     cs->d_tok = cs->d_pos + 1;
-    /* The pick's partials: the argmax kernel's or the persistent kernel's
-     * blocks (the LM head's: head_v / head_i, below). */
+    /* The pick's partials: a pair for each block of the argmax kernel, the
+     * persistent kernel or the LM head's product (at most a block a 4 rows,
+     * cuda_fuse). */
     int blocks = cuda_decode_blocks();
     size_t parts = blocks > CUDA_ARGMAX_PARTS ? (size_t)blocks : CUDA_ARGMAX_PARTS;
+    if ((V + 3) / 4 > parts) parts = (V + 3) / 4;
     CK(cudaMalloc((void **)&cs->am_v, parts * sizeof(float)));
     CK(cudaMalloc((void **)&cs->am_i, parts * sizeof(int32_t)));
     CK(cudaMalloc((void **)&cs->am_ticket, sizeof(int)));
@@ -474,9 +475,6 @@ static gptc_status session_init(gptc_session *s, cuda_session *cs) {
     CK(cudaMemsetAsync(cs->k_cache, 0, kv, cs->stream));
     CK(cudaMemsetAsync(cs->v_cache, 0, kv, cs->stream));
     CK(cudaMemsetAsync(cs->d_pos, 0, 2 * sizeof(int32_t), cs->stream));
-    /* The LM head's pick partials: at most a block a 4 rows (cuda_fuse). */
-    CK(cudaMalloc((void **)&cs->head_v, (size_t)(V + 3) / 4 * sizeof(float)));
-    CK(cudaMalloc((void **)&cs->head_i, (size_t)(V + 3) / 4 * sizeof(int32_t)));
     cs->mega = blocks > 0 && blocks <= 1024 && cuda_decode_supported(c->n_embd, c->n_head, s->max_len) &&
                getenv("GPTC_CUDA_MEGA") && atoi(getenv("GPTC_CUDA_MEGA")) == 1;
     if (cs->mega) CKST(mega_init(s, cs, blocks));
@@ -853,10 +851,9 @@ static int fuse_pick(const cuda_model *cm) {
 }
 
 /* The session's greedy pick into d_tok / d_pos (and ring, if not NULL), by
- * the argmax kernel or (head) the LM head's product. */
-static cuda_pick session_pick(cuda_session *cs, int32_t *ring, int ring_mask, int head) {
-    cuda_pick p = {head ? cs->head_v : cs->am_v, head ? cs->head_i : cs->am_i, cs->am_ticket, cs->d_tok, cs->d_pos,
-                   ring, ring_mask};
+ * the argmax kernel or the LM head's product. */
+static cuda_pick session_pick(cuda_session *cs, int32_t *ring, int ring_mask) {
+    cuda_pick p = {cs->am_v, cs->am_i, cs->am_ticket, cs->d_tok, cs->d_pos, ring, ring_mask};
     return p;
 }
 
@@ -1029,7 +1026,7 @@ static gptc_status enqueue_decode(const gptc_session *s, cuda_session *cs, int s
     int pick = !sampler && fuse_pick(cm) && !skip_kernel(1, "head");
     cuda_fuse f;
     memset(&f, 0, sizeof f);
-    f.pick = session_pick(cs, cs->d_ring, TOKEN_RING - 1, 1);
+    f.pick = session_pick(cs, cs->d_ring, TOKEN_RING - 1);
     if (!skip_kernel(1, "head"))
         CK(cuda_gemv(cm->dt, cs->xn, cm->lm_head, cm->Cp, 1, C, V, epi(EPI_STORE, NULL, cs->logits, V), cs->stream,
                      pick ? &f : NULL));
@@ -1038,7 +1035,7 @@ static gptc_status enqueue_decode(const gptc_session *s, cuda_session *cs, int s
         CK(cuda_sample(cs->d_samp, cs->d_sstate, cs->logits, V, cs->d_hist, cs->d_present,
                        cs->d_tok, cs->d_pos, 1, cs->d_ring, TOKEN_RING - 1, cs->stream, cs->d_samp_scr));
     else if (!pick)
-        CK(cuda_argmax(cs->logits, V, session_pick(cs, cs->d_ring, TOKEN_RING - 1, 0), cs->stream));
+        CK(cuda_argmax(cs->logits, V, f.pick, cs->stream));
     prof_mark(cs, sampler ? "sample" : "argmax");
     return GPTC_OK;
 }
@@ -1318,7 +1315,7 @@ static gptc_status cuda_eval_sample(gptc_session *s, const int32_t *ids, int n, 
     int V = m->cfg.n_vocab;
     CKST(forward(s, cs, ids, n, 1, NULL));
     if (cs->plain_greedy) {
-        CK(cuda_argmax(cs->logits, V, session_pick(cs, NULL, 0, 0), st));
+        CK(cuda_argmax(cs->logits, V, session_pick(cs, NULL, 0), st));
     } else {
         /* forward() left the ids in d_ids: they extend the history. */
         CK(cudaMemcpyAsync(cs->d_hist + cs->hist_n, cs->d_ids, (size_t)n * sizeof(int32_t),

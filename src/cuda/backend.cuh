@@ -70,8 +70,6 @@ typedef struct {
     int32_t *d_tok; /* decode input token; the argmax writes the next one here */
     float *am_v;    /* argmax partials */
     int32_t *am_i;
-    float *head_v; /* the LM head's pick partials (cuda_fuse) */
-    int32_t *head_i;
     int *am_ticket; /* the argmax's last-block ticket, zero between steps */
     int32_t *h_next; /* pinned */
     /* The decode graphs' tokens: the token of position p lands in
