@@ -13,7 +13,8 @@
  * tokens on (a large batch) a block takes GEMV_NT of them: it stages all
  * their rows and multiplies each weight it loads with every one, so the
  * weights are read once per 8 tokens; their layer norm then comes from
- * ln_stage_kernel, once per token, rather than from every block.
+ * ln_stage_kernel, once per token, rather than from every block - or, for a
+ * few short rows a block, by gemv_pipe_ln_kernel itself, a warp a token.
  * That is the fp32 path; fp16 and bf16 take gemv_mma_kernel, which reads
  * each weight once for up to 32 tokens and multiplies on tensor cores
  * (gpt2-xl at batch 32 on an H100: 15.5 -> 5.0 ms per decode step), the
@@ -627,10 +628,76 @@ __global__ void __launch_bounds__(256, MINB)
 /* A slab's named barrier (ids 1, 2; 0 is __syncthreads'). */
 __device__ __forceinline__ void slab_sync(int slab) { asm volatile("bar.sync %0, 256;" ::"r"(slab + 1) : "memory"); }
 
-template <typename T, int NTILE, int RB, int SLABS, bool BIG = false>
-__global__ void __launch_bounds__(256 * SLABS, 1)
-    gemv_pipe_kernel(const T *__restrict__ in, const T *__restrict__ w, int ldw, int I, int O, int n_tok, int tpb,
-                     cuda_epi e) {
+/*
+ * ln_stage_row's statistics of a row one warp holds in registers - lane l's
+ * v[k] is float4 l + 32 k of the row (I a multiple of 4, at most 128 NV) -
+ * in the 256-thread block's order, so the same bits: block thread
+ * t = 32 w + l sums float4s t, t + 256, ... (this lane's v[w], v[w + 8]),
+ * then the elements t, t + 256, ... of the variance, which lie in the lanes
+ * 8 (w % 4) + l / 4 (component l % 4, v[w / 4], v[w / 4 + 2], ...): each
+ * lane takes those of its own, eight partials (two virtual warps x four
+ * components), and block_sum's butterfly over a virtual warp's 32 threads
+ * is three shuffles (thread bits 4, 3, 2: lane bits 2, 1, 0) and two adds
+ * within the lane (bits 1, 0: the components). Then block_sum's second
+ * step, the eight warps' sums in lanes 0-7 of one more butterfly.
+ */
+template <int NV>
+__device__ __forceinline__ void ln_stats_regs(const float4 (&v)[NV], int I, float eps, float &mean, float &rstd) {
+    static_assert(NV % 8 == 0, "two virtual warps a lane: k = w / 4 + 2 m");
+    int lane = threadIdx.x & 31, n4 = I >> 2;
+    float tot = 0.0f;
+#pragma unroll
+    for (int w = 0; w < 8; w++) {
+        float p = 0.0f;
+#pragma unroll
+        for (int k = w; k < NV; k += 8)
+            if (lane + 32 * k < n4) p += (v[k].x + v[k].y) + (v[k].z + v[k].w);
+        p = warp_sum(p);
+        if (lane == w) tot = p;
+    }
+    mean = warp_sum(tot) / (float)I;
+    float q[2][4];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+#pragma unroll
+        for (int c = 0; c < 4; c++) q[h][c] = 0.0f;
+#pragma unroll
+        for (int k = h; k < NV; k += 2)
+            if (lane + 32 * k < n4) {
+                float d;
+                d = v[k].x - mean, q[h][0] += d * d;
+                d = v[k].y - mean, q[h][1] += d * d;
+                d = v[k].z - mean, q[h][2] += d * d;
+                d = v[k].w - mean, q[h][3] += d * d;
+            }
+    }
+    float r[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+#pragma unroll
+        for (int c = 0; c < 4; c++)
+#pragma unroll
+            for (int o = 4; o > 0; o >>= 1) q[h][c] += __shfl_xor_sync(0xffffffffu, q[h][c], o);
+        r[h] = (q[h][0] + q[h][2]) + (q[h][1] + q[h][3]);
+    }
+    /* block_sum's second step: lane w < 8 takes virtual warp w's sum, held
+     * by the lanes 8 (w % 4) .. as r[w / 4] */
+    float r0 = __shfl_sync(0xffffffffu, r[0], (lane & 3) * 8), r1 = __shfl_sync(0xffffffffu, r[1], (lane & 3) * 8);
+    float var = warp_sum(lane < 8 ? (lane < 4 ? r0 : r1) : 0.0f) / (float)I;
+    rstd = 1.0f / sqrtf(var + eps);
+}
+
+/* gemv_pipe_ln_kernel's layer norm: the fp32 residual rows and the
+ * parameters. */
+struct pipe_ln {
+    const float *x, *w, *b;
+    float eps;
+};
+#define PIPE_LN_NV 16 /* float4s a lane holds of a row: rows of up to 2048 */
+
+template <typename T, int NTILE, int RB, int SLABS, bool BIG, bool LNX>
+__device__ __forceinline__ void gemv_pipe_body(const T *__restrict__ in, const T *__restrict__ w, int ldw, int I,
+                                               int O, int n_tok, int tpb, cuda_epi e, const pipe_ln &ln) {
     static_assert(RB == 16 || RB == 8, "a unit's rows: 16, or 8 with the mma's upper rows zero");
     /* SPW: steps a warp takes from a unit; RCH: a unit row's 16-byte chunks;
      * CPT: the copies a thread issues a unit. */
@@ -671,13 +738,62 @@ __global__ void __launch_bounds__(256 * SLABS, 1)
         }
         cp_async_commit();
     };
+    /* LNX: the layer norm's parameters first, a group of their own, so that
+     * waiting for them leaves the weights in flight. */
+    if constexpr (LNX) {
+        float *lw = reinterpret_cast<float *>(part + (SLABS - slab) * 8 * NTILE * 32), *lb = lw + I; /* after the partials */
+        for (int c = threadIdx.x; c < (I >> 2); c += blockDim.x) {
+            cp_async16(lw + 4 * c, ln.w + 4 * c, 16);
+            cp_async16(lb + 4 * c, ln.b + 4 * c, 16);
+        }
+        cp_async_commit();
+    }
     /* Parameters never change: the first stages in flight before waiting on
      * the previous kernel. */
     for (int v = 0; v < STAGES - 1; v++) issue();
-    pdl_wait();
-    pdl_trigger();
-    mma_stage_tokens<T>(sm, S, in + (size_t)t0 * I, nt, I, nk * 32); /* waits for every copy so far */
-    __syncthreads();
+    if constexpr (LNX) {
+        /* A warp a token: its row into registers, every load in flight at
+         * once, ln_stage_row's statistics (ln_stats_regs), ln_stage_kernel's
+         * rounding into the token's staged row. */
+        const float *lw = reinterpret_cast<float *>(part + (SLABS - slab) * 8 * NTILE * 32), *lb = lw + I;
+        int n4 = I >> 2, kpad = nk * 32;
+        pdl_wait();
+        pdl_trigger();
+        float4 v[PIPE_LN_NV];
+        auto load = [&](int j) {
+            const float4 *xr = reinterpret_cast<const float4 *>(ln.x + (size_t)(t0 + j) * I);
+#pragma unroll
+            for (int k = 0; k < PIPE_LN_NV; k++)
+                if (lane + 32 * k < n4) v[k] = __ldg(xr + lane + 32 * k);
+        };
+        int j0 = threadIdx.x >> 5;
+        if (j0 < nt) load(j0);
+        cp_async_wait<STAGES - 1>(); /* the parameters, the first rows' loads in flight */
+        __syncthreads();
+        for (int j = j0; j < nt; j += SLABS * 8) {
+            if (j != j0) load(j);
+            float mean, rstd;
+            ln_stats_regs(v, I, ln.eps, mean, rstd);
+            T *o = reinterpret_cast<T *>(sm + (size_t)j * S);
+#pragma unroll
+            for (int k = 0; k < PIPE_LN_NV; k++) {
+                int f = lane + 32 * k;
+                if (f < n4) {
+                    float4 a = v[k], w4 = reinterpret_cast<const float4 *>(lw)[f],
+                           b4 = reinterpret_cast<const float4 *>(lb)[f];
+                    store4(o + 4 * f, (a.x - mean) * rstd * w4.x + b4.x, (a.y - mean) * rstd * w4.y + b4.y,
+                           (a.z - mean) * rstd * w4.z + b4.z, (a.w - mean) * rstd * w4.w + b4.w);
+                }
+            }
+            for (int i = I + lane; i < kpad; i += 32) o[i] = from_f<T>(0.0f);
+        }
+        __syncthreads();
+    } else {
+        pdl_wait();
+        pdl_trigger();
+        mma_stage_tokens<T>(sm, S, in + (size_t)t0 * I, nt, I, nk * 32); /* waits for every copy so far */
+        __syncthreads();
+    }
     float acc[NTILE][4];
 #pragma unroll
     for (int j = 0; j < NTILE; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
@@ -720,6 +836,20 @@ __global__ void __launch_bounds__(256 * SLABS, 1)
         }
     }
     cp_async_wait<0>();
+}
+template <typename T, int NTILE, int RB, int SLABS, bool BIG = false>
+__global__ void __launch_bounds__(256 * SLABS, 1)
+    gemv_pipe_kernel(const T *__restrict__ in, const T *__restrict__ w, int ldw, int I, int O, int n_tok, int tpb,
+                     cuda_epi e) {
+    gemv_pipe_body<T, NTILE, RB, SLABS, BIG, false>(in, w, ldw, I, O, n_tok, tpb, e, pipe_ln{});
+}
+/* The same product of the layer norm of the fp32 rows ln.x: a batch pass's
+ * QKV and MLP products without ln_stage_kernel before them. H200, device
+ * ms a decode pass at 128 + 64 tokens: see gemv_pipe_launch. */
+template <typename T, int NTILE, int RB, int SLABS, bool BIG = false>
+__global__ void __launch_bounds__(256 * SLABS, 1)
+    gemv_pipe_ln_kernel(const T *__restrict__ w, int ldw, int I, int O, int n_tok, int tpb, cuda_epi e, pipe_ln ln) {
+    gemv_pipe_body<T, NTILE, RB, SLABS, BIG, true>(NULL, w, ldw, I, O, n_tok, tpb, e, ln);
 }
 
 /*
@@ -890,7 +1020,7 @@ static int env_int(const char *name, int def) {
 }
 
 static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist, g_tpb, g_tail;
-static int g_pipe, g_pipe_rb, g_pipe_slabs, g_pipe_tpb, g_pipe_big, g_ksplit; /* gemv_pipe_launch's switches */
+static int g_pipe, g_pipe_rb, g_pipe_slabs, g_pipe_tpb, g_pipe_big, g_ksplit, g_pipe_ln; /* gemv_pipe_launch's switches */
 static int g_show;
 
 /* Tokens per block of a launch of T > 1 (T = 1: one). */
@@ -950,6 +1080,7 @@ static void gemv_shapes(void) {
     g_pipe_rb = env_int("GPTC_GEMV_PIPE_RB", 0);
     g_pipe_slabs = env_int("GPTC_GEMV_PIPE_SLABS", 0);
     g_pipe_big = env_int("GPTC_GEMV_PIPE_BIG", 1);
+    g_pipe_ln = env_int("GPTC_GEMV_PIPE_LN", 40); /* gemv_pipe_launch: KB of fp32 rows a block; 0: never */
     g_ksplit = env_int("GPTC_GEMV_KSPLIT", 1);
 }
 
@@ -1167,9 +1298,34 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
                                             fz);
 }
 
+/* A gemv_pipe_ln_kernel launch; its attributes set at its first launch on a
+ * device (see mma_rows). */
+template <auto K, int SLABS, typename... Args>
+static cudaError_t pipe_ln_rows(dim3 grid, size_t smem, cudaStream_t st, Args... args) {
+    static std::atomic<bool> ready[CUDA_MAX_DEVICES];
+    std::atomic<bool> &r = ready[cuda_device_slot()];
+    if (!r.load(std::memory_order_acquire)) {
+        cudaError_t e = cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)g_smem_optin);
+        if (e != cudaSuccess) return e;
+        r.store(true, std::memory_order_release);
+    }
+    return launch_rows(K, grid, dim3(256 * SLABS), smem, st, args...);
+}
+
 template <typename W, int NTILE, int RB>
 static cudaError_t gemv_pipe_go(dim3 grid, int slabs, const void *in, const void *w, int ldw, int T, int I, int O,
-                                cuda_epi epi, int tpb, size_t smem, cudaStream_t st) {
+                                cuda_epi epi, int tpb, size_t smem, cudaStream_t st, const pipe_ln *ln) {
+    if (ln) {
+        if constexpr (RB == 16 && NTILE > 1)
+            if (slabs == 3)
+                return pipe_ln_rows<gemv_pipe_ln_kernel<W, NTILE, RB, 2, true>, 2>(grid, smem, st, (const W *)w, ldw,
+                                                                                  I, O, T, tpb, epi, *ln);
+        if (slabs == 2)
+            return pipe_ln_rows<gemv_pipe_ln_kernel<W, NTILE, RB, 2>, 2>(grid, smem, st, (const W *)w, ldw, I, O, T,
+                                                                         tpb, epi, *ln);
+        return pipe_ln_rows<gemv_pipe_ln_kernel<W, NTILE, RB, 1>, 1>(grid, smem, st, (const W *)w, ldw, I, O, T, tpb,
+                                                                     epi, *ln);
+    }
     if constexpr (RB == 16 && NTILE > 1)
         if (slabs == 3) /* two slabs, units of 2 steps a warp (GPTC_GEMV_PIPE_BIG) */
             return launch_rows(gemv_pipe_kernel<W, NTILE, RB, 2, true>, grid, dim3(512), smem, st, (const W *)in,
@@ -1193,14 +1349,28 @@ static cudaError_t gemv_pipe_go(dim3 grid, int slabs, const void *in, const void
  * slower; GPTC_GEMV_PIPE_RB=8 / 16 and GPTC_GEMV_PIPE_SLABS=1 for A/B). */
 template <typename W>
 static cudaError_t gemv_pipe_launch(const void *in, const void *w, int ldw, int T, int I, int O, cuda_epi epi,
-                                    cudaStream_t st) {
+                                    cudaStream_t st, const pipe_ln *lnp = NULL) {
     size_t S = (size_t)mma_row_bytes(ldw), part = 8 * 32 * sizeof(float4);
     int most = g_pipe_tpb >= 8 && g_pipe_tpb < GEMV_MMA_TOK ? g_pipe_tpb : GEMV_MMA_TOK;
     int tpb = T < most ? T : most;
     int tiles = (tpb + 7) / 8, slabs = 2;
     if (g_pipe_slabs == 1 || g_pipe_slabs == 2) slabs = g_pipe_slabs;
     size_t smem = (size_t)tpb * S + PIPE_BYTES + (size_t)slabs * (tiles == 3 ? 4 : tiles) * part;
-    if (smem > g_smem_optin) return cudaErrorNotSupported;
+    /* lnp: the layer norm's parameters after the partial sums; rows a warp
+     * holds in registers (I a multiple of 4, at most 128 PIPE_LN_NV) */
+    size_t ln_par = lnp ? 2 * (size_t)I * sizeof(float) : 0;
+    if (smem + ln_par > g_smem_optin || (lnp && ((I & 3) || I > 128 * PIPE_LN_NV))) return cudaErrorNotSupported;
+    /* Every block of a group reads its tokens' fp32 rows (where
+     * ln_stage_kernel's rows were read once, and the product's staging
+     * read half the bytes): a win only while those are few. H200, device
+     * ms a decode pass at 128 + 64 tokens, ln_stage_kernel -> this for every
+     * pass of 2-32 tokens: batch 8 (8 tokens a block) gpt2 0.333 -> 0.320,
+     * gpt2-medium 0.763 -> 0.720, gpt2-large 1.345 -> 1.323, gpt2-xl (50 KB
+     * a block) 2.064 -> 2.156; batch 32 (16 a block, 48 KB and more) gpt2
+     * 0.487 -> 0.494, gpt2-medium 1.141 -> 1.161, gpt2-large 2.139 -> 2.131,
+     * gpt2-xl 3.60 -> 3.67.
+     * GPTC_GEMV_PIPE_LN=N: up to N KB a block (default 40). */
+    if (lnp && (size_t)tpb * I * sizeof(float) > (size_t)g_pipe_ln * 1024) return cudaErrorNotSupported;
     /* 2 or 4 tiles in two slabs take units of 2 steps a warp (half the
      * barriers and copy issues a byte, for consumers that were instruction-
      * bound) and 96 KB in flight, where that fits; "slabs" 3 tells
@@ -1209,8 +1379,9 @@ static cudaError_t gemv_pipe_launch(const void *in, const void *w, int ldw, int 
      * 32 3.96 -> 3.90 (batch 8, one tile: unchanged). GPTC_GEMV_PIPE_BIG=0:
      * units of one step. */
     size_t big = smem + PIPE_BYTES_BIG - PIPE_BYTES;
-    bool use_big = g_pipe_big && slabs == 2 && tiles > 1 && big <= g_smem_optin;
+    bool use_big = g_pipe_big && slabs == 2 && tiles > 1 && big + ln_par <= g_smem_optin;
     if (use_big) smem = big;
+    smem += ln_par;
     unsigned groups = (unsigned)((T + tpb - 1) / tpb);
     long slots = g_sms * (long)slabs / (long)groups;
     if (slots < 1) slots = 1;
@@ -1222,13 +1393,13 @@ static cudaError_t gemv_pipe_launch(const void *in, const void *w, int ldw, int 
     int sl = slabs == 3 ? 2 : slabs;
     dim3 grid(groups, (unsigned)(((O + rb - 1) / rb + sl - 1) / sl));
     if (tiles == 1)
-        return rb == 8 ? gemv_pipe_go<W, 1, 8>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st)
-                       : gemv_pipe_go<W, 1, 16>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st);
+        return rb == 8 ? gemv_pipe_go<W, 1, 8>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st, lnp)
+                       : gemv_pipe_go<W, 1, 16>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st, lnp);
     if (tiles == 2)
-        return rb == 8 ? gemv_pipe_go<W, 2, 8>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st)
-                       : gemv_pipe_go<W, 2, 16>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st);
-    return rb == 8 ? gemv_pipe_go<W, 4, 8>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st)
-                   : gemv_pipe_go<W, 4, 16>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st);
+        return rb == 8 ? gemv_pipe_go<W, 2, 8>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st, lnp)
+                       : gemv_pipe_go<W, 2, 16>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st, lnp);
+    return rb == 8 ? gemv_pipe_go<W, 4, 8>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st, lnp)
+                   : gemv_pipe_go<W, 4, 16>(grid, slabs, in, w, ldw, T, I, O, epi, tpb, smem, st, lnp);
 }
 
 /* gemv_ksplit_kernel for 2-32 tokens, in clusters of KSPLIT_LANES blocks
@@ -1300,6 +1471,13 @@ static cudaError_t gemv_mma_launch(const void *in, const void *w, int ldw, int T
     size_t S = (size_t)mma_row_bytes(ldw), part = 8 * 32 * sizeof(float4); /* a tile's partial sums */
     if ((O + 15) / 16 > 65535) return cudaErrorInvalidConfiguration;
     if (LN) {
+        if (T > 1 && xn && T <= g_pipe && g_pipe_ln) {
+            /* 2-32 tokens, few short rows a block: the pipe normalises its
+             * own tokens (no kernel between, no round trip through xn) */
+            pipe_ln ln = {(const float *)in, ln_w, ln_b, eps};
+            cudaError_t e = gemv_pipe_launch<W>(NULL, w, ldw, T, I, O, epi, st, &ln);
+            if (e != cudaErrorNotSupported) return e;
+        }
         if (T > 1 && xn && 3 * (size_t)I * sizeof(float) <= g_smem_optin) {
             /* The layer norm once per token (256 threads: the fused
              * kernel's block, so the same sums), then the product. */
