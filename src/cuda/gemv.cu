@@ -1080,7 +1080,7 @@ static void gemv_shapes(void) {
     g_pipe_rb = env_int("GPTC_GEMV_PIPE_RB", 0);
     g_pipe_slabs = env_int("GPTC_GEMV_PIPE_SLABS", 0);
     g_pipe_big = env_int("GPTC_GEMV_PIPE_BIG", 1);
-    g_pipe_ln = env_int("GPTC_GEMV_PIPE_LN", 40); /* gemv_pipe_launch: KB of fp32 rows a block; 0: never */
+    g_pipe_ln = env_int("GPTC_GEMV_PIPE_LN", 40); /* gemv_pipe_launch: KB of fp32 rows, one group; 0: never */
     g_ksplit = env_int("GPTC_GEMV_KSPLIT", 1);
 }
 
@@ -1362,15 +1362,18 @@ static cudaError_t gemv_pipe_launch(const void *in, const void *w, int ldw, int 
     if (smem + ln_par > g_smem_optin || (lnp && ((I & 3) || I > 128 * PIPE_LN_NV))) return cudaErrorNotSupported;
     /* Every block of a group reads its tokens' fp32 rows (where
      * ln_stage_kernel's rows were read once, and the product's staging
-     * read half the bytes): a win only while those are few. H200, device
-     * ms a decode pass at 128 + 64 tokens, ln_stage_kernel -> this for every
-     * pass of 2-32 tokens: batch 8 (8 tokens a block) gpt2 0.333 -> 0.320,
-     * gpt2-medium 0.763 -> 0.720, gpt2-large 1.345 -> 1.323, gpt2-xl (50 KB
-     * a block) 2.064 -> 2.156; batch 32 (16 a block, 48 KB and more) gpt2
-     * 0.487 -> 0.494, gpt2-medium 1.141 -> 1.161, gpt2-large 2.139 -> 2.131,
-     * gpt2-xl 3.60 -> 3.67.
-     * GPTC_GEMV_PIPE_LN=N: up to N KB a block (default 40). */
-    if (lnp && (size_t)tpb * I * sizeof(float) > (size_t)g_pipe_ln * 1024) return cudaErrorNotSupported;
+     * read half the bytes): a win only while those are few, in one group.
+     * H200, device ms a decode pass at 128 + 64 tokens, ln_stage_kernel ->
+     * this for every pass of 2-32 tokens: batch 8 (8 tokens a block) gpt2
+     * 0.333 -> 0.320, gpt2-medium 0.763 -> 0.720, gpt2-large 1.345 -> 1.323,
+     * gpt2-xl (50 KB a block) 2.064 -> 2.156; batch 32 (16 a block, 48 KB
+     * and more) gpt2 0.487 -> 0.494, gpt2-medium 1.141 -> 1.161, gpt2-large
+     * 2.139 -> 2.131, gpt2-xl 3.60 -> 3.67; batch 4 gpt2 0.330 -> 0.319,
+     * gpt2-medium 0.774 -> 0.733; batch 10 gpt2 (30 KB) 0.357 -> 0.353;
+     * batch 12 gpt2 (36 KB) 0.363 -> 0.361. In groups of 8 (GPTC_GEMV_PIPE_
+     * TPB=8, 24 KB a block) slower: gpt2 batch 16 0.411 -> 0.426, batch 32
+     * 0.525 -> 0.541. GPTC_GEMV_PIPE_LN=N: up to N KB a block (default 40). */
+    if (lnp && (T > tpb || (size_t)tpb * I * sizeof(float) > (size_t)g_pipe_ln * 1024)) return cudaErrorNotSupported;
     /* 2 or 4 tiles in two slabs take units of 2 steps a warp (half the
      * barriers and copy issues a byte, for consumers that were instruction-
      * bound) and 96 KB in flight, where that fits; "slabs" 3 tells

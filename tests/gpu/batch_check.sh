@@ -42,9 +42,9 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   run test_kernels-pipe-rb8 env GPTC_GEMV_PIPE=64 GPTC_GEMV_PIPE_RB=8 GPTC_GEMV_PIPE_TPB=32 gpu-pkg/test_kernels
   run test_kernels-pipe-slab1 env GPTC_GEMV_PIPE=64 GPTC_GEMV_PIPE_SLABS=1 gpu-pkg/test_kernels
   run test_batch-cuda-pipe env GPTC_GEMV_PIPE=64 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
-  # The pipe normalising its own tokens (gemv_pipe_ln_kernel) wherever it
-  # fits - by default only up to 40 KB of rows a block - also 32 tokens a
-  # block (two a warp); and never (ln_stage_kernel before every pipe).
+  # The pipe normalising its own tokens (gemv_pipe_ln_kernel) in every
+  # pass of one group - by default only up to 40 KB of rows a block - also
+  # 32 tokens a block (two a warp); and never (ln_stage_kernel before every pipe).
   run test_kernels-pipe-ln env GPTC_GEMV_PIPE_LN=1000 gpu-pkg/test_kernels
   run test_kernels-pipe-ln32 env GPTC_GEMV_PIPE_LN=1000 GPTC_GEMV_PIPE=64 GPTC_GEMV_PIPE_TPB=32 gpu-pkg/test_kernels
   run test_batch-cuda-pipe-ln env GPTC_GEMV_PIPE_LN=1000 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch

@@ -1626,12 +1626,12 @@ int main(int argc, char **argv) {
          * projection's 3072; 41 takes gemv_mma_kernel */
         test_gemv_invariance(&DTYPES[di], 768, 2304, 13);
         test_gemv_invariance(&DTYPES[di], 1600, 1600, 5);
-        /* The pipe's own layer norm (gemv_pipe_ln_kernel, up to 40 KB of
-         * rows a block: 13 tokens of 768 above, 5 of 1600): rows not a
+        /* The pipe's own layer norm (gemv_pipe_ln_kernel, one group of up
+         * to 40 KB of rows: 13 tokens of 768 above, 5 of 1600): rows not a
          * multiple of 8 (100) or of 4 (37: ln_stage_kernel then); gpt2-
-         * medium's 32 tokens and gpt2-large's 16, too many bytes a block
-         * (ln_stage_kernel; GPTC_GEMV_PIPE_LN=1000 in batch_check.sh: the
-         * pipe's, in one group and two) */
+         * medium's 32 tokens (two groups) and gpt2-large's 16, too many
+         * bytes a block (ln_stage_kernel; the latter the pipe's under
+         * GPTC_GEMV_PIPE_LN=1000 in batch_check.sh) */
         test_gemv_invariance(&DTYPES[di], 100, 300, 7);
         test_gemv_invariance(&DTYPES[di], 37, 51, 9);
         if (!g_quick) test_gemv_invariance(&DTYPES[di], 1024, 3072, 32);
