@@ -1360,6 +1360,8 @@ static cudaError_t gemv_pipe_launch(const void *in, const void *w, int ldw, int 
      * holds in registers (I a multiple of 4, at most 128 PIPE_LN_NV) */
     size_t ln_par = lnp ? 2 * (size_t)I * sizeof(float) : 0;
     if (smem + ln_par > g_smem_optin || (lnp && ((I & 3) || I > 128 * PIPE_LN_NV))) return cudaErrorNotSupported;
+    /* its rows' and parameters' 16-byte copies and loads (the arena's are) */
+    if (lnp && (((uintptr_t)lnp->x | (uintptr_t)lnp->w | (uintptr_t)lnp->b) & 15)) return cudaErrorNotSupported;
     /* Every block of a group reads its tokens' fp32 rows (where
      * ln_stage_kernel's rows were read once, and the product's staging
      * read half the bytes): a win only while those are few, in one group.

@@ -622,24 +622,32 @@ static void test_gemv_invariance(const dtype_info *d, int I, int O, int T) {
     size_t n_out = (size_t)T * O * sizeof(float);
     float *d_out = (float *)dalloc(n_out);
     unsigned char *all = (unsigned char *)xmalloc(n_out), *one = (unsigned char *)xmalloc(n_out);
-    size_t wrong[3] = {0, 0, 0};
+    size_t wrong[4] = {0, 0, 0, 0};
+    /* The layer norm's parameters 4 bytes past an aligned address (a
+     * caller's buffers; the engine's arena aligns them): the pipe's own
+     * layer norm copies them 16 bytes at a time, so it must leave them to
+     * ln_stage_kernel. */
+    float *d_lwu = (float *)dalloc((size_t)(I + 1) * 4), *d_lbu = (float *)dalloc((size_t)(I + 1) * 4);
+    CK(cudaMemcpy(d_lwu + 1, d_lw, (size_t)I * 4, cudaMemcpyDeviceToDevice));
+    CK(cudaMemcpy(d_lbu + 1, d_lb, (size_t)I * 4, cudaMemcpyDeviceToDevice));
     void *d_xn = dalloc((size_t)T * I * d->es);
     cuda_epi e;
     memset(&e, 0, sizeof e);
     e.mode = EPI_STORE;
     e.bias = d_bias;
     e.ldo = O;
-    for (int ln = 0; ln < 3; ln++) { /* plain; layer norm through rows of xn; without them */
+    for (int ln = 0; ln < 4; ln++) { /* plain; layer norm through rows of xn; without them; unaligned */
         if (ln && (size_t)3 * ldw * sizeof(float) + 128 > g_smem_optin) continue;
         CK(cudaMemset(d_out, 0xff, n_out));
         e.out = d_out;
-        if (ln) CK(cuda_gemv_ln(dt, d_x, d_lw, d_lb, 1e-5f, d_w, ldw, T, I, O, e, ln == 1 ? d_xn : NULL, g_st));
+        const float *lw_ = ln == 3 ? d_lwu + 1 : d_lw, *lb_ = ln == 3 ? d_lbu + 1 : d_lb;
+        if (ln) CK(cuda_gemv_ln(dt, d_x, lw_, lb_, 1e-5f, d_w, ldw, T, I, O, e, ln != 2 ? d_xn : NULL, g_st));
         else CK(cuda_gemv(dt, d_in, d_w, ldw, T, I, O, e, g_st));
         download(all, d_out, n_out);
         CK(cudaMemset(d_out, 0xff, n_out));
         for (int t = 0; t < T; t++) {
             e.out = d_out + (size_t)t * O;
-            if (ln) CK(cuda_gemv_ln(dt, d_x + (size_t)t * I, d_lw, d_lb, 1e-5f, d_w, ldw, 1, I, O, e, NULL, g_st));
+            if (ln) CK(cuda_gemv_ln(dt, d_x + (size_t)t * I, lw_, lb_, 1e-5f, d_w, ldw, 1, I, O, e, NULL, g_st));
             else CK(cuda_gemv(dt, (const char *)d_in + (size_t)t * I * d->es, d_w, ldw, 1, I, O, e, g_st));
         }
         download(one, d_out, n_out);
@@ -693,6 +701,7 @@ static void test_gemv_invariance(const dtype_info *d, int I, int O, int T) {
     rep_exact(&r, "gemv", wrong[0]);
     rep_exact(&r, "gemv_ln", wrong[1]);
     rep_exact(&r, "gemv_ln a token per block", wrong[2]);
+    rep_exact(&r, "gemv_ln, parameters not 16-byte aligned", wrong[3]);
     if (O % 3 == 0) {
         rep_exact(&r, "qkv rows", wrong_rows);
         rep_exact(&r, "other cache rows", other);
@@ -706,6 +715,8 @@ static void test_gemv_invariance(const dtype_info *d, int I, int O, int T) {
     CK(cudaFree(d_bias));
     CK(cudaFree(d_out));
     CK(cudaFree(d_xn));
+    CK(cudaFree(d_lwu));
+    CK(cudaFree(d_lbu));
     free(wr), free(xr), free(x), free(lw), free(lb), free(bias), free(all), free(one);
 }
 
