@@ -1169,6 +1169,17 @@ static cudaError_t launch_rows(void (*k)(KArgs...), dim3 grid, dim3 block, size_
 
 static cudaError_t mma_attrs(const void *k, int bytes, bool one);
 
+/* Sets kernel K's attributes (set(K)) once on each device, at its first
+ * launch rather than in cuda_gemv_prepare (mma_rows says why). */
+template <auto K, typename F> static cudaError_t attrs_at_first_launch(F set) {
+    static std::atomic<bool> ready[CUDA_MAX_DEVICES];
+    std::atomic<bool> &r = ready[cuda_device_slot()];
+    if (r.load(std::memory_order_acquire)) return cudaSuccess;
+    cudaError_t e = set(reinterpret_cast<const void *>(K));
+    if (e == cudaSuccess) r.store(true, std::memory_order_release);
+    return e;
+}
+
 /* A one-slab gemv_mma_kernel's launch, or with fz (one token) its fused
  * twin's: the same grid, shared memory and arguments. A fused kernel gets
  * its attributes (mma_attrs) at its first launch on a device, not with the
@@ -1184,14 +1195,9 @@ static cudaError_t mma_rows(const cuda_fuse *fz, dim3 grid, size_t smem, cudaStr
                             const float *ln_b, float eps) {
     if constexpr (NTILE == 1)
         if (fz) {
-            auto k = gemv_mma_fused_kernel<W, LN, NCL, RB, MINB, TAIL>;
-            static std::atomic<bool> ready[CUDA_MAX_DEVICES];
-            std::atomic<bool> &r = ready[cuda_device_slot()];
-            if (!r.load()) {
-                cudaError_t e = mma_attrs(reinterpret_cast<const void *>(k), (int)g_smem_optin, true);
-                if (e != cudaSuccess) return e;
-                r.store(true);
-            }
+            constexpr auto k = gemv_mma_fused_kernel<W, LN, NCL, RB, MINB, TAIL>;
+            cudaError_t e = attrs_at_first_launch<k>([](const void *f) { return mma_attrs(f, (int)g_smem_optin, true); });
+            if (e != cudaSuccess) return e;
             return launch_rows(k, grid, dim3(256), smem, st, in, wp, ldw, I, O, T, tpb, epi, ln_w, ln_b, eps, *fz);
         }
     return launch_rows(gemv_mma_kernel<W, LN, NTILE, NCL, 1, RB, MINB, TAIL>, grid, dim3(256), smem, st, in, wp, ldw,
@@ -1298,18 +1304,13 @@ static cudaError_t gemv_mma_go(const void *in, const void *w, int ldw, int T, in
                                             fz);
 }
 
-/* A gemv_pipe_ln_kernel launch; its attributes set at its first launch on a
- * device (see mma_rows). */
+/* A gemv_pipe_ln_kernel launch, its attributes set at its first launch. */
 template <auto K, int SLABS, typename... Args>
 static cudaError_t pipe_ln_rows(dim3 grid, size_t smem, cudaStream_t st, Args... args) {
-    static std::atomic<bool> ready[CUDA_MAX_DEVICES];
-    std::atomic<bool> &r = ready[cuda_device_slot()];
-    if (!r.load(std::memory_order_acquire)) {
-        cudaError_t e = cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)g_smem_optin);
-        if (e != cudaSuccess) return e;
-        r.store(true, std::memory_order_release);
-    }
-    return launch_rows(K, grid, dim3(256 * SLABS), smem, st, args...);
+    cudaError_t e = attrs_at_first_launch<K>([](const void *f) {
+        return cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)g_smem_optin);
+    });
+    return e != cudaSuccess ? e : launch_rows(K, grid, dim3(256 * SLABS), smem, st, args...);
 }
 
 template <typename W, int NTILE, int RB>
