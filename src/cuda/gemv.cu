@@ -637,53 +637,70 @@ __device__ __forceinline__ void slab_sync(int slab) { asm volatile("bar.sync %0,
  * 8 (w % 4) + l / 4 (component l % 4, v[w / 4], v[w / 4 + 2], ...): each
  * lane takes those of its own, eight partials (two virtual warps x four
  * components), and block_sum's butterfly over a virtual warp's 32 threads
- * is three shuffles (thread bits 4, 3, 2: lane bits 2, 1, 0) and two adds
- * within the lane (bits 1, 0: the components). Then block_sum's second
- * step, the eight warps' sums in lanes 0-7 of one more butterfly.
+ * is three lane levels (thread bits 4, 3, 2: lane bits 2, 1, 0) and two
+ * component levels. Each butterfly level adds the same pairs of values
+ * whichever lane adds them, so a lane keeps half of its values at each
+ * level and receives its partner's half (ln_halve): the eight sums of a
+ * pass take 7 shuffles, not 8 x 5, and end one a lane group. Then
+ * block_sum's second step, the eight warps' sums in lanes 0-7 of one more
+ * butterfly.
  */
+template <int N>
+__device__ __forceinline__ void ln_halve(const float (&a)[2 * N], float (&b)[N], bool hi, int o) {
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        float keep = hi ? a[i + N] : a[i], give = hi ? a[i] : a[i + N];
+        b[i] = keep + __shfl_xor_sync(0xffffffffu, give, o);
+    }
+}
 template <int NV>
 __device__ __forceinline__ void ln_stats_regs(const float4 (&v)[NV], int I, float eps, float &mean, float &rstd) {
     static_assert(NV % 8 == 0, "two virtual warps a lane: k = w / 4 + 2 m");
     int lane = threadIdx.x & 31, n4 = I >> 2;
-    float tot = 0.0f;
+    float p[8], p4[4], p2[2], p1[1];
 #pragma unroll
     for (int w = 0; w < 8; w++) {
-        float p = 0.0f;
+        p[w] = 0.0f;
 #pragma unroll
         for (int k = w; k < NV; k += 8)
-            if (lane + 32 * k < n4) p += (v[k].x + v[k].y) + (v[k].z + v[k].w);
-        p = warp_sum(p);
-        if (lane == w) tot = p;
+            if (lane + 32 * k < n4) p[w] += (v[k].x + v[k].y) + (v[k].z + v[k].w);
     }
-    mean = warp_sum(tot) / (float)I;
-    float q[2][4];
+    /* thread bits 4, 3, 2 (lane bits 4, 3, 2): virtual warp w = lane / 4 % 8
+     * left here, then bits 1, 0 as block_sum */
+    ln_halve<4>(p, p4, lane & 16, 16);
+    ln_halve<2>(p4, p2, lane & 8, 8);
+    ln_halve<1>(p2, p1, lane & 4, 4);
+    float s = p1[0];
+    s += __shfl_xor_sync(0xffffffffu, s, 2);
+    s += __shfl_xor_sync(0xffffffffu, s, 1);
+    s = __shfl_sync(0xffffffffu, s, (lane & 7) * 4);
+    mean = warp_sum(lane < 8 ? s : 0.0f) / (float)I;
+    float q[8]; /* [h * 4 + c]: virtual warp lane / 8 + 4 h, component c */
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
+    for (int u = 0; u < 8; u++) q[u] = 0.0f;
 #pragma unroll
-        for (int c = 0; c < 4; c++) q[h][c] = 0.0f;
+    for (int h = 0; h < 2; h++)
 #pragma unroll
         for (int k = h; k < NV; k += 2)
             if (lane + 32 * k < n4) {
                 float d;
-                d = v[k].x - mean, q[h][0] += d * d;
-                d = v[k].y - mean, q[h][1] += d * d;
-                d = v[k].z - mean, q[h][2] += d * d;
-                d = v[k].w - mean, q[h][3] += d * d;
+                d = v[k].x - mean, q[h * 4 + 0] += d * d;
+                d = v[k].y - mean, q[h * 4 + 1] += d * d;
+                d = v[k].z - mean, q[h * 4 + 2] += d * d;
+                d = v[k].w - mean, q[h * 4 + 3] += d * d;
             }
-    }
-    float r[2];
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-#pragma unroll
-        for (int c = 0; c < 4; c++)
-#pragma unroll
-            for (int o = 4; o > 0; o >>= 1) q[h][c] += __shfl_xor_sync(0xffffffffu, q[h][c], o);
-        r[h] = (q[h][0] + q[h][2]) + (q[h][1] + q[h][3]);
-    }
-    /* block_sum's second step: lane w < 8 takes virtual warp w's sum, held
-     * by the lanes 8 (w % 4) .. as r[w / 4] */
-    float r0 = __shfl_sync(0xffffffffu, r[0], (lane & 3) * 8), r1 = __shfl_sync(0xffffffffu, r[1], (lane & 3) * 8);
-    float var = warp_sum(lane < 8 ? (lane < 4 ? r0 : r1) : 0.0f) / (float)I;
+    /* thread bits 4, 3, 2 (lane bits 2, 1, 0): (h, component) = (lane / 4 %
+     * 2, lane % 4) left here; then the components' levels, thread bits 1, 0,
+     * across lanes 2 and 1 apart */
+    ln_halve<4>(q, p4, lane & 4, 4);
+    ln_halve<2>(p4, p2, lane & 2, 2);
+    ln_halve<1>(p2, p1, lane & 1, 1);
+    s = p1[0];
+    s += __shfl_xor_sync(0xffffffffu, s, 2);
+    s += __shfl_xor_sync(0xffffffffu, s, 1);
+    /* virtual warp w (lane w < 8): lane group w % 4, h = w / 4 */
+    s = __shfl_sync(0xffffffffu, s, (lane & 3) * 8 + (lane & 4));
+    float var = warp_sum(lane < 8 ? s : 0.0f) / (float)I;
     rstd = 1.0f / sqrtf(var + eps);
 }
 
