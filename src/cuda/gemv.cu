@@ -1037,7 +1037,7 @@ static int env_int(const char *name, int def) {
 }
 
 static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist, g_tpb, g_tail;
-static int g_pipe, g_pipe_rb, g_pipe_slabs, g_pipe_tpb, g_pipe_big, g_ksplit, g_pipe_ln; /* gemv_pipe_launch's switches */
+static int g_pipe, g_pipe_rb, g_pipe_slabs, g_pipe_tpb, g_pipe_big, g_ksplit, g_pipe_ln, g_pipe_ln_i, g_pipe_wide; /* gemv_pipe_launch's switches */
 static int g_show;
 
 /* Tokens per block of a launch of T > 1 (T = 1: one). */
@@ -1097,7 +1097,9 @@ static void gemv_shapes(void) {
     g_pipe_rb = env_int("GPTC_GEMV_PIPE_RB", 0);
     g_pipe_slabs = env_int("GPTC_GEMV_PIPE_SLABS", 0);
     g_pipe_big = env_int("GPTC_GEMV_PIPE_BIG", 1);
-    g_pipe_ln = env_int("GPTC_GEMV_PIPE_LN", 40); /* gemv_pipe_launch: KB of fp32 rows, one group; 0: never */
+    g_pipe_ln = env_int("GPTC_GEMV_PIPE_LN", 64); /* gemv_pipe_launch: KB of fp32 rows, one group; 0: never */
+    g_pipe_ln_i = env_int("GPTC_GEMV_PIPE_LN_I", 1280); /* and rows of at most this many */
+    g_pipe_wide = env_int("GPTC_GEMV_PIPE_WIDE", 16384); /* gemv_pipe_launch: rows from which one group */
     g_ksplit = env_int("GPTC_GEMV_KSPLIT", 1);
 }
 
@@ -1370,6 +1372,10 @@ static cudaError_t gemv_pipe_launch(const void *in, const void *w, int ldw, int 
                                     cudaStream_t st, const pipe_ln *lnp = NULL) {
     size_t S = (size_t)mma_row_bytes(ldw), part = 8 * 32 * sizeof(float4);
     int most = g_pipe_tpb >= 8 && g_pipe_tpb < GEMV_MMA_TOK ? g_pipe_tpb : GEMV_MMA_TOK;
+    /* A product of many rows (the LM head) keeps every SM busy with one
+     * group of tokens, so it reads its weights once rather than once a
+     * group. GPTC_GEMV_PIPE_WIDE=N: from N rows on (0: never). */
+    if (g_pipe_wide > 0 && O >= g_pipe_wide) most = GEMV_MMA_TOK;
     int tpb = T < most ? T : most;
     int tiles = (tpb + 7) / 8, slabs = 2;
     if (g_pipe_slabs == 1 || g_pipe_slabs == 2) slabs = g_pipe_slabs;
@@ -1392,8 +1398,13 @@ static cudaError_t gemv_pipe_launch(const void *in, const void *w, int ldw, int 
      * gpt2-medium 0.774 -> 0.733; batch 10 gpt2 (30 KB) 0.357 -> 0.353;
      * batch 12 gpt2 (36 KB) 0.363 -> 0.361. In groups of 8 (GPTC_GEMV_PIPE_
      * TPB=8, 24 KB a block) slower: gpt2 batch 16 0.411 -> 0.426, batch 32
-     * 0.525 -> 0.541. GPTC_GEMV_PIPE_LN=N: up to N KB a block (default 40). */
-    if (lnp && (T > tpb || (size_t)tpb * I * sizeof(float) > (size_t)g_pipe_ln * 1024)) return cudaErrorNotSupported;
+     * 0.525 -> 0.541. With the statistics' halvings (session 17, ln_stage_
+     * kernel -> this): gpt2-medium batch 12 (48 KB) 0.810 -> 0.792, batch 16
+     * (64 KB) 0.934 -> 0.922, gpt2 batch 16 0.383 -> 0.379; gpt2-xl batch 8
+     * (51 KB) still 2.063 -> 2.121. GPTC_GEMV_PIPE_LN=N: up to N KB a block
+     * (default 64); GPTC_GEMV_PIPE_LN_I=N: rows up to N wide (1280). */
+    if (lnp && (T > tpb || I > g_pipe_ln_i || (size_t)tpb * I * sizeof(float) > (size_t)g_pipe_ln * 1024))
+        return cudaErrorNotSupported;
     /* 2 or 4 tiles in two slabs take units of 2 steps a warp (half the
      * barriers and copy issues a byte, for consumers that were instruction-
      * bound) and 96 KB in flight, where that fits; "slabs" 3 tells

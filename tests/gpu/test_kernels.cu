@@ -1638,13 +1638,16 @@ int main(int argc, char **argv) {
         test_gemv_invariance(&DTYPES[di], 768, 2304, 13);
         test_gemv_invariance(&DTYPES[di], 1600, 1600, 5);
         /* The pipe's own layer norm (gemv_pipe_ln_kernel, one group of up
-         * to 40 KB of rows: 13 tokens of 768 above, 5 of 1600): rows not a
-         * multiple of 8 (100) or of 4 (37: ln_stage_kernel then); gpt2-
-         * medium's 32 tokens (two groups) and gpt2-large's 16, too many
-         * bytes a block (ln_stage_kernel; the latter the pipe's under
-         * GPTC_GEMV_PIPE_LN=1000 in batch_check.sh) */
+         * to 64 KB of rows up to 1280 wide: 13 tokens of 768 above, 16 of
+         * 1024, 12 of 1280; 5 of 1600 too wide): rows not a multiple of 8
+         * (100) or of 4 (37: ln_stage_kernel then); gpt2-medium's 32 tokens
+         * (two groups) and gpt2-large's 16, too many bytes a block
+         * (ln_stage_kernel; the pipe's under GPTC_GEMV_PIPE_LN=1000
+         * GPTC_GEMV_PIPE_LN_I=2048 in batch_check.sh, with 1600 wide) */
         test_gemv_invariance(&DTYPES[di], 100, 300, 7);
         test_gemv_invariance(&DTYPES[di], 37, 51, 9);
+        if (!g_quick) test_gemv_invariance(&DTYPES[di], 1024, 3072, 16);
+        if (!g_quick) test_gemv_invariance(&DTYPES[di], 1280, 3840, 12);
         if (!g_quick) test_gemv_invariance(&DTYPES[di], 1024, 3072, 32);
         if (!g_quick) test_gemv_invariance(&DTYPES[di], 1280, 3840, 16);
         if (!g_quick) test_gemv_invariance(&DTYPES[di], 3072, 768, 11);
@@ -1662,6 +1665,9 @@ int main(int argc, char **argv) {
          * product of 4 blocks an SM (4 loads a lane) alone, not in a batch */
         if (!g_quick) test_gemv_invariance(&DTYPES[di], 1600, 6402, 41);
         if (!g_quick) test_gemv_invariance(&DTYPES[di], 1600, 6402, 29);
+        /* a head's many rows (GPTC_GEMV_PIPE_WIDE): 27 tokens in one group
+         * of four tiles, not two groups */
+        if (!g_quick) test_gemv_invariance(&DTYPES[di], 768, 16411, 27);
     }
     for (int di = 0; di < 3; di++) {
         const int Os[] = {53, 111, 2304, 50257};
