@@ -1037,7 +1037,8 @@ static int env_int(const char *name, int def) {
 }
 
 static int g_lnw = -1, g_lnr, g_nw, g_nr, g_nt_min, g_ntw, g_ntr, g_ntb, g_mma, g_ln4, g_rb, g_persist, g_tpb, g_tail;
-static int g_pipe, g_pipe_rb, g_pipe_slabs, g_pipe_tpb, g_pipe_big, g_ksplit, g_pipe_ln, g_pipe_ln_i, g_pipe_wide; /* gemv_pipe_launch's switches */
+/* gemv_pipe_launch's switches */
+static int g_pipe, g_pipe_rb, g_pipe_slabs, g_pipe_tpb, g_pipe_big, g_ksplit, g_pipe_ln, g_pipe_ln_i, g_pipe_wide;
 static int g_show;
 
 /* Tokens per block of a launch of T > 1 (T = 1: one). */

@@ -43,12 +43,14 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   run test_kernels-pipe-slab1 env GPTC_GEMV_PIPE=64 GPTC_GEMV_PIPE_SLABS=1 gpu-pkg/test_kernels
   run test_batch-cuda-pipe env GPTC_GEMV_PIPE=64 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
   # The pipe normalising its own tokens (gemv_pipe_ln_kernel) in every
-  # pass of one group - by default only up to 40 KB of rows a block - also
+  # pass of one group - by default only up to 64 KB of rows up to 1280 wide a block - also
   # 32 tokens a block (two a warp); and never (ln_stage_kernel before every pipe).
   run test_kernels-pipe-ln env GPTC_GEMV_PIPE_LN=1000 GPTC_GEMV_PIPE_LN_I=2048 gpu-pkg/test_kernels
   run test_kernels-pipe-ln32 env GPTC_GEMV_PIPE_LN=1000 GPTC_GEMV_PIPE_LN_I=2048 GPTC_GEMV_PIPE=64 GPTC_GEMV_PIPE_TPB=32 gpu-pkg/test_kernels
   run test_batch-cuda-pipe-ln env GPTC_GEMV_PIPE_LN=1000 GPTC_GEMV_PIPE_LN_I=2048 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
   run test_kernels-pipe-ln0 env GPTC_GEMV_PIPE_LN=0 gpu-pkg/test_kernels
+  # Every pipe product of 17-32 tokens in one group (by default only the LM head's many rows).
+  run test_kernels-wide1 env GPTC_GEMV_PIPE_WIDE=1 gpu-pkg/test_kernels
   # Units of one step a warp for 2-4 tiles (the default takes 2), and the
   # K split of the products the pipe cannot stage in groups of 16 tokens.
   run test_kernels-pipe-small env GPTC_GEMV_PIPE_BIG=0 gpu-pkg/test_kernels
