@@ -736,6 +736,8 @@ __device__ __forceinline__ void gemv_pipe_body(const T *__restrict__ in, const T
     /* the staged tokens, then the slabs' stages, then their partial sums */
     char *stages = sm + (size_t)min(tpb, n_tok) * S, *ws = stages + (size_t)slab * STAGES * UNIT;
     float4 *part = reinterpret_cast<float4 *>(stages + (size_t)SLABS * STAGES * UNIT) + slab * 8 * NTILE * 32;
+    /* LNX: the layer norm's weights and biases (I each), after every slab's partial sums */
+    [[maybe_unused]] float *lw = reinterpret_cast<float *>(part + (SLABS - slab) * 8 * NTILE * 32), *lb = lw + I;
     /* The issuing position (row block's first row, unit within it, stage),
      * advanced a unit at a time. Always a group, empty past the end, so
      * that the waits count alike. A warp's copy is 512 bytes of one row. */
@@ -758,7 +760,6 @@ __device__ __forceinline__ void gemv_pipe_body(const T *__restrict__ in, const T
     /* LNX: the layer norm's parameters first, a group of their own, so that
      * waiting for them leaves the weights in flight. */
     if constexpr (LNX) {
-        float *lw = reinterpret_cast<float *>(part + (SLABS - slab) * 8 * NTILE * 32), *lb = lw + I; /* after the partials */
         for (int c = threadIdx.x; c < (I >> 2); c += blockDim.x) {
             cp_async16(lw + 4 * c, ln.w + 4 * c, 16);
             cp_async16(lb + 4 * c, ln.b + 4 * c, 16);
@@ -772,7 +773,6 @@ __device__ __forceinline__ void gemv_pipe_body(const T *__restrict__ in, const T
         /* A warp a token: its row into registers, every load in flight at
          * once, ln_stage_row's statistics (ln_stats_regs), ln_stage_kernel's
          * rounding into the token's staged row. */
-        const float *lw = reinterpret_cast<float *>(part + (SLABS - slab) * 8 * NTILE * 32), *lb = lw + I;
         int n4 = I >> 2, kpad = nk * 32;
         pdl_wait();
         pdl_trigger();
