@@ -10,7 +10,9 @@
 # BACKEND (cuda), BENCH_ARGS (more gptc bench flags, e.g. "--do-sample --top-k 50"
 # for sampling steps at batch 1). BATCH="32 128": batches of that many prompts instead, each
 # run's device ms per decode pass (GPTC_CUDA_PASS_PROF=1); PROF=2 adds the
-# ms per kernel kind (the passes then run uncaptured, an event per kernel).
+# ms per kernel kind (the passes then run uncaptured, an event per kernel);
+# STEP=1 the wall ms of a decode step instead (gptc bench's median: the
+# device's pass plus what the host adds between passes).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu_env.sh
@@ -32,6 +34,10 @@ one() { # variant, binary, shape, batch
     # shellcheck disable=SC2086 # a variant is several words on purpose
     env $1 "$2" bench --backend "${BACKEND:-cuda}" --shape "$3" --prompt-len "${PROMPT:-16}" \
       --new-tokens "${NEW:-256}" ${BENCH_ARGS:-} 2>&1 | grep -oE 'decode[^0-9]*[0-9.]+ ms' | grep -oE '[0-9.]+ ms'
+  elif [ -n "${STEP:-}" ]; then
+    # shellcheck disable=SC2086
+    env $1 "$2" bench --backend "${BACKEND:-cuda}" --shape "$3" --prompt-len "${PROMPT:-128}" \
+      --new-tokens "${NEW:-64}" --batch "$4" 2>&1 | grep -oE '^decode +[0-9.]+ ms/step' | grep -oE '[0-9.]+ ms'
   else
     # shellcheck disable=SC2086
     env GPTC_CUDA_PASS_PROF="${PROF:-1}" $1 "$2" bench --backend "${BACKEND:-cuda}" --shape "$3" \

@@ -8,9 +8,11 @@
  * layer's pool. A pass copies its integers (ids, positions, each token's
  * cache row and block table, the rows whose logits are wanted) to the device
  * in one transfer from pinned memory, runs the model on the device, and
- * copies back the logits of the requested rows, or only their argmax when
- * the caller picks greedily (gptc_pass.argmax_only): at batch 32 that is
- * 128 bytes instead of 6.4 MB a step, and no argmax on the host.
+ * copies back the logits of the requested rows, or only their pick when
+ * the device picks (gptc_pass.argmax_only, samplers): at batch 32 that is
+ * 128 bytes instead of 6.4 MB a step, and no argmax on the host. The argmax
+ * or sampler kernel writes the picks into mapped pinned memory itself: a
+ * copy after the graph cost ~7 us a pass (an H200, gpt2 batch 8 and 32).
  *
  * Batch invariance. The pass is cut into segments, runs of tokens of one
  * sequence at consecutive positions (a prompt, or one new token), and each
@@ -94,6 +96,13 @@ typedef struct {
     /* The pass's integers: pinned staging and its device copy. */
     int32_t *h_int, *d_int;
     size_t cap_int;
+    /* The logit rows' picks, written by the argmax or sampler kernel
+     * straight into mapped pinned memory (h_next; d_next its device
+     * address): no copy after the pass. NULL where the device cannot map
+     * it, or with GPTC_CUDA_TOKEN_COPY=1: then into d_int and copied. */
+    int32_t *h_next, *d_next;
+    int32_t cap_next;
+    int token_copy;
     /* Host bookkeeping: segments, each token's row, per sequence id its
      * highest position in the pass and its table's offset in the staging. */
     segment *segs;
@@ -184,6 +193,7 @@ void cuda_kv_free(gptc_model *m, void *kv_) {
         cudaFree(bufs[i]);
     cudaFreeHost(kv->h_int);
     cudaFreeHost(kv->h_rows);
+    cudaFreeHost(kv->h_next);
     if (w->stream) cudaStreamDestroy(w->stream);
     (void)cudaGetLastError();
     free(kv->segs);
@@ -242,6 +252,7 @@ static gptc_status kv_init(gptc_model *m, cuda_kv *kv, int32_t n_blocks, int32_t
     CK(cudaMalloc(&kv->ws.lt_ws, LT_WORKSPACE_BYTES));
     const char *pe = getenv("GPTC_CUDA_PASS_PROF");
     kv->prof = pe && *pe ? atoi(pe) : 0;
+    kv->token_copy = getenv("GPTC_CUDA_TOKEN_COPY") != NULL;
     for (int i = 0; i < 3 && kv->prof; i++)
         CK(cudaEventCreate(&kv->ev[i]));
     for (int i = 0; i < PROF_MARKS && kv->prof == 2; i++)
@@ -385,6 +396,29 @@ static gptc_status reserve_ints(cuda_kv *kv, size_t n) {
                           1024);
 }
 
+/* Mapped room for n picks (kv->d_next NULL: the device cannot map pinned
+ * memory, or GPTC_CUDA_TOKEN_COPY is set - the picks go through d_int). */
+static gptc_status reserve_next(cuda_kv *kv, int32_t n) {
+    if (kv->token_copy || n <= kv->cap_next) return GPTC_OK;
+    drop_graphs(kv);
+    int32_t c = kv->cap_next ? kv->cap_next : 64;
+    while (c < n)
+        c = c > INT32_MAX / 2 ? n : 2 * c;
+    cudaFreeHost(kv->h_next);
+    kv->h_next = kv->d_next = NULL;
+    kv->cap_next = 0;
+    if (cudaHostAlloc((void **)&kv->h_next, (size_t)c * sizeof(int32_t), cudaHostAllocMapped) != cudaSuccess ||
+        cudaHostGetDevicePointer((void **)&kv->d_next, kv->h_next, 0) != cudaSuccess) {
+        (void)cudaGetLastError();
+        cudaFreeHost(kv->h_next);
+        kv->h_next = kv->d_next = NULL;
+        kv->token_copy = 1;
+        return GPTC_OK;
+    }
+    kv->cap_next = c;
+    return GPTC_OK;
+}
+
 /* The pass's layout on the device: kv->d_int holds, for rows 0 .. rows - 1,
  * ids, pos, cache row and table offset, then the logit rows, room for their
  * argmax, then the tables (so that a decode pass's pointers depend on its
@@ -392,8 +426,8 @@ static gptc_status reserve_ints(cuda_kv *kv, size_t n) {
 typedef struct {
     int32_t rows, n_short, n_segs, max_pos_short;
     const int32_t *ids, *pos, *crow, *tab, *lrows, *tables;
-    int32_t *next;  /* the argmax of each logit row */
-    size_t next_at; /* ... at this offset of d_int and h_int */
+    int32_t *next;  /* the argmax of each logit row: kv->d_next, or d_int + next_at */
+    size_t next_at;
     /* The long segments' rows: from long0 to the end; the group whose QKV
      * product writes the cache, [cached0, + n_cached), and the fresh one,
      * [fresh0, + n_fresh): fresh_segs of them, the longest fresh_max, their
@@ -474,6 +508,7 @@ static gptc_status stage_pass(cuda_kv *kv, const gptc_model *m, const gptc_pass 
     /* the fresh segments' pairs are read as int2: an even offset */
     size_t base_t = base_n + (size_t)p->n_logits, base_s = (base_t + n_tab + 1) & ~(size_t)1;
     CKST(reserve_ints(kv, base_s + 2 * (size_t)fresh_segs));
+    CKST(reserve_next(kv, p->n_logits));
     int32_t *h = kv->h_int, *ids = h, *pos = h + rows, *crow = h + 2 * rows, *tab = h + 3 * rows;
     int32_t *tables = h + base_t;
     size_t at = 0;
@@ -516,7 +551,8 @@ static gptc_status stage_pass(cuda_kv *kv, const gptc_model *m, const gptc_pass 
     memset(lay, 0, sizeof *lay);
     lay->rows = rows, lay->n_short = n_short, lay->n_segs = n_segs, lay->max_pos_short = max_pos_short;
     lay->ids = d, lay->pos = d + rows, lay->crow = d + 2 * rows, lay->tab = d + 3 * rows;
-    lay->lrows = d + base_l, lay->tables = d + base_t, lay->next = d + base_n, lay->next_at = base_n;
+    lay->lrows = d + base_l, lay->tables = d + base_t, lay->next_at = base_n;
+    lay->next = kv->d_next ? kv->d_next : d + base_n;
     lay->long0 = group_n[1] ? group0[1] : group0[2]; /* = rows when there are none */
     lay->cached0 = group0[1], lay->n_cached = group_n[1];
     lay->fresh0 = group0[2], lay->n_fresh = group_n[2];
@@ -736,7 +772,7 @@ static gptc_status copy_rows(cuda_kv *kv, const gptc_pass *p, const pass_layout 
                            (size_t)(j - i) * V * sizeof(float), cudaMemcpyDeviceToHost, st));
         i = j;
     }
-    if (p->argmax_only || p->samplers)
+    if ((p->argmax_only || p->samplers) && !kv->d_next)
         CK(cudaMemcpyAsync(kv->h_int + lay->next_at + r, lay->next + r, (size_t)nr * sizeof(int32_t),
                            cudaMemcpyDeviceToHost, st));
     return GPTC_OK;
@@ -930,8 +966,9 @@ gptc_status cuda_kv_eval(gptc_model *m, void *kv_, const gptc_pass *p, float *lo
     if (kv->prof) CK(cudaEventRecord(kv->ev[2], st));
     /* The staging is reused by the next pass: wait for this one. */
     CK(cudaStreamSynchronize(st));
+    const volatile int32_t *picks = kv->d_next ? kv->h_next : kv->h_int + lay.next_at;
     for (int32_t i = 0; i < p->n_logits; i++)
-        if (picked_on_device(p, i)) p->next[i] = kv->h_int[lay.next_at + (size_t)i];
+        if (picked_on_device(p, i)) p->next[i] = picks[i];
     for (int32_t i = 0; sampled && i < p->n_logits; i++)
         if (p->samplers[i]) ((cuda_kv_sampler *)p->samplers[i])->picks++;
     if (kv->prof && decode && ++kv->prof_skip > 2) {

@@ -1592,11 +1592,16 @@ cudaError_t cuda_sample_rows(const cuda_sample_row *rows, int n_rows, float *log
     cudaError_t e = cudaGetDevice(&dev);
     if (e != cudaSuccess) return e;
     size_t need = (size_t)V * sizeof(float);
+    /* With PDL after the argmax, as sample_kernel after the LM head: the
+     * rows were uploaded before the pass; the logits and the picks are read
+     * and written after sample_block's pdl_wait. */
     if (need <= sample_smem_limit(dev))
-        sample_rows_kernel<true><<<n_rows, SAMPLE_THREADS, need, st>>>(rows, logits, V, tokens);
+        e = launch_pdl(sample_rows_kernel<true>, dim3(n_rows), dim3(SAMPLE_THREADS), need, st, rows, logits, V,
+                       tokens);
     else
-        sample_rows_kernel<false><<<n_rows, SAMPLE_THREADS, 0, st>>>(rows, logits, V, tokens);
-    return cudaGetLastError();
+        e = launch_pdl(sample_rows_kernel<false>, dim3(n_rows), dim3(SAMPLE_THREADS), 0, st, rows, logits, V,
+                       tokens);
+    return e != cudaSuccess ? e : cudaGetLastError();
 }
 
 cudaError_t cuda_mark_present(uint8_t *present, const int32_t *hist, int from, int to,

@@ -25,6 +25,8 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   # cuBLASLt's algorithm cache with room for 3 shapes: entries evicted and
   # asked for again all the time, the outputs still batch = alone.
   run test_batch-cuda-lt3 env GPTC_CUDA_LT_CACHE=3 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
+  # A pass's picks copied back after it (not written into mapped memory).
+  run test_batch-cuda-copy env GPTC_CUDA_TOKEN_COPY=1 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
   # The passes of these tests have fewer tokens than the multi-token GEMV
   # takes (GEMV_NT_MIN): once more with it taking every pass of two or more.
   run test_batch-cuda-nt2 env GPTC_BATCH_BACKEND=cuda GPTC_GEMV_NT_MIN=2 gpu-pkg/test_batch
@@ -66,6 +68,11 @@ if [ -z "${SKIP_TESTS:-}" ]; then
       > "$out/memcheck-batch-$dt.log" 2>&1 || status=1
     tail -2 "$out/memcheck-batch-$dt.log"
   done
+  echo "== memcheck: generate --prompts-file --do-sample (the samplers' picks into mapped memory)"
+  compute-sanitizer --tool memcheck --error-exitcode 3 gpu-pkg/gptc generate -m tests/fixtures/gpt2vocab-f16 \
+    --backend cuda --prompts-file /tmp/prompts.txt --batch-size 3 --max-new-tokens 20 --ids --do-sample \
+    --top-k 20 --seed 5 > "$out/memcheck-batch-sample.log" 2>&1 || status=1
+  tail -2 "$out/memcheck-batch-sample.log"
   echo "== memcheck: beam search (paged), bench --shape gpt2 --batch 3"
   compute-sanitizer --tool memcheck --error-exitcode 3 gpu-pkg/gptc generate -m tests/fixtures/gpt2vocab-f16 \
     --backend cuda --prompt "Hello world, this is a test of beams" --num-beams 4 --max-new-tokens 20 --ids 2>&1 | tail -2

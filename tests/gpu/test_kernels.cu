@@ -1319,6 +1319,57 @@ static cuda_epi store_epi(void *out, int ldo) {
     return e;
 }
 
+/* cuda_argmax_rows (a batch pass's greedy picks): n rows of V logits in
+ * one buffer, so that rows start at every offset from a 16-byte boundary
+ * (the kernel's scalar prefix, float4s and tail); row r takes case r % 9
+ * of the kinds above, with ties put in the prefix (0, 1) and the tail
+ * (V - 2, V - 1) too. */
+static void test_argmax_rows(int V, int n) {
+    char label[128];
+    snprintf(label, sizeof label, "argmax rows V=%d n=%d", V, n);
+    reseed(label);
+    float *x = (float *)xmalloc((size_t)V * n * sizeof(float));
+    int32_t *want = (int32_t *)xmalloc((size_t)n * sizeof(int32_t)), *got = (int32_t *)xmalloc((size_t)n * sizeof(int32_t));
+    for (int r = 0; r < n; r++) {
+        float *y = x + (size_t)r * V;
+        for (int i = 0; i < V; i++) y[i] = uni(-10, 10);
+        switch (r % 9) {
+        case 1: y[0] = y[V > 1 ? 1 : 0] = 11.0f; break;
+        case 2: y[V - 1] = y[V > 1 ? V - 2 : 0] = 11.0f; break;
+        case 3: y[V - 1] = y[V / 2] = y[V / 3] = 11.0f; break;
+        case 4: for (int i = 0; i < V; i++) y[i] = 1.5f; break;
+        case 5:
+            for (int i = 0; i < V; i += 7) y[i] = NAN;
+            for (int i = 3; i < V; i += 11) y[i] = -INFINITY;
+            y[V / 2] = 12.0f;
+            break;
+        case 6: for (int i = 0; i < V; i++) y[i] = NAN; break;
+        case 7: for (int i = 0; i < V; i++) y[i] = -INFINITY; break;
+        case 8: y[V - 1] = 10.5f; break;
+        }
+        want[r] = argmax_ref(y, V);
+        got[r] = -1;
+    }
+    float *d_x = (float *)dupload(x, (size_t)V * n * sizeof(float));
+    int32_t *d_out = (int32_t *)dupload(got, (size_t)n * sizeof(int32_t));
+    CK(cuda_argmax_rows(d_x, V, n, d_out, g_st));
+    download(got, d_out, (size_t)n * sizeof(int32_t));
+    size_t wrong = 0;
+    int first = -1;
+    for (int r = 0; r < n; r++)
+        if (got[r] != want[r]) wrong++, first = first < 0 ? r : first;
+    report rr;
+    rep_init(&rr);
+    rep_exact(&rr, "picks", wrong);
+    if (first >= 0) rep_add(&rr, " (row %d: %d, expected %d)", first, got[first], want[first]);
+    rep_end(&rr, label);
+    CK(cudaFree(d_x));
+    CK(cudaFree(d_out));
+    free(x);
+    free(want);
+    free(got);
+}
+
 /* The pick by the argmax kernel (d NULL), or by the LM head's product as it
  * stores the logits (cuda_fuse.pick, dtype d): a product whose row o is x[o]
  * at column k0 and zeros elsewhere, times the one-hot row e_k0, stores x[o]
@@ -1688,6 +1739,8 @@ int main(int argc, char **argv) {
         if (!g_quick || kind == AM_TIE_THREAD) test_argmax(100003, kind);
     }
     test_argmax(1, AM_ALL_NAN);
+    const int Vr[][2] = {{1, 3}, {2, 5}, {37, 9}, {50257, 36}, {100003, 9}};
+    for (int k = 0; k < 5; k++) test_argmax_rows(Vr[k][0], Vr[k][1]);
     /* The same picks inside the LM head's product (16-bit dtypes): ties
      * within a row block's 16 rows (300, 301), across blocks and row blocks
      * of one block, NaN and -inf; gpt2's head at I = 768. */
