@@ -1309,6 +1309,37 @@ static const char *AM_NAMES[] = {"random",    "tie in one thread", "tie across l
                                  "all equal", "NaNs",              "all NaN",          "all -inf",
                                  "max last"};
 
+/* V logits of case `kind`: uniform in [-10, 10), then the case's values. */
+static void am_fill(float *x, int V, int kind) {
+    for (int i = 0; i < V; i++) x[i] = uni(-10, 10);
+    switch (kind) {
+    /* The first stage's 256 blocks of 256 threads stride by 65536: a tie
+     * within one thread's stride, between lanes of a warp, and between
+     * blocks (the second stage), the lowest index put where a reduction
+     * order would meet it last. */
+    case AM_TIE_THREAD: /* V > 70000 */
+        x[4464 + 65536] = x[4464] = 11.0f;
+        break;
+    case AM_TIE_LANES: x[301] = x[300] = 11.0f; break;
+    case AM_TIE_BLOCKS: x[V - 1] = x[40000 % V] = x[513] = 11.0f; break;
+    case AM_EQUAL:
+        for (int i = 0; i < V; i++) x[i] = 1.5f;
+        break;
+    case AM_NAN:
+        for (int i = 0; i < V; i += 7) x[i] = NAN;
+        for (int i = 3; i < V; i += 11) x[i] = -INFINITY;
+        x[V / 2] = 12.0f; /* NaN at 0 and every 7th: none of them may win */
+        break;
+    case AM_ALL_NAN:
+        for (int i = 0; i < V; i++) x[i] = NAN;
+        break;
+    case AM_ALL_NEG_INF:
+        for (int i = 0; i < V; i++) x[i] = -INFINITY;
+        break;
+    case AM_LAST: x[V - 1] = 10.5f; break;
+    }
+}
+
 /* A plain store of a product's outputs to out (rows of ldo). */
 static cuda_epi store_epi(void *out, int ldo) {
     cuda_epi e;
@@ -1321,9 +1352,9 @@ static cuda_epi store_epi(void *out, int ldo) {
 
 /* cuda_argmax_rows (a batch pass's greedy picks): n rows of V logits in
  * one buffer, so that rows start at every offset from a 16-byte boundary
- * (the kernel's scalar prefix, float4s and tail); row r takes case r % 9
- * of the kinds above, with ties put in the prefix (0, 1) and the tail
- * (V - 2, V - 1) too. */
+ * (the kernel's scalar prefix, float4s and tail); row r takes case r % 9:
+ * random, ties in the prefix (0, 1), in the tail (V - 2, V - 1) and three
+ * apart, then am_fill's all equal, NaNs, all NaN, all -inf, max last. */
 static void test_argmax_rows(int V, int n) {
     char label[128];
     snprintf(label, sizeof label, "argmax rows V=%d n=%d", V, n);
@@ -1331,21 +1362,14 @@ static void test_argmax_rows(int V, int n) {
     float *x = (float *)xmalloc((size_t)V * n * sizeof(float));
     int32_t *want = (int32_t *)xmalloc((size_t)n * sizeof(int32_t)), *got = (int32_t *)xmalloc((size_t)n * sizeof(int32_t));
     for (int r = 0; r < n; r++) {
+        static const int KIND[9] = {AM_RANDOM, AM_RANDOM, AM_RANDOM, AM_RANDOM, AM_EQUAL,
+                                    AM_NAN,    AM_ALL_NAN, AM_ALL_NEG_INF, AM_LAST};
         float *y = x + (size_t)r * V;
-        for (int i = 0; i < V; i++) y[i] = uni(-10, 10);
+        am_fill(y, V, KIND[r % 9]);
         switch (r % 9) {
         case 1: y[0] = y[V > 1 ? 1 : 0] = 11.0f; break;
         case 2: y[V - 1] = y[V > 1 ? V - 2 : 0] = 11.0f; break;
         case 3: y[V - 1] = y[V / 2] = y[V / 3] = 11.0f; break;
-        case 4: for (int i = 0; i < V; i++) y[i] = 1.5f; break;
-        case 5:
-            for (int i = 0; i < V; i += 7) y[i] = NAN;
-            for (int i = 3; i < V; i += 11) y[i] = -INFINITY;
-            y[V / 2] = 12.0f;
-            break;
-        case 6: for (int i = 0; i < V; i++) y[i] = NAN; break;
-        case 7: for (int i = 0; i < V; i++) y[i] = -INFINITY; break;
-        case 8: y[V - 1] = 10.5f; break;
         }
         want[r] = argmax_ref(y, V);
         got[r] = -1;
@@ -1380,33 +1404,7 @@ static void test_argmax(int V, int kind, const dtype_info *d = NULL, int I = 72)
     else snprintf(label, sizeof label, "argmax   V=%d %s", V, AM_NAMES[kind]);
     reseed(label);
     float *x = (float *)xmalloc((size_t)V * sizeof(float));
-    for (int i = 0; i < V; i++) x[i] = uni(-10, 10);
-    switch (kind) {
-    /* The first stage's 256 blocks of 256 threads stride by 65536: a tie
-     * within one thread's stride, between lanes of a warp, and between
-     * blocks (the second stage), the lowest index put where a reduction
-     * order would meet it last. */
-    case AM_TIE_THREAD: /* V > 70000 */
-        x[4464 + 65536] = x[4464] = 11.0f;
-        break;
-    case AM_TIE_LANES: x[301] = x[300] = 11.0f; break;
-    case AM_TIE_BLOCKS: x[V - 1] = x[40000 % V] = x[513] = 11.0f; break;
-    case AM_EQUAL:
-        for (int i = 0; i < V; i++) x[i] = 1.5f;
-        break;
-    case AM_NAN:
-        for (int i = 0; i < V; i += 7) x[i] = NAN;
-        for (int i = 3; i < V; i += 11) x[i] = -INFINITY;
-        x[V / 2] = 12.0f; /* NaN at 0 and every 7th: none of them may win */
-        break;
-    case AM_ALL_NAN:
-        for (int i = 0; i < V; i++) x[i] = NAN;
-        break;
-    case AM_ALL_NEG_INF:
-        for (int i = 0; i < V; i++) x[i] = -INFINITY;
-        break;
-    case AM_LAST: x[V - 1] = 10.5f; break;
-    }
+    am_fill(x, V, kind);
     /* the head's products: the values in its dtype, the weights and input */
     void *d_w = NULL, *d_in = NULL;
     int ldw = cuda_pad_row(I), k0 = I / 2 + 1;
