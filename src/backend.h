@@ -48,6 +48,15 @@ typedef struct {
      * logits not written. Its first pick starts from the history the
      * sampler was made with; each later one first appends the row's token. */
     void *const *samplers;
+    /* Optional (NULL: as far as each sequence's highest position in the
+     * pass): per sequence, how many entries its table has. */
+    const int32_t *n_table;
+    /* 1: the caller expects to ask next for this pass's successor - the
+     * same sequences (some may leave), a token each: this pass's picks, one
+     * position on. A backend may start it before it is asked for (CUDA:
+     * greedy decode passes, launched on the device's picks) where each
+     * table has the next position's block (n_table). */
+    int32_t continues;
 } gptc_pass;
 
 typedef struct gptc_backend_ops {

@@ -76,6 +76,7 @@ struct gptc_batch {
     int device_pick; /* rows whose pick is the argmax get it from the backend */
     size_t cap_tok;
     const int32_t **tables;
+    int32_t *n_table;
     float *logits;
     /* this step's log-probabilities, per running row: [max_batch][GPTC_MAX_TOP_LOGPROBS] */
     int32_t *lp_ids;
@@ -123,6 +124,7 @@ void gptc_batch_free(gptc_batch *b) {
     free(b->argmax_only);
     free(b->samplers);
     free(b->tables);
+    free(b->n_table);
     free(b->logits);
     free(b->lp_ids);
     free(b->lp_vals);
@@ -166,10 +168,11 @@ gptc_status gptc_batch_new(gptc_model *m, const gptc_tokenizer *tok, const gptc_
     b->device_pick = !getenv("GPTC_HOST_SAMPLING");
     b->run = calloc((size_t)p.max_batch, sizeof *b->run);
     b->tables = calloc((size_t)p.max_batch, sizeof *b->tables);
+    b->n_table = calloc((size_t)p.max_batch, sizeof *b->n_table);
     b->next = calloc((size_t)p.max_batch, sizeof *b->next);
     b->argmax_only = calloc((size_t)p.max_batch, 1);
     b->samplers = calloc((size_t)p.max_batch, sizeof *b->samplers);
-    gptc_status st = b->run && b->tables && b->next && b->argmax_only && b->samplers
+    gptc_status st = b->run && b->tables && b->n_table && b->next && b->argmax_only && b->samplers
                          ? GPTC_OK
                          : gptc_fail(GPTC_ERR_NOMEM, "out of memory");
     if (st == GPTC_OK && b->paged) {
@@ -369,10 +372,11 @@ static void admit(gptc_batch *b) {
     }
 }
 
-/* Blocks for positions up to `end` of request r (reserved at admission, so
- * they are there). */
-static void grow_table(gptc_batch *b, request *r, int32_t end) {
-    while (r->n_table < blocks_for(end)) r->table[r->n_table++] = kvb_alloc(&b->blocks);
+/* Request r's table: every block it reserved, at its first pass - a pass
+ * the backend launches ahead (gptc_pass.continues) finds each next
+ * position's block there. */
+static void grow_table(gptc_batch *b, request *r) {
+    while (r->n_table < r->reserve) r->table[r->n_table++] = kvb_alloc(&b->blocks);
 }
 
 /* The paged path: one pass for every running request. */
@@ -387,12 +391,14 @@ static gptc_status step_paged(gptc_batch *b, size_t *n_ev) {
         if (!b->logits) return gptc_fail(GPTC_ERR_NOMEM, "out of memory for the logits of %d sequences", b->p.max_batch);
     }
     size_t t = 0;
+    int more = 0; /* a request goes on past this step's token */
     for (size_t i = 0; i < b->n_run; i++) {
         request *r = b->run[i];
+        more |= (int64_t)gen_seq_new_tokens(&r->g) + 1 < r->g.max_new;
         /* A new request feeds its prompt; a running one its last token. */
         size_t n = r->started ? 1 : r->g.n_prompt;
         const int32_t *src = r->started ? &r->g.seq[r->g.n - 1] : r->g.seq;
-        grow_table(b, r, r->n_kv + (int32_t)n);
+        grow_table(b, r);
         if (!r->started && b->device_pick && r->logprobs < 0 && b->m->backend->kv_sampler_new &&
             gen_seq_wants_sampler(&r->g)) {
             st = b->m->backend->kv_sampler_new(b->m, b->kv, &r->g.p, r->g.seq, (int32_t)r->g.n_prompt,
@@ -406,6 +412,7 @@ static gptc_status step_paged(gptc_batch *b, size_t *n_ev) {
         }
         b->rows[i] = (int32_t)t - 1;
         b->tables[i] = r->table;
+        b->n_table[i] = r->n_table;
         b->samplers[i] = r->sampler;
         b->argmax_only[i] =
             (uint8_t)(b->device_pick && !r->sampler && r->logprobs < 0 && gen_seq_pick_is_argmax(&r->g));
@@ -415,7 +422,9 @@ static gptc_status step_paged(gptc_batch *b, size_t *n_ev) {
     gptc_pass pass = {.n_tokens = (int32_t)n_tok, .ids = b->ids, .pos = b->pos, .seq = b->seq,
                       .tables = b->tables, .n_logits = (int32_t)b->n_run, .logit_rows = b->rows,
                       .argmax_only = b->argmax_only, .next = b->next, .fast_decode = b->p.fast_decode,
-                      .samplers = b->samplers};
+                      .samplers = b->samplers, .n_table = b->n_table,
+                      /* nothing waits to join the batch (sequences may still leave it) */
+                      .continues = more && b->head == NULL};
     if ((st = b->m->backend->kv_eval(b->m, b->kv, &pass, b->logits)) != GPTC_OK) return st;
     /* Backwards, so that removing request i (the last one moves into its
      * place) leaves the ones still to visit where they were. */

@@ -122,10 +122,11 @@ static void run_single(gptc_model *m, const gptc_tokenizer *tok, workload *w, in
     }
 }
 
-/* Adds the requests over time (a few at first, the rest while the batch
- * runs) and checks every event against the cache's bookkeeping. */
-static void run_batch(gptc_model *m, const gptc_tokenizer *tok, workload *w, const gptc_batch_params *bp,
-                      int32_t **ids, size_t *lens, const char *what) {
+/* Adds the requests over time (`first` at once, then one every `every`
+ * steps while the batch runs) and checks every event against the cache's
+ * bookkeeping. */
+static void run_batch_at(gptc_model *m, const gptc_tokenizer *tok, workload *w, const gptc_batch_params *bp,
+                         int32_t **ids, size_t *lens, const char *what, int first, int every) {
     gptc_batch *b = NULL;
     if (gptc_batch_new(m, tok, bp, &b) != GPTC_OK) {
         CHECK(0, "%s: gptc_batch_new: %s", what, gptc_last_error());
@@ -136,8 +137,7 @@ static void run_batch(gptc_model *m, const gptc_tokenizer *tok, workload *w, con
     size_t cap[NP];
     for (int i = 0; i < NP; i++) ids[i] = NULL, lens[i] = 0, cap[i] = 0;
     while (finished < NP && steps < 10000) {
-        /* Three at the start, then one more every other step. */
-        while (added < NP && (added < 3 || steps % 2 == 0)) {
+        while (added < NP && (added < first || (steps > 0 && steps % every == 0))) {
             gptc_status st = gptc_batch_add(b, w->prompt[added], w->len[added], &w->p[added], &rid[added]);
             CHECK(st == GPTC_OK && rid[added] > 0, "%s: add %d: %s", what, added, gptc_last_error());
             added++;
@@ -180,6 +180,12 @@ static void run_batch(gptc_model *m, const gptc_tokenizer *tok, workload *w, con
           "%s: all done, but %zu running, %zu waiting, %zu positions held", what, s.running, s.waiting,
           s.kv_positions_used);
     gptc_batch_free(b);
+}
+
+/* Three at the start, then one more every other step. */
+static void run_batch(gptc_model *m, const gptc_tokenizer *tok, workload *w, const gptc_batch_params *bp,
+                      int32_t **ids, size_t *lens, const char *what) {
+    run_batch_at(m, tok, w, bp, ids, lens, what, 3, 2);
 }
 
 static void compare(workload *w, int32_t **want, size_t *wlen, int32_t **got, size_t *glen, const char *what,
@@ -260,6 +266,39 @@ static void test_model(const char *name) {
         free_prompts(&w);
     }
     gptc_tokenizer_free(tok);
+    gptc_model_free(m);
+}
+
+/* Greedy requests of prompts that cross cache blocks at different steps,
+ * leaving the batch one by one: on CUDA the passes launched ahead of the
+ * host (gptc_pass.continues) are taken whole, taken in part when requests
+ * have left, and dropped when one joins (GPTC_BATCH_SPEC_STATS=1 counts
+ * them). */
+static void test_ahead(const char *name) {
+    gptc_model *m = load(name);
+    if (!m) return;
+    int n_ctx = gptc_model_config(m)->n_ctx;
+    int longest = strncmp(name, "shape:", 6) ? 40 : 150;
+    if (longest > n_ctx / 2) longest = n_ctx / 2;
+    workload w;
+    make_prompts(&w, m, longest);
+    for (int i = 0; i < NP; i++) {
+        w.p[i] = gptc_generate_default_params(m);
+        w.p[i].max_new_tokens = 6 + 3 * i; /* one leaves every third step */
+        if (w.p[i].max_new_tokens > n_ctx - (int)w.len[i]) w.p[i].max_new_tokens = n_ctx - (int)w.len[i];
+    }
+    int32_t *want[NP], *got[NP];
+    size_t wlen[NP], glen[NP];
+    run_single(m, NULL, &w, want, wlen);
+    gptc_batch_params bp = {.max_batch = 32};
+    run_batch_at(m, NULL, &w, &bp, got, glen, "all at once", NP, 1);
+    compare(&w, want, wlen, got, glen, "greedy, all at once, leaving one by one", name);
+    free_ids(got);
+    run_batch_at(m, NULL, &w, &bp, got, glen, "two joining late", NP - 2, 7);
+    compare(&w, want, wlen, got, glen, "greedy, two joining at steps 7 and 14", name);
+    free_ids(got);
+    free_ids(want);
+    free_prompts(&w);
     gptc_model_free(m);
 }
 
@@ -747,6 +786,7 @@ int main(int argc, char **argv) {
         char name[64];
         snprintf(name, sizeof name, "shape:%s", shape);
         test_model(name);
+        test_ahead(name);
         printf("%d checks, %d failed (%s backend, %s)\n", g_checks, g_fail, g_backend, name);
         return g_fail ? 1 : 0;
     }
@@ -765,6 +805,8 @@ int main(int argc, char **argv) {
         test_fast_decode("orig-f32-gelu");
         test_logprobs("gpt2vocab-f16");
         test_logprobs("orig-f32-gelu");
+        test_ahead("gpt2vocab-f16");
+        test_ahead("base-gelu_new");
         test_stops();
         test_api();
         test_callback();

@@ -97,6 +97,11 @@ cudaError_t cuda_embed(gptc_dtype dt, float *x, const void *wte, int ldw, const 
 /* The same with each token's own position: wpe[pos[t]]. */
 cudaError_t cuda_embed_at(gptc_dtype dt, float *x, const void *wte, int ldw, const float *wpe,
                           const int32_t *ids, const int32_t *pos, int T, int C, cudaStream_t st);
+/* A batch pass launched ahead (paged.cu): ids[t] = picks[t], pos[t] + 1,
+ * crow[t] from the block table, written back, then cuda_embed_at's rows. */
+cudaError_t cuda_embed_advance(gptc_dtype dt, float *x, const void *wte, int ldw, const float *wpe, int32_t *ids,
+                               int32_t *pos, int32_t *crow, const int32_t *tab, const int32_t *tables, int bs,
+                               const int32_t *picks, int T, int C, cudaStream_t st);
 
 /* out (T, C) dtype = layernorm(x (T, C)) * w + b, biased variance. */
 cudaError_t cuda_layernorm(gptc_dtype dt, void *out, const float *x, const float *w,

@@ -25,6 +25,40 @@ __global__ void embed_kernel(float *x, const T *wte, int ldw, const float *wpe, 
     for (int i = threadIdx.x; i < C; i += blockDim.x) xr[i] = to_f(te[i]) + pe[i];
 }
 
+/* The embedding of a batch pass launched ahead (paged.cu): row t's token
+ * is the pick of the pass before (picks, mapped host memory), its position
+ * one on; thread 0 writes both and the cache row back for the kernels after
+ * (which read them after their pdl_wait: this is a plain launch, complete
+ * before they pass it). */
+template <typename T>
+__global__ void embed_advance_kernel(float *x, const T *wte, int ldw, const float *wpe, int32_t *ids,
+                                     int32_t *pos, int32_t *crow, const int32_t *tab, const int32_t *tables,
+                                     int bs, const int32_t *picks, int C) {
+    __shared__ int s_id, s_pos;
+    int t = blockIdx.x;
+    if (threadIdx.x == 0) {
+        int q = pos[t] + 1, id = picks[t];
+        ids[t] = id;
+        pos[t] = q;
+        crow[t] = tables[tab[t] + q / bs] * bs + q % bs;
+        s_id = id, s_pos = q;
+    }
+    __syncthreads();
+    const T *te = wte + (size_t)s_id * ldw;
+    const float *pe = wpe + (size_t)s_pos * C;
+    float *xr = x + (size_t)t * C;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) xr[i] = to_f(te[i]) + pe[i];
+}
+
+cudaError_t cuda_embed_advance(gptc_dtype dt, float *x, const void *wte, int ldw, const float *wpe, int32_t *ids,
+                               int32_t *pos, int32_t *crow, const int32_t *tab, const int32_t *tables, int bs,
+                               const int32_t *picks, int T, int C, cudaStream_t st) {
+    GPTC_DISPATCH_DTYPE(dt, W,
+                        embed_advance_kernel<W><<<T, ROW_THREADS, 0, st>>>(x, (const W *)wte, ldw, wpe, ids, pos,
+                                                                            crow, tab, tables, bs, picks, C));
+    return cudaGetLastError();
+}
+
 cudaError_t cuda_embed(gptc_dtype dt, float *x, const void *wte, int ldw, const float *wpe,
                        const int32_t *ids, const int32_t *pos, int T, int C, cudaStream_t st) {
     GPTC_DISPATCH_DTYPE(dt, W,

@@ -101,8 +101,27 @@ typedef struct {
      * address): no copy after the pass. NULL where the device cannot map
      * it, or with GPTC_CUDA_TOKEN_COPY=1: then into d_int and copied. */
     int32_t *h_next, *d_next;
-    int32_t cap_next;
+    int32_t cap_next; /* picks a half: two halves, a pass's parity picks one */
     int token_copy;
+    /* A pass launched ahead (gptc_pass.continues; GPTC_BATCH_SPEC=0 never):
+     * after a greedy decode pass its successor is launched at once on the
+     * device's picks (its graph's embedding, cuda_embed_advance, turns the
+     * integers into the next pass's in place) before the host has seen
+     * them. The next kv_eval takes its picks if it asks for that pass or
+     * for some of its rows (sequences that finished left); else it waits
+     * for it and forgets it: its K/V rows are its sequences' own, at a
+     * position rewritten before it is read, or never read. */
+    int spec, spec_min, spec_live, par; /* spec_min: GPTC_BATCH_SPEC_MIN, passes of fewer tokens never */
+    int32_t spec_T, spec_key, last_key;
+    /* the pass in flight, per row: sequence, position, token, first entry
+     * in spec_tab (its table's blocks), the block it writes, its table's
+     * staged blocks on the device; take: per row of the pass asked for, its
+     * row in the pass in flight */
+    int32_t *spec_seq, *spec_pos, *spec_ids, *spec_tab_at, *spec_blk, *spec_take, *spec_nst, *spec_tab;
+    int32_t cap_spec, cap_spec_tab;
+    int32_t *spec_row_of; /* per cache block: the row in flight that writes it, or -1 */
+    cudaEvent_t spec_ev[2];
+    long spec_n[4]; /* launched, taken whole, taken in part, dropped (GPTC_BATCH_SPEC_STATS=1) */
     /* Host bookkeeping: segments, each token's row, per sequence id its
      * highest position in the pass and its table's offset in the staging. */
     segment *segs;
@@ -171,6 +190,9 @@ void cuda_kv_free(gptc_model *m, void *kv_) {
     if (!kv) return;
     cuda_session *w = &kv->ws;
     if (w->stream) cudaStreamSynchronize(w->stream);
+    if (kv->spec_n[0] && env_flag("GPTC_BATCH_SPEC_STATS"))
+        fprintf(stderr, "gptc cuda passes launched ahead: %ld, taken whole %ld, in part %ld, dropped %ld\n",
+                kv->spec_n[0], kv->spec_n[1], kv->spec_n[2], kv->spec_n[3] + kv->spec_live);
     if (kv->prof && kv->prof_n)
         fprintf(
             stderr,
@@ -194,6 +216,11 @@ void cuda_kv_free(gptc_model *m, void *kv_) {
     cudaFreeHost(kv->h_int);
     cudaFreeHost(kv->h_rows);
     cudaFreeHost(kv->h_next);
+    for (int i = 0; i < 2; i++)
+        if (kv->spec_ev[i]) cudaEventDestroy(kv->spec_ev[i]);
+    free(kv->spec_seq);
+    free(kv->spec_tab);
+    free(kv->spec_row_of);
     if (w->stream) cudaStreamDestroy(w->stream);
     (void)cudaGetLastError();
     free(kv->segs);
@@ -253,6 +280,20 @@ static gptc_status kv_init(gptc_model *m, cuda_kv *kv, int32_t n_blocks, int32_t
     const char *pe = getenv("GPTC_CUDA_PASS_PROF");
     kv->prof = pe && *pe ? atoi(pe) : 0;
     kv->token_copy = getenv("GPTC_CUDA_TOKEN_COPY") != NULL;
+    /* The profile times each pass alone: nothing launched ahead. */
+    pe = getenv("GPTC_BATCH_SPEC");
+    kv->spec = !(pe && *pe == '0') && !kv->prof;
+    pe = getenv("GPTC_BATCH_SPEC_MIN");
+    kv->spec_min = pe && *pe ? atoi(pe) : 1;
+    kv->last_key = -1;
+    if (kv->spec) {
+        kv->spec_row_of = (int32_t *)malloc((size_t)n_blocks * sizeof(int32_t));
+        if (!kv->spec_row_of) return gptc_fail(GPTC_ERR_NOMEM, "out of memory");
+        for (int32_t i = 0; i < n_blocks; i++)
+            kv->spec_row_of[i] = -1;
+    }
+    for (int i = 0; i < 2 && kv->spec; i++)
+        CK(cudaEventCreateWithFlags(&kv->spec_ev[i], cudaEventDisableTiming));
     for (int i = 0; i < 3 && kv->prof; i++)
         CK(cudaEventCreate(&kv->ev[i]));
     for (int i = 0; i < PROF_MARKS && kv->prof == 2; i++)
@@ -280,12 +321,17 @@ gptc_status cuda_kv_new(gptc_model *m, int32_t n_blocks, int32_t block_size, voi
     return GPTC_OK;
 }
 
+static void spec_forget(cuda_kv *kv);
+
 /* Block src's first n_pos rows into block dst, in every layer: one 2-D copy
  * for K and one for V, ordered before the next pass on the pass's stream. */
 gptc_status cuda_kv_copy(gptc_model *m, void *kv_, int32_t dst, int32_t src, int32_t n_pos) {
     cuda_kv *kv = (cuda_kv *)kv_;
     const cuda_model *cm = (const cuda_model *)m->backend_state;
     if (n_pos <= 0 || dst == src) return GPTC_OK;
+    /* A pass launched ahead read the cache before this copy: it no longer
+     * stands for the pass asked for next (the stream orders the rest). */
+    if (kv->spec_live) spec_forget(kv), kv->spec_n[3]++;
     size_t row = (size_t)m->cfg.n_embd * cm->es, pitch = kv->layer_rows * row;
     size_t d = (size_t)dst * kv->block_size * row, s = (size_t)src * kv->block_size * row;
     CK(cudaMemcpy2DAsync((char *)kv->k + d, pitch, (char *)kv->k + s, pitch, (size_t)n_pos * row,
@@ -407,7 +453,7 @@ static gptc_status reserve_next(cuda_kv *kv, int32_t n) {
     cudaFreeHost(kv->h_next);
     kv->h_next = kv->d_next = NULL;
     kv->cap_next = 0;
-    if (cudaHostAlloc((void **)&kv->h_next, (size_t)c * sizeof(int32_t), cudaHostAllocMapped) != cudaSuccess ||
+    if (cudaHostAlloc((void **)&kv->h_next, 2 * (size_t)c * sizeof(int32_t), cudaHostAllocMapped) != cudaSuccess ||
         cudaHostGetDevicePointer((void **)&kv->d_next, kv->h_next, 0) != cudaSuccess) {
         (void)cudaGetLastError();
         cudaFreeHost(kv->h_next);
@@ -435,6 +481,17 @@ typedef struct {
     int32_t long0, cached0, n_cached, fresh0, n_fresh, fresh_segs, fresh_max;
     const int32_t *fsegs;
 } pass_layout;
+
+/* How much of sequence s's table a pass stages: as far as its highest
+ * position in the pass, or the whole table (up to n_ctx) where the caller
+ * may ask for the pass after (gptc_pass.continues) - passes launched ahead,
+ * advanced on the device, find their blocks there. */
+static int32_t staged_blocks(const gptc_pass *p, int32_t s, int32_t max_pos, int32_t bs, int32_t n_ctx) {
+    int32_t nb = max_pos / bs + 1, most = (n_ctx + bs - 1) / bs;
+    if (!p->continues || !p->n_table) return nb;
+    int32_t n = p->n_table[s] < most ? p->n_table[s] : most;
+    return n > nb ? n : nb;
+}
 
 /* Cuts the pass into segments, places them in rows, and stages and uploads
  * its integers. Checks what would make a kernel read or write out of bounds:
@@ -503,7 +560,7 @@ static gptc_status stage_pass(cuda_kv *kv, const gptc_model *m, const gptc_pass 
         if (p->pos[t] > seq_max[p->seq[t]]) seq_max[p->seq[t]] = p->pos[t];
     size_t n_tab = 0;
     for (int32_t s = 0; s <= max_seq; s++)
-        if (seq_max[s] >= 0) n_tab += (size_t)(seq_max[s] / bs + 1);
+        if (seq_max[s] >= 0) n_tab += (size_t)staged_blocks(p, s, seq_max[s], bs, c->n_ctx);
     size_t base_l = 4 * (size_t)rows, base_n = base_l + (size_t)p->n_logits;
     /* the fresh segments' pairs are read as int2: an even offset */
     size_t base_t = base_n + (size_t)p->n_logits, base_s = (base_t + n_tab + 1) & ~(size_t)1;
@@ -514,7 +571,7 @@ static gptc_status stage_pass(cuda_kv *kv, const gptc_model *m, const gptc_pass 
     size_t at = 0;
     for (int32_t s = 0; s <= max_seq; s++) {
         if (seq_max[s] < 0) continue;
-        int32_t nb = seq_max[s] / bs + 1;
+        int32_t nb = staged_blocks(p, s, seq_max[s], bs, c->n_ctx);
         for (int32_t k = 0; k < nb; k++) {
             int32_t b = p->tables[s][k];
             if (b < 0 || b >= kv->n_blocks)
@@ -645,7 +702,8 @@ static gptc_status pass_product(cuda_kv *kv, const cuda_model *cm, const pass_la
  * every later pass of the same shape).
  */
 static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_pass *p,
-                                  const pass_layout *lay, int short_split, int split_len) {
+                                  const pass_layout *lay, int short_split, int split_len,
+                                  const int32_t *adv = NULL) {
     const gptc_config *c = &m->cfg;
     const cuda_model *cm = (const cuda_model *)m->backend_state;
     cuda_session *w = &kv->ws;
@@ -654,7 +712,11 @@ static gptc_status enqueue_blocks(cuda_kv *kv, const gptc_model *m, const gptc_p
     size_t es = cm->es;
     float eps = c->layer_norm_epsilon;
     mark(kv, 0);
-    CK(cuda_embed_at(cm->dt, w->x, cm->wte, Cp, cm->wpe, lay->ids, lay->pos, lay->rows, C, st));
+    if (adv) /* GPTC_BATCH_SPEC: the pass before's integers advanced on its picks */
+        CK(cuda_embed_advance(cm->dt, w->x, cm->wte, Cp, cm->wpe, (int32_t *)lay->ids, (int32_t *)lay->pos,
+                              (int32_t *)lay->crow, lay->tab, lay->tables, kv->block_size, adv, lay->rows, C, st));
+    else
+        CK(cuda_embed_at(cm->dt, w->x, cm->wte, Cp, cm->wpe, lay->ids, lay->pos, lay->rows, C, st));
     mark(kv, 1);
     /* The rows between the two groups of prompts (alignment; only where a
      * model's rows are not 256-byte multiples) go through the products
@@ -781,7 +843,7 @@ static gptc_status copy_rows(cuda_kv *kv, const gptc_pass *p, const pass_layout 
 /* Captures the decode pass of lay->rows tokens, with samplers or not, into
  * kv->graphs[key]. */
 static gptc_status capture(cuda_kv *kv, const gptc_model *m, const gptc_pass *p,
-                           const pass_layout *lay, int32_t key, int sampled) {
+                           const pass_layout *lay, int32_t key, int sampled, const int32_t *adv = NULL) {
     cudaStream_t st = kv->ws.stream;
     int32_t T = lay->rows;
     if (key >= kv->cap_graphs) {
@@ -791,7 +853,7 @@ static gptc_status capture(cuda_kv *kv, const gptc_model *m, const gptc_pass *p,
             kv->graphs[i] = NULL;
     }
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    gptc_status gs = enqueue_blocks(kv, m, p, lay, 1, m->cfg.n_ctx);
+    gptc_status gs = enqueue_blocks(kv, m, p, lay, 1, m->cfg.n_ctx, adv);
     if (gs == GPTC_OK) gs = enqueue_head(kv, m, p, lay, T, 0, T, 1, sampled);
     cudaGraph_t g = NULL;
     /* Capture must end whatever happened inside it. */
@@ -887,6 +949,116 @@ void cuda_kv_sampler_free(gptc_model *m, void *kv_, void *sampler) {
     free(s);
 }
 
+/* Whether pass p's successor may be launched ahead: the caller expects to
+ * ask for it; greedy on the device, a token a sequence, each row its own
+ * logit row; every next position's block in the staged tables - p's own
+ * staging (fresh), else that of the pass in flight, which p is. */
+static int spec_eligible(const cuda_kv *kv, const gptc_model *m, const gptc_pass *p, int fresh) {
+    if (!kv->spec || !p->continues || !kv->d_next || !p->argmax_only || p->n_logits != p->n_tokens ||
+        p->n_tokens < kv->spec_min)
+        return 0;
+    int32_t bs = kv->block_size;
+    for (int32_t t = 0; t < p->n_tokens; t++) {
+        int32_t q = p->pos[t] + 1;
+        if (!p->argmax_only[t] || (p->samplers && p->samplers[t]) || p->logit_rows[t] != t || q >= m->cfg.n_ctx)
+            return 0;
+        if (q / bs >= (fresh ? staged_blocks(p, p->seq[t], p->pos[t], bs, m->cfg.n_ctx) : kv->spec_nst[t])) return 0;
+    }
+    return 1;
+}
+
+/* The pass in flight done with: its rows out of the block map. */
+static void spec_forget(cuda_kv *kv) {
+    for (int32_t t = 0; t < kv->spec_T; t++)
+        kv->spec_row_of[kv->spec_blk[t]] = -1;
+    kv->spec_live = 0;
+}
+
+/* How p stands to the pass in flight: 2 - it is that pass; 1 - its rows are
+ * some of that pass's rows, in any order (sequences that finished left),
+ * the row of each in spec_take; 0 - neither. A row is known by the block
+ * its position is written to, which no other sequence writes. */
+static int spec_matches(cuda_kv *kv, const gptc_pass *p) {
+    int32_t bs = kv->block_size;
+    if (p->n_tokens > kv->spec_T || p->n_logits != p->n_tokens || !p->argmax_only ||
+        p->fast_decode != kv->graph_fast)
+        return 0;
+    int same = p->n_tokens == kv->spec_T;
+    for (int32_t t = 0; t < p->n_tokens; t++) {
+        int32_t q = p->pos[t], s = p->seq[t];
+        if (!p->argmax_only[t] || (p->samplers && p->samplers[t]) || p->logit_rows[t] != t || q < 1 || s < 0)
+            return 0;
+        const int32_t *tb = p->tables[s];
+        int32_t b = tb[q / bs];
+        if (b < 0 || b >= kv->n_blocks) return 0;
+        int32_t j = kv->spec_row_of[b];
+        if (j < 0 || kv->spec_pos[j] != q || kv->spec_ids[j] != p->ids[t]) return 0;
+        const int32_t *was = kv->spec_tab + kv->spec_tab_at[j];
+        for (int32_t k = 0; k <= q / bs; k++)
+            if (tb[k] != was[k]) return 0;
+        kv->spec_row_of[b] = -1; /* a row is taken once */
+        kv->spec_take[t] = j;
+        same &= j == t && s == kv->spec_seq[j];
+    }
+    return same ? 2 : 1;
+}
+
+/* After pass p (launched, its picks to come in buffer `par`): its successor
+ * launched on them, into the other buffer. The caller fills spec_ids with
+ * p's picks once it has them. */
+static gptc_status speculate(cuda_kv *kv, const gptc_model *m, const gptc_pass *p, int32_t key0, int par,
+                             int fresh) {
+    int32_t T = p->n_tokens, bs = kv->block_size;
+    int np = par ^ 1;
+    int32_t key = key0 * 3 + 1 + np; /* picks into buffer np, advanced from buffer par */
+    if (key >= kv->cap_graphs || !kv->graphs[key] || !spec_eligible(kv, m, p, fresh)) return GPTC_OK;
+    if (fresh) {
+        /* A copy of the tables as staged: what the passes launched ahead
+         * read, and what a pass asked for must match. */
+        size_t n_tab = 0;
+        for (int32_t t = 0; t < T; t++)
+            n_tab += (size_t)staged_blocks(p, p->seq[t], p->pos[t], bs, m->cfg.n_ctx);
+        if (T > kv->cap_spec) {
+            int32_t *q = (int32_t *)realloc(kv->spec_seq, 7 * (size_t)T * sizeof(int32_t));
+            if (!q) return GPTC_OK; /* nothing launched ahead, no harm */
+            kv->spec_seq = q, kv->cap_spec = T;
+        }
+        if (n_tab > (size_t)kv->cap_spec_tab) {
+            int32_t *q = n_tab > INT32_MAX ? NULL : (int32_t *)realloc(kv->spec_tab, n_tab * sizeof(int32_t));
+            if (!q) return GPTC_OK;
+            kv->spec_tab = q, kv->cap_spec_tab = (int32_t)n_tab;
+        }
+        int32_t *a = kv->spec_seq;
+        kv->spec_pos = a + T, kv->spec_ids = a + 2 * (size_t)T, kv->spec_tab_at = a + 3 * (size_t)T;
+        kv->spec_blk = a + 4 * (size_t)T, kv->spec_take = a + 5 * (size_t)T, kv->spec_nst = a + 6 * (size_t)T;
+        size_t at = 0;
+        for (int32_t t = 0; t < T; t++) {
+            int32_t nb = staged_blocks(p, p->seq[t], p->pos[t], bs, m->cfg.n_ctx);
+            kv->spec_seq[t] = p->seq[t];
+            kv->spec_nst[t] = nb;
+            kv->spec_tab_at[t] = (int32_t)at;
+            memcpy(kv->spec_tab + at, p->tables[p->seq[t]], (size_t)nb * sizeof(int32_t));
+            at += (size_t)nb;
+        }
+    }
+    /* else p is the pass in flight, row for row: the same staging */
+    for (int32_t t = 0; t < T; t++) {
+        int32_t q = p->pos[t] + 1, b = kv->spec_tab[kv->spec_tab_at[t] + q / bs];
+        kv->spec_pos[t] = q;
+        kv->spec_blk[t] = b;
+        kv->spec_row_of[b] = t;
+    }
+    kv->spec_T = T, kv->spec_key = key0, kv->par = np, kv->spec_live = 1;
+    cudaError_t e = cudaGraphLaunch(kv->graphs[key], kv->ws.stream);
+    if (e == cudaSuccess) e = cudaEventRecord(kv->spec_ev[np], kv->ws.stream);
+    if (e != cudaSuccess) {
+        spec_forget(kv);
+        return cuda_error(e, "a pass launched ahead");
+    }
+    kv->spec_n[0]++;
+    return GPTC_OK;
+}
+
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -906,6 +1078,26 @@ gptc_status cuda_kv_eval(gptc_model *m, void *kv_, const gptc_pass *p, float *lo
         if (p->logit_rows[i] < 0 || p->logit_rows[i] >= p->n_tokens)
             return gptc_fail(GPTC_ERR_RANGE, "kv_eval: logit row %d is %d, outside [0, %d)", i,
                              p->logit_rows[i], p->n_tokens);
+    if (kv->spec_live) {
+        int par = kv->par, how = spec_matches(kv, p);
+        spec_forget(kv);
+        if (how) {
+            /* The pass in flight is this one (its successor launched behind
+             * it first), or holds all of its rows. */
+            kv->spec_n[how == 2 ? 1 : 2]++;
+            if (how == 2) CKST(speculate(kv, m, p, kv->spec_key, par, 0));
+            CK(cudaEventSynchronize(kv->spec_ev[par]));
+            const volatile int32_t *pk = kv->h_next + (size_t)par * kv->cap_next;
+            for (int32_t i = 0; i < p->n_logits; i++)
+                p->next[i] = pk[how == 2 ? i : kv->spec_take[i]];
+            for (int32_t t = 0; kv->spec_live && t < p->n_tokens; t++)
+                kv->spec_ids[t] = p->next[t];
+            kv->last_key = -1;
+            return GPTC_OK;
+        }
+        kv->spec_n[3]++;
+        CK(cudaStreamSynchronize(st));
+    }
     pass_layout lay;
     memset(&lay, 0, sizeof lay);
     CKST(stage_pass(kv, m, p, &lay));
@@ -943,10 +1135,23 @@ gptc_status cuda_kv_eval(gptc_model *m, void *kv_, const gptc_pass *p, float *lo
         kv->graph_fast = p->fast_decode;
     }
     /* Without a graph the same launches run uncaptured: same results. */
-    int32_t key = 2 * lay.rows + sampled;
+    /* Three graphs a key: this pass (picks into buffer 0), and its
+     * successor launched ahead into buffer 1 or 0, advanced from the other -
+     * those two only once a pass of this key runs again (a batch of
+     * sequences leaving one a step would capture them for nothing). */
+    int32_t key0 = 2 * lay.rows + sampled, key = 3 * key0;
     if (graph && (key >= kv->cap_graphs || !kv->graphs[key]) &&
         capture(kv, m, p, &lay, key, sampled) != GPTC_OK)
         graph = 0, kv->no_graph = 1;
+    int ahead = graph && !sampled && kv->last_key == key0 && spec_eligible(kv, m, p, 1);
+    kv->last_key = key0;
+    for (int b = 0; b < 2 && ahead; b++) {
+        if (key + 1 + b < kv->cap_graphs && kv->graphs[key + 1 + b]) continue;
+        pass_layout lb = lay;
+        lb.next = kv->d_next + (size_t)b * kv->cap_next;
+        if (capture(kv, m, p, &lb, key + 1 + b, sampled, kv->d_next + (size_t)(b ^ 1) * kv->cap_next) != GPTC_OK)
+            graph = 0, kv->no_graph = 1, ahead = 0;
+    }
     if (kv->prof) CK(cudaEventRecord(kv->ev[0], st));
     if (graph) {
         CK(cudaGraphLaunch(kv->graphs[key], st));
@@ -964,11 +1169,18 @@ gptc_status cuda_kv_eval(gptc_model *m, void *kv_, const gptc_pass *p, float *lo
         if (kv->prof && !p->n_logits) CK(cudaEventRecord(kv->ev[1], st));
     }
     if (kv->prof) CK(cudaEventRecord(kv->ev[2], st));
+    if (ahead) {
+        CK(cudaEventRecord(kv->spec_ev[0], st));
+        CKST(speculate(kv, m, p, key0, 0, 1));
+    }
     /* The staging is reused by the next pass: wait for this one. */
-    CK(cudaStreamSynchronize(st));
+    if (kv->spec_live) CK(cudaEventSynchronize(kv->spec_ev[0]));
+    else CK(cudaStreamSynchronize(st));
     const volatile int32_t *picks = kv->d_next ? kv->h_next : kv->h_int + lay.next_at;
     for (int32_t i = 0; i < p->n_logits; i++)
         if (picked_on_device(p, i)) p->next[i] = picks[i];
+    for (int32_t t = 0; kv->spec_live && t < p->n_tokens; t++)
+        kv->spec_ids[t] = p->next[t];
     for (int32_t i = 0; sampled && i < p->n_logits; i++)
         if (p->samplers[i]) ((cuda_kv_sampler *)p->samplers[i])->picks++;
     if (kv->prof && decode && ++kv->prof_skip > 2) {

@@ -20,7 +20,12 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,nohea
 if [ -z "${SKIP_TESTS:-}" ]; then
   run test_kernels gpu-pkg/test_kernels
   grep -E 'paged|gemv rows' "$out/test_kernels.log" | head -60
-  run test_batch-cuda env GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
+  # With the passes launched ahead of the host counted (taken whole, in
+  # part, dropped), and once with none launched ahead.
+  run test_batch-cuda env GPTC_BATCH_SPEC_STATS=1 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
+  grep -h "launched ahead" "$out/test_batch-cuda.log" | tr -d ',' |
+    awk '{l += $6; w += $9; p += $12; d += $14} END {print "   passes launched ahead", l, "- taken whole", w, "in part", p, "dropped", d}'
+  run test_batch-cuda-noahead env GPTC_BATCH_SPEC=0 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
   run test_beam-cuda env GPTC_BEAM_BACKEND=cuda gpu-pkg/test_beam
   # cuBLASLt's algorithm cache with room for 3 shapes: entries evicted and
   # asked for again all the time, the outputs still batch = alone.
