@@ -41,8 +41,8 @@ enum {
 /* Where a decode step's greedy pick goes (pick.cuh): the blocks' partial
  * (value, index) pairs (one each a block of the kernel that picks), a ticket
  * (zero between steps; the kernel leaves it zero), the token, the position
- * it advances and, when not NULL, the mapped ring the token of position p
- * also goes to (ring[p & ring_mask]). */
+ * it advances (NULL: none, a batch pass's pick) and, when not NULL, the
+ * mapped ring the token of position p also goes to (ring[p & ring_mask]). */
 typedef struct {
     float *part_v;
     int32_t *part_i;

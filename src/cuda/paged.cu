@@ -103,6 +103,12 @@ typedef struct {
     int32_t *h_next, *d_next;
     int32_t cap_next; /* picks a half: two halves, a pass's parity picks one */
     int token_copy;
+    /* A one-row greedy head picks as it stores the logits (cuda_fuse, as a
+     * session's step; GPTC_CUDA_FUSE_PICK=0 not): its blocks' partials and
+     * the last block's ticket (zero between passes). */
+    float *am_v;
+    int32_t *am_i;
+    int *am_ticket;
     /* A pass launched ahead (gptc_pass.continues; GPTC_BATCH_SPEC=0 never):
      * after a greedy decode pass its successor is launched at once on the
      * device's picks (its graph's embedding, cuda_embed_advance, turns the
@@ -209,8 +215,8 @@ void cuda_kv_free(gptc_model *m, void *kv_) {
     drop_graphs(kv);
     free(kv->graphs);
     ws_free_rows(w);
-    void *bufs[] = {kv->k, kv->v, w->logits, w->lt_ws, w->att_scratch, w->att_tickets, kv->d_int,
-                    kv->d_rows};
+    void *bufs[] = {kv->k,      kv->v,    w->logits, w->lt_ws,     w->att_scratch, w->att_tickets,
+                    kv->d_int,  kv->d_rows, kv->am_v, kv->am_i,   kv->am_ticket};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         cudaFree(bufs[i]);
     cudaFreeHost(kv->h_int);
@@ -294,6 +300,16 @@ static gptc_status kv_init(gptc_model *m, cuda_kv *kv, int32_t n_blocks, int32_t
     }
     for (int i = 0; i < 2 && kv->spec; i++)
         CK(cudaEventCreateWithFlags(&kv->spec_ev[i], cudaEventDisableTiming));
+    pe = getenv("GPTC_CUDA_FUSE_PICK");
+    if (cuda_gemv_fuses(cm->dt) && !(pe && *pe == '0')) {
+        /* a pair for each block of the head's product: at most a block a 4 rows */
+        size_t parts = (size_t)(c->n_vocab + 3) / 4;
+        if (parts < CUDA_ARGMAX_PARTS) parts = CUDA_ARGMAX_PARTS;
+        CK(cudaMalloc((void **)&kv->am_v, parts * sizeof(float)));
+        CK(cudaMalloc((void **)&kv->am_i, parts * sizeof(int32_t)));
+        CK(cudaMalloc((void **)&kv->am_ticket, sizeof(int)));
+        CK(cudaMemsetAsync(kv->am_ticket, 0, sizeof(int), kv->ws.stream));
+    }
     for (int i = 0; i < 3 && kv->prof; i++)
         CK(cudaEventCreate(&kv->ev[i]));
     for (int i = 0; i < PROF_MARKS && kv->prof == 2; i++)
@@ -801,6 +817,16 @@ static gptc_status enqueue_head(cuda_kv *kv, const gptc_model *m, const gptc_pas
                                c->layer_norm_epsilon, w->stream));
     const void *in = (const char *)w->xn + (size_t)r * C * cm->es;
     cuda_epi e = epi(EPI_STORE, NULL, w->logits, c->n_vocab);
+    if (argmax && !sampled && nr == 1 && kv->am_ticket && !p->fast_decode) {
+        /* greedy, one row: the product picks as it stores the logits */
+        cuda_fuse f;
+        memset(&f, 0, sizeof f);
+        cuda_pick pk = {kv->am_v, kv->am_i, kv->am_ticket, lay->next + r, NULL, NULL, 0};
+        f.pick = pk;
+        CK(cuda_gemv(cm->dt, in, cm->lm_head, cm->Cp, nr, C, c->n_vocab, e, w->stream, &f));
+        mark(kv, 7);
+        return GPTC_OK;
+    }
     if (p->fast_decode) CKST(cuda_linear(cm, w, in, cm->lm_head, cm->Cp, nr, C, c->n_vocab, e));
     else CK(cuda_gemv(cm->dt, in, cm->lm_head, cm->Cp, nr, C, c->n_vocab, e, w->stream));
     if (argmax) CK(cuda_argmax_rows(w->logits, c->n_vocab, nr, lay->next + r, w->stream));

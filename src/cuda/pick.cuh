@@ -62,11 +62,14 @@ __device__ __forceinline__ void pick_grid(const cuda_pick &p, float v, int i, fl
     for (int k = threadIdx.x; k < nb; k += blockDim.x) better(v, i, __ldcg(p.part_v + k), __ldcg(p.part_i + k));
     block_argmax(v, i, sv, si);
     if (threadIdx.x == 0) {
-        int32_t tok = i == INT_MAX ? 0 : i, q = *p.pos + 1; /* all NaN: token 0 rather than garbage */
+        int32_t tok = i == INT_MAX ? 0 : i; /* all NaN: token 0 rather than garbage */
         *p.token = tok;
-        *p.pos = q;
+        if (p.pos) {
+            int32_t q = *p.pos + 1;
+            *p.pos = q;
+            if (p.ring) p.ring[q & p.ring_mask] = tok;
+        }
         *p.ticket = 0;
-        if (p.ring) p.ring[q & p.ring_mask] = tok;
     }
 }
 
