@@ -1118,7 +1118,8 @@ gptc_status cuda_kv_eval(gptc_model *m, void *kv_, const gptc_pass *p, float *lo
                 p->next[i] = pk[how == 2 ? i : kv->spec_take[i]];
             for (int32_t t = 0; kv->spec_live && t < p->n_tokens; t++)
                 kv->spec_ids[t] = p->next[t];
-            kv->last_key = -1;
+            /* a pass of this many rows again may be launched ahead at once */
+            kv->last_key = how == 2 ? kv->spec_key : -1;
             return GPTC_OK;
         }
         kv->spec_n[3]++;
