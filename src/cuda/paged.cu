@@ -824,12 +824,11 @@ static gptc_status enqueue_head(cuda_kv *kv, const gptc_model *m, const gptc_pas
         cuda_pick pk = {kv->am_v, kv->am_i, kv->am_ticket, lay->next + r, NULL, NULL, 0};
         f.pick = pk;
         CK(cuda_gemv(cm->dt, in, cm->lm_head, cm->Cp, nr, C, c->n_vocab, e, w->stream, &f));
-        mark(kv, 7);
-        return GPTC_OK;
+    } else {
+        if (p->fast_decode) CKST(cuda_linear(cm, w, in, cm->lm_head, cm->Cp, nr, C, c->n_vocab, e));
+        else CK(cuda_gemv(cm->dt, in, cm->lm_head, cm->Cp, nr, C, c->n_vocab, e, w->stream));
+        if (argmax) CK(cuda_argmax_rows(w->logits, c->n_vocab, nr, lay->next + r, w->stream));
     }
-    if (p->fast_decode) CKST(cuda_linear(cm, w, in, cm->lm_head, cm->Cp, nr, C, c->n_vocab, e));
-    else CK(cuda_gemv(cm->dt, in, cm->lm_head, cm->Cp, nr, C, c->n_vocab, e, w->stream));
-    if (argmax) CK(cuda_argmax_rows(w->logits, c->n_vocab, nr, lay->next + r, w->stream));
     /* After the argmax: a sampler's draw replaces it. */
     if (sampled) CK(cuda_sample_rows(kv->d_rows + r, nr, w->logits, c->n_vocab, lay->next + r, w->stream));
     mark(kv, 7);
@@ -843,6 +842,12 @@ static gptc_status enqueue_head(cuda_kv *kv, const gptc_model *m, const gptc_pas
  * argmax of the others to the pinned staging. */
 static int picked_on_device(const gptc_pass *p, int32_t i) {
     return (p->argmax_only && p->argmax_only[i]) || (p->samplers && p->samplers[i]);
+}
+
+/* Whether token t of p is a row a pass launched ahead can stand for: its
+ * own logit row, picked greedily on the device (not drawn by a sampler). */
+static int greedy_row(const gptc_pass *p, int32_t t) {
+    return p->argmax_only && p->argmax_only[t] && !(p->samplers && p->samplers[t]) && p->logit_rows[t] == t;
 }
 
 static gptc_status copy_rows(cuda_kv *kv, const gptc_pass *p, const pass_layout *lay, float *dst,
@@ -980,14 +985,12 @@ void cuda_kv_sampler_free(gptc_model *m, void *kv_, void *sampler) {
  * logit row; every next position's block in the staged tables - p's own
  * staging (fresh), else that of the pass in flight, which p is. */
 static int spec_eligible(const cuda_kv *kv, const gptc_model *m, const gptc_pass *p, int fresh) {
-    if (!kv->spec || !p->continues || !kv->d_next || !p->argmax_only || p->n_logits != p->n_tokens ||
-        p->n_tokens < kv->spec_min)
+    if (!kv->spec || !p->continues || !kv->d_next || p->n_logits != p->n_tokens || p->n_tokens < kv->spec_min)
         return 0;
     int32_t bs = kv->block_size;
     for (int32_t t = 0; t < p->n_tokens; t++) {
         int32_t q = p->pos[t] + 1;
-        if (!p->argmax_only[t] || (p->samplers && p->samplers[t]) || p->logit_rows[t] != t || q >= m->cfg.n_ctx)
-            return 0;
+        if (!greedy_row(p, t) || q >= m->cfg.n_ctx) return 0;
         if (q / bs >= (fresh ? staged_blocks(p, p->seq[t], p->pos[t], bs, m->cfg.n_ctx) : kv->spec_nst[t])) return 0;
     }
     return 1;
@@ -1006,14 +1009,12 @@ static void spec_forget(cuda_kv *kv) {
  * its position is written to, which no other sequence writes. */
 static int spec_matches(cuda_kv *kv, const gptc_pass *p) {
     int32_t bs = kv->block_size;
-    if (p->n_tokens > kv->spec_T || p->n_logits != p->n_tokens || !p->argmax_only ||
-        p->fast_decode != kv->graph_fast)
+    if (p->n_tokens > kv->spec_T || p->n_logits != p->n_tokens || p->fast_decode != kv->graph_fast)
         return 0;
     int same = p->n_tokens == kv->spec_T;
     for (int32_t t = 0; t < p->n_tokens; t++) {
         int32_t q = p->pos[t], s = p->seq[t];
-        if (!p->argmax_only[t] || (p->samplers && p->samplers[t]) || p->logit_rows[t] != t || q < 1 || s < 0)
-            return 0;
+        if (!greedy_row(p, t) || q < 1 || s < 0) return 0;
         const int32_t *tb = p->tables[s];
         int32_t b = tb[q / bs];
         if (b < 0 || b >= kv->n_blocks) return 0;
