@@ -175,6 +175,46 @@ __host__ __device__ __forceinline__ size_t split_part_floats(int S, int D) {
     return ((size_t)S * (D + 2) + 3) & ~(size_t)3;
 }
 
+/* GRP: a block of up to SPLIT_GROUPS_MAX groups of SPLIT_THREADS, one
+ * (head, query) a block, the groups taking its chunks side by side and
+ * merging them in the block's shared memory - a batch pass's chunks without
+ * tickets or a cluster. A group's own scratch: q, p, red, accs. */
+#define SPLIT_GROUPS_MAX 8
+__host__ __device__ __forceinline__ size_t split_group_floats(int D) {
+    return ((size_t)D + ATT_CHUNK + 32 + SPLIT_THREADS * 8 + 3) & ~(size_t)3;
+}
+
+/* A group's threads, the block's without GRP (read where used: held in a
+ * register from the kernel's start, it changed the other kernels' code). */
+template <bool GRP> __device__ __forceinline__ unsigned split_nthr() {
+    return GRP ? SPLIT_THREADS : blockDim.x;
+}
+/* A group's barrier (named barrier 1 + gi of SPLIT_THREADS threads) under
+ * GRP, the block's otherwise; and block_max / block_sum over a group, the
+ * same shuffles and the same order as over a block of SPLIT_THREADS. */
+template <bool GRP> __device__ __forceinline__ void split_sync(int gi) {
+    if constexpr (GRP) asm volatile("bar.sync %0, %1;" ::"r"(gi + 1), "n"(SPLIT_THREADS) : "memory");
+    else __syncthreads();
+}
+template <bool GRP> __device__ __forceinline__ float split_max(float v, float *red, int gi) {
+    if constexpr (!GRP) return block_max(v, red);
+    int lane = threadIdx.x & 31, warp = (int)(threadIdx.x % SPLIT_THREADS) >> 5;
+    v = warp_max(v);
+    split_sync<GRP>(gi);
+    if (lane == 0) red[warp] = v;
+    split_sync<GRP>(gi);
+    return warp_max(lane < SPLIT_THREADS / 32 ? red[lane] : -INFINITY);
+}
+template <bool GRP> __device__ __forceinline__ float split_sum(float v, float *red, int gi) {
+    if constexpr (!GRP) return block_sum(v, red);
+    int lane = threadIdx.x & 31, warp = (int)(threadIdx.x % SPLIT_THREADS) >> 5;
+    v = warp_sum(v);
+    split_sync<GRP>(gi);
+    if (lane == 0) red[warp] = v;
+    split_sync<GRP>(gi);
+    return warp_sum(lane < SPLIT_THREADS / 32 ? red[lane] : 0.0f);
+}
+
 /* PAGED: the map has block tables (a template parameter, so that the
  * session's decode step keeps the registers it had without them).
  * CLUSTER: gridDim.z blocks a cluster, the partials merged through shared
@@ -182,15 +222,32 @@ __host__ __device__ __forceinline__ size_t split_part_floats(int S, int D) {
  * registers ahead of their use, K (1) and V (2): a row not held is loaded
  * where it is summed, the same values in the same order, in fewer registers
  * (more blocks an SM, for a batch pass's thousand blocks). */
-template <typename T, bool PAGED, bool CLUSTER, int PRE = 3>
-__global__ void __launch_bounds__(SPLIT_THREADS)
+template <typename T, bool PAGED, bool CLUSTER, int PRE = 3, bool GRP = false>
+__global__ void __launch_bounds__(GRP ? SPLIT_THREADS * SPLIT_GROUPS_MAX : SPLIT_THREADS)
     attn_split_kernel(T *out, const float *qkv, const T *__restrict__ kc, const T *__restrict__ vc,
                       cuda_kv_map km, int C, int D, float scale, float *part, int *tickets, int S) {
-    __shared__ float q[256], p[ATT_CHUNK], red[32], accs[SPLIT_THREADS * 8];
+    __shared__ float q0[GRP ? 1 : 256], p0[GRP ? 1 : ATT_CHUNK], red0[GRP ? 1 : 32],
+        accs0[GRP ? 1 : SPLIT_THREADS * 8];
     __shared__ int last;
-    extern __shared__ float4 dyn4[]; /* CLUSTER: the partials (the first block's are the merge's); then SMEM's rows */
+    extern __shared__ float4 dyn4[]; /* CLUSTER, GRP: the partials (the first block's are the merge's); then SMEM's rows */
     float *cpart = reinterpret_cast<float *>(dyn4);
-    int h = blockIdx.x, t = blockIdx.y, s = blockIdx.z, tid = threadIdx.x;
+    /* GRP: a group of SPLIT_THREADS threads a chunk, NG groups a block and
+     * gridDim.z blocks a (head, query), chunk c in block (c / NG) % gridDim.z,
+     * group c % NG: a context of at most NG chunks is the first block's
+     * alone, merged in its shared memory; a longer one takes tickets (every
+     * chunk's partials through global memory, as without GRP). Each group's
+     * scratch (q, p, red, accs) and rows follow the partials. SZ: the
+     * stride from a block's (group's) chunk to its next. */
+    int gi = GRP ? (int)(threadIdx.x / SPLIT_THREADS) : 0;
+    int NG = GRP ? (int)(blockDim.x / SPLIT_THREADS) : 1;
+    int SZ = GRP ? NG * (int)gridDim.z : (int)gridDim.z;
+    int h = blockIdx.x, t = blockIdx.y, s = GRP ? (int)blockIdx.z * NG + gi : (int)blockIdx.z;
+    int tid = GRP ? (int)(threadIdx.x % SPLIT_THREADS) : (int)threadIdx.x;
+    float *q = q0, *p = p0, *red = red0, *accs = accs0;
+    if constexpr (GRP) {
+        q = cpart + split_part_floats(S, D) + (size_t)gi * split_group_floats(D);
+        p = q + D, red = p + ATT_CHUNK, accs = red + 32;
+    }
     /* Cluster barrier phase 1: every block has started (its shared memory
      * exists) before any block stores into another's; phase 2: every
      * partial stored, before the first block merges. Waited on only where
@@ -208,7 +265,9 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     int ns = (L + ATT_CHUNK - 1) / ATT_CHUNK;
     if (s >= ns) {
         /* an exit counts as the trigger; in a cluster that merges, an
-         * arrival first (the first block waits for every block's) */
+         * arrival first (the first block waits for every block's). A
+         * group's exit leaves the block's barriers to the others (they
+         * wait for non-exited threads: PTX ISA, barrier). */
         if (CLUSTER && ns > 1) cluster_wait(), cluster_arrive();
         return;
     }
@@ -234,6 +293,9 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     constexpr bool TWO = PRE == 8;
     int DS = split_smem_row<T>(D); /* a row's stride there: 16 bytes of padding, 4 banks a key further */
     T *ks0 = reinterpret_cast<T *>(cpart + (CLUSTER ? split_part_floats(S, D) : 0));
+    if (GRP)
+        ks0 = reinterpret_cast<T *>(cpart + split_part_floats(S, D) + (size_t)NG * split_group_floats(D)) +
+              (size_t)gi * 2 * ATT_CHUNK * DS;
     T *ks = ks0, *vs = ks + (size_t)ATT_CHUNK * DS;
     int nu = D * (int)sizeof(T) / 16; /* 16-byte pieces of a row */
     /* Chunk rows in [lo, hi) only. */
@@ -241,7 +303,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     auto fetch = [&](int start, int nk, int lo, int hi, T *kd) {
         if constexpr (SMEM) {
             T *vd = kd + (size_t)ATT_CHUNK * DS;
-            for (int u = tid; u < nk * nu; u += blockDim.x) {
+            for (int u = tid; u < nk * nu; u += split_nthr<GRP>()) {
                 int k = u / nu, pc = u - k * nu, j = start + k;
                 if (j >= lo && j < hi) {
                     size_t r = kv_row(tb, bs, j) * C + hoff;
@@ -272,28 +334,28 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     pdl_trigger();
     fetch(s * ATT_CHUNK, min(ATT_CHUNK, L - s * ATT_CHUNK), fresh, INT_MAX, ks);
     const float *qr = qkv + (size_t)t * 3 * C + hoff;
-    for (int d = tid; d < D; d += blockDim.x) q[d] = qr[d] * scale;
+    for (int d = tid; d < D; d += split_nthr<GRP>()) q[d] = qr[d] * scale;
     if (SMEM) cp_async_wait_all();
-    __syncthreads();
+    split_sync<GRP>(gi);
     size_t row = (size_t)h * gridDim.y + t;
-    /* Chunks s, s + gridDim.z, ...: each the same sums, whichever block
+    /* Chunks s, s + SZ, ...: each the same sums, whichever block (group)
      * takes it. */
-    for (int it = 0;; s += gridDim.z, it++) {
+    for (int it = 0;; s += SZ, it++) {
         bool first = it == 0;
         int start = s * ATT_CHUNK, nk = min(ATT_CHUNK, L - start);
         if (TWO) {
             /* this chunk's rows were copied during the last one's sums
              * (the barrier at its end freed the other buffer) */
-            if (!first) cp_async_wait_all(), __syncthreads();
+            if (!first) cp_async_wait_all(), split_sync<GRP>(gi);
             ks = ks0 + (size_t)(it & 1) * 2 * ATT_CHUNK * DS, vs = ks + (size_t)ATT_CHUNK * DS;
-            int nx = s + (int)gridDim.z;
+            int nx = s + SZ;
             if (nx < ns) {
                 T *kn = ks0 + (size_t)((it + 1) & 1) * 2 * ATT_CHUNK * DS;
                 fetch(nx * ATT_CHUNK, min(ATT_CHUNK, L - nx * ATT_CHUNK), 0, INT_MAX, kn);
             }
         } else if (!first) {
             fetch(start, nk, 0, INT_MAX, ks);
-            if (SMEM) cp_async_wait_all(), __syncthreads();
+            if (SMEM) cp_async_wait_all(), split_sync<GRP>(gi);
         }
         float sc = 0.0f;
         if (key < nk) {
@@ -319,10 +381,10 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
         }
         sc += __shfl_xor_sync(0xffffffffu, sc, 1);
         float sv = key < nk ? sc : -INFINITY;
-        float m = block_max(sv, red);
+        float m = split_max<GRP>(sv, red, gi);
         float pv = key < nk ? expf(sv - m) : 0.0f;
         if (half == 0) p[key] = pv;
-        float l = block_sum(half == 0 ? pv : 0.0f, red); /* its barriers publish p */
+        float l = split_sum<GRP>(half == 0 ? pv : 0.0f, red, gi); /* its barriers publish p */
 
         if (g < groups) {
             float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -347,13 +409,13 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
 #pragma unroll
             for (int i = 0; i < 8; i++) accs[g * D + c * 8 + i] = a[i];
         }
-        __syncthreads();
+        split_sync<GRP>(gi);
         if (ns == 1) {
             /* The only chunk (a context of at most ATT_CHUNK keys): the merge
              * of one chunk gives o / l exactly (its weights are exp(0) = 1 and
              * 0), so no partials, ticket or second pass. */
             T *orow = out + (size_t)t * C + hoff;
-            for (int d = tid; d < D; d += blockDim.x) {
+            for (int d = tid; d < D; d += split_nthr<GRP>()) {
                 float o = 0.0f;
                 for (int k = 0; k < groups; k++) o += accs[k * D + d];
                 orow[d] = from_f<T>(o / l);
@@ -361,16 +423,18 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
             return;
         }
         if (CLUSTER && first) cluster_wait();
-        float *po = CLUSTER ? cluster_map(cpart, 0) + s * (D + 2) : part + (row * S + s) * (size_t)(D + 2);
-        for (int d = tid; d < D; d += blockDim.x) {
+        float *po = CLUSTER ? cluster_map(cpart, 0) + s * (D + 2)
+                    : GRP   ? cpart + s * (D + 2)
+                            : part + (row * S + s) * (size_t)(D + 2);
+        for (int d = tid; d < D; d += split_nthr<GRP>()) {
             float o = 0.0f;
             for (int k = 0; k < groups; k++) o += accs[k * D + d];
             po[d] = o;
         }
         if (tid == 0) po[D] = m, po[D + 1] = l;
-        if (CLUSTER) {
-            if (s + (int)gridDim.z >= ns) break;
-            __syncthreads(); /* accs and p are the next chunk's */
+        if (CLUSTER || GRP) {
+            if (s + SZ >= ns) break;
+            split_sync<GRP>(gi); /* accs and p are the next chunk's */
             continue;
         }
 
@@ -380,9 +444,34 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
         if (tid == 0) last = atomicAdd(&tickets[row], 1) == ns - 1;
         __syncthreads();
         if (last) break;
-        if (s + (int)gridDim.z >= ns) return;
+        if (s + SZ >= ns) return;
     }
-    if (CLUSTER) {
+    if (GRP) {
+        __syncthreads(); /* every group's partials stored */
+        if (ns > NG) {
+            /* Several blocks: this one's partials to the scratch (copied
+             * here rather than stored there by the groups, whose address
+             * arithmetic cost the loop registers) by the groups that had a
+             * chunk (the others have exited: its first nw threads), and a
+             * ticket that counts chunks - the block adds its own. */
+            int nb = 0, nw = min(NG, ns - (int)blockIdx.z * NG) * SPLIT_THREADS;
+            for (int c0 = (int)blockIdx.z * NG; c0 < ns; c0 += SZ) {
+                int n = min(NG, ns - c0) * (D + 2);
+                float *dst = part + (row * S + c0) * (size_t)(D + 2);
+                const float *src = cpart + c0 * (D + 2);
+                for (int i = threadIdx.x; i < n; i += nw) dst[i] = src[i];
+                nb += min(NG, ns - c0);
+            }
+            __threadfence();
+            __syncthreads();
+            if (threadIdx.x == 0) last = atomicAdd(&tickets[row], nb) == ns - nb;
+            __syncthreads();
+            if (!last) return;
+            __threadfence();
+            if (threadIdx.x == 0) tickets[row] = 0;
+        }
+        if (gi != 0) return;
+    } else if (CLUSTER) {
         cluster_arrive();
         if (blockIdx.z != 0) return;
         cluster_wait();
@@ -391,16 +480,18 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
         if (tid == 0) tickets[row] = 0;
     }
     /* One pass per output dim, merging chunk by chunk (online softmax),
-     * so the loads of all chunks can be in flight together. */
-    const float *pb = CLUSTER ? cpart : part + row * S * (size_t)(D + 2);
+     * so the loads of all chunks can be in flight together; the partials in
+     * this block's shared memory (CLUSTER: the first block's), or in the
+     * scratch. */
+    const float *pb = CLUSTER || (GRP && ns <= NG) ? cpart : part + row * S * (size_t)(D + 2);
     T *orow = out + (size_t)t * C + hoff;
-    for (int d = tid; d < D; d += blockDim.x) {
+    for (int d = tid; d < D; d += split_nthr<GRP>()) {
         float M = -INFINITY, Ls = 0.0f, o = 0.0f;
 #pragma unroll 4
         for (int k = 0; k < ns; k++) {
             const float *pk = pb + (size_t)k * (D + 2);
             float mk, lk, ok;
-            if (CLUSTER) mk = pk[D], lk = pk[D + 1], ok = pk[d];
+            if (CLUSTER || (GRP && ns <= NG)) mk = pk[D], lk = pk[D + 1], ok = pk[d];
             else mk = __ldcg(pk + D), lk = __ldcg(pk + D + 1), ok = __ldcg(pk + d);
             float Mn = fmaxf(M, mk), a = expf(M - Mn), b = expf(mk - Mn);
             Ls = Ls * a + lk * b;
@@ -1014,6 +1105,77 @@ static void (*paged_split(long blocks, long pairs, int D, size_t *smem))(W *, co
     return attn_split_kernel<W, true, CLUSTER, 0>;
 }
 
+/* How many groups of a block (and blocks a (head, query), *Zb) a paged
+ * pass's split attention takes - its chunks side by side in one block,
+ * merged in the block's shared memory where they are at most the groups -
+ * or 0 for a block a chunk with tickets. The fewest groups from 4 (or Z, if
+ * fewer) to SPLIT_GROUPS_MAX that fit the block's shared memory, run the
+ * pass's (head, query) pairs in one wave, and leave no group more chunks of
+ * the longest context than a ticket block has (Z a pair). A pass of few
+ * pairs spreads a pair over several blocks, each its share of the chunks
+ * (a long context read by one SM a pair lost to the tickets). H200, 128 +
+ * 64 tokens, wall ms a step, tickets -> groups: gpt2 batch 1 0.272 -> 0.250
+ * (4 groups x 4 blocks), batch 8 0.305 -> 0.302 (8), batch 32 0.468 -> 0.453
+ * (3); gpt2-xl batch 1 1.660 -> 1.628, batch 2 2.052 -> 1.976 (8 x 2);
+ * bench/NOTES-cuda.md, session 20. Sets the kernel's shared-memory limit at
+ * its first launch on a device (an attribute set earlier would load its
+ * code early: NOTES, session 15). GPTC_ATT_SPLIT_GROUPS=N: at most N groups
+ * (0 or 1: the tickets). */
+template <typename W> static int split_groups(int Z, int S, int D, long pairs, size_t *smem, int *Zb) {
+    static int most = -1;
+    static int limit[CUDA_MAX_DEVICES], sms[CUDA_MAX_DEVICES]; /* the attribute set, per device; -1: refused */
+    static int per_c[CUDA_MAX_DEVICES][SPLIT_GROUPS_MAX + 1]; /* blocks an SM, asked once a (groups, bytes) */
+    static size_t bytes_c[CUDA_MAX_DEVICES][SPLIT_GROUPS_MAX + 1];
+    if (most < 0) {
+        const char *v = getenv("GPTC_ATT_SPLIT_GROUPS");
+        most = v ? atoi(v) : SPLIT_GROUPS_MAX;
+        if (most > SPLIT_GROUPS_MAX) most = SPLIT_GROUPS_MAX;
+    }
+    int top = Z < most ? Z : most;
+    if (top < 2 || pairs < 1) return 0;
+    int dev = cuda_device_slot();
+    if (limit[dev] == 0) {
+        int d = 0, optin = 0;
+        cudaFuncAttributes fa;
+        /* the dynamic part's most: the block's less the kernel's static bytes */
+        if (cudaGetDevice(&d) != cudaSuccess ||
+            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, d) != cudaSuccess ||
+            cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, d) != cudaSuccess ||
+            cudaFuncGetAttributes(&fa, attn_split_kernel<W, true, false, 4, true>) != cudaSuccess ||
+            (optin -= (int)fa.sharedSizeBytes) <= 0 ||
+            cudaFuncSetAttribute(attn_split_kernel<W, true, false, 4, true>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, optin) != cudaSuccess) {
+            (void)cudaGetLastError();
+            optin = -1;
+        }
+        limit[dev] = optin;
+    }
+    if (limit[dev] < 0) return 0;
+    size_t part = split_part_floats(S, D) * sizeof(float);
+    size_t group = split_group_floats(D) * sizeof(float) + split_smem_bytes<W>(D);
+    long spare = sms[dev] / pairs, per_block = (S + Z - 1) / Z; /* a ticket block's most chunks */
+    for (int G = top < 4 ? top : 4; G <= top; G++) {
+        size_t bytes = part + (size_t)G * group;
+        if (bytes > (size_t)limit[dev]) break;
+        if (bytes_c[dev][G] != bytes) {
+            int per = 0;
+            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, attn_split_kernel<W, true, false, 4, true>,
+                                                              SPLIT_THREADS * G, bytes) != cudaSuccess) {
+                (void)cudaGetLastError();
+                return 0;
+            }
+            per_c[dev][G] = per, bytes_c[dev][G] = bytes;
+        }
+        long zb = (Z + G - 1) / G;
+        if (zb > spare) zb = spare > 1 ? spare : 1;
+        if ((long)per_c[dev][G] * sms[dev] < pairs || (S + G * zb - 1) / (G * zb) > per_block) continue;
+        *smem = bytes;
+        *Zb = (int)zb;
+        return G;
+    }
+    return 0;
+}
+
 int cuda_attention_kind(gptc_dtype dt, int T, int C, int NH) {
     int D = C / NH;
     if (T < ATT_SPLIT_MAXT && D % 8 == 0 && D <= 256) return CUDA_ATT_SPLIT;
@@ -1099,9 +1261,18 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
         } else if (map.tables) {
             size_t smem = 0;
             GPTC_DISPATCH_DTYPE(dt, W, {
-                auto k = paged_split<W, false>(nb, (long)grid.x * grid.y, D, &smem);
-                err = launch_pdl(k, grid, dim3(SPLIT_THREADS), smem, st, (W *)out, qkv, (const W *)k_cache,
-                                 (const W *)v_cache, map, C, D, scale, scratch, tickets, S);
+                int Zb = 1, G = split_groups<W>(Z, S, D, (long)grid.x * grid.y, &smem, &Zb);
+                if (G > 1) {
+                    grid.z = (unsigned)Zb;
+                    err = launch_pdl(attn_split_kernel<W, true, false, 4, true>, grid,
+                                     dim3(SPLIT_THREADS * G), smem, st, (W *)out, qkv, (const W *)k_cache,
+                                     (const W *)v_cache, map, C, D, scale, scratch, tickets, S);
+                } else {
+                    auto k = paged_split<W, false>(nb, (long)grid.x * grid.y, D, &smem);
+                    err = launch_pdl(k, grid, dim3(SPLIT_THREADS), smem, st, (W *)out, qkv,
+                                     (const W *)k_cache, (const W *)v_cache, map, C, D, scale, scratch,
+                                     tickets, S);
+                }
             });
         }
         else

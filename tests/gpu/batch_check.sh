@@ -43,6 +43,12 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   run test_batch-cuda-two env GPTC_ATT_PRE=8 GPTC_ATT_SPLIT_BLOCKS=1 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
   run test_batch-gpt2-two env GPTC_ATT_PRE=8 GPTC_ATT_SPLIT_BLOCKS=1 GPTC_BATCH_SHAPE=gpt2 GPTC_BATCH_BACKEND=cuda \
     gpu-pkg/test_batch
+  # A block a chunk with tickets (by default a pass's chunks run as groups
+  # of one block where they fit), and groups of at most 2 (more blocks a
+  # (head, query), their own tickets).
+  run test_kernels-tickets env GPTC_ATT_SPLIT_GROUPS=0 gpu-pkg/test_kernels
+  run test_batch-cuda-tickets env GPTC_ATT_SPLIT_GROUPS=0 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
+  run test_kernels-groups2 env GPTC_ATT_SPLIT_GROUPS=2 gpu-pkg/test_kernels
   # The pipelined product (gemv_pipe_kernel) past its default 32 tokens
   # (test_kernels' 41), with its other shapes: rows of 8 wherever it runs
   # (and 32 tokens a block), one slab of warps a block.
