@@ -190,29 +190,21 @@ template <bool GRP> __device__ __forceinline__ unsigned split_nthr() {
     return GRP ? SPLIT_THREADS : blockDim.x;
 }
 /* A group's barrier (named barrier 1 + gi of SPLIT_THREADS threads) under
- * GRP, the block's otherwise; and block_max / block_sum over a group, the
- * same shuffles and the same order as over a block of SPLIT_THREADS. */
+ * GRP, the block's otherwise; and block_max (MAX) / block_sum over a group,
+ * the same shuffles and the same order as over a block of SPLIT_THREADS. */
 template <bool GRP> __device__ __forceinline__ void split_sync(int gi) {
     if constexpr (GRP) asm volatile("bar.sync %0, %1;" ::"r"(gi + 1), "n"(SPLIT_THREADS) : "memory");
     else __syncthreads();
 }
-template <bool GRP> __device__ __forceinline__ float split_max(float v, float *red, int gi) {
-    if constexpr (!GRP) return block_max(v, red);
+template <bool GRP, bool MAX> __device__ __forceinline__ float split_reduce(float v, float *red, int gi) {
+    if constexpr (!GRP) return MAX ? block_max(v, red) : block_sum(v, red);
     int lane = threadIdx.x & 31, warp = (int)(threadIdx.x % SPLIT_THREADS) >> 5;
-    v = warp_max(v);
+    v = MAX ? warp_max(v) : warp_sum(v);
     split_sync<GRP>(gi);
     if (lane == 0) red[warp] = v;
     split_sync<GRP>(gi);
-    return warp_max(lane < SPLIT_THREADS / 32 ? red[lane] : -INFINITY);
-}
-template <bool GRP> __device__ __forceinline__ float split_sum(float v, float *red, int gi) {
-    if constexpr (!GRP) return block_sum(v, red);
-    int lane = threadIdx.x & 31, warp = (int)(threadIdx.x % SPLIT_THREADS) >> 5;
-    v = warp_sum(v);
-    split_sync<GRP>(gi);
-    if (lane == 0) red[warp] = v;
-    split_sync<GRP>(gi);
-    return warp_sum(lane < SPLIT_THREADS / 32 ? red[lane] : 0.0f);
+    float r = lane < SPLIT_THREADS / 32 ? red[lane] : MAX ? -INFINITY : 0.0f;
+    return MAX ? warp_max(r) : warp_sum(r);
 }
 
 /* PAGED: the map has block tables (a template parameter, so that the
@@ -381,10 +373,10 @@ __global__ void __launch_bounds__(GRP ? SPLIT_THREADS * SPLIT_GROUPS_MAX : SPLIT
         }
         sc += __shfl_xor_sync(0xffffffffu, sc, 1);
         float sv = key < nk ? sc : -INFINITY;
-        float m = split_max<GRP>(sv, red, gi);
+        float m = split_reduce<GRP, true>(sv, red, gi);
         float pv = key < nk ? expf(sv - m) : 0.0f;
         if (half == 0) p[key] = pv;
-        float l = split_sum<GRP>(half == 0 ? pv : 0.0f, red, gi); /* its barriers publish p */
+        float l = split_reduce<GRP, false>(half == 0 ? pv : 0.0f, red, gi); /* its barriers publish p */
 
         if (g < groups) {
             float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
