@@ -1253,18 +1253,13 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
         } else if (map.tables) {
             size_t smem = 0;
             GPTC_DISPATCH_DTYPE(dt, W, {
+                /* groups of one block (Zb blocks a pair), else a block a chunk */
                 int Zb = 1, G = split_groups<W>(Z, S, D, (long)grid.x * grid.y, &smem, &Zb);
-                if (G > 1) {
-                    grid.z = (unsigned)Zb;
-                    err = launch_pdl(attn_split_kernel<W, true, false, 4, true>, grid,
-                                     dim3(SPLIT_THREADS * G), smem, st, (W *)out, qkv, (const W *)k_cache,
-                                     (const W *)v_cache, map, C, D, scale, scratch, tickets, S);
-                } else {
-                    auto k = paged_split<W, false>(nb, (long)grid.x * grid.y, D, &smem);
-                    err = launch_pdl(k, grid, dim3(SPLIT_THREADS), smem, st, (W *)out, qkv,
-                                     (const W *)k_cache, (const W *)v_cache, map, C, D, scale, scratch,
-                                     tickets, S);
-                }
+                auto k = G > 1 ? attn_split_kernel<W, true, false, 4, true>
+                               : paged_split<W, false>(nb, (long)grid.x * grid.y, D, &smem);
+                if (G > 1) grid.z = (unsigned)Zb;
+                err = launch_pdl(k, grid, dim3(SPLIT_THREADS * (G > 1 ? G : 1)), smem, st, (W *)out, qkv,
+                                 (const W *)k_cache, (const W *)v_cache, map, C, D, scale, scratch, tickets, S);
             });
         }
         else
