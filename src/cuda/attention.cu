@@ -1100,19 +1100,20 @@ static void (*paged_split(long blocks, long pairs, int D, size_t *smem))(W *, co
 /* How many groups of a block (and blocks a (head, query), *Zb) a paged
  * pass's split attention takes - its chunks side by side in one block,
  * merged in the block's shared memory where they are at most the groups -
- * or 0 for a block a chunk with tickets. The fewest groups from 4 (or Z, if
- * fewer) to SPLIT_GROUPS_MAX that fit the block's shared memory, run the
- * pass's (head, query) pairs in one wave, and leave no group more chunks of
- * the longest context than a ticket block has (Z a pair). A pass of few
- * pairs spreads a pair over several blocks, each its share of the chunks
- * (a long context read by one SM a pair lost to the tickets). H200, 128 +
- * 64 tokens, wall ms a step, tickets -> groups: gpt2 batch 1 0.272 -> 0.250
- * (4 groups x 4 blocks), batch 8 0.305 -> 0.302 (8), batch 32 0.468 -> 0.453
- * (3); gpt2-xl batch 1 1.660 -> 1.628, batch 2 2.052 -> 1.976 (8 x 2);
- * bench/NOTES-cuda.md, session 20. Sets the kernel's shared-memory limit at
- * its first launch on a device (an attribute set earlier would load its
- * code early: NOTES, session 15). GPTC_ATT_SPLIT_GROUPS=N: at most N groups
- * (0 or 1: the tickets). */
+ * or 0 for a block a chunk with tickets. Where a pair has at least 4 ticket
+ * blocks (Z), the fewest groups from 4 to SPLIT_GROUPS_MAX that fit the
+ * block's shared memory, run the pass's (head, query) pairs in one wave,
+ * and leave no group more chunks of the longest context than a ticket block
+ * has (Z a pair). A pass of few pairs spreads a pair over several blocks,
+ * each its share of the chunks (a long context read by one SM a pair lost
+ * to the tickets). H200, 128 + 64 tokens, wall ms a step, tickets ->
+ * groups: gpt2 batch 1 0.272 -> 0.250 (4 groups x 4 blocks), batch 8 0.305
+ * -> 0.302 (8); gpt2-xl batch 1 1.660 -> 1.628, batch 2 2.052 -> 1.976 (8 x
+ * 2); bench/NOTES-cuda.md, sessions 20 and 21. Sets the kernel's shared
+ * memory limit at its first launch on a device (an attribute set earlier
+ * would load its code early: NOTES, session 15). GPTC_ATT_SPLIT_GROUPS=N:
+ * at most N groups (0 or 1: the tickets).
+ */
 template <typename W> static int split_groups(int Z, int S, int D, long pairs, size_t *smem, int *Zb) {
     static int most = -1;
     static int limit[CUDA_MAX_DEVICES], sms[CUDA_MAX_DEVICES]; /* the attribute set, per device; -1: refused */
@@ -1124,7 +1125,10 @@ template <typename W> static int split_groups(int Z, int S, int D, long pairs, s
         if (most > SPLIT_GROUPS_MAX) most = SPLIT_GROUPS_MAX;
     }
     int top = Z < most ? Z : most;
-    if (top < 2 || pairs < 1) return 0;
+    /* Fewer than 4 blocks a pair (gpt2 batch 32: 3) lost where a context
+     * reached 4 chunks: 128 + 128 tokens 0.476 -> 0.504 ms a step (0.467 ->
+     * 0.451 at 128 + 64); session 21. */
+    if (top < 2 || Z < 4 || pairs < 1) return 0;
     int dev = cuda_device_slot();
     if (limit[dev] == 0) {
         int d = 0, optin = 0;
