@@ -198,13 +198,7 @@ template <bool GRP> __device__ __forceinline__ void split_sync(int gi) {
 }
 template <bool GRP, bool MAX> __device__ __forceinline__ float split_reduce(float v, float *red, int gi) {
     if constexpr (!GRP) return MAX ? block_max(v, red) : block_sum(v, red);
-    int lane = threadIdx.x & 31, warp = (int)(threadIdx.x % SPLIT_THREADS) >> 5;
-    v = MAX ? warp_max(v) : warp_sum(v);
-    split_sync<GRP>(gi);
-    if (lane == 0) red[warp] = v;
-    split_sync<GRP>(gi);
-    float r = lane < SPLIT_THREADS / 32 ? red[lane] : MAX ? -INFINITY : 0.0f;
-    return MAX ? warp_max(r) : warp_sum(r);
+    return warps_reduce<MAX, SPLIT_THREADS>(v, red, [gi] { split_sync<GRP>(gi); });
 }
 
 /* PAGED: the map has block tables (a template parameter, so that the

@@ -127,23 +127,27 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-/* Sum / max over the block, returned to every thread. `red` is 32 floats of
- * shared memory; the leading barrier lets consecutive calls share it. */
-__device__ __forceinline__ float block_sum(float v, float *red) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    v = warp_sum(v);
-    __syncthreads();
+/* Sum (or with MAX the largest) of v over the block (GROUP 0) or over a
+ * group of GROUP threads, returned to every thread of it: each warp's to
+ * red[warp] (shared memory, a float a warp) between two barriers of those
+ * warps, sync(); the leading one lets consecutive calls share red. */
+template <bool MAX, int GROUP, typename Sync>
+__device__ __forceinline__ float warps_reduce(float v, float *red, Sync sync) {
+    int lane = threadIdx.x & 31, warp = GROUP ? (int)(threadIdx.x % GROUP) >> 5 : (int)(threadIdx.x >> 5);
+    int nw = GROUP ? GROUP / 32 : (int)((blockDim.x + 31) >> 5);
+    v = MAX ? warp_max(v) : warp_sum(v);
+    sync();
     if (lane == 0) red[warp] = v;
-    __syncthreads();
-    return warp_sum(lane < nw ? red[lane] : 0.0f);
+    sync();
+    float r = lane < nw ? red[lane] : MAX ? -INFINITY : 0.0f;
+    return MAX ? warp_max(r) : warp_sum(r);
+}
+/* Over the block; red is 32 floats. */
+__device__ __forceinline__ float block_sum(float v, float *red) {
+    return warps_reduce<false, 0>(v, red, [] { __syncthreads(); });
 }
 __device__ __forceinline__ float block_max(float v, float *red) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    return warp_max(lane < nw ? red[lane] : -INFINITY);
+    return warps_reduce<true, 0>(v, red, [] { __syncthreads(); });
 }
 
 /* ---- tensor-core and asynchronous-copy primitives (sm_80+) ---- */
