@@ -1091,6 +1091,12 @@ static void (*paged_split(long blocks, long pairs, int D, size_t *smem))(W *, co
     return attn_split_kernel<W, true, CLUSTER, 0>;
 }
 
+/* The grouped kernel a paged pass launches: split_groups sets its shared
+ * memory limit and asks its occupancy, so both name it here, once. */
+template <typename W> static auto split_grp_kernel() {
+    return attn_split_kernel<W, true, false, 4, true>;
+}
+
 /* How many groups of a block (and blocks a (head, query), *Zb) a paged
  * pass's split attention takes - its chunks side by side in one block,
  * merged in the block's shared memory where they are at most the groups -
@@ -1131,9 +1137,9 @@ template <typename W> static int split_groups(int Z, int S, int D, long pairs, s
         if (cudaGetDevice(&d) != cudaSuccess ||
             cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, d) != cudaSuccess ||
             cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, d) != cudaSuccess ||
-            cudaFuncGetAttributes(&fa, attn_split_kernel<W, true, false, 4, true>) != cudaSuccess ||
+            cudaFuncGetAttributes(&fa, split_grp_kernel<W>()) != cudaSuccess ||
             (optin -= (int)fa.sharedSizeBytes) <= 0 ||
-            cudaFuncSetAttribute(attn_split_kernel<W, true, false, 4, true>,
+            cudaFuncSetAttribute(split_grp_kernel<W>(),
                                  cudaFuncAttributeMaxDynamicSharedMemorySize, optin) != cudaSuccess) {
             (void)cudaGetLastError();
             optin = -1;
@@ -1149,7 +1155,7 @@ template <typename W> static int split_groups(int Z, int S, int D, long pairs, s
         if (bytes > (size_t)limit[dev]) break;
         if (bytes_c[dev][G] != bytes) {
             int per = 0;
-            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, attn_split_kernel<W, true, false, 4, true>,
+            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, split_grp_kernel<W>(),
                                                               SPLIT_THREADS * G, bytes) != cudaSuccess) {
                 (void)cudaGetLastError();
                 return 0;
@@ -1253,7 +1259,7 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
             GPTC_DISPATCH_DTYPE(dt, W, {
                 /* groups of one block (Zb blocks a pair), else a block a chunk */
                 int Zb = 1, G = split_groups<W>(Z, S, D, (long)grid.x * grid.y, &smem, &Zb);
-                auto k = G > 1 ? attn_split_kernel<W, true, false, 4, true>
+                auto k = G > 1 ? split_grp_kernel<W>()
                                : paged_split<W, false>(nb, (long)grid.x * grid.y, D, &smem);
                 if (G > 1) grid.z = (unsigned)Zb;
                 err = launch_pdl(k, grid, dim3(SPLIT_THREADS * (G > 1 ? G : 1)), smem, st, (W *)out, qkv,
