@@ -488,6 +488,191 @@ __global__ void __launch_bounds__(GRP ? SPLIT_THREADS * SPLIT_GROUPS_MAX : SPLIT
     }
 }
 
+/* ---- warp-a-chunk kernel (a batch's decode pass) ---- */
+
+/*
+ * One block a (head, query), W warps taking its chunks of ATT_CHUNK keys
+ * (w, w + W, ...), the chunks merged in the block's shared memory after its
+ * one barrier: no
+ * tickets, no partials through L2, no block-wide reductions per chunk. For
+ * a pass of many (head, query) pairs whose contexts are a few chunks (gpt2
+ * batch 32 at 128 + 128 tokens: 384 blocks of 4 warps where the split
+ * kernel had 1,152 of 128 threads and a ticket each). What the split
+ * kernel spent at gpt2 batch 32, 128 + 64 tokens, H200, step ms less with
+ * each stage ended early (session 22): the ticket and the merge 0.030, the
+ * partials 0.006, P x V 0.011, the scores and their block reductions 0.024,
+ * the new rows 0.006, the old rows' copies 0.024, its grid over an empty
+ * kernel's 0.014 - of a 0.468 ms step.
+ *
+ * The sums are attn_split_kernel's, in its order, so that a sequence gets
+ * the same bits in a batch as alone (a session's split kernel): a key's
+ * score is its two halves' chains (the 16-byte pieces 0, 2, 4, 6 and 1, 3,
+ * 5, 7), added; the softmax's sum the same tree as block_sum's over four
+ * warps of two threads a key; P x V sixteen chains (keys g, g + 16, ...)
+ * summed in order; the chunks merged as the ticket path merges them.
+ * D = 64 (every GPT-2 size), 16-bit K / V.
+ */
+#define WARP_D 64
+#define WARP_MAX_S 16 /* chunks: GPT-2's n_ctx of 1024 */
+#define WARP_MAX_W 8  /* warps a block */
+/* A warp's shared memory: its chunk's K and V rows (128 bytes each, the
+ * 16-byte pieces of row k at pc ^ (k & 7), so that 8 lanes reading piece
+ * pc of 8 rows hit different banks), then q and p. */
+#define WARP_ROWS_BYTES (2 * ATT_CHUNK * WARP_D * 2)
+#define WARP_SMEM_BYTES (WARP_ROWS_BYTES + 2 * 64 * 4)
+/* The block's partials first (S x (D + 2) floats, to 16 bytes), then each warp's part. */
+__host__ __device__ __forceinline__ size_t warp_part_bytes(int S) {
+    return ((size_t)S * (WARP_D + 2) * 4 + 15) & ~(size_t)15;
+}
+static size_t warp_smem(int S, int W) { return warp_part_bytes(S) + (size_t)W * WARP_SMEM_BYTES; }
+
+template <typename T>
+__global__ void __launch_bounds__(32 * WARP_MAX_W)
+    attn_warp_kernel(T *out, const float *qkv, const T *__restrict__ kc, const T *__restrict__ vc,
+                     cuda_kv_map km, int C, float scale, int S) {
+    extern __shared__ float4 dyn4[];
+    int lane = threadIdx.x & 31, w = (int)(threadIdx.x >> 5), W = (int)(blockDim.x >> 5);
+    int h = blockIdx.x, t = blockIdx.y;
+    float *part = reinterpret_cast<float *>(dyn4);
+    char *wb = reinterpret_cast<char *>(dyn4) + warp_part_bytes(S) + (size_t)w * WARP_SMEM_BYTES;
+    char *ks = wb, *vs = wb + WARP_ROWS_BYTES / 2;
+    float *q = reinterpret_cast<float *>(wb + WARP_ROWS_BYTES), *p = q + WARP_D;
+    float *accs = reinterpret_cast<float *>(ks); /* 16 x 64 floats, once the scores are done */
+    /* Positions and block tables were set before the previous kernel ran,
+     * and so were the old rows (as in attn_split_kernel). */
+    int L = km.pos[t] + 1, ns = (L + ATT_CHUNK - 1) / ATT_CHUNK;
+    if (w >= ns) return; /* an exit counts as the trigger */
+    int fresh = km.solo ? L - 1 : 0;
+    const int32_t *tb = q_table(km, t);
+    int bs = km.block_size;
+    size_t hoff = (size_t)h * WARP_D;
+    T *orow = out + (size_t)t * C + hoff;
+    auto fetch = [&](int start, int nk, int lo, int hi) {
+        for (int u = lane; u < nk * 8; u += 32) {
+            int k = u >> 3, pc = u & 7, j = start + k;
+            if (j >= lo && j < hi) {
+                size_t r = kv_row(tb, bs, j) * C + hoff;
+                int o = k * 128 + ((pc ^ (k & 7)) << 4);
+                cp_async16(ks + o, reinterpret_cast<const char *>(kc + r) + pc * 16, 16);
+                cp_async16(vs + o, reinterpret_cast<const char *>(vc + r) + pc * 16, 16);
+            }
+        }
+    };
+    /* Chunks w, w + W, ... */
+    for (int ch = w; ch < ns; ch += W) {
+        int start = ch * ATT_CHUNK, nk = min(ATT_CHUNK, L - start);
+        if (ch == w) {
+            fetch(start, nk, 0, fresh);
+            pdl_wait();
+            pdl_trigger();
+            fetch(start, nk, fresh, INT_MAX);
+            const float *qr = qkv + (size_t)t * 3 * C + hoff;
+            q[lane] = qr[lane] * scale;
+            q[lane + 32] = qr[lane + 32] * scale;
+        } else {
+            fetch(start, nk, 0, INT_MAX);
+        }
+        cp_async_wait_all();
+        __syncwarp();
+
+        /* Keys lane and lane + 32. */
+        float sv[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int key = lane + 32 * r;
+            float s0 = 0.0f, s1 = 0.0f;
+            if (key < nk) {
+                const char *kr = ks + key * 128;
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    float k0[8], k1[8];
+                    lds8(reinterpret_cast<const T *>(kr + (((2 * i) ^ (key & 7)) << 4)), k0);
+                    lds8(reinterpret_cast<const T *>(kr + (((2 * i + 1) ^ (key & 7)) << 4)), k1);
+#pragma unroll
+                    for (int e = 0; e < 8; e++) s0 += q[2 * i * 8 + e] * k0[e];
+#pragma unroll
+                    for (int e = 0; e < 8; e++) s1 += q[(2 * i + 1) * 8 + e] * k1[e];
+                }
+            }
+            s0 += s1;
+            sv[r] = key < nk ? s0 : -INFINITY;
+        }
+        float m = warp_max(fmaxf(sv[0], sv[1]));
+        float pa = lane < nk ? expf(sv[0] - m) : 0.0f, pb = lane + 32 < nk ? expf(sv[1] - m) : 0.0f;
+        p[lane] = pa;
+        p[lane + 32] = pb;
+        /* block_sum's tree: keys 16v .. 16v + 15 (warp v of the split
+         * kernel, two threads a key) by offsets 8, 4, 2, 1, then (v0 + v2)
+         * + (v1 + v3). */
+#pragma unroll
+        for (int o = 8; o > 0; o >>= 1) {
+            pa += __shfl_xor_sync(0xffffffffu, pa, o);
+            pb += __shfl_xor_sync(0xffffffffu, pb, o);
+        }
+        pa += pb;
+        float l = pa + __shfl_xor_sync(0xffffffffu, pa, 16);
+        __syncwarp(); /* p published; the K rows free for accs */
+
+        /* Lane (gw, c): dims c * 8 .. + 7 of chains g = gw, gw + 4, gw +
+         * 8, gw + 12, each over keys g, g + 16, g + 32, g + 48. */
+        int gw = lane >> 3, c = lane & 7;
+        float a[4][8];
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            int g = gw + 4 * r;
+#pragma unroll
+            for (int i = 0; i < 8; i++) a[r][i] = 0.0f;
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                int k = g + 16 * u;
+                if (k < nk) {
+                    float vv[8];
+                    lds8(reinterpret_cast<const T *>(vs + k * 128 + ((c ^ (k & 7)) << 4)), vv);
+                    float pk = p[k];
+#pragma unroll
+                    for (int i = 0; i < 8; i++) a[r][i] += pk * vv[i];
+                }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            float4 *dst = reinterpret_cast<float4 *>(accs + (gw + 4 * r) * WARP_D + c * 8);
+            dst[0] = make_float4(a[r][0], a[r][1], a[r][2], a[r][3]);
+            dst[1] = make_float4(a[r][4], a[r][5], a[r][6], a[r][7]);
+        }
+        __syncwarp();
+        float o0 = 0.0f, o1 = 0.0f;
+#pragma unroll
+        for (int g = 0; g < 16; g++) o0 += accs[g * WARP_D + lane], o1 += accs[g * WARP_D + lane + 32];
+        if (ns == 1) {
+            /* the only chunk: o / l, as the split kernel writes it */
+            orow[lane] = from_f<T>(o0 / l);
+            orow[lane + 32] = from_f<T>(o1 / l);
+            return;
+        }
+        float *po = part + ch * (WARP_D + 2);
+        po[lane] = o0;
+        po[lane + 32] = o1;
+        if (lane == 0) po[WARP_D] = m, po[WARP_D + 1] = l;
+        __syncwarp(); /* accs read: the next chunk's rows may land */
+    }
+    __syncthreads(); /* every chunk's partials (warps past ns have exited) */
+    int alive = min(ns, W) * 32;
+    for (int d = threadIdx.x; d < WARP_D; d += alive) {
+        float M = -INFINITY, Ls = 0.0f, o = 0.0f;
+#pragma unroll 4
+        for (int k = 0; k < ns; k++) {
+            const float *pk = part + k * (WARP_D + 2);
+            float mk = pk[WARP_D], lk = pk[WARP_D + 1], ok = pk[d];
+            float Mn = fmaxf(M, mk), a0 = expf(M - Mn), b = expf(mk - Mn);
+            Ls = Ls * a0 + lk * b;
+            o = o * a0 + ok * b;
+            M = Mn;
+        }
+        orow[d] = from_f<T>(o / Ls);
+    }
+}
+
 /* ---- tiled kernel ---- */
 
 #define TILE_Q 64 /* queries per block: 8 warps x TILE_QPW */
@@ -1172,6 +1357,51 @@ template <typename W> static int split_groups(int Z, int S, int D, long pairs, s
     return 0;
 }
 
+/* The warps a block of attn_warp_kernel for a paged pass of `pairs` (head,
+ * query) pairs over contexts of at most S chunks; 0: the split kernel. The
+ * graph of a pass is captured with S for n_ctx, so one choice serves every
+ * context; a warp takes chunks w, w + W, ... H200, step ms, gpt2, 128 + 64
+ * tokens / 900 + 100, split -> W 4 / 6 / 8 (session 22):
+ *   batch 4 (48 pairs):  0.292 -> 0.294 / 0.294 / 0.295;  0.377 -> 0.478 / 0.425 / 0.373
+ *   batch 8 (96):        0.301 -> 0.290 / 0.289 / 0.314;  0.454 -> 0.494 / 0.445 / 0.393
+ *   batch 16 (192):      0.368 -> 0.370 / 0.364 / 0.400;  0.635 -> 0.604 / 0.529 / 0.566
+ *   batch 32 (384):      0.466 -> 0.430 / -     / 0.557;  0.845 -> 0.677 / -     / 0.820
+ *   batch 128:           0.990 -> 0.969 (W 2: 1.016, 8: 1.48)
+ * and gpt2 batch 1 (12 pairs) 0.249 -> 0.256 (W 4), 0.253 (W 8). A block
+ * of 8 warps (139 KB of shared memory) lands on an SM only once the QKV
+ * product's blocks have left it, so the copies issued before the PDL wait
+ * lose their head start (short contexts); 6 (105 KB) holds two blocks an
+ * SM, 4 (72 KB) three. So: fewer pairs than half the SMs, the split
+ * kernel; up to two blocks an SM, 6 warps; more, 4.
+ * GPTC_ATT_WARP=0: never; GPTC_ATT_WARP_W=N (1-8): N warps wherever it
+ * applies; GPTC_ATT_WARP_MIN=N: from N pairs on (for comparisons). */
+static int warp_use(int S, long pairs) {
+    static int on = -1, force, least;
+    static int limit[CUDA_MAX_DEVICES], sms[CUDA_MAX_DEVICES]; /* limit -1: refused, never */
+    if (on < 0) {
+        const char *a = getenv("GPTC_ATT_WARP"), *b = getenv("GPTC_ATT_WARP_W"), *c = getenv("GPTC_ATT_WARP_MIN");
+        on = !(a && atoi(a) == 0);
+        force = b && atoi(b) >= 1 && atoi(b) <= WARP_MAX_W ? atoi(b) : 0;
+        least = c ? atoi(c) : -1;
+    }
+    if (!on || S > WARP_MAX_S) return 0;
+    int dev = cuda_device_slot();
+    if (limit[dev] == 0) {
+        int n = (int)warp_smem(WARP_MAX_S, WARP_MAX_W), d = 0;
+        limit[dev] = cudaGetDevice(&d) == cudaSuccess &&
+                             cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, d) == cudaSuccess &&
+                             cudaFuncSetAttribute(attn_warp_kernel<__half>,
+                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, n) == cudaSuccess &&
+                             cudaFuncSetAttribute(attn_warp_kernel<__nv_bfloat16>,
+                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, n) == cudaSuccess
+                         ? n
+                         : -1;
+        (void)cudaGetLastError();
+    }
+    if (limit[dev] < 0 || pairs < (least >= 0 ? least : sms[dev] / 2)) return 0;
+    return force ? force : pairs <= 2L * sms[dev] ? 6 : 4;
+}
+
 int cuda_attention_kind(gptc_dtype dt, int T, int C, int NH) {
     int D = C / NH;
     if (T < ATT_SPLIT_MAXT && D % 8 == 0 && D <= 256) return CUDA_ATT_SPLIT;
@@ -1189,7 +1419,20 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
     cudaError_t err = cudaSuccess;
     if (T < 1) return cudaSuccess;
     if (map.fresh && kind != CUDA_ATT_MMA) return cudaErrorInvalidValue;
-    if (kind == CUDA_ATT_SPLIT) {
+    int Ww = kind == CUDA_ATT_SPLIT && map.tables && dt != GPTC_DTYPE_F32 && D == WARP_D
+                 ? warp_use((max_len + ATT_CHUNK - 1) / ATT_CHUNK, (long)NH * T)
+                 : 0;
+    if (Ww) {
+        int S = (max_len + ATT_CHUNK - 1) / ATT_CHUNK, W = Ww < S ? Ww : S;
+        dim3 grid((unsigned)NH, (unsigned)T);
+        if (dt == GPTC_DTYPE_BF16)
+            err = launch_pdl(attn_warp_kernel<__nv_bfloat16>, grid, dim3(32 * W), warp_smem(S, W), st,
+                             (__nv_bfloat16 *)out, qkv, (const __nv_bfloat16 *)k_cache,
+                             (const __nv_bfloat16 *)v_cache, map, C, scale, S);
+        else
+            err = launch_pdl(attn_warp_kernel<__half>, grid, dim3(32 * W), warp_smem(S, W), st, (__half *)out,
+                             qkv, (const __half *)k_cache, (const __half *)v_cache, map, C, scale, S);
+    } else if (kind == CUDA_ATT_SPLIT) {
         int S = (max_len + ATT_CHUNK - 1) / ATT_CHUNK;
         /* The grid spans max_len for the graphs' sake, but a block past its
          * query's chunks costs a launch: at batch 32 of gpt2-xl (1024

@@ -39,16 +39,23 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   # The split attention's two-buffer kernel where blocks take several
   # chunks (one block a (head, query): GPTC_ATT_SPLIT_BLOCKS=1); by default
   # only passes of few pairs take it, mostly a chunk a block.
-  run test_kernels-two env GPTC_ATT_PRE=8 GPTC_ATT_SPLIT_BLOCKS=1 gpu-pkg/test_kernels
-  run test_batch-cuda-two env GPTC_ATT_PRE=8 GPTC_ATT_SPLIT_BLOCKS=1 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
-  run test_batch-gpt2-two env GPTC_ATT_PRE=8 GPTC_ATT_SPLIT_BLOCKS=1 GPTC_BATCH_SHAPE=gpt2 GPTC_BATCH_BACKEND=cuda \
+  run test_kernels-two env GPTC_ATT_WARP=0 GPTC_ATT_PRE=8 GPTC_ATT_SPLIT_BLOCKS=1 gpu-pkg/test_kernels
+  run test_batch-cuda-two env GPTC_ATT_WARP=0 GPTC_ATT_PRE=8 GPTC_ATT_SPLIT_BLOCKS=1 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
+  run test_batch-gpt2-two env GPTC_ATT_WARP=0 GPTC_ATT_PRE=8 GPTC_ATT_SPLIT_BLOCKS=1 GPTC_BATCH_SHAPE=gpt2 GPTC_BATCH_BACKEND=cuda \
     gpu-pkg/test_batch
   # A block a chunk with tickets (by default a pass's chunks run as groups
   # of one block where they fit), and groups of at most 2 (more blocks a
   # (head, query), their own tickets).
-  run test_kernels-tickets env GPTC_ATT_SPLIT_GROUPS=0 gpu-pkg/test_kernels
-  run test_batch-cuda-tickets env GPTC_ATT_SPLIT_GROUPS=0 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
-  run test_kernels-groups2 env GPTC_ATT_SPLIT_GROUPS=2 gpu-pkg/test_kernels
+  run test_kernels-tickets env GPTC_ATT_WARP=0 GPTC_ATT_SPLIT_GROUPS=0 gpu-pkg/test_kernels
+  run test_batch-cuda-tickets env GPTC_ATT_WARP=0 GPTC_ATT_SPLIT_GROUPS=0 GPTC_BATCH_BACKEND=cuda gpu-pkg/test_batch
+  run test_kernels-groups2 env GPTC_ATT_WARP=0 GPTC_ATT_SPLIT_GROUPS=2 gpu-pkg/test_kernels
+  # A batch pass's attention a warp a chunk (attn_warp_kernel) at any
+  # number of pairs: one warp a block (every chunk in turn), and eight.
+  run test_kernels-warp1 env GPTC_ATT_WARP_MIN=0 GPTC_ATT_WARP_W=1 gpu-pkg/test_kernels
+  run test_kernels-warp8 env GPTC_ATT_WARP_MIN=0 GPTC_ATT_WARP_W=8 gpu-pkg/test_kernels
+  run test_batch-gpt2-warp1 env GPTC_ATT_WARP_MIN=0 GPTC_ATT_WARP_W=1 GPTC_BATCH_SHAPE=gpt2 GPTC_BATCH_BACKEND=cuda \
+    gpu-pkg/test_batch
+  run test_beam-cuda-warp env GPTC_ATT_WARP_MIN=0 GPTC_BEAM_BACKEND=cuda gpu-pkg/test_beam
   # The pipelined product (gemv_pipe_kernel) past its default 32 tokens
   # (test_kernels' 41), with its other shapes: rows of 8 wherever it runs
   # (and 32 tokens a block), one slab of warps a block.
