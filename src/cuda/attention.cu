@@ -20,7 +20,10 @@
  *     the last block of a (head, query) to finish (an atomic ticket) merges
  *     them and resets the ticket. A session's blocks of a (head, query) are
  *     one cluster on sm_90 instead: the partials go into the first block's
- *     shared memory, which merges them after a cluster barrier.
+ *     shared memory, which merges them after a cluster barrier. A batch's
+ *     decode pass of many (head, query) pairs runs the same sums as one
+ *     block a pair, a warp a chunk, merged in its shared memory
+ *     (attn_warp_kernel: no tickets, no block-wide reductions).
  *   - tiled (larger T, D <= 128): a block per (head, 64 queries) walks the
  *     keys in tiles of 64 through shared memory with an online softmax, so
  *     each K/V row is read once per 64 queries instead of once per query.
