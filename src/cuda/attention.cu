@@ -1375,8 +1375,9 @@ template <typename W> static int split_groups(int Z, int S, int D, long pairs, s
  * product's blocks have left it, so the copies issued before the PDL wait
  * lose their head start (short contexts); 6 (105 KB) holds two blocks an
  * SM, 4 (72 KB) three. So: fewer pairs than half the SMs, the split
- * kernel; up to two blocks an SM, 6 warps; more, 4.
- * GPTC_ATT_WARP=0: never; GPTC_ATT_WARP_W=N (1-8): N warps wherever it
+ * kernel; up to two blocks an SM, 6 warps; more, 4 - 4 also where a
+ * block may not have 6 warps' shared memory (sm_86: 99 KB), the split
+ * kernel where it may not have 4's. GPTC_ATT_WARP=0: never; GPTC_ATT_WARP_W=N (1-8): N warps wherever it
  * applies; GPTC_ATT_WARP_MIN=N: from N pairs on (for comparisons). */
 static int warp_use(int S, long pairs) {
     static int on = -1, force, least;
@@ -1390,19 +1391,25 @@ static int warp_use(int S, long pairs) {
     if (!on || S > WARP_MAX_S) return 0;
     int dev = cuda_device_slot();
     if (limit[dev] == 0) {
-        int n = (int)warp_smem(WARP_MAX_S, WARP_MAX_W), d = 0;
-        limit[dev] = cudaGetDevice(&d) == cudaSuccess &&
-                             cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, d) == cudaSuccess &&
-                             cudaFuncSetAttribute(attn_warp_kernel<__half>,
-                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, n) == cudaSuccess &&
-                             cudaFuncSetAttribute(attn_warp_kernel<__nv_bfloat16>,
-                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, n) == cudaSuccess
-                         ? n
-                         : -1;
+        /* as much as the device lets a block have, up to 8 warps' */
+        int n = (int)warp_smem(WARP_MAX_S, WARP_MAX_W), d = 0, optin = 0;
+        bool ok = cudaGetDevice(&d) == cudaSuccess &&
+                  cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, d) == cudaSuccess &&
+                  cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, d) == cudaSuccess;
+        if (ok && optin < n) n = optin;
+        ok = ok &&
+             cudaFuncSetAttribute(attn_warp_kernel<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, n) ==
+                 cudaSuccess &&
+             cudaFuncSetAttribute(attn_warp_kernel<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, n) ==
+                 cudaSuccess;
         (void)cudaGetLastError();
+        limit[dev] = ok ? n : -1;
     }
     if (limit[dev] < 0 || pairs < (least >= 0 ? least : sms[dev] / 2)) return 0;
-    return force ? force : pairs <= 2L * sms[dev] ? 6 : 4;
+    int W = force ? force : pairs <= 2L * sms[dev] ? 6 : 4;
+    if (W > S) W = S;
+    if (W > 4 && warp_smem(S, W) > (size_t)limit[dev]) W = 4;
+    return warp_smem(S, W) <= (size_t)limit[dev] ? W : 0;
 }
 
 int cuda_attention_kind(gptc_dtype dt, int T, int C, int NH) {
@@ -1426,7 +1433,7 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
                  ? warp_use((max_len + ATT_CHUNK - 1) / ATT_CHUNK, (long)NH * T)
                  : 0;
     if (Ww) {
-        int S = (max_len + ATT_CHUNK - 1) / ATT_CHUNK, W = Ww < S ? Ww : S;
+        int S = (max_len + ATT_CHUNK - 1) / ATT_CHUNK, W = Ww;
         dim3 grid((unsigned)NH, (unsigned)T);
         if (dt == GPTC_DTYPE_BF16)
             err = launch_pdl(attn_warp_kernel<__nv_bfloat16>, grid, dim3(32 * W), warp_smem(S, W), st,
