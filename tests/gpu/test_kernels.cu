@@ -1036,9 +1036,9 @@ static const paged_case PAGED_CASES[] = {
     {36, 4, 7, 3, 50, 1, 1},      /* D = 9: full for "each", tiled for "runs" */
     {264, 2, 3, 2, 40, 17, 0},    /* D = 132: full */
     {1600, 25, 16, 3, 1100, 2, 0}, /* GPT-2 XL heads, 18 chunks */
-    {1600, 25, 16, 4, 1024, 1, 0}, /* GPT-2 XL decode: 16 chunks, a cluster each */
+    {1600, 25, 16, 4, 1024, 1, 0}, /* GPT-2 XL decode, 16 chunks: 6 warps, 3 each (16-bit) */
     {768, 12, 16, 2, 1000, 1, 0},  /* few pairs, long contexts: blocks of groups, with tickets */
-    {768, 12, 16, 96, 200, 1, 0},  /* a wide decode pass: a block takes all of a query's chunks */
+    {768, 12, 16, 96, 200, 1, 0},  /* a wide decode pass: a block takes a query's chunks */
     {768, 12, 16, 32, 256, 1, 1},  /* gpt2 batch 32: a warp a chunk (attn_warp_kernel) */
     {1600, 25, 16, 48, 300, 1, 0}, /* the same with GPT-2 XL heads */
     {512, 4, 64, 6, 129, 9, 0},   /* D = 128, blocks of 64 */
