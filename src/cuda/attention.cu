@@ -204,6 +204,17 @@ template <bool GRP, bool MAX> __device__ __forceinline__ float split_reduce(floa
     return warps_reduce<MAX, SPLIT_THREADS>(v, red, [gi] { split_sync<GRP>(gi); });
 }
 
+/* One chunk's max mk, sum lk and unnormalised output ok into the running
+ * (M, Ls, o) of the online softmax: every split path (tickets, clusters,
+ * groups, attn_warp_kernel) merges its chunks with it, in chunk order, so
+ * that a query gets the same bits from each. */
+__device__ __forceinline__ void merge_chunk(float &M, float &Ls, float &o, float mk, float lk, float ok) {
+    float Mn = fmaxf(M, mk), a = expf(M - Mn), b = expf(mk - Mn);
+    Ls = Ls * a + lk * b;
+    o = o * a + ok * b;
+    M = Mn;
+}
+
 /* PAGED: the map has block tables (a template parameter, so that the
  * session's decode step keeps the registers it had without them).
  * CLUSTER: gridDim.z blocks a cluster, the partials merged through shared
@@ -482,10 +493,7 @@ __global__ void __launch_bounds__(GRP ? SPLIT_THREADS * SPLIT_GROUPS_MAX : SPLIT
             float mk, lk, ok;
             if (CLUSTER || (GRP && ns <= NG)) mk = pk[D], lk = pk[D + 1], ok = pk[d];
             else mk = __ldcg(pk + D), lk = __ldcg(pk + D + 1), ok = __ldcg(pk + d);
-            float Mn = fmaxf(M, mk), a = expf(M - Mn), b = expf(mk - Mn);
-            Ls = Ls * a + lk * b;
-            o = o * a + ok * b;
-            M = Mn;
+            merge_chunk(M, Ls, o, mk, lk, ok);
         }
         orow[d] = from_f<T>(o / Ls);
     }
@@ -496,8 +504,8 @@ __global__ void __launch_bounds__(GRP ? SPLIT_THREADS * SPLIT_GROUPS_MAX : SPLIT
 /*
  * One block a (head, query), W warps taking its chunks of ATT_CHUNK keys
  * (w, w + W, ...), the chunks merged in the block's shared memory after its
- * one barrier: no
- * tickets, no partials through L2, no block-wide reductions per chunk. For
+ * one barrier: no tickets, no partials through L2, no block-wide reductions
+ * per chunk. For
  * a pass of many (head, query) pairs whose contexts are a few chunks (gpt2
  * batch 32 at 128 + 128 tokens: 384 blocks of 4 warps where the split
  * kernel had 1,152 of 128 threads and a ticket each). What the split
@@ -667,10 +675,7 @@ __global__ void __launch_bounds__(32 * WARP_MAX_W)
         for (int k = 0; k < ns; k++) {
             const float *pk = part + k * (WARP_D + 2);
             float mk = pk[WARP_D], lk = pk[WARP_D + 1], ok = pk[d];
-            float Mn = fmaxf(M, mk), a0 = expf(M - Mn), b = expf(mk - Mn);
-            Ls = Ls * a0 + lk * b;
-            o = o * a0 + ok * b;
-            M = Mn;
+            merge_chunk(M, Ls, o, mk, lk, ok);
         }
         orow[d] = from_f<T>(o / Ls);
     }
@@ -1377,8 +1382,9 @@ template <typename W> static int split_groups(int Z, int S, int D, long pairs, s
  * SM, 4 (72 KB) three. So: fewer pairs than half the SMs, the split
  * kernel; up to two blocks an SM, 6 warps; more, 4 - 4 also where a
  * block may not have 6 warps' shared memory (sm_86: 99 KB), the split
- * kernel where it may not have 4's. GPTC_ATT_WARP=0: never; GPTC_ATT_WARP_W=N (1-8): N warps wherever it
- * applies; GPTC_ATT_WARP_MIN=N: from N pairs on (for comparisons). */
+ * kernel where it may not have 4's. GPTC_ATT_WARP=0: never;
+ * GPTC_ATT_WARP_W=N (1-8): N warps wherever it applies; GPTC_ATT_WARP_MIN=N:
+ * from N pairs on (for comparisons). */
 static int warp_use(int S, long pairs) {
     static int on = -1, force, least;
     static int limit[CUDA_MAX_DEVICES], sms[CUDA_MAX_DEVICES]; /* limit -1: refused, never */
@@ -1429,21 +1435,20 @@ cudaError_t cuda_attention_run(int kind, gptc_dtype dt, void *out, const float *
     cudaError_t err = cudaSuccess;
     if (T < 1) return cudaSuccess;
     if (map.fresh && kind != CUDA_ATT_MMA) return cudaErrorInvalidValue;
-    int Ww = kind == CUDA_ATT_SPLIT && map.tables && dt != GPTC_DTYPE_F32 && D == WARP_D
-                 ? warp_use((max_len + ATT_CHUNK - 1) / ATT_CHUNK, (long)NH * T)
-                 : 0;
-    if (Ww) {
-        int S = (max_len + ATT_CHUNK - 1) / ATT_CHUNK, W = Ww;
+    int S = (max_len + ATT_CHUNK - 1) / ATT_CHUNK; /* the split kernels' chunks */
+    int warps = kind == CUDA_ATT_SPLIT && map.tables && dt != GPTC_DTYPE_F32 && D == WARP_D
+                    ? warp_use(S, (long)NH * T)
+                    : 0;
+    if (warps) {
         dim3 grid((unsigned)NH, (unsigned)T);
         if (dt == GPTC_DTYPE_BF16)
-            err = launch_pdl(attn_warp_kernel<__nv_bfloat16>, grid, dim3(32 * W), warp_smem(S, W), st,
+            err = launch_pdl(attn_warp_kernel<__nv_bfloat16>, grid, dim3(32 * warps), warp_smem(S, warps), st,
                              (__nv_bfloat16 *)out, qkv, (const __nv_bfloat16 *)k_cache,
                              (const __nv_bfloat16 *)v_cache, map, C, scale, S);
         else
-            err = launch_pdl(attn_warp_kernel<__half>, grid, dim3(32 * W), warp_smem(S, W), st, (__half *)out,
+            err = launch_pdl(attn_warp_kernel<__half>, grid, dim3(32 * warps), warp_smem(S, warps), st, (__half *)out,
                              qkv, (const __half *)k_cache, (const __half *)v_cache, map, C, scale, S);
     } else if (kind == CUDA_ATT_SPLIT) {
-        int S = (max_len + ATT_CHUNK - 1) / ATT_CHUNK;
         /* The grid spans max_len for the graphs' sake, but a block past its
          * query's chunks costs a launch: at batch 32 of gpt2-xl (1024
          * positions, 25 heads) 12,800 blocks did the work of 2,400. So
